@@ -1,0 +1,200 @@
+"""The Analysis contract (Params, SPEC, run) and the registry.
+
+An analysis module exposes a frozen ``Params`` dataclass, a ``SPEC`` and
+``run(model, inputs, params, progress, cancel) -> Result``; optionally
+``validate(model, inputs, params)`` that raises BadInput before anything is stored.
+Analysis modules never import torch at module level, so that listing analyses,
+building parameter forms and drawing charts stay light.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from analyses.errors import BadInput
+
+INPUT_KINDS = ("prompt", "prompt_set", "pile")
+CHART_KINDS = ("heatmap", "line", "table")
+
+
+def param(default: Any, doc: str) -> Any:
+    """A Params field with its default and a one-line doc (shown by the CLI and the TUI form)."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """A result table: name and (column, DuckDB type) pairs; run_id is added by the store."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A default chart, drawn by the one renderer shared by the CLI and the TUI.
+
+    heatmap: colour = ``value`` over ``x`` (columns; labelled with tokens when x is "pos")
+    and ``y`` (rows), one input at a time. line: ``value`` over ``x``, one curve per
+    ``series`` value. table: the first rows of ``table`` ordered by ``order``.
+    ``where`` is an extra SQL condition; ``last_pos`` keeps only each input's last position.
+    """
+
+    kind: str
+    title: str
+    table: str
+    value: str
+    x: str = "pos"
+    y: str = "layer"
+    series: str | None = None
+    where: str = ""
+    last_pos: bool = False
+    per_input: bool = True
+    order: str = ""
+    limit: int = 20
+    vmin: float | None = None
+    vmax: float | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    name: str
+    title: str
+    description: str
+    input_kinds: tuple[str, ...]
+    tables: tuple[ResultTable, ...]
+    charts: tuple[Chart, ...]
+
+    def table(self, name: str) -> ResultTable:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One thing to analyse: a typed prompt, a prompt-set row or a corpus document."""
+
+    input_id: int
+    source: str
+    text: str
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What run() returns: Arrow tables keyed by result-table name (without run_id),
+    the tokens table (input_id, pos, token_id, token) and notes for the provenance."""
+
+    tables: dict[str, Any]
+    tokens: Any
+    notes: dict = field(default_factory=dict)
+
+
+class Progress(Protocol):
+    def __call__(self, done: int, total: int, note: str = "") -> None: ...
+
+
+class CancelEvent(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def no_progress(done: int, total: int, note: str = "") -> None:
+    """A progress callback that ignores everything."""
+
+
+REGISTRY: dict[str, str] = {
+    "logit-lens": "analyses.logit_lens",
+}
+
+
+def analysis_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_analysis(name: str) -> types.ModuleType:
+    """The module of a registered analysis; BadInput naming the known ones otherwise."""
+    if name not in REGISTRY:
+        known = ", ".join(analysis_names())
+        raise BadInput(f"unknown analysis {name!r}; known analyses: {known}")
+    return importlib.import_module(REGISTRY[name])
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    type_name: str
+    default: Any
+    doc: str
+    optional: bool
+
+
+def _unwrap(annotation: Any) -> tuple[type, bool]:
+    args = typing.get_args(annotation)
+    if args and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return inner[0], True
+    return annotation, False
+
+
+def param_infos(params_cls: type) -> list[ParamInfo]:
+    hints = typing.get_type_hints(params_cls)
+    infos = []
+    for f in dataclasses.fields(params_cls):
+        base, optional = _unwrap(hints[f.name])
+        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional))
+    return infos
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def coerce_value(info: ParamInfo, raw: str) -> Any:
+    """Parse one textual parameter value into its declared type; BadInput on a bad value."""
+    if info.optional and raw.strip().lower() in {"", "none", "null"}:
+        return None
+    try:
+        if info.type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError(raw)
+        if info.type_name == "int":
+            return int(raw)
+        if info.type_name == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise BadInput(f"parameter {info.name!r} takes a {info.type_name}, not {raw!r}") from None
+
+
+def parse_params(params_cls: type, raw: dict[str, str]) -> Any:
+    """Build a Params instance from text values (CLI --param, TUI form), checking names and types."""
+    infos = {info.name: info for info in param_infos(params_cls)}
+    values = {}
+    for key, text in raw.items():
+        if key not in infos:
+            known = ", ".join(infos) or "none"
+            raise BadInput(f"unknown parameter {key!r}; this analysis takes: {known}")
+        values[key] = coerce_value(infos[key], text)
+    params = params_cls(**values)
+    check = getattr(params, "check", None)
+    if callable(check):
+        check()
+    return params
+
+
+def params_to_dict(params: Any) -> dict:
+    return dataclasses.asdict(params)
+
+
+Runner = Callable[..., Result]

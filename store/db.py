@@ -1,0 +1,237 @@
+"""The results database: short read-write connections with retry, read-only queries, atomic runs.
+
+DuckDB lets one process write at a time and, while a process holds a read-write connection,
+no other process can open the file at all; so every write opens, writes and closes, and a
+lock held elsewhere is retried with backoff instead of failing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from store.schema import RUN_STATUSES, ensure_result_table, migrate
+
+LOCK_RETRY_SECONDS = 30.0
+
+
+class StoreError(Exception):
+    """A store problem the user can act on (bad path, bad SQL, unknown run); exit code 2."""
+
+    exit_code = 2
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    text = str(error)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple]
+
+
+class Store:
+    """One DuckDB file. Opening it migrates the schema and marks dead in-flight runs interrupted."""
+
+    def __init__(self, path: str | Path, lock_retry_seconds: float = LOCK_RETRY_SECONDS) -> None:
+        self.path = Path(path).expanduser()
+        self.lock_retry_seconds = lock_retry_seconds
+        self._check_path()
+        with self.write() as conn:
+            migrate(conn)
+            self._mark_interrupted(conn)
+
+    def _check_path(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"--db {self.path} is a directory, not a database file")
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the folder for {self.path}: {error.strerror}") from None
+        if self.path.exists():
+            if not os.access(self.path, os.R_OK | os.W_OK):
+                raise StoreError(f"database {self.path} is not readable and writable by this user")
+        elif not os.access(parent, os.W_OK):
+            raise StoreError(f"cannot create {self.path}: folder {parent} is not writable")
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        delay = 0.02
+        deadline = time.monotonic() + self.lock_retry_seconds
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as error:
+                if _is_lock_conflict(error) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                if _is_lock_conflict(error):
+                    raise StoreError(f"database {self.path} stayed locked by another process for {self.lock_retry_seconds:.0f} s") from None
+                raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
+            except duckdb.Error as error:
+                raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-write connection; keep the body brief."""
+        conn = self._connect(read_only=False)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection: writes through it are refused by DuckDB."""
+        conn = self._connect(read_only=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _mark_interrupted(self, conn) -> None:
+        host = socket.gethostname()
+        rows = conn.execute("SELECT run_id, host, pid FROM runs WHERE status = 'running'").fetchall()
+        dead = [run_id for run_id, run_host, pid in rows if run_host == host and (pid is None or not _pid_alive(pid))]
+        for run_id in dead:
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the process running it ended before it finished' WHERE run_id = ?",
+                [utc_now(), run_id],
+            )
+
+    def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict) -> int:
+        """Record a run as running (its own small transaction) and return its id."""
+        with self.write() as conn:
+            run_id = conn.execute("SELECT nextval('run_id_seq')").fetchone()[0]
+            conn.execute(
+                "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid) "
+                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid()],
+            )
+        return int(run_id)
+
+    def finish_run(self, run_id: int, inputs: Any, tokens: Any, tables: dict[str, tuple[tuple[tuple[str, str], ...], Any]], provenance: dict | None = None) -> None:
+        """Write inputs, tokens and result tables (Arrow) and mark the run done, all or nothing."""
+        with self.write() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for name, arrow_table in (("inputs", inputs), ("tokens", tokens)):
+                    self._insert_arrow(conn, name, arrow_table, run_id)
+                for name, (columns, arrow_table) in tables.items():
+                    ensure_result_table(conn, name, columns)
+                    self._insert_arrow(conn, name, arrow_table, run_id)
+                update = "UPDATE runs SET status = 'done', finished_at = ?, error = NULL"
+                values: list = [utc_now()]
+                if provenance is not None:
+                    update += ", provenance = ?"
+                    values.append(json.dumps(provenance))
+                conn.execute(update + " WHERE run_id = ?", values + [run_id])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _insert_arrow(conn, name: str, arrow_table: Any, run_id: int) -> None:
+        import pyarrow as pa
+
+        with_run = arrow_table.add_column(0, "run_id", pa.array([run_id] * arrow_table.num_rows, type=pa.int64()))
+        conn.register("_iwb_incoming", with_run)
+        try:
+            conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _iwb_incoming")
+        finally:
+            conn.unregister("_iwb_incoming")
+
+    def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        if status not in RUN_STATUSES or status in ("running", "done"):
+            raise ValueError(f"end_run takes failed, cancelled or interrupted, not {status!r}")
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
+                [status, error, utc_now(), run_id],
+            )
+
+    def delete_run(self, run_id: int, result_tables: list[str]) -> None:
+        """Remove a run and all its rows in one transaction (only ever on an explicit request)."""
+        with self.write() as conn:
+            existing = {row[0] for row in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                for name in ["inputs", "tokens"] + [t for t in result_tables if t in existing]:
+                    conn.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
+                conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def run_row(self, run_id: int) -> dict | None:
+        result = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not result.rows:
+            return None
+        return dict(zip(result.columns, result.rows[0]))
+
+    def list_runs(self, limit: int = 50, text_filter: str = "") -> QueryResult:
+        sql = (
+            "SELECT r.run_id, r.created_at, r.analysis, r.model, r.status, "
+            "round(epoch(r.finished_at) - epoch(r.created_at), 2) AS seconds, "
+            "(SELECT count(*) FROM inputs i WHERE i.run_id = r.run_id) AS n_inputs, "
+            "(SELECT left(replace(i.text, chr(10), ' '), 60) FROM inputs i WHERE i.run_id = r.run_id ORDER BY i.input_id LIMIT 1) AS first_input "
+            "FROM runs r"
+        )
+        values: list = []
+        if text_filter:
+            sql += " WHERE concat_ws(' ', r.analysis, r.model, r.status, r.params, (SELECT string_agg(i.text, ' ') FROM inputs i WHERE i.run_id = r.run_id)) ILIKE ?"
+            values.append(f"%{text_filter}%")
+        sql += " ORDER BY r.run_id DESC LIMIT ?"
+        values.append(limit)
+        return self.query(sql, values)
+
+    def query(self, sql: str, values: list | None = None, max_rows: int | None = None) -> QueryResult:
+        """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError."""
+        if not self.path.exists():
+            raise StoreError(f"database {self.path} does not exist yet")
+        with self.read() as conn:
+            try:
+                cursor = conn.execute(sql, values or [])
+            except duckdb.Error as error:
+                raise StoreError(str(error).strip()) from None
+            if cursor.description is None:
+                return QueryResult([], [], [])
+            columns = [d[0] for d in cursor.description]
+            types = [str(d[1]) for d in cursor.description]
+            rows = cursor.fetchmany(max_rows) if max_rows is not None else cursor.fetchall()
+            return QueryResult(columns, types, rows)
+
+    def arrow(self, sql: str, values: list | None = None) -> Any:
+        with self.read() as conn:
+            try:
+                return conn.execute(sql, values or []).fetch_arrow_table()
+            except duckdb.Error as error:
+                raise StoreError(str(error).strip()) from None

@@ -1,0 +1,96 @@
+"""All DDL of the store, with numbered migrations recorded in schema_version.
+
+Timestamps are UTC. JSON columns hold params, provenance and input meta.
+"""
+from __future__ import annotations
+
+import re
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "runs, inputs, tokens",
+        [
+            "CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1",
+            """CREATE TABLE IF NOT EXISTS runs (
+                run_id BIGINT PRIMARY KEY,
+                analysis VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                params JSON,
+                status VARCHAR NOT NULL,
+                error VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP,
+                device VARCHAR,
+                dtype VARCHAR,
+                provenance JSON,
+                host VARCHAR,
+                pid INTEGER
+            )""",
+            """CREATE TABLE IF NOT EXISTS inputs (
+                run_id BIGINT NOT NULL,
+                input_id INTEGER NOT NULL,
+                source VARCHAR NOT NULL,
+                text VARCHAR NOT NULL,
+                meta JSON
+            )""",
+            """CREATE TABLE IF NOT EXISTS tokens (
+                run_id BIGINT NOT NULL,
+                input_id INTEGER NOT NULL,
+                pos INTEGER NOT NULL,
+                token_id INTEGER NOT NULL,
+                token VARCHAR
+            )""",
+        ],
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+RUN_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
+CORE_TABLES = ("runs", "inputs", "tokens", "schema_version")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPES = {"INTEGER", "BIGINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
+
+
+def migrate(conn) -> int:
+    """Apply every migration newer than the file's version, each in its own transaction."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
+    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    for version, description, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [version, description]
+            )
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        current = version
+    return current
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name) or name in CORE_TABLES:
+        raise ValueError(f"not a usable result table or column name: {name!r}")
+    return name
+
+
+def ensure_result_table(conn, name: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """Create a result table (run_id first) or add the columns a newer analysis version has."""
+    check_identifier(name)
+    for column, column_type in columns:
+        if not _IDENTIFIER.match(column) or column_type not in _TYPES:
+            raise ValueError(f"bad column {column!r} {column_type!r} for table {name!r}")
+    body = ", ".join(["run_id BIGINT NOT NULL"] + [f"{column} {column_type}" for column, column_type in columns])
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body})")
+    existing = {row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main'", [name]
+    ).fetchall()}
+    for column, column_type in columns:
+        if column not in existing:
+            conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} {column_type}")
