@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             args.func = cmd_tui
         return args.func(args)
     except (IwbError, StoreError) as error:
-        print(f"iwb: {error}", file=sys.stderr)
+        # One line on stderr; DuckDB's multi-line context (LINE 1: ...) stays for the TUI.
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"iwb: {first_line}", file=sys.stderr)
         return getattr(error, "exit_code", 1)
     except KeyboardInterrupt:
         print("iwb: interrupted", file=sys.stderr)

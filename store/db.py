@@ -232,6 +232,9 @@ class Store:
     def arrow(self, sql: str, values: list | None = None) -> Any:
         with self.read() as conn:
             try:
-                return conn.execute(sql, values or []).fetch_arrow_table()
+                cursor = conn.execute(sql, values or [])
+                # duckdb 2 renamed fetch_arrow_table to to_arrow_table.
+                fetch = getattr(cursor, "to_arrow_table", None) or cursor.fetch_arrow_table
+                return fetch()
             except duckdb.Error as error:
                 raise StoreError(str(error).strip()) from None

@@ -1,0 +1,63 @@
+"""The contract: registry lookups, Params parsing from text, errors a user can cause."""
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError, dataclass
+
+import pytest
+
+from analyses.base import analysis_names, get_analysis, param, param_infos, parse_params
+from analyses.errors import BadInput
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    samples: int = param(10, "noise samples")
+    noise: float = param(3.0, "noise multiplier")
+    rome: bool = param(False, "ROME-compatible noise")
+    target: str | None = param(None, "target token")
+
+
+def test_every_registered_analysis_honours_the_contract():
+    for name in analysis_names():
+        module = get_analysis(name)
+        spec = module.SPEC
+        assert spec.name == name and spec.title and spec.description
+        assert set(spec.input_kinds) <= {"prompt", "prompt_set", "pile"}
+        assert callable(module.run)
+        table_names = {table.name for table in spec.tables}
+        for chart in spec.charts:
+            assert chart.kind in ("heatmap", "line", "table") and chart.table in table_names
+            columns = {c for c, _ in spec.table(chart.table).columns} | {"run_id"}
+            for column in (chart.value, chart.x, chart.y, chart.series):
+                assert column is None or chart.kind == "table" or column in columns or column == "pos"
+        for info in param_infos(module.Params):
+            assert info.doc, f"{name}.{info.name} has no doc"
+        defaults = module.Params()
+        with pytest.raises(FrozenInstanceError):
+            setattr(defaults, param_infos(module.Params)[0].name, None)
+
+
+def test_params_parse_from_text_with_types():
+    params = parse_params(DemoParams, {"samples": "4", "noise": "2.5", "rome": "yes", "target": " Paris"})
+    assert params == DemoParams(4, 2.5, True, " Paris")
+    assert parse_params(DemoParams, {"target": "none"}).target is None
+    assert parse_params(DemoParams, {}) == DemoParams()
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"sample": "3"}, "unknown parameter 'sample'"),
+        ({"samples": "three"}, "takes a int"),
+        ({"noise": "loud"}, "takes a float"),
+        ({"rome": "maybe"}, "takes a bool"),
+    ],
+)
+def test_bad_params_are_bad_input(raw, message):
+    with pytest.raises(BadInput, match=message):
+        parse_params(DemoParams, raw)
+
+
+def test_unknown_analysis_names_the_known_ones():
+    with pytest.raises(BadInput, match="unknown analysis 'logit-lense'.*logit-lens"):
+        get_analysis("logit-lense")
