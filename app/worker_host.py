@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import itertools
 import multiprocessing
+from multiprocessing import resource_tracker
 import queue
 import signal
 import threading
@@ -63,6 +64,8 @@ class WorkerHost:
         self.cancel_grace_s = cancel_grace_s
         self.extra_analyses = extra_analyses or {}
         self._context = multiprocessing.get_context("spawn")
+        # Start the resource tracker now: under Textual, sys.stderr has no file descriptor to pass it.
+        resource_tracker.ensure_running()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._pending: collections.deque[Job] = collections.deque()
