@@ -106,7 +106,7 @@ class Workbench(App):
             self.get_screen("probe").log_line(f"job {self.job_state.job_id}: cancel asked")
 
     def switch_model(self, name: str) -> None:
-        if name == self.job_state.model and self.job_state.model_state in ("ready", "loading"):
+        if name == self.host.model.name:
             return
         self.host.set_model(ModelChoice(name, self.settings.device, self.settings.dtype))
         self.job_state = apply(self.job_state, _model_switching(name))

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from analyses.base import REGISTRY, get_analysis
 from app.tui.widgets.confirm import ConfirmModal
 
-COLUMNS = ("run", "time (UTC)", "analysis", "model", "prompt", "status", "seconds")
+COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
 
 
 class HistoryScreen(Screen):
@@ -62,8 +62,8 @@ class HistoryScreen(Screen):
             errors[run_id] = ""
             analyses[run_id] = run["analysis"]
             rows.append((run_id, (
-                str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M:%S}", run["analysis"], run["model"],
-                (run["first_input"] or "")[:40], run["status"], "" if run["seconds"] is None else f"{run['seconds']:.1f}",
+                str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
+                "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40],
             )))
         if rows:
             ids = ",".join(str(run_id) for run_id, _ in rows)

@@ -55,7 +55,7 @@ def build_inputs(source: SourceChoice) -> tuple:
 
 class ProbeScreen(Screen):
     BINDINGS = [
-        Binding("ctrl+r", "run", "Run", priority=True, tooltip="Run the analysis on the prompt in the worker"),
+        Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker"),
         Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
     ]
 

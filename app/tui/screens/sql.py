@@ -24,7 +24,7 @@ EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDE
 def sql_editor() -> TextArea:
     """SQL highlighting where the tree-sitter grammar is installed, a plain editor otherwise."""
     language = "sql" if "sql" in TextArea().available_languages else None
-    return TextArea(EXAMPLE_SQL, language=language, id="sql-editor", show_line_numbers=True, soft_wrap=True)
+    return TextArea("", language=language, id="sql-editor", show_line_numbers=True, soft_wrap=True, placeholder=f"e.g. {EXAMPLE_SQL}")
 
 
 def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.ChartData | None:
@@ -42,10 +42,10 @@ def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.Chart
 
 class SqlScreen(Screen):
     BINDINGS = [
-        Binding("ctrl+enter,ctrl+r", "run_query", "Run SQL", priority=True, tooltip="Run the statement (read-only)"),
-        Binding("ctrl+n", "page(1)", "Next page", priority=True, tooltip="Fetch the next page of rows"),
-        Binding("ctrl+b", "page(-1)", "Prev page", priority=True, tooltip="Fetch the previous page of rows"),
-        Binding("ctrl+g", "chart", "Chart this", priority=True, tooltip="Draw a numeric column of the result"),
+        Binding("ctrl+enter,ctrl+r", "run_query", "Run SQL", tooltip="Run the statement (read-only)"),
+        Binding("ctrl+n", "page(1)", "Next page", tooltip="Fetch the next page of rows"),
+        Binding("ctrl+b", "page(-1)", "Prev page", tooltip="Fetch the previous page of rows"),
+        Binding("ctrl+g", "chart", "Chart this", tooltip="Draw a numeric column of the result"),
         Binding("escape", "show_table", "Table", show=False),
     ]
 
