@@ -37,6 +37,9 @@ def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.Chart
         xs, ys = data.series.setdefault(name, ([], []))
         xs.append(x)
         ys.append(float(value))
+    for name, (xs, ys) in list(data.series.items()):
+        ordered = sorted(zip(xs, ys))
+        data.series[name] = ([x for x, _ in ordered], [y for _, y in ordered])
     return data if data.series else None
 
 
