@@ -3,12 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import bisect
+
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
 from app import charts
+
+CURSOR_STYLE = Style(color="rgb(255,0,0)", bgcolor="rgb(255,0,0)")
 
 
 class ChartView(PlotextPlot, can_focus=True):
@@ -34,6 +40,10 @@ class ChartView(PlotextPlot, can_focus=True):
         self.cursor: tuple[int, int] = (0, 0)
         self._cache_key: tuple | None = None
         self._cache: Any = None
+        self._lines: list[Text] = []
+        self._line_spans: dict = {}
+        self._strips: list[Strip] = []
+        self.painted_cursor: tuple[int, int] | None = None
 
     def show(self, data: charts.ChartData | None) -> None:
         self.data = data
@@ -72,14 +82,73 @@ class ChartView(PlotextPlot, can_focus=True):
         if self.data is not None and self.data.matrix:
             self.action_move(0, (len(self.data.matrix[0]) if direction > 0 else -len(self.data.matrix[0])))
 
+    def _build(self, width: int, height: int, **draw_options: Any) -> Text:
+        charts.draw(self.plt, self.data, width, height, **draw_options)
+        return super().render()
+
+    def _cell_positions(self, width: int, height: int) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        """Where each heatmap cell lands in the rendered text: drawn once with a colour per cell."""
+        cols = len(self.data.matrix[0])
+
+        def index_colour(row: int, col: int) -> tuple[int, int, int]:
+            index = row * cols + col
+            return (index >> 16) & 255, (index >> 8) & 255, index & 255
+
+        text = self._build(width, height, cell_colour=index_colour)
+        plain = text.plain
+        positions: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for span in text.spans:
+            style = span.style
+            color = getattr(style, "color", None)
+            if color is None or color.triplet is None or not plain[span.start:span.end].strip("█") == "":
+                continue
+            red, green, blue = color.triplet
+            index = (red << 16) | (green << 8) | blue
+            positions.setdefault(divmod(index, cols), []).append((span.start, span.end))
+        return positions
+
+    def _ensure_drawn(self) -> None:
+        width, height = self.size.width, self.size.height
+        key = (width, height, self.app.theme, id(self.data))
+        if key == self._cache_key:
+            return
+        # The chart is drawn once per size, theme and data; moving the cursor only restyles its cell.
+        heatmap = self.data.chart.kind == "heatmap"
+        positions = self._cell_positions(width, height) if heatmap else {}
+        self._cache = self._build(width, height)
+        self._cache_key = key
+        self._lines = self._cache.split("\n", allow_blank=True)
+        starts, offset = [], 0
+        for line in self._lines:
+            starts.append(offset)
+            offset += len(line) + 1
+        self._line_spans = {}
+        for cell, spans in positions.items():
+            for start, end in spans:
+                row = bisect.bisect_right(starts, start) - 1
+                self._line_spans.setdefault(cell, {}).setdefault(row, []).append((start - starts[row], end - starts[row]))
+        self._strips = [self._strip(line) for line in self._lines]
+
+    def _strip(self, line: Text) -> Strip:
+        return Strip(list(line.render(self.app.console, end=""))).adjust_cell_length(self.size.width)
+
+    def render_line(self, y: int) -> Strip:
+        if self.data is None or self.data.chart.kind != "heatmap" or not self.data.matrix:
+            return super().render_line(y)
+        self._ensure_drawn()
+        if y >= len(self._strips):
+            return Strip.blank(self.size.width)
+        spans = self._line_spans.get(self.cursor, {}).get(y)
+        if not spans:
+            return self._strips[y]
+        self.painted_cursor = self.cursor
+        line = self._lines[y].copy()
+        for start, end in spans:
+            line.stylize(CURSOR_STYLE, start, end)
+        return self._strip(line)
+
     def render(self) -> Any:
         if self.data is None:
             return Text("No chart to show.", style="dim")
-        width, height = self.size.width, self.size.height
-        key = (width, height, self.cursor, self.app.theme, id(self.data))
-        if key != self._cache_key:
-            cursor = self.cursor if self.data.chart.kind == "heatmap" else None
-            charts.draw(self.plt, self.data, width, height, cursor=cursor)
-            self._cache = super().render()
-            self._cache_key = key
+        self._ensure_drawn()
         return self._cache
