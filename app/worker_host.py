@@ -47,8 +47,8 @@ def merge_progress(events: list[Event]) -> list[Event]:
             if event.job_id in seen_jobs:
                 latest[id(event)] = False
             seen_jobs.add(event.job_id)
-        elif hasattr(event, "job_id"):
-            seen_jobs.discard(event.job_id)
+        elif not isinstance(event, Log) and hasattr(event, "job_id"):
+            seen_jobs.discard(event.job_id)  # never merge progress across a state change
     return [e for e in events if latest[id(e)]]
 
 
