@@ -105,7 +105,7 @@ async def test_worker_failure_is_shown(tui_store):
         assert not app.screen.query_one("#run").disabled
 
 
-async def test_palette_lists_every_analysis(tui_store):
+async def test_palette_help_and_theme(tui_store):
     from analyses.base import analysis_names
     from app.tui.commands import WorkbenchCommands
 
@@ -116,3 +116,11 @@ async def test_palette_lists_every_analysis(tui_store):
         for name in analysis_names():
             assert any(f"({name})" in title for title in titles)
         assert "Go to: SQL console" in titles
+        await pilot.press("f1")
+        await pilot.pause()
+        assert app.screen.query("HelpPanel")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert not app.screen.query("HelpPanel")
+        await pilot.press("ctrl+t")
+        assert app.theme == "textual-light"
