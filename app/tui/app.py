@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from rich.text import Text
 from textual.app import App
 from textual.binding import Binding
 
@@ -13,7 +14,7 @@ from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
 from app.tui.screens.sql import SqlScreen
 from app.tui.settings import Settings
-from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, Started, Submitted
+from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Started, Submitted
 
 HostFactory = Callable[[Any, Callable, ModelChoice], Any]
 
@@ -85,10 +86,13 @@ class Workbench(App):
             probe.log_line(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)")
             self.open_run(event.run_id, switch=self.screen is probe)
         elif isinstance(event, Failed):
-            probe.log_line(f"[red]job {event.job_id} failed: {event.error_class}: {event.message}[/red]")
-            self.notify(event.message, title=f"Job failed ({event.error_class})", severity="error", timeout=8)
+            message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
+            probe.log_line(Text(f"job {event.job_id} failed: {event.error_class}: {message}", style="red"))
+            self.notify(message, title=f"Job failed ({event.error_class})", severity="error", timeout=8, markup=False)
         elif isinstance(event, Cancelled):
             probe.log_line(f"job {event.job_id}: {event.reason}")
+        elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
+            probe.log_line(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else ""))
         elif isinstance(event, Log):
             probe.log_line(event.text if event.level == "info" else f"[yellow]{event.text}[/yellow]")
 

@@ -124,3 +124,18 @@ async def test_palette_help_and_theme(tui_store):
         assert not app.screen.query("HelpPanel")
         await pilot.press("ctrl+t")
         assert app.theme == "textual-light"
+
+
+async def test_run_finishing_while_another_screen_is_shown_opens_in_the_background(seeded_store):
+    app = make_app(seeded_store)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await settle(app, pilot)
+        app.post_job_event(Submitted(9, "logit-lens"))
+        app.post_job_event(Finished(9, 1, {"logit_lens": 60}, 1.0))
+        await settle(app, pilot)
+        assert app.screen.name == "history"
+        await pilot.press("f3")
+        await settle(app, pilot)
+        assert app.screen.run_id == 1 and app.screen.query_one("#chart").data is not None

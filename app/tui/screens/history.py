@@ -1,6 +1,8 @@
 """The history screen: stored runs, filtered by text; open one, or delete it after confirming."""
 from __future__ import annotations
 
+from typing import Any
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -49,11 +51,11 @@ class HistoryScreen(Screen):
         self.query_one("#runs", DataTable).focus()
 
     def action_refresh(self) -> None:
-        self.load_runs(self.query_one("#history-filter", Input).value)
+        self.load_runs(self.app, self.query_one("#history-filter", Input).value)
 
     @work(thread=True, exclusive=True, group="history")
-    def load_runs(self, text_filter: str) -> None:
-        result = self.app.store.list_runs(limit=500, text_filter=text_filter)
+    def load_runs(self, app: Any, text_filter: str) -> None:
+        result = app.store.list_runs(limit=500, text_filter=text_filter)
         rows, errors, analyses = [], {}, {}
         names = result.columns
         for values in result.rows:
@@ -67,9 +69,9 @@ class HistoryScreen(Screen):
             )))
         if rows:
             ids = ",".join(str(run_id) for run_id, _ in rows)
-            for run_id, error in self.app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
+            for run_id, error in app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
                 errors[run_id] = error.splitlines()[0]
-        self.app.call_from_thread(self.show_runs, rows, errors, analyses)
+        app.call_from_thread(self.show_runs, rows, errors, analyses)
 
     def show_runs(self, rows: list, errors: dict, analyses: dict) -> None:
         self.errors, self.analyses = errors, analyses
@@ -120,14 +122,14 @@ class HistoryScreen(Screen):
 
         def answered(confirmed: bool | None) -> None:
             if confirmed:
-                self.delete_run(run_id)
+                self.delete_run(self.app, run_id)
 
         self.app.push_screen(ConfirmModal(f"Delete run {run_id} ({self.analyses.get(run_id, '')}) and all its rows? This cannot be undone."), answered)
 
     @work(thread=True, group="history-delete")
-    def delete_run(self, run_id: int) -> None:
+    def delete_run(self, app: Any, run_id: int) -> None:
         analysis = self.analyses.get(run_id, "")
         tables = [t.name for t in get_analysis(analysis).SPEC.tables] if analysis in REGISTRY else []
-        self.app.store.delete_run(run_id, tables)
-        self.app.call_from_thread(self.notify, f"run {run_id} deleted")
-        self.app.call_from_thread(self.action_refresh)
+        app.store.delete_run(run_id, tables)
+        app.call_from_thread(self.notify, f"run {run_id} deleted")
+        app.call_from_thread(self.action_refresh)

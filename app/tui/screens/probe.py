@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -143,19 +144,19 @@ class ProbeScreen(Screen):
         if self.app.job_state.running:
             self.notify("A job is already running; cancel it first (ctrl+k).", severity="warning")
             return
-        self.submit(str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
+        self.submit(self.app, str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
 
     @work(thread=True, exclusive=True, group="submit")
-    def submit(self, analysis: str, raw_params: dict, source: SourceChoice) -> None:
+    def submit(self, app: Any, analysis: str, raw_params: dict, source: SourceChoice) -> None:
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
             inputs = build_inputs(source)
             prepare(RunRequest(analysis, inputs, raw_params))
         except (BadInput, ValueError) as error:
-            self.app.call_from_thread(self.show_form_error, str(error))
+            app.call_from_thread(self.show_form_error, str(error))
             return
-        self.app.call_from_thread(self.show_form_error, "")
-        self.app.call_from_thread(self.app.submit_job, analysis, inputs, raw_params)
+        app.call_from_thread(self.show_form_error, "")
+        app.call_from_thread(app.submit_job, analysis, inputs, raw_params)
 
     def show_form_error(self, message: str) -> None:
         self.query_one("#params", ParamForm).show_error(message)
@@ -183,5 +184,5 @@ class ProbeScreen(Screen):
         device = f" · {state.device} · {state.dtype}" if state.device else ""
         self.query_one("#status-line", Static).update(f"model [b]{state.model or self.model_name}[/b]{device}{layers} · {state.model_state}")
 
-    def log_line(self, text: str) -> None:
+    def log_line(self, text: Any) -> None:
         self.query_one("#job-log", RichLog).write(text)

@@ -1,6 +1,8 @@
 """The results view: a run's SPEC charts through the shared renderer, a cursor over heatmap cells."""
 from __future__ import annotations
 
+from typing import Any
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -42,18 +44,22 @@ class ResultsScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#chart-table", DataTable).display = False
+        if self.run_id is not None:
+            self.load_run(self.app, self.run_id, None)
 
     def open_run(self, run_id: int) -> None:
+        """Show a run; a screen not shown yet loads it when it is first mounted."""
         self.run_id, self.input_index, self.chart_index = run_id, 0, 0
-        self.load_run(run_id, None)
+        if self.is_mounted:
+            self.load_run(self.app, run_id, None)
 
     @work(thread=True, exclusive=True, group="load-run")
-    def load_run(self, run_id: int, input_index: int | None) -> None:
-        """Read the run and every chart's data off the UI thread."""
-        store = self.app.store
+    def load_run(self, app: Any, run_id: int, input_index: int | None) -> None:
+        """Read the run and every chart's data off the UI thread (a thread has no self.app: it is passed in)."""
+        store = app.store
         row = store.run_row(run_id)
         if row is None:
-            self.app.call_from_thread(self.show_info, f"run {run_id} no longer exists", [])
+            app.call_from_thread(self.show_info, f"run {run_id} no longer exists", [])
             return
         input_ids = [r[0] for r in store.query("SELECT input_id FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows]
         index = input_index or 0
@@ -70,7 +76,7 @@ class ResultsScreen(Screen):
                 loaded = [charts.load_chart(store, chart, run_id, input_id) for chart in spec.charts]
             except Exception as error:
                 info += f"\n[red]cannot draw its charts: {error}[/red]"
-        self.app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
+        app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
 
     def show_info(self, info: str, loaded: list) -> None:
         self.query_one("#run-info", Static).update(info)
@@ -133,7 +139,7 @@ class ResultsScreen(Screen):
 
     def _step_input(self, step: int) -> None:
         if self.run_id is not None and len(self.input_ids) > 1:
-            self.load_run(self.run_id, (self.input_index + step) % len(self.input_ids))
+            self.load_run(self.app, self.run_id, (self.input_index + step) % len(self.input_ids))
 
     def action_next_input(self) -> None:
         self._step_input(1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
@@ -73,23 +74,23 @@ class SqlScreen(Screen):
 
     def action_run_query(self) -> None:
         self.sql = self.query_one("#sql-editor", TextArea).text
-        self.run_page(self.sql, 0)
+        self.run_page(self.app, self.sql, 0)
 
     def action_page(self, step: int) -> None:
         page = self.page
         if page is None or not page.pageable or (step > 0 and not page.has_more) or page.page + step < 0:
             return
-        self.run_page(self.sql, page.page + step)
+        self.run_page(self.app, self.sql, page.page + step)
 
     @work(thread=True, exclusive=True, group="sql")
-    def run_page(self, sql: str, page_number: int) -> None:
+    def run_page(self, app: Any, sql: str, page_number: int) -> None:
         started = time.monotonic()
         try:
-            page = fetch_page(self.app.store, sql, page_number, self.page_rows)
+            page = fetch_page(app.store, sql, page_number, self.page_rows)
         except (BadInput, StoreError) as error:
-            self.app.call_from_thread(self.show_error, str(error))
+            app.call_from_thread(self.show_error, str(error))
             return
-        self.app.call_from_thread(self.show_page, page, time.monotonic() - started)
+        app.call_from_thread(self.show_page, page, time.monotonic() - started)
 
     def show_error(self, message: str) -> None:
         status = self.query_one("#sql-status", Static)
@@ -123,18 +124,18 @@ class SqlScreen(Screen):
 
         def chosen(choice: ChartChoice | None) -> None:
             if choice is not None:
-                self.draw_chart(self.sql, choice)
+                self.draw_chart(self.app, self.sql, choice)
 
         self.app.push_screen(ChartPickerModal(page.columns, page.types), chosen)
 
     @work(thread=True, exclusive=True, group="sql")
-    def draw_chart(self, sql: str, choice: ChartChoice) -> None:
+    def draw_chart(self, app: Any, sql: str, choice: ChartChoice) -> None:
         try:
-            data = chart_data_from_rows(choice, fetch_for_chart(self.app.store, sql, choice.value, choice.x, choice.series))
+            data = chart_data_from_rows(choice, fetch_for_chart(app.store, sql, choice.value, choice.x, choice.series))
         except (BadInput, StoreError) as error:
-            self.app.call_from_thread(self.show_error, str(error))
+            app.call_from_thread(self.show_error, str(error))
             return
-        self.app.call_from_thread(self.show_chart, data)
+        app.call_from_thread(self.show_chart, data)
 
     def show_chart(self, data: charts.ChartData | None) -> None:
         if data is None:
