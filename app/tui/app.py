@@ -92,9 +92,9 @@ class Workbench(App):
         elif isinstance(event, Cancelled):
             probe.log_line(f"job {event.job_id}: {event.reason}")
         elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
-            probe.log_line(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else ""))
+            probe.log_line(Text(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
         elif isinstance(event, Log):
-            probe.log_line(event.text if event.level == "info" else f"[yellow]{event.text}[/yellow]")
+            probe.log_line(Text(event.text, style="" if event.level == "info" else "yellow"))
 
     def refresh_job_widgets(self) -> None:
         probe = self.get_screen("probe")
@@ -128,6 +128,8 @@ class Workbench(App):
     def action_show(self, name: str) -> None:
         if self.screen.name != name:
             self.switch_screen(name)
+        if name == "probe":
+            self.call_after_refresh(self.get_screen("probe").query_one("#prompt").focus)
 
     def action_run_job(self) -> None:
         self.action_show("probe")
