@@ -123,14 +123,19 @@ def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]
     return tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))
 
 
-def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None = None, use_colour: bool = True) -> None:
-    """Paint a heatmap or line chart onto a plotext figure of the given size."""
+def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None = None, use_colour: bool = True,
+         cell_colour: Any = None) -> None:
+    """Paint a heatmap or line chart onto a plotext figure of the given size.
+
+    ``cell_colour(row, col)`` replaces the value colours of heatmap cells (e.g. to find
+    where each cell lands on screen, so that a cursor can be drawn without redrawing).
+    """
     plt.clear_figure()
     plt.plotsize(width, height)
     chart = data.chart
     plt.title(f"{chart.title} ({data.subtitle})" if data.subtitle else chart.title)
     if chart.kind == "heatmap":
-        _draw_heatmap(plt, data, width, height, cursor, use_colour)
+        _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour)
     elif chart.kind == "line":
         for name, (xs, ys) in data.series.items():
             plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker="braille")
@@ -138,7 +143,8 @@ def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] 
         plt.ylabel(chart.value)
 
 
-def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None, use_colour: bool) -> None:
+def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None, use_colour: bool,
+                  cell_colour: Any = None) -> None:
     rows, cols = len(data.matrix), len(data.matrix[0])
     low, high = data.value_range()
     # One point per character cell of the plot area fills it without gaps at any size.
@@ -153,13 +159,16 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
             xs.append(-0.5 + (gx + 0.5) * cols / grid_w)
             ys.append(y)
             on_cursor = cursor is not None and cursor == (row, col)
-            if use_colour:
+            if cell_colour is not None:
+                colours.append(cell_colour(row, col))
+                markers.append("█")
+            elif use_colour:
                 colours.append((255, 0, 0) if on_cursor else colour(value, low, high))
                 markers.append("█")
             else:
                 level = 0 if value is None else min(4, max(0, int((value - low) / (high - low) * 4.999)))
                 markers.append("X" if on_cursor else SHADES[level])
-    if use_colour:
+    if use_colour or cell_colour is not None:
         plt.scatter(xs, ys, marker=markers, color=colours)
     else:
         plt.scatter(xs, ys, marker=markers)

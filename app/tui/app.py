@@ -1,0 +1,148 @@
+"""The workbench App: a thin router between screens, the worker host and the store."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from rich.text import Text
+from textual.app import App
+from textual.binding import Binding
+
+from app.tui.commands import WorkbenchCommands
+from app.tui.events import JobEvent, JobState, apply
+from app.tui.screens.history import HistoryScreen
+from app.tui.screens.probe import ProbeScreen
+from app.tui.screens.results import ResultsScreen
+from app.tui.screens.sql import SqlScreen
+from app.tui.settings import Settings
+from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Started, Submitted
+
+HostFactory = Callable[[Any, Callable, ModelChoice], Any]
+
+
+def worker_host_factory(settings: Settings) -> HostFactory:
+    def make(store: Any, on_event: Callable, model: ModelChoice) -> Any:
+        from app.worker_host import WorkerHost
+
+        log_path = settings.worker_log
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        return WorkerHost(store, on_event, model, log_path=str(log_path) if log_path else None)
+
+    return make
+
+
+class Workbench(App):
+    CSS_PATH = "workbench.tcss"
+    TITLE = "iwb"
+    SUB_TITLE = "interpretability workbench"
+    COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    BINDINGS = [
+        Binding("f1", "toggle_help", "Keys", tooltip="Show or hide every key binding"),
+        Binding("f2", "show('probe')", "Probe", tooltip="Prompt, model, analysis and parameters"),
+        Binding("f3", "show('results')", "Results", tooltip="Charts of the open run"),
+        Binding("f4", "show('history')", "History", tooltip="Stored runs"),
+        Binding("f5", "show('sql')", "SQL", tooltip="Read-only SQL console"),
+        Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
+        Binding("ctrl+q", "quit", "Quit", tooltip="Quit (the worker stops with the app)"),
+    ]
+
+    def __init__(self, store: Any, settings: Settings, host_factory: HostFactory | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.settings = settings
+        self.theme = settings.theme
+        self.job_state = JobState(model=settings.model)
+        self.events_seen: list[Any] = []
+        self.host = (host_factory or worker_host_factory(settings))(store, self.post_job_event, ModelChoice(settings.model, settings.device, settings.dtype))
+
+    def post_job_event(self, event: Any) -> None:
+        """Called from the host's relay thread (post_message is thread-safe)."""
+        self.post_message(JobEvent(event))
+
+    async def on_mount(self) -> None:
+        self.install_screen(ProbeScreen(self.settings.model), "probe")
+        self.install_screen(ResultsScreen(), "results")
+        self.install_screen(HistoryScreen(), "history")
+        self.install_screen(SqlScreen(self.settings.sql_page_rows), "sql")
+        await self.push_screen("probe")
+        self.host.start()
+        self.refresh_job_widgets()
+
+    def on_unmount(self) -> None:
+        self.host.close()
+
+    def on_job_event(self, message: JobEvent) -> None:
+        event = message.event
+        self.events_seen.append(event)
+        self.job_state = apply(self.job_state, event)
+        self.refresh_job_widgets()
+        probe = self.get_screen("probe")
+        if isinstance(event, Submitted):
+            probe.log_line(f"job {event.job_id}: {event.analysis} submitted")
+        elif isinstance(event, Started):
+            probe.log_line(f"job {event.job_id}: run {event.run_id} started on {event.model}")
+        elif isinstance(event, Finished):
+            rows = ", ".join(f"{name} {count}" for name, count in event.table_rows.items())
+            probe.log_line(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)")
+            self.open_run(event.run_id, switch=self.screen is probe)
+        elif isinstance(event, Failed):
+            message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
+            probe.log_line(Text(f"job {event.job_id} failed: {event.error_class}: {message}", style="red"))
+            self.notify(message, title=f"Job failed ({event.error_class})", severity="error", timeout=8, markup=False)
+        elif isinstance(event, Cancelled):
+            probe.log_line(f"job {event.job_id}: {event.reason}")
+        elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
+            probe.log_line(Text(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
+        elif isinstance(event, Log):
+            probe.log_line(Text(event.text, style="" if event.level == "info" else "yellow"))
+
+    def refresh_job_widgets(self) -> None:
+        probe = self.get_screen("probe")
+        if probe.is_mounted:
+            probe.show_state(self.job_state)
+
+    def submit_job(self, analysis: str, inputs: tuple, raw_params: dict) -> None:
+        self.host.submit(analysis, inputs, raw_params)
+
+    def cancel_job(self) -> None:
+        if self.job_state.running:
+            self.host.cancel(self.job_state.job_id)
+            self.get_screen("probe").log_line(f"job {self.job_state.job_id}: cancel asked")
+
+    def switch_model(self, name: str) -> None:
+        if name == self.host.model.name:
+            return
+        self.host.set_model(ModelChoice(name, self.settings.device, self.settings.dtype))
+        self.job_state = apply(self.job_state, _model_switching(name))
+        self.refresh_job_widgets()
+
+    def open_run(self, run_id: int, switch: bool = True) -> None:
+        self.get_screen("results").open_run(run_id)
+        if switch:
+            self.action_show("results")
+
+    def choose_analysis(self, name: str) -> None:
+        self.action_show("probe")
+        self.get_screen("probe").select_analysis(name)
+
+    def action_show(self, name: str) -> None:
+        if self.screen.name != name:
+            self.switch_screen(name)
+        if name == "probe":
+            self.call_after_refresh(self.get_screen("probe").query_one("#prompt").focus)
+
+    def action_run_job(self) -> None:
+        self.action_show("probe")
+        self.get_screen("probe").action_run()
+
+    def action_toggle_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+
+def _model_switching(name: str) -> Any:
+    from app.worker import ModelStatus
+
+    return ModelStatus(name, "switching")

@@ -1,0 +1,60 @@
+"""Textual messages carrying the worker's protocol events into the app, and the job state they build."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from textual.message import Message
+
+from app.worker import Cancelled, Event, Failed, Finished, ModelStatus, Progress, Started, Submitted
+
+
+class JobEvent(Message):
+    """One event from the worker host, posted from its relay thread."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the UI shows about the current job and the worker's model."""
+
+    job_id: int | None = None
+    analysis: str = ""
+    phase: str = "idle"
+    run_id: int | None = None
+    done: int = 0
+    total: int = 0
+    note: str = ""
+    model: str = ""
+    model_state: str = "starting"
+    device: str = ""
+    dtype: str = ""
+    n_layers: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.phase in ("submitted", "started")
+
+
+def apply(state: JobState, event: Event) -> JobState:
+    """The state after one event (a pure function, so the sequence can be tested without a screen)."""
+    if isinstance(event, ModelStatus):
+        return replace(state, model=event.name, model_state=event.state, device=event.device or state.device,
+                       dtype=event.dtype or state.dtype, n_layers=event.n_layers or state.n_layers)
+    if isinstance(event, Submitted):
+        return replace(state, job_id=event.job_id, analysis=event.analysis, phase="submitted", run_id=None, done=0, total=0, note="waiting for the worker")
+    if getattr(event, "job_id", None) != state.job_id:
+        return state
+    if isinstance(event, Started):
+        return replace(state, phase="started", run_id=event.run_id, note=f"run {event.run_id} started")
+    if isinstance(event, Progress):
+        return replace(state, done=event.done, total=event.total, note=event.note)
+    if isinstance(event, Finished):
+        return replace(state, phase="finished", run_id=event.run_id, done=state.total or 1, total=state.total or 1, note=f"run {event.run_id} done in {event.seconds:.1f} s")
+    if isinstance(event, Failed):
+        return replace(state, phase="failed", run_id=event.run_id, note=f"{event.error_class}: {event.message}")
+    if isinstance(event, Cancelled):
+        return replace(state, phase="cancelled", run_id=event.run_id, note=event.reason)
+    return state

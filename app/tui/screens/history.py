@@ -1,0 +1,135 @@
+"""The history screen: stored runs, filtered by text; open one, or delete it after confirming."""
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from analyses.base import REGISTRY, get_analysis
+from app.tui.widgets.confirm import ConfirmModal
+
+COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
+
+
+class HistoryScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
+        Binding("delete,d", "delete_run", "Delete", tooltip="Delete the selected run (asks first)"),
+        Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
+        Binding("f6", "refresh", "Refresh", tooltip="Read the runs again"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name="history")
+        self.errors: dict[int, str] = {}
+        self.analyses: dict[int, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="history-body"):
+            yield Input(placeholder="filter: analysis, model, status, parameter or prompt text", id="history-filter", compact=True)
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="run-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#runs", DataTable).add_columns(*COLUMNS)
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+        self.query_one("#runs", DataTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.action_refresh()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def action_refresh(self) -> None:
+        self.load_runs(self.app, self.query_one("#history-filter", Input).value)
+
+    @work(thread=True, exclusive=True, group="history")
+    def load_runs(self, app: Any, text_filter: str) -> None:
+        result = app.store.list_runs(limit=500, text_filter=text_filter)
+        rows, errors, analyses = [], {}, {}
+        names = result.columns
+        for values in result.rows:
+            run = dict(zip(names, values))
+            run_id = run["run_id"]
+            errors[run_id] = ""
+            analyses[run_id] = run["analysis"]
+            rows.append((run_id, (
+                str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
+                "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40],
+            )))
+        if rows:
+            ids = ",".join(str(run_id) for run_id, _ in rows)
+            for run_id, error in app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
+                errors[run_id] = error.splitlines()[0]
+        app.call_from_thread(self.show_runs, rows, errors, analyses)
+
+    def show_runs(self, rows: list, errors: dict, analyses: dict) -> None:
+        self.errors, self.analyses = errors, analyses
+        table = self.query_one("#runs", DataTable)
+        selected = self.selected_run()
+        table.clear()
+        for run_id, cells in rows:
+            table.add_row(*cells, key=str(run_id))
+        if selected is not None and str(selected) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(selected)))
+        self.show_detail()
+        self.query_one("#run-detail", Static).display = True
+
+    def selected_run(self) -> int | None:
+        table = self.query_one("#runs", DataTable)
+        if table.row_count == 0:
+            return None
+        key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return int(key.value)
+
+    def show_detail(self) -> None:
+        run_id = self.selected_run()
+        table = self.query_one("#runs", DataTable)
+        text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}" if run_id is not None else "")
+        self.query_one("#run-detail", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()
+
+    def action_open_run(self) -> None:
+        run_id = self.selected_run()
+        if run_id is not None:
+            self.app.open_run(run_id)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#history-filter", Input).focus()
+
+    def action_delete_run(self) -> None:
+        run_id = self.selected_run()
+        if run_id is None:
+            return
+        if self.app.job_state.running and self.app.job_state.run_id == run_id:
+            self.notify("That run is still running; cancel it first.", severity="warning")
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.delete_run(self.app, run_id)
+
+        self.app.push_screen(ConfirmModal(f"Delete run {run_id} ({self.analyses.get(run_id, '')}) and all its rows? This cannot be undone."), answered)
+
+    @work(thread=True, group="history-delete")
+    def delete_run(self, app: Any, run_id: int) -> None:
+        analysis = self.analyses.get(run_id, "")
+        tables = [t.name for t in get_analysis(analysis).SPEC.tables] if analysis in REGISTRY else []
+        app.store.delete_run(run_id, tables)
+        app.call_from_thread(self.notify, f"run {run_id} deleted")
+        app.call_from_thread(self.action_refresh)

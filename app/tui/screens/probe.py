@@ -1,0 +1,188 @@
+"""The probe screen: prompt or corpus, model, analysis, a parameter form from Params, run and cancel."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
+
+from analyses.base import analysis_names, get_analysis
+from analyses.errors import BadInput
+from app.runner import RunRequest, prepare
+from app.tui.events import JobState
+from app.tui.widgets.param_form import ParamForm
+
+SOURCE_LABELS = {"prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)"}
+
+
+def model_options(current: str) -> list[tuple[str, str]]:
+    from analyses.models import EMBEDDED
+
+    names = list(EMBEDDED)
+    if current not in names:
+        names.insert(0, current)
+    return [(name, name) for name in names]
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    kind: str
+    prompt: str
+    path: str
+    n_docs: int
+    max_tokens: int | None
+
+
+def build_inputs(source: SourceChoice) -> tuple:
+    """The inputs of a job from the probe form; BadInput on an empty prompt or a bad file."""
+    from analyses import corpus
+
+    if source.kind == "prompt":
+        return tuple(corpus.prompt_inputs(source.prompt))
+    if not source.path:
+        raise BadInput("give the path of the input file")
+    if source.kind == "prompt_set":
+        return tuple(corpus.load_prompt_set(source.path))
+    inputs, _ = corpus.sample_documents(source.path, source.n_docs)
+    if source.max_tokens:
+        inputs = [type(i)(i.input_id, i.source, i.text, {**i.meta, "max_tokens": source.max_tokens}) for i in inputs]
+    return tuple(inputs)
+
+
+class ProbeScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker"),
+        Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
+    ]
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(name="probe")
+        self.model_name = model_name
+        self.shown_analysis = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="probe-body"):
+            yield TextArea(id="prompt", soft_wrap=True, show_line_numbers=False, placeholder="Type a prompt, e.g. The Eiffel Tower is located in the city of")
+            with Horizontal(id="pickers"):
+                yield Label("model", classes="picker-label")
+                yield Select(model_options(self.model_name), value=self.model_name, allow_blank=False, id="model", compact=True)
+                yield Label("analysis", classes="picker-label")
+                names = analysis_names()
+                yield Select([(name, name) for name in names], value=names[0], allow_blank=False, id="analysis", compact=True)
+            yield Static("", id="analysis-doc")
+            with Horizontal(id="source-row"):
+                yield Label("input", classes="picker-label")
+                yield Select([(SOURCE_LABELS["prompt"], "prompt")], id="source", allow_blank=False, compact=True)
+                yield Input(placeholder="path to the file", id="source-path", compact=True)
+                yield Input(placeholder="n docs (8)", id="n-docs", compact=True, type="integer")
+                yield Input(placeholder="max tokens", id="max-tokens", compact=True, type="integer")
+            yield Vertical(id="form-holder")
+            with Horizontal(id="run-row"):
+                yield Button("Run ^r", id="run", variant="primary", compact=True)
+                yield Button("Cancel ^k", id="cancel", variant="error", compact=True, disabled=True)
+                yield ProgressBar(total=1, id="progress", show_eta=False)
+                yield Static("idle", id="progress-note")
+            yield RichLog(id="job-log", max_lines=200, wrap=True)
+            yield Static("", id="status-line")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.show_analysis(str(self.query_one("#analysis", Select).value))
+        self.query_one("#prompt", TextArea).focus()
+        self.show_state(self.app.job_state)
+
+    async def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "analysis" and event.value is not Select.NULL:
+            await self.show_analysis(str(event.value))
+        elif event.select.id == "model" and event.value is not Select.NULL:
+            self.app.switch_model(str(event.value))
+        elif event.select.id == "source":
+            self.show_source_fields()
+
+    async def show_analysis(self, name: str) -> None:
+        if name == self.shown_analysis:
+            return
+        self.shown_analysis = name
+        module = get_analysis(name)
+        spec = module.SPEC
+        self.query_one("#analysis-doc", Static).update(f"[b]{spec.title}[/b]: {spec.description}")
+        holder = self.query_one("#form-holder", Vertical)
+        await holder.remove_children()
+        await holder.mount(ParamForm(module.Params, id="params"))
+        source = self.query_one("#source", Select)
+        source.set_options([(SOURCE_LABELS.get(kind, kind), kind) for kind in spec.input_kinds])
+        source.value = spec.input_kinds[0]
+        self.show_source_fields()
+
+    def select_analysis(self, name: str) -> None:
+        self.query_one("#analysis", Select).value = name
+
+    def show_source_fields(self) -> None:
+        kind = self.query_one("#source", Select).value
+        self.query_one("#prompt", TextArea).display = kind == "prompt"
+        self.query_one("#source-path", Input).display = kind in ("prompt_set", "pile")
+        self.query_one("#n-docs", Input).display = kind == "pile"
+        self.query_one("#max-tokens", Input).display = kind == "pile"
+
+    def source_choice(self) -> SourceChoice:
+        n_docs, max_tokens = self.query_one("#n-docs", Input).value, self.query_one("#max-tokens", Input).value
+        return SourceChoice(
+            str(self.query_one("#source", Select).value),
+            self.query_one("#prompt", TextArea).text,
+            self.query_one("#source-path", Input).value.strip(),
+            int(n_docs) if n_docs.strip().lstrip("-").isdigit() else 8,
+            int(max_tokens) if max_tokens.strip().lstrip("-").isdigit() else None,
+        )
+
+    def action_run(self) -> None:
+        if self.app.job_state.running:
+            self.notify("A job is already running; cancel it first (ctrl+k).", severity="warning")
+            return
+        self.submit(self.app, str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
+
+    @work(thread=True, exclusive=True, group="submit")
+    def submit(self, app: Any, analysis: str, raw_params: dict, source: SourceChoice) -> None:
+        """Inputs are built off the UI thread: a corpus file can take a while to sample."""
+        try:
+            inputs = build_inputs(source)
+            prepare(RunRequest(analysis, inputs, raw_params))
+        except (BadInput, ValueError) as error:
+            app.call_from_thread(self.show_form_error, str(error))
+            return
+        app.call_from_thread(self.show_form_error, "")
+        app.call_from_thread(app.submit_job, analysis, inputs, raw_params)
+
+    def show_form_error(self, message: str) -> None:
+        self.query_one("#params", ParamForm).show_error(message)
+
+    def action_cancel(self) -> None:
+        self.app.cancel_job()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "run":
+            self.action_run()
+        elif event.button.id == "cancel":
+            self.action_cancel()
+
+    def show_state(self, state: JobState) -> None:
+        """Redraw the job widgets from the app's job state (the app owns the state)."""
+        bar = self.query_one("#progress", ProgressBar)
+        if state.total:
+            bar.update(total=state.total, progress=state.done)
+        elif state.phase in ("submitted", "started"):
+            bar.update(total=None)
+        self.query_one("#progress-note", Static).update(f"{state.phase}: {state.note}" if state.job_id else "idle")
+        self.query_one("#run", Button).disabled = state.running
+        self.query_one("#cancel", Button).disabled = not state.running
+        layers = f" · {state.n_layers} layers" if state.n_layers else ""
+        device = f" · {state.device} · {state.dtype}" if state.device else ""
+        self.query_one("#status-line", Static).update(f"model [b]{state.model or self.model_name}[/b]{device}{layers} · {state.model_state}")
+
+    def log_line(self, text: Any) -> None:
+        self.query_one("#job-log", RichLog).write(text)

@@ -1,0 +1,148 @@
+"""The results view: a run's SPEC charts through the shared renderer, a cursor over heatmap cells."""
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, Tab, Tabs
+
+from analyses.base import get_analysis
+from app import charts
+from app.tui.widgets.chart_view import ChartView
+
+
+class ResultsScreen(Screen):
+    BINDINGS = [
+        Binding("tab", "next_chart", "Next chart", tooltip="Show the run's next chart"),
+        Binding("shift+tab", "previous_chart", "Previous chart", show=False),
+        Binding("right_square_bracket", "next_input", "Next input", tooltip="Per-input charts: the next input of the run"),
+        Binding("left_square_bracket", "previous_input", "Previous input", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name="results")
+        self.run_id: int | None = None
+        self.analysis = ""
+        self.input_ids: list[int] = []
+        self.input_index = 0
+        self.loaded: list[charts.ChartData | None] = []
+        self.chart_index = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="results-body"):
+            yield Static("No run open yet: run an analysis (F2) or open one from the history (F4).", id="run-info")
+            yield Tabs(id="chart-tabs")
+            yield ChartView(id="chart")
+            yield DataTable(id="chart-table", zebra_stripes=True)
+            yield Static("", id="cell-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#chart-table", DataTable).display = False
+        if self.run_id is not None:
+            self.load_run(self.app, self.run_id, None)
+
+    def open_run(self, run_id: int) -> None:
+        """Show a run; a screen not shown yet loads it when it is first mounted."""
+        self.run_id, self.input_index, self.chart_index = run_id, 0, 0
+        if self.is_mounted:
+            self.load_run(self.app, run_id, None)
+
+    @work(thread=True, exclusive=True, group="load-run")
+    def load_run(self, app: Any, run_id: int, input_index: int | None) -> None:
+        """Read the run and every chart's data off the UI thread (a thread has no self.app: it is passed in)."""
+        store = app.store
+        row = store.run_row(run_id)
+        if row is None:
+            app.call_from_thread(self.show_info, f"run {run_id} no longer exists", [])
+            return
+        input_ids = [r[0] for r in store.query("SELECT input_id FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows]
+        index = input_index or 0
+        input_id = input_ids[index] if input_ids else None
+        first = store.query("SELECT left(replace(text, chr(10), ' '), 70) FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
+        prompt = first[0][0] if first else ""
+        status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
+        inputs_note = f" · input {index + 1}/{len(input_ids)}" if len(input_ids) > 1 else ""
+        info = f"run {run_id} · {row['analysis']} · {row['model']} · {status}{inputs_note}\n[dim]{prompt}[/dim]"
+        loaded: list[charts.ChartData | None] = []
+        if row["status"] == "done":
+            try:
+                spec = get_analysis(row["analysis"]).SPEC
+                loaded = [charts.load_chart(store, chart, run_id, input_id) for chart in spec.charts]
+            except Exception as error:
+                info += f"\n[red]cannot draw its charts: {error}[/red]"
+        app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
+
+    def show_info(self, info: str, loaded: list) -> None:
+        self.query_one("#run-info", Static).update(info)
+
+    def show_run(self, analysis: str, info: str, loaded: list, input_ids: list[int], input_index: int) -> None:
+        self.analysis, self.loaded, self.input_ids, self.input_index = analysis, loaded, input_ids, input_index
+        self.query_one("#run-info", Static).update(info)
+        tabs = self.query_one("#chart-tabs", Tabs)
+        tabs.clear()
+        for index, data in enumerate(loaded):
+            if data is not None:
+                tabs.add_tab(Tab(data.chart.title, id=f"chart-{index}"))
+        if not any(data is not None for data in loaded):
+            self.query_one("#chart", ChartView).show(None)
+            self.query_one("#cell-info", Static).update("This run has no chart data.")
+            return
+        self.chart_index = min(self.chart_index, len(loaded) - 1)
+        if loaded[self.chart_index] is None:
+            self.chart_index = next(i for i, d in enumerate(loaded) if d is not None)
+        tabs.active = f"chart-{self.chart_index}"
+        self.show_chart(self.chart_index)
+
+    def show_chart(self, index: int) -> None:
+        data = self.loaded[index]
+        self.chart_index = index
+        view, table = self.query_one("#chart", ChartView), self.query_one("#chart-table", DataTable)
+        is_table = data is not None and data.chart.kind == "table"
+        view.display, table.display = not is_table, is_table
+        if is_table:
+            table.clear(columns=True)
+            table.add_columns(*data.columns)
+            table.add_rows([[charts.format_cell(v) for v in row] for row in data.rows])
+            self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows")
+            table.focus()
+        else:
+            view.show(data)
+            view.focus()
+
+    def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
+        if event.tab is not None and event.tab.id and event.tab.id.startswith("chart-"):
+            index = int(event.tab.id.split("-")[1])
+            if index != self.chart_index or self.query_one("#chart", ChartView).data is not self.loaded[index]:
+                self.show_chart(index)
+
+    def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
+        self.query_one("#cell-info", Static).update(event.description)
+
+    def _step_chart(self, step: int) -> None:
+        present = [i for i, d in enumerate(self.loaded) if d is not None]
+        if not present:
+            return
+        position = present.index(self.chart_index) if self.chart_index in present else 0
+        self.query_one("#chart-tabs", Tabs).active = f"chart-{present[(position + step) % len(present)]}"
+
+    def action_next_chart(self) -> None:
+        self._step_chart(1)
+
+    def action_previous_chart(self) -> None:
+        self._step_chart(-1)
+
+    def _step_input(self, step: int) -> None:
+        if self.run_id is not None and len(self.input_ids) > 1:
+            self.load_run(self.app, self.run_id, (self.input_index + step) % len(self.input_ids))
+
+    def action_next_input(self) -> None:
+        self._step_input(1)
+
+    def action_previous_input(self) -> None:
+        self._step_input(-1)

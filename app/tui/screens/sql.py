@@ -1,0 +1,148 @@
+"""The SQL console: a read-only editor over the results database, paged results, chart any column."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static, TextArea
+
+from analyses.base import Chart
+from analyses.errors import BadInput
+from app import charts
+from app.tui.sql_pages import Page, fetch_for_chart, fetch_page
+from app.tui.widgets.chart_picker import ChartChoice, ChartPickerModal
+from app.tui.widgets.chart_view import ChartView
+from store import StoreError
+
+EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"
+
+
+def sql_editor() -> TextArea:
+    """SQL highlighting where the tree-sitter grammar is installed, a plain editor otherwise."""
+    language = "sql" if "sql" in TextArea().available_languages else None
+    return TextArea("", language=language, id="sql-editor", show_line_numbers=True, soft_wrap=True, placeholder=f"e.g. {EXAMPLE_SQL}")
+
+
+def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.ChartData | None:
+    chart = Chart("line", f"{choice.value} over {choice.x or 'row'}", "", choice.value, x=choice.x or "row", series=choice.series)
+    data = charts.ChartData(chart, subtitle=f"{len(rows)} rows")
+    for series_value, x, value in rows:
+        if value is None or x is None or not isinstance(x, (int, float)):
+            continue
+        name = choice.value if choice.series is None else f"{choice.series}={series_value}"
+        xs, ys = data.series.setdefault(name, ([], []))
+        xs.append(x)
+        ys.append(float(value))
+    for name, (xs, ys) in list(data.series.items()):
+        ordered = sorted(zip(xs, ys))
+        data.series[name] = ([x for x, _ in ordered], [y for _, y in ordered])
+    return data if data.series else None
+
+
+class SqlScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+enter,ctrl+r", "run_query", "Run SQL", tooltip="Run the statement (read-only)"),
+        Binding("ctrl+n", "page(1)", "Next page", tooltip="Fetch the next page of rows"),
+        Binding("ctrl+b", "page(-1)", "Prev page", tooltip="Fetch the previous page of rows"),
+        Binding("ctrl+g", "chart", "Chart this", tooltip="Draw a numeric column of the result"),
+        Binding("escape", "show_table", "Table", show=False),
+    ]
+
+    def __init__(self, page_rows: int = 100) -> None:
+        super().__init__(name="sql")
+        self.page_rows = page_rows
+        self.sql = ""
+        self.page: Page | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="sql-body"):
+            yield sql_editor()
+            yield Static("ctrl+r (or ctrl+enter) runs the statement; the console is read-only.", id="sql-status")
+            yield DataTable(id="sql-results", zebra_stripes=True)
+            yield ChartView(id="sql-chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#sql-chart", ChartView).display = False
+        self.query_one("#sql-editor", TextArea).focus()
+
+    def action_run_query(self) -> None:
+        self.sql = self.query_one("#sql-editor", TextArea).text
+        self.run_page(self.app, self.sql, 0)
+
+    def action_page(self, step: int) -> None:
+        page = self.page
+        if page is None or not page.pageable or (step > 0 and not page.has_more) or page.page + step < 0:
+            return
+        self.run_page(self.app, self.sql, page.page + step)
+
+    @work(thread=True, exclusive=True, group="sql")
+    def run_page(self, app: Any, sql: str, page_number: int) -> None:
+        started = time.monotonic()
+        try:
+            page = fetch_page(app.store, sql, page_number, self.page_rows)
+        except (BadInput, StoreError) as error:
+            app.call_from_thread(self.show_error, str(error))
+            return
+        app.call_from_thread(self.show_page, page, time.monotonic() - started)
+
+    def show_error(self, message: str) -> None:
+        status = self.query_one("#sql-status", Static)
+        status.update(message)
+        status.add_class("error")
+
+    def show_page(self, page: Page, seconds: float) -> None:
+        self.page = page
+        table = self.query_one("#sql-results", DataTable)
+        table.clear(columns=True)
+        table.add_columns(*page.columns)
+        table.add_rows([[charts.format_cell(value)[:60] for value in row] for row in page.rows])
+        status = self.query_one("#sql-status", Static)
+        status.remove_class("error")
+        last = page.first_row + len(page.rows) - 1
+        more = " · more: ctrl+n" if page.has_more else ""
+        back = " · ctrl+b back" if page.page > 0 else ""
+        shown = f"rows {page.first_row}-{last}" if page.rows else "no rows"
+        status.update(f"{shown}{more}{back} · {len(page.columns)} columns · ctrl+g charts a column")
+        self.action_show_table()
+
+    def action_show_table(self) -> None:
+        self.query_one("#sql-chart", ChartView).display = False
+        self.query_one("#sql-results", DataTable).display = True
+
+    def action_chart(self) -> None:
+        page = self.page
+        if page is None or not page.columns:
+            self.show_error("run a query first; then ctrl+g charts one of its numeric columns")
+            return
+
+        def chosen(choice: ChartChoice | None) -> None:
+            if choice is not None:
+                self.draw_chart(self.app, self.sql, choice)
+
+        self.app.push_screen(ChartPickerModal(page.columns, page.types), chosen)
+
+    @work(thread=True, exclusive=True, group="sql")
+    def draw_chart(self, app: Any, sql: str, choice: ChartChoice) -> None:
+        try:
+            data = chart_data_from_rows(choice, fetch_for_chart(app.store, sql, choice.value, choice.x, choice.series))
+        except (BadInput, StoreError) as error:
+            app.call_from_thread(self.show_error, str(error))
+            return
+        app.call_from_thread(self.show_chart, data)
+
+    def show_chart(self, data: charts.ChartData | None) -> None:
+        if data is None:
+            self.show_error("nothing to draw: the x column must be numeric and the value not all NULL")
+            return
+        view = self.query_one("#sql-chart", ChartView)
+        self.query_one("#sql-results", DataTable).display = False
+        view.display = True
+        view.show(data)
+        self.query_one("#sql-status", Static).update(f"chart of {data.chart.value} over {data.chart.x} ({data.subtitle}) · escape: back to the table")

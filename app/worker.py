@@ -1,0 +1,235 @@
+"""The background worker process and its typed message protocol.
+
+The worker (spawned, never forked) owns torch and the model: it loads the model once, keeps it
+warm and runs one job at a time through ``app.runner.execute``. It talks to the host only through
+the picklable frozen dataclasses below. The host side lives in ``app.worker_host``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyses.base import Input
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    analysis: str
+    inputs: tuple[Input, ...]
+    raw_params: dict = field(default_factory=dict)
+    model: ModelChoice = ModelChoice("smollm2-135m")
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """Host -> worker: load (or switch to) a model now, before any job asks for it."""
+
+    model: ModelChoice
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Host -> worker: finish and exit."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    analysis: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """The run's row exists: from here on the run has an id in the store."""
+
+    job_id: int
+    run_id: int
+    analysis: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Replaceable: only the latest one of a job matters."""
+
+    job_id: int
+    done: int
+    total: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Log:
+    job_id: int | None
+    level: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """The worker's model: state is loading, ready or failed."""
+
+    name: str
+    state: str
+    device: str = ""
+    dtype: str = ""
+    n_layers: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    job_id: int
+    run_id: int
+    table_rows: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: int
+    run_id: int | None
+    error_class: str
+    message: str
+    traceback: str = ""
+    expected: bool = False
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    job_id: int
+    run_id: int | None
+    reason: str = "cancelled by the user"
+
+
+Event = Submitted | Started | Progress | Log | ModelStatus | Finished | Failed | Cancelled
+PROGRESS_INTERVAL_S = 0.05
+
+
+def _silence(log_path: str | None) -> None:
+    """Point the worker's stdout/stderr (file descriptors included) away from the TUI's screen."""
+    target = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+
+
+class _ReportingStore:
+    """The store, telling the host the run id as soon as the runs row exists."""
+
+    def __init__(self, store: Any, on_begin: Any) -> None:
+        self._store, self._on_begin = store, on_begin
+
+    def begin_run(self, *args: Any, **kwargs: Any) -> int:
+        run_id = self._store.begin_run(*args, **kwargs)
+        self._on_begin(run_id)
+        return run_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _WorkerLoop:
+    def __init__(self, jobs: Any, events: Any, cancel: Any, db_path: str) -> None:
+        from store import Store
+
+        self.jobs, self.events, self.cancel = jobs, events, cancel
+        self.store = Store(db_path)
+        self.model = None
+        self.model_choice: ModelChoice | None = None
+
+    def ensure_model(self, choice: ModelChoice, job_id: int | None) -> Any:
+        if self.model is not None and self.model_choice == choice:
+            return self.model
+        from analyses.models import load_model
+
+        self.model = None
+        self.events.put(ModelStatus(choice.name, "loading"))
+        self.events.put(Log(job_id, "info", f"loading model {choice.name}"))
+        started = time.monotonic()
+        try:
+            model = load_model(choice.name, device=choice.device, dtype=choice.dtype)
+        except Exception as error:
+            self.model_choice = None
+            self.events.put(ModelStatus(choice.name, "failed", detail=str(error)))
+            raise
+        self.model, self.model_choice = model, choice
+        self.events.put(ModelStatus(choice.name, "ready", model.device, model.dtype, model.n_layers, f"loaded in {time.monotonic() - started:.1f} s"))
+        return model
+
+    def run_job(self, job: Job) -> None:
+        from analyses.errors import BadInput
+        from analyses.errors import Cancelled as CancelledError
+        from app.runner import RunRequest, execute, prepare
+
+        started = time.monotonic()  # the host clears the cancel event before handing over a job
+        run_ids: list[int] = []
+        events, job_id = self.events, job.job_id
+
+        def on_begin(run_id: int) -> None:
+            run_ids.append(run_id)
+            events.put(Started(job_id, run_id, job.analysis, job.model.name))
+
+        store = _ReportingStore(self.store, on_begin)
+        last_sent = [0.0]
+
+        def progress(done: int, total: int, note: str = "") -> None:
+            now = time.monotonic()
+            if now - last_sent[0] >= PROGRESS_INTERVAL_S or done >= total:
+                last_sent[0] = now
+                events.put(Progress(job_id, done, total, note))
+
+        try:
+            prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
+            model = self.ensure_model(job.model, job_id)
+            run_id = execute(store, model, prepared, progress, self.cancel)
+        except CancelledError as error:
+            events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
+            return
+        except BadInput as error:
+            events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), "", expected=True))
+            return
+        except Exception as error:
+            events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), traceback.format_exc(limit=12)))
+            return
+        tables = {table.name: 0 for table in prepared.module.SPEC.tables}
+        for name in tables:
+            tables[name] = self.store.query(f"SELECT count(*) FROM {name} WHERE run_id = ?", [run_id]).rows[0][0]
+        events.put(Finished(job_id, run_id, tables, time.monotonic() - started))
+
+    def serve(self) -> None:
+        while True:
+            command = self.jobs.get()
+            if isinstance(command, Stop):
+                return
+            if isinstance(command, LoadModel):
+                try:
+                    self.ensure_model(command.model, None)
+                except Exception as error:
+                    self.events.put(Log(None, "error", f"model {command.model.name}: {error}"))
+                continue
+            self.run_job(command)
+
+
+def worker_main(jobs: Any, events: Any, cancel: Any, db_path: str, log_path: str | None = None, extra_analyses: dict | None = None) -> None:
+    """Entry point of the spawned worker process."""
+    _silence(log_path)
+    if extra_analyses:
+        from analyses.base import REGISTRY
+
+        REGISTRY.update(extra_analyses)
+    _WorkerLoop(jobs, events, cancel, db_path).serve()
