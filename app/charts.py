@@ -143,20 +143,35 @@ def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] 
         plt.ylabel(chart.value)
 
 
+def heatmap_canvas(data: ChartData, width: int, height: int) -> tuple[int, int, list[int], list[str]]:
+    """(canvas columns, canvas lines, y tick rows, y tick labels) of a heatmap at this size.
+
+    plotext's plot area is the figure less the y tick labels and two borders across, and less
+    the title, two borders, the x tick labels and the axis labels down.
+    """
+    rows = len(data.matrix)
+    y_step = max(1, math.ceil(rows / max(1, (height - 6) // 2)))
+    y_ticks = list(range(0, rows, y_step))
+    y_labels = [str(data.y_values[i]) for i in y_ticks]
+    return max(1, width - max(len(label) for label in y_labels) - 2), max(1, height - 5), y_ticks, y_labels
+
+
 def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None, use_colour: bool,
                   cell_colour: Any = None) -> None:
     rows, cols = len(data.matrix), len(data.matrix[0])
     low, high = data.value_range()
-    # One point per character cell of the plot area fills it without gaps at any size.
-    grid_w, grid_h = max(cols, width - 10), max(rows, height - 5)
+    canvas_w, canvas_h, y_ticks, y_labels = heatmap_canvas(data, width, height)
+    # Exactly one point per character of the plot area, so every character shows one cell (when
+    # there are more rows than lines, each line shows the nearest row) and nothing is mixed.
     xs, ys, colours, markers = [], [], [], []
-    for gy in range(grid_h):
-        row = min(rows - 1, int(gy * rows / grid_h))
-        y = -0.5 + (gy + 0.5) * rows / grid_h
-        for gx in range(grid_w):
-            col = min(cols - 1, int(gx * cols / grid_w))
+    for line in range(canvas_h):
+        y = -0.5 + rows * (line / max(1, canvas_h - 1))
+        row = min(rows - 1, line * rows // canvas_h)
+        for column in range(canvas_w):
+            x = -0.5 + cols * (column / max(1, canvas_w - 1))
+            col = min(cols - 1, column * cols // canvas_w)
             value = data.matrix[row][col]
-            xs.append(-0.5 + (gx + 0.5) * cols / grid_w)
+            xs.append(x)
             ys.append(y)
             on_cursor = cursor is not None and cursor == (row, col)
             if cell_colour is not None:
@@ -174,15 +189,20 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
         plt.scatter(xs, ys, marker=markers)
     plt.xlim(-0.5, cols - 0.5)
     plt.ylim(-0.5, rows - 0.5)
-    label_width = max(1, min(8, (width - 10) // max(1, cols) - 1))
-    step = max(1, math.ceil(cols * (label_width + 1) / max(1, width - 10)))
+    label_width = max(1, min(8, canvas_w // max(1, cols) - 1))
+    step = max(1, math.ceil(cols * (label_width + 1) / canvas_w))
     x_ticks = list(range(0, cols, step))
     plt.xticks(x_ticks, [label_token(data.x_labels[i], label_width) for i in x_ticks])
-    y_step = max(1, math.ceil(rows / max(1, (height - 6) // 2)))
-    y_ticks = list(range(0, rows, y_step))
-    plt.yticks(y_ticks, [str(data.y_values[i]) for i in y_ticks])
+    plt.yticks(y_ticks, y_labels)
     plt.ylabel(data.chart.y)
     plt.xlabel(f"{data.chart.x}   colour: {data.chart.value} {low:.3g} (dark) .. {high:.3g} (bright)")
+
+
+def fitting_height(data: ChartData, height: int) -> int:
+    """A heatmap tall enough for one line per row (a terminal scrolls), else the height given."""
+    if data.chart.kind != "heatmap":
+        return height
+    return max(height, min(len(data.matrix) + 5, 80))
 
 
 def render_table(data: ChartData, max_width: int = 100) -> str:
@@ -217,6 +237,8 @@ def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour:
 
     figure = _figure_class()
     draw(figure, data, width, height, use_colour=use_colour)
+    # plotext caps a figure at the terminal's size; the size asked for wins, as in textual-plotext.
+    figure._set_size(width, height)
     if not use_colour:
         figure.theme("clear")
         figure.clear_color()

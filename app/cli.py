@@ -63,7 +63,8 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
         data = charts.load_chart(store, chart, run_id, input_id)
         if data is None:
             continue
-        print(charts.render_text(data, width, height, use_colour=_use_colour()))
+        chart_height = height if args.height else charts.fitting_height(data, height)
+        print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
         print()
 
 
