@@ -218,7 +218,7 @@ def cmd_tui(args) -> int:
         args.analysis, args.prompt, args.prompts, args.pile = "logit-lens", SAMPLE_PROMPT, None, None
         args.param, args.no_chart = ['target= Paris'], False
         return cmd_run(args)
-    return run_tui(resolve_db_path(args.db), args.model)
+    return run_tui(resolve_db_path(args.db), args.model, args.device, args.dtype)
 
 
 def add_common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -97,11 +97,14 @@ def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel:
     check_with_model(model, prepared)
     cancel = cancel or threading.Event()
     spec = prepared.module.SPEC
-    run_id = store.begin_run(spec.name, model.name, params_to_dict(prepared.params), model.device, model.dtype, provenance(model, prepared.params, {}))
+    run_id = store.begin_run(
+        spec.name, model.name, params_to_dict(prepared.params), model.device, model.dtype,
+        provenance(model, prepared.params, {}), inputs=inputs_table(prepared.inputs),
+    )
     try:
         result = prepared.module.run(model, list(prepared.inputs), prepared.params, progress, cancel)
         tables = {name: (spec.table(name).columns, table) for name, table in result.tables.items()}
-        store.finish_run(run_id, inputs_table(prepared.inputs), result.tokens, tables, provenance(model, prepared.params, result.notes))
+        store.finish_run(run_id, None, result.tokens, tables, provenance(model, prepared.params, result.notes))
     except (Cancelled, KeyboardInterrupt):
         store.end_run(run_id, "cancelled", "cancelled by the user")
         raise

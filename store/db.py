@@ -125,24 +125,37 @@ class Store:
                 [utc_now(), run_id],
             )
 
-    def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict) -> int:
-        """Record a run as running (its own small transaction) and return its id."""
+    def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict, inputs: Any = None) -> int:
+        """Record a run as running, with its inputs (Arrow) when given, in one transaction; return its id.
+
+        The inputs go in here so that a run that fails or is cancelled still shows what it ran on.
+        """
         with self.write() as conn:
-            run_id = conn.execute("SELECT nextval('run_id_seq')").fetchone()[0]
-            conn.execute(
-                "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid()],
-            )
-        return int(run_id)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                run_id = int(conn.execute("SELECT nextval('run_id_seq')").fetchone()[0])
+                conn.execute(
+                    "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid) "
+                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid()],
+                )
+                if inputs is not None:
+                    self._insert_arrow(conn, "inputs", inputs, run_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return run_id
 
     def finish_run(self, run_id: int, inputs: Any, tokens: Any, tables: dict[str, tuple[tuple[tuple[str, str], ...], Any]], provenance: dict | None = None) -> None:
-        """Write inputs, tokens and result tables (Arrow) and mark the run done, all or nothing."""
+        """Write inputs (None when begin_run stored them), tokens and result tables (Arrow) and mark
+        the run done, all or nothing."""
         with self.write() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
                 for name, arrow_table in (("inputs", inputs), ("tokens", tokens)):
-                    self._insert_arrow(conn, name, arrow_table, run_id)
+                    if arrow_table is not None:
+                        self._insert_arrow(conn, name, arrow_table, run_id)
                 for name, (columns, arrow_table) in tables.items():
                     ensure_result_table(conn, name, columns)
                     self._insert_arrow(conn, name, arrow_table, run_id)

@@ -154,3 +154,12 @@ def test_delete_run_removes_every_row(store):
     store.delete_run(run_id, ["demo_values"])
     assert store.run_row(run_id) is None
     assert _count(store, "SELECT count(*) FROM demo_values") == 0
+
+
+def test_a_failed_run_keeps_its_inputs_and_cause(store):
+    run_id = store.begin_run("demo", "m", {}, "cpu", "float32", {}, inputs=_inputs())
+    store.end_run(run_id, "failed", "RuntimeError: out of memory")
+    row = store.run_row(run_id)
+    assert row["status"] == "failed" and row["error"].startswith("RuntimeError")
+    assert store.query(f"SELECT text FROM inputs WHERE run_id = {run_id}").rows == [("hello",)]
+    assert _count(store, f"SELECT count(*) FROM tokens WHERE run_id = {run_id}") == 0
