@@ -173,35 +173,54 @@ def metric_sums(ref: Reference, logits):
     )
 
 
+@dataclass
+class CleanRun:
+    """One batch's clean run: the residual entering every block (and after the last), the
+    residual between attention and MLP of every block, and the final logits."""
+
+    prepared: object
+    resid_pre: list
+    resid_mid: list
+    logits: object
+
+
+def clean_run(decoder, tokens) -> CleanRun:
+    prepared = decoder.prepare(tokens)
+    resid_pre, resid_mid = [prepared.embeddings], []
+    for layer in range(decoder.n_layers):
+        mid = resid_pre[-1] + decoder.attention(layer, resid_pre[-1], prepared)
+        resid_mid.append(mid)
+        resid_pre.append(mid + decoder.mlp(layer, mid))
+    return CleanRun(prepared, resid_pre, resid_mid, decoder.logits(resid_pre[-1]))
+
+
+def intervened_logits(decoder, clean: CleanRun, item: Intervention):
+    """Logits with one intervention, resumed from the clean run's cached residual."""
+    layer, prepared = item.layer, clean.prepared
+    if item.kind == "block":
+        resid = clean.resid_pre[layer]
+    elif item.kind == "attn":
+        resid = decoder.block(layer, clean.resid_pre[layer], prepared, attn=False)
+    elif item.kind == "mlp":
+        resid = clean.resid_mid[layer]
+    else:
+        resid = decoder.run(clean.resid_pre[layer], [layer + 1, layer], prepared)
+        layer += 1
+    return decoder.logits(decoder.run(resid, range(layer + 1, decoder.n_layers), prepared))
+
+
 def fast_batch_sums(decoder, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None):
     """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
     intervention resumes from its cached residual and runs only what comes after."""
     import torch
 
-    prepared = decoder.prepare(batch.tokens)
-    n_layers = decoder.n_layers
-    resid_pre, resid_mid = [prepared.embeddings], []
-    for layer in range(n_layers):
-        mid = resid_pre[-1] + decoder.attention(layer, resid_pre[-1], prepared)
-        resid_mid.append(mid)
-        resid_pre.append(mid + decoder.mlp(layer, mid))
-    ref = reference(decoder.logits(resid_pre[-1]), batch)
+    clean = clean_run(decoder, batch.tokens)
+    ref = reference(clean.logits, batch)
     sums = []
     for item in interventions:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
-        layer = item.layer
-        if item.kind == "block":
-            resid = resid_pre[layer]
-        elif item.kind == "attn":
-            resid = decoder.block(layer, resid_pre[layer], prepared, attn=False)
-        elif item.kind == "mlp":
-            resid = resid_mid[layer]
-        else:
-            resid = decoder.run(resid_pre[layer], [layer + 1, layer], prepared)
-            layer += 1
-        resid = decoder.run(resid, range(layer + 1, n_layers), prepared)
-        sums.append(metric_sums(ref, decoder.logits(resid)))
+        sums.append(metric_sums(ref, intervened_logits(decoder, clean, item)))
     return torch.stack(sums)
 
 
