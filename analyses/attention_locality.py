@@ -35,8 +35,8 @@ SPEC = AnalysisSpec(
     tables=(
         ResultTable(
             "attention_locality",
-            (("layer", "INTEGER"), ("offset", "INTEGER"), ("mean_weight", "DOUBLE"), ("n_pairs", "BIGINT")),
-            "mean weight per (query, offset) pair, averaged over heads; offset 0 = the query itself",
+            (("layer", "INTEGER"), ("key_offset", "INTEGER"), ("mean_weight", "DOUBLE"), ("n_pairs", "BIGINT")),
+            "mean weight per (query, offset) pair, averaged over heads; key_offset 0 = the query itself, k = k tokens back",
         ),
         ResultTable(
             "attention_locality_summary",
@@ -55,7 +55,7 @@ SPEC = AnalysisSpec(
     charts=(
         Chart("line", "Attention on the previous tokens (summed fraction) by layer", "attention_locality_summary", "prev_fraction", x="layer", per_input=False, vmin=0.0, vmax=1.0),
         Chart("line", "Attention on the first position (BOS) by layer", "attention_locality_summary", "bos_fraction", x="layer", per_input=False),
-        Chart("heatmap", "Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="offset", y="layer", per_input=False),
+        Chart("heatmap", "Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="key_offset", y="layer", per_input=False),
     ),
 )
 
@@ -117,7 +117,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     detail = pa.table(
         {
             "layer": np.repeat(layers, window + 1),
-            "offset": np.tile(np.arange(window + 1, dtype=np.int32), n_layers),
+            "key_offset": np.tile(np.arange(window + 1, dtype=np.int32), n_layers),
             "mean_weight": pa.array(mean_weight.ravel(), from_pandas=True),
             "n_pairs": pair_counts.ravel(),
         }

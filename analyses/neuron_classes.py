@@ -24,10 +24,30 @@ class Params:
     kurtosis_threshold: float = param(10.0, "raw kurtosis above which a neuron is prediction or suppression")
     skew_threshold: float = param(0.0, "skew above it: prediction; below minus it: suppression")
     fold_final_norm: bool = param(True, "scale the unembedding by the final norm's gain (what the logits see)")
+    layers: str = param("", "comma list of layers to classify; empty = every layer")
 
     def check(self) -> None:
         if self.skew_threshold < 0:
             raise BadInput(f"skew_threshold must be >= 0, not {self.skew_threshold}")
+        layer_list(self.layers, None)
+
+
+def layer_list(text: str, n_layers: int | None) -> list[int]:
+    """The layers named in a comma list (all when empty); BadInput for a bad or out-of-range one."""
+    if not text.strip():
+        return list(range(n_layers or 0))
+    try:
+        layers = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise BadInput(f"layers {text!r}: give a comma list of layer numbers") from None
+    bad = [layer for layer in layers if layer < 0 or (n_layers is not None and layer >= n_layers)]
+    if bad:
+        raise BadInput(f"layers {bad} are out of range" + (f" (the model has {n_layers})" if n_layers else ""))
+    return layers
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    layer_list(params.layers, model.n_layers)
 
 
 SPEC = AnalysisSpec(
@@ -112,10 +132,11 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     with torch.inference_mode():
         directions = unembedding_directions(model, params.fold_final_norm)
         chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
-        for layer in range(n_layers):
+        chosen = layer_list(params.layers, n_layers)
+        for index, layer in enumerate(chosen):
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            progress(layer, n_layers, f"layer {layer + 1}/{n_layers}")
+            progress(index, len(chosen), f"layer {layer}")
             w_out = model.bridge.blocks[layer].mlp.W_out.detach()
             skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
             labels = classify(skew, kurtosis, params)
@@ -132,7 +153,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
                 counts["neuron_class"].append(name)
                 counts["n_neurons"].append(count)
                 counts["fraction"].append(count / n_neurons)
-    progress(n_layers, n_layers, "done")
+    progress(len(chosen), len(chosen), "done")
     neurons = pa.table({name: np.concatenate(parts) for name, parts in columns.items()})
     notes = {
         "fold_final_norm": params.fold_final_norm,

@@ -31,7 +31,7 @@ def test_attention_locality_matches_a_loop_over_cached_patterns(tiny_model, canc
     import torch
 
     result = attention_locality.run(tiny_model, inputs(), attention_locality.Params(window=3), no_progress, cancel)
-    detail = {(r["layer"], r["offset"]): r["mean_weight"] for r in result.tables["attention_locality"].to_pylist()}
+    detail = {(r["layer"], r["key_offset"]): r["mean_weight"] for r in result.tables["attention_locality"].to_pylist()}
     summary = result.tables["attention_locality_summary"].to_pylist()
     totals = {}
     with torch.inference_mode():
@@ -118,7 +118,8 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
 
     docs, _ = sample_documents(str(PILE_SAMPLE), 2, seed=0)
     docs = tuple(Input(i.input_id, i.source, i.text, {**i.meta, "max_tokens": 24}) for i in docs)
-    prepared = prepare(RunRequest(name, docs, {}))
+    raw_params = {"layers": "0,29"} if name == "neuron-classes" else {}
+    prepared = prepare(RunRequest(name, docs, raw_params))
     run_id = execute(store, embedded_model, prepared, no_progress)
     provenance = store.run_row(run_id)["provenance"]
     assert "weight_processing" in str(provenance)
@@ -126,3 +127,13 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
         data = charts.load_chart(store, chart, run_id)
         assert data is not None, chart.title
         assert charts.render_text(data, 80, 20, use_colour=False)
+
+
+def test_neuron_classes_layers_param_is_checked(tiny_model):
+    from analyses.errors import BadInput
+
+    with pytest.raises(BadInput):
+        neuron_classes.Params(layers="1,x").check()
+    with pytest.raises(BadInput):
+        neuron_classes.validate(tiny_model, inputs(), neuron_classes.Params(layers="3"))
+    assert neuron_classes.layer_list("2, 0", 3) == [0, 2]
