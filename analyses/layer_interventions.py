@@ -128,6 +128,7 @@ class Reference:
     """The clean run's log-probabilities and what the metrics compare with, for one batch."""
 
     logp: object
+    prob: object
     top: object
     entropy: object
     nll: object
@@ -147,8 +148,9 @@ def reference(logits, batch: Batch) -> Reference:
     loss_valid = positions[None, :-1] < (lengths[:, None] - 1)
     next_tokens = batch.tokens[:, 1:]
     nll = -logp[:, :-1].gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return Reference(logp, logp.argmax(-1), entropy, nll, valid, loss_valid, next_tokens)
+    prob = logp.exp()
+    entropy = -(prob * logp).sum(-1)
+    return Reference(logp, prob, logp.argmax(-1), entropy, nll, valid, loss_valid, next_tokens)
 
 
 def metric_sums(ref: Reference, logits):
@@ -156,7 +158,7 @@ def metric_sums(ref: Reference, logits):
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
-    kl = (ref.logp.exp() * (ref.logp - logp)).sum(-1)
+    kl = (ref.prob * (ref.logp - logp)).sum(-1)
     agree = (logp.argmax(-1) == ref.top).float()
     entropy_delta = -(logp.exp() * logp).sum(-1) - ref.entropy
     nll = -logp[:, :-1].gather(-1, ref.next_tokens.unsqueeze(-1)).squeeze(-1)
