@@ -111,6 +111,10 @@ def no_progress(done: int, total: int, note: str = "") -> None:
 
 REGISTRY: dict[str, str] = {
     "logit-lens": "analyses.logit_lens",
+    "layer-interventions": "analyses.layer_interventions",
+    "attention-locality": "analyses.attention_locality",
+    "component-norms": "analyses.component_norms",
+    "neuron-classes": "analyses.neuron_classes",
 }
 
 

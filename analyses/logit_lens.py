@@ -53,6 +53,9 @@ SPEC = AnalysisSpec(
         Chart("heatmap", "Top-token probability (layer x token)", "logit_lens", "top_prob", vmin=0.0, vmax=1.0),
         Chart("line", "Target probability at the last position", "logit_lens", "target_prob", x="layer", last_pos=True),
         Chart("line", "Entropy (bits) at the last position", "logit_lens", "entropy_bits", x="layer", last_pos=True),
+        # Over a corpus: per-layer means over every input and position but the first.
+        Chart("line", "Mean entropy (bits) over all inputs, first position excluded", "logit_lens", "entropy_bits", x="layer", where="t.pos > 0", per_input=False),
+        Chart("line", "Mean KL to final (nats) over all inputs, first position excluded", "logit_lens", "kl_to_final", x="layer", where="t.pos > 0", per_input=False),
     ),
 )
 

@@ -1,0 +1,144 @@
+"""Attention locality: how much attention every layer puts on the previous few tokens.
+
+Per layer, averaged over heads, documents and query positions: the mean attention weight at
+each offset 0..window (offset 0 = the token itself), the summed fraction on offsets 1..window,
+and the weight on the first position (BOS). The BOS query (position 0) is excluded: it can
+only attend to itself. A key at offset k exists only for queries at positions >= k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput, Cancelled
+
+
+@dataclass(frozen=True)
+class Params:
+    window: int = param(5, "previous tokens counted as local (offsets 1..window)")
+    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+
+    def check(self) -> None:
+        if self.window < 1:
+            raise BadInput(f"window must be at least 1, not {self.window}")
+
+
+SPEC = AnalysisSpec(
+    name="attention-locality",
+    title="Attention locality (previous tokens)",
+    description=(
+        "Per layer, averaged over heads and query positions (BOS query excluded): the mean "
+        "attention weight at each offset back from the query, the summed fraction of attention "
+        "on the previous `window` tokens, on the token itself and on the first position."
+    ),
+    input_kinds=("prompt", "prompt_set", "pile"),
+    tables=(
+        ResultTable(
+            "attention_locality",
+            (("layer", "INTEGER"), ("key_offset", "INTEGER"), ("mean_weight", "DOUBLE"), ("n_pairs", "BIGINT")),
+            "mean weight per (query, offset) pair, averaged over heads; key_offset 0 = the query itself, k = k tokens back",
+        ),
+        ResultTable(
+            "attention_locality_summary",
+            (
+                ("layer", "INTEGER"),
+                ("relative_depth", "DOUBLE"),
+                ("prev_fraction", "DOUBLE"),
+                ("self_fraction", "DOUBLE"),
+                ("bos_fraction", "DOUBLE"),
+                ("n_queries", "BIGINT"),
+            ),
+            "per-query sums averaged over queries at positions >= 1 and heads; prev_fraction counts offsets "
+            "1..window (the BOS key included when it lies inside the window)",
+        ),
+    ),
+    charts=(
+        Chart("line", "Attention on the previous tokens (summed fraction) by layer", "attention_locality_summary", "prev_fraction", x="layer", per_input=False, vmin=0.0, vmax=1.0),
+        Chart("line", "Attention on the first position (BOS) by layer", "attention_locality_summary", "bos_fraction", x="layer", per_input=False),
+        Chart("heatmap", "Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="key_offset", y="layer", per_input=False),
+    ),
+)
+
+
+def pattern_sums(pattern, window: int):
+    """Sums over (batch, head, query >= 1) of one pattern [B, H, T, T]: per offset 0..window the
+    weight and the pair count, the previous-window sum, and the BOS-key weight."""
+    import torch
+
+    pattern = pattern.float()
+    length = pattern.shape[-1]
+    heads = pattern.shape[0] * pattern.shape[1]
+    offset_sums, offset_counts = [], []
+    for offset in range(window + 1):
+        diagonal = pattern.diagonal(offset=-offset, dim1=-2, dim2=-1)
+        # The BOS query (position 0) appears only on offset 0.
+        diagonal = diagonal[..., 1:] if offset == 0 else diagonal
+        offset_sums.append(diagonal.double().sum())
+        offset_counts.append(max(0, diagonal.shape[-1]) * heads)
+    bos = pattern[..., 1:, 0].double().sum()
+    return torch.stack(offset_sums), offset_counts, bos
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import functools
+
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from analyses.layer_interventions import document_tokens, tokens_table
+
+    n_layers, window = model.n_layers, params.window
+    weight_sums = torch.zeros(n_layers, window + 1, dtype=torch.float64)
+    pair_counts = np.zeros((n_layers, window + 1), dtype=np.int64)
+    bos_sums = torch.zeros(n_layers, dtype=torch.float64)
+    query_counts = np.zeros(n_layers, dtype=np.int64)
+
+    def record(pattern, hook, layer: int) -> None:
+        sums, counts, bos = pattern_sums(pattern, window)
+        weight_sums[layer] += sums.cpu()
+        pair_counts[layer] += counts
+        bos_sums[layer] += bos.cpu()
+        query_counts[layer] += pattern.shape[0] * pattern.shape[1] * (pattern.shape[-1] - 1)
+
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", functools.partial(record, layer=layer)) for layer in range(n_layers)]
+    token_rows = document_tokens(model, inputs, params.prepend_bos)
+    with torch.inference_mode():
+        for index, tokens in enumerate(token_rows):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(index, len(token_rows), f"input {index + 1}/{len(token_rows)}")
+            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False)
+    progress(len(token_rows), len(token_rows), "done")
+    weights = weight_sums.numpy()
+    mean_weight = np.divide(weights, pair_counts, out=np.full_like(weights, np.nan), where=pair_counts > 0)
+    queries = np.maximum(query_counts, 1)
+    layers = np.arange(n_layers, dtype=np.int32)
+    detail = pa.table(
+        {
+            "layer": np.repeat(layers, window + 1),
+            "key_offset": np.tile(np.arange(window + 1, dtype=np.int32), n_layers),
+            "mean_weight": pa.array(mean_weight.ravel(), from_pandas=True),
+            "n_pairs": pair_counts.ravel(),
+        }
+    )
+    summary = pa.table(
+        {
+            "layer": layers,
+            "relative_depth": layers / max(1, n_layers - 1),
+            "prev_fraction": weights[:, 1:].sum(1) / queries,
+            "self_fraction": weights[:, 0] / queries,
+            "bos_fraction": bos_sums.numpy() / queries,
+            "n_queries": query_counts,
+        }
+    )
+    notes = {
+        "prepend_bos": params.prepend_bos,
+        "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
+        "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
+    }
+    return Result(
+        tables={"attention_locality": detail, "attention_locality_summary": summary},
+        tokens=tokens_table(model, inputs, token_rows),
+        notes=notes,
+    )

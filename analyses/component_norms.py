@@ -1,0 +1,99 @@
+"""Component norms: per layer, the mean L2 norm of the attention output and of the MLP output
+(what each sublayer adds to the residual stream), their ratio, and the residual norm.
+
+The first position (BOS, or the first token without one) is excluded: its norms are outliers.
+Norms are taken in float32 and averaged in float64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Params:
+    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+
+
+SPEC = AnalysisSpec(
+    name="component-norms",
+    title="Attention and MLP output norms",
+    description=(
+        "Per layer, over all positions but the first: the mean L2 norm of the attention output "
+        "and of the MLP output, the ratio attention / MLP, and the mean norm of the residual "
+        "stream after the block."
+    ),
+    input_kinds=("prompt", "prompt_set", "pile"),
+    tables=(
+        ResultTable(
+            "component_norms",
+            (
+                ("layer", "INTEGER"),
+                ("relative_depth", "DOUBLE"),
+                ("attn_out_norm", "DOUBLE"),
+                ("mlp_out_norm", "DOUBLE"),
+                ("attn_to_mlp_ratio", "DOUBLE"),
+                ("resid_post_norm", "DOUBLE"),
+                ("n_tokens", "BIGINT"),
+            ),
+            "means over every position but the first of every input; ratio = attn_out_norm / mlp_out_norm",
+        ),
+    ),
+    charts=(
+        Chart("line", "Attention-output / MLP-output norm ratio by layer", "component_norms", "attn_to_mlp_ratio", x="layer", per_input=False),
+        Chart("line", "Mean MLP-output norm by layer", "component_norms", "mlp_out_norm", x="layer", per_input=False),
+        Chart("line", "Mean attention-output norm by layer", "component_norms", "attn_out_norm", x="layer", per_input=False),
+    ),
+)
+
+PARTS = ("attn_out", "mlp_out", "resid_post")
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import functools
+
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    from analyses.layer_interventions import document_tokens, tokens_table
+
+    n_layers = model.n_layers
+    norm_sums = torch.zeros(len(PARTS), n_layers, dtype=torch.float64)
+    token_count = 0
+
+    def record(activation, hook, part: int, layer: int) -> None:
+        norms = activation[:, 1:].float().norm(dim=-1)
+        norm_sums[part, layer] += norms.double().sum().cpu()
+
+    hooks = [
+        (f"blocks.{layer}.hook_{name}", functools.partial(record, part=part, layer=layer))
+        for part, name in enumerate(PARTS)
+        for layer in range(n_layers)
+    ]
+    token_rows = document_tokens(model, inputs, params.prepend_bos)
+    with torch.inference_mode():
+        for index, tokens in enumerate(token_rows):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(index, len(token_rows), f"input {index + 1}/{len(token_rows)}")
+            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False)
+            token_count += tokens.shape[-1] - 1
+    progress(len(token_rows), len(token_rows), "done")
+    means = norm_sums.numpy() / max(1, token_count)
+    layers = np.arange(n_layers, dtype=np.int32)
+    table = pa.table(
+        {
+            "layer": layers,
+            "relative_depth": layers / max(1, n_layers - 1),
+            "attn_out_norm": means[0],
+            "mlp_out_norm": means[1],
+            "attn_to_mlp_ratio": means[0] / means[1],
+            "resid_post_norm": means[2],
+            "n_tokens": np.full(n_layers, token_count, dtype=np.int64),
+        }
+    )
+    notes = {"prepend_bos": params.prepend_bos, "bos_handling": "the first position of every input is excluded from every mean"}
+    return Result(tables={"component_norms": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)

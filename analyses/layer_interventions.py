@@ -1,0 +1,309 @@
+"""Layer interventions: delete a block, its attention or its MLP, or swap two adjacent blocks,
+and measure how far the next-token distribution moves (stages of inference).
+
+Fast path: one clean run per batch caches the residual entering every block (and the residual
+between attention and MLP); each intervention resumes from the cached residual and runs only
+the blocks after it, through ``analyses.decoder``; a swap runs the two blocks in the other
+order. Metrics are summed on the device in float64 and read back once per run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput, Cancelled
+
+LOG2 = 0.6931471805599453
+KINDS = ("block", "attn", "mlp", "swap")
+# Sums kept per intervention: kl, top-1 agreements, entropy delta (nats), positions, loss delta, loss positions.
+N_SUMS = 6
+
+
+@dataclass(frozen=True)
+class Params:
+    interventions: str = param("block,attn,mlp,swap", "comma list of kinds: block (delete block), attn, mlp (delete that sublayer), swap (run L+1 then L)")
+    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+    batch_tokens: int = param(1024, "tokens per batch (documents of similar length are batched, right-padded)")
+
+    def check(self) -> None:
+        kinds_of(self.interventions)
+        if self.batch_tokens < 1:
+            raise BadInput(f"batch_tokens must be at least 1, not {self.batch_tokens}")
+
+
+SPEC = AnalysisSpec(
+    name="layer-interventions",
+    title="Layer interventions (delete / swap blocks)",
+    description=(
+        "For every layer: delete the whole block, its attention only, its MLP only; for every "
+        "adjacent pair: swap the two blocks. Per intervention, over all document positions: mean "
+        "KL(original || intervened) in nats, top-1 agreement, change of entropy (bits) and of "
+        "next-token loss (nats)."
+    ),
+    input_kinds=("prompt", "prompt_set", "pile"),
+    tables=(
+        ResultTable(
+            "layer_interventions",
+            (
+                ("intervention", "VARCHAR"),
+                ("layer", "INTEGER"),
+                ("relative_depth", "DOUBLE"),
+                ("kl", "DOUBLE"),
+                ("top1_agreement", "DOUBLE"),
+                ("entropy_delta_bits", "DOUBLE"),
+                ("loss_delta", "DOUBLE"),
+                ("n_tokens", "INTEGER"),
+            ),
+            "intervention block/attn/mlp deletes that part of block `layer`; swap runs layer+1 then layer; "
+            "relative_depth = layer / (n_layers - 1); means over all real positions (loss: positions with a next token)",
+        ),
+    ),
+    charts=(
+        Chart("line", "Mean KL(original || intervened), nats, by relative depth", "layer_interventions", "kl", x="relative_depth", series="intervention", per_input=False),
+        Chart("line", "Top-1 agreement with the original, by relative depth", "layer_interventions", "top1_agreement", x="relative_depth", series="intervention", per_input=False),
+        Chart("table", "Most damaging interventions", "layer_interventions", "kl", per_input=False, order="kl DESC", limit=10),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    kind: str
+    layer: int
+
+
+def kinds_of(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or not kinds:
+        raise BadInput(f"interventions {text!r}: use a comma list of {', '.join(KINDS)}")
+    return kinds
+
+
+def list_interventions(n_layers: int, kinds: tuple[str, ...]) -> list[Intervention]:
+    return [
+        Intervention(kind, layer)
+        for kind in kinds
+        for layer in range(n_layers - 1 if kind == "swap" else n_layers)
+    ]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token ids [B, T] and the real length of every row."""
+
+    tokens: object
+    lengths: tuple[int, ...]
+
+
+def pack_batches(token_rows: list, batch_tokens: int, pad_id: int) -> list[Batch]:
+    """Group sequences of similar length (longest first) into right-padded batches of at most
+    batch_tokens tokens (a longer sequence gets a batch of its own)."""
+    import torch
+
+    order = sorted(range(len(token_rows)), key=lambda i: -token_rows[i].shape[-1])
+    batches, group = [], []
+
+    def flush() -> None:
+        width = token_rows[group[0]].shape[-1]
+        tokens = torch.full((len(group), width), pad_id, dtype=torch.long, device=token_rows[group[0]].device)
+        for row, index in enumerate(group):
+            seq = token_rows[index].reshape(-1)
+            tokens[row, : seq.shape[0]] = seq
+        batches.append(Batch(tokens, tuple(token_rows[i].shape[-1] for i in group)))
+
+    for index in order:
+        width = token_rows[group[0]].shape[-1] if group else token_rows[index].shape[-1]
+        if group and (len(group) + 1) * width > batch_tokens:
+            flush()
+            group = []
+        group.append(index)
+    if group:
+        flush()
+    return batches
+
+
+@dataclass
+class Reference:
+    """The clean run's log-probabilities and what the metrics compare with, for one batch."""
+
+    logp: object
+    prob: object
+    top: object
+    entropy: object
+    nll: object
+    valid: object
+    loss_valid: object
+    next_tokens: object
+
+
+def reference(logits, batch: Batch) -> Reference:
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    width = batch.tokens.shape[1]
+    lengths = torch.tensor(batch.lengths, device=logits.device)
+    positions = torch.arange(width, device=logits.device)
+    valid = positions[None, :] < lengths[:, None]
+    loss_valid = positions[None, :-1] < (lengths[:, None] - 1)
+    next_tokens = batch.tokens[:, 1:]
+    nll = -logp[:, :-1].gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1)
+    prob = logp.exp()
+    entropy = -(prob * logp).sum(-1)
+    return Reference(logp, prob, logp.argmax(-1), entropy, nll, valid, loss_valid, next_tokens)
+
+
+def metric_sums(ref: Reference, logits):
+    """[N_SUMS] float64 sums over the batch's real positions for one intervened run."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    kl = (ref.prob * (ref.logp - logp)).sum(-1)
+    agree = (logp.argmax(-1) == ref.top).float()
+    entropy_delta = -(logp.exp() * logp).sum(-1) - ref.entropy
+    nll = -logp[:, :-1].gather(-1, ref.next_tokens.unsqueeze(-1)).squeeze(-1)
+    valid, loss_valid = ref.valid, ref.loss_valid
+    return torch.stack(
+        [
+            kl[valid].double().sum(),
+            agree[valid].double().sum(),
+            entropy_delta[valid].double().sum(),
+            valid.double().sum(),
+            (nll - ref.nll)[loss_valid].double().sum(),
+            loss_valid.double().sum(),
+        ]
+    )
+
+
+@dataclass
+class CleanRun:
+    """One batch's clean run: the residual entering every block (and after the last), the
+    residual between attention and MLP of every block, and the final logits."""
+
+    prepared: object
+    resid_pre: list
+    resid_mid: list
+    logits: object
+
+
+def clean_run(decoder, tokens) -> CleanRun:
+    prepared = decoder.prepare(tokens)
+    resid_pre, resid_mid = [prepared.embeddings], []
+    for layer in range(decoder.n_layers):
+        mid = resid_pre[-1] + decoder.attention(layer, resid_pre[-1], prepared)
+        resid_mid.append(mid)
+        resid_pre.append(mid + decoder.mlp(layer, mid))
+    return CleanRun(prepared, resid_pre, resid_mid, decoder.logits(resid_pre[-1]))
+
+
+def intervened_logits(decoder, clean: CleanRun, item: Intervention):
+    """Logits with one intervention, resumed from the clean run's cached residual."""
+    layer, prepared = item.layer, clean.prepared
+    if item.kind == "block":
+        resid = clean.resid_pre[layer]
+    elif item.kind == "attn":
+        resid = decoder.block(layer, clean.resid_pre[layer], prepared, attn=False)
+    elif item.kind == "mlp":
+        resid = clean.resid_mid[layer]
+    else:
+        resid = decoder.run(clean.resid_pre[layer], [layer + 1, layer], prepared)
+        layer += 1
+    return decoder.logits(decoder.run(resid, range(layer + 1, decoder.n_layers), prepared))
+
+
+def fast_batch_sums(decoder, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None):
+    """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
+    intervention resumes from its cached residual and runs only what comes after."""
+    import torch
+
+    clean = clean_run(decoder, batch.tokens)
+    ref = reference(clean.logits, batch)
+    sums = []
+    for item in interventions:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        sums.append(metric_sums(ref, intervened_logits(decoder, clean, item)))
+    return torch.stack(sums)
+
+
+def summarise(sums, interventions: list[Intervention], n_layers: int):
+    """The result table (Arrow) from [len(interventions), N_SUMS] sums."""
+    import pyarrow as pa
+
+    values = sums.cpu().numpy()
+    depth_scale = max(1, n_layers - 1)
+    return pa.table(
+        {
+            "intervention": [item.kind for item in interventions],
+            "layer": pa.array([item.layer for item in interventions], type=pa.int32()),
+            "relative_depth": [item.layer / depth_scale for item in interventions],
+            "kl": values[:, 0] / values[:, 3],
+            "top1_agreement": values[:, 1] / values[:, 3],
+            "entropy_delta_bits": values[:, 2] / values[:, 3] / LOG2,
+            "loss_delta": values[:, 4] / values[:, 5].clip(min=1),
+            "n_tokens": pa.array(values[:, 3].astype("int64"), type=pa.int32()),
+        }
+    )
+
+
+def document_tokens(model, inputs: list[Input], prepend_bos: bool) -> list:
+    return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
+
+
+def tokens_table(model, inputs: list[Input], token_rows: list):
+    import pyarrow as pa
+
+    rows = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    for item, tokens in zip(inputs, token_rows):
+        ids = tokens.reshape(-1).tolist()
+        rows["input_id"].extend([item.input_id] * len(ids))
+        rows["pos"].extend(range(len(ids)))
+        rows["token_id"].extend(ids)
+        rows["token"].extend(model.token_strings(ids))
+    return pa.table(rows)
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    from analyses.decoder import check_llama_style
+
+    check_llama_style(model)
+    if model.n_layers < 2 and "swap" in kinds_of(params.interventions):
+        raise BadInput("swap needs at least two layers")
+
+
+def pad_id(model) -> int:
+    tokenizer = model.tokenizer
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import torch
+
+    from analyses.decoder import Decoder
+
+    decoder = Decoder(model)
+    interventions = list_interventions(model.n_layers, kinds_of(params.interventions))
+    token_rows = document_tokens(model, inputs, params.prepend_bos)
+    batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
+    total = torch.zeros(len(interventions), N_SUMS, dtype=torch.float64, device=model.device)
+    with torch.inference_mode():
+        for index, batch in enumerate(batches):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
+            total += fast_batch_sums(decoder, batch, interventions, cancel)
+    progress(len(batches), len(batches), "done")
+    notes = {
+        "prepend_bos": params.prepend_bos,
+        "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
+        "deletion": "the deleted block or sublayer contributes zero to the residual stream",
+        "batches": [list(batch.tokens.shape) for batch in batches],
+    }
+    return Result(
+        tables={"layer_interventions": summarise(total, interventions, model.n_layers)},
+        tokens=tokens_table(model, inputs, token_rows),
+        notes=notes,
+    )

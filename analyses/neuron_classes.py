@@ -1,0 +1,165 @@
+"""Prediction and suppression neurons from the weights alone (no forward pass).
+
+For every MLP neuron: the cosine of its output weight (a row of W_out, a column of the HF
+down_proj) with every unit-normalised unembedding direction (a column of W_U, optionally scaled
+by the final norm's gain, which every logit passes through), then over the vocabulary the skew
+and the raw kurtosis (a Gaussian gives 3). Prediction: kurtosis > threshold and skew > 0;
+suppression: kurtosis > threshold and skew < 0. Cosines in float32, moments in float64,
+batched over neurons. The inputs are not used (the runner asks for one; any prompt will do).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput, Cancelled
+
+CLASSES = ("prediction", "suppression", "none")
+# Upper bound on cosines held at once (neurons x vocabulary).
+CHUNK_ELEMENTS = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Params:
+    kurtosis_threshold: float = param(10.0, "raw kurtosis above which a neuron is prediction or suppression")
+    skew_threshold: float = param(0.0, "skew above it: prediction; below minus it: suppression")
+    fold_final_norm: bool = param(True, "scale the unembedding by the final norm's gain (what the logits see)")
+    layers: str = param("", "comma list of layers to classify; empty = every layer")
+
+    def check(self) -> None:
+        if self.skew_threshold < 0:
+            raise BadInput(f"skew_threshold must be >= 0, not {self.skew_threshold}")
+        layer_list(self.layers, None)
+
+
+def layer_list(text: str, n_layers: int | None) -> list[int]:
+    """The layers named in a comma list (all when empty); BadInput for a bad or out-of-range one."""
+    if not text.strip():
+        return list(range(n_layers or 0))
+    try:
+        layers = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise BadInput(f"layers {text!r}: give a comma list of layer numbers") from None
+    bad = [layer for layer in layers if layer < 0 or (n_layers is not None and layer >= n_layers)]
+    if bad:
+        raise BadInput(f"layers {bad} are out of range" + (f" (the model has {n_layers})" if n_layers else ""))
+    return layers
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    layer_list(params.layers, model.n_layers)
+
+
+SPEC = AnalysisSpec(
+    name="neuron-classes",
+    title="Prediction / suppression neurons (weights only)",
+    description=(
+        "For every MLP neuron, the skew and raw kurtosis over the vocabulary of the cosine "
+        "between its output weight and each normalised unembedding direction; neurons with a "
+        "heavy tail (kurtosis above the threshold) are prediction (positive skew) or "
+        "suppression (negative skew) neurons. Uses the weights only; the input is ignored."
+    ),
+    input_kinds=("prompt", "prompt_set", "pile"),
+    tables=(
+        ResultTable(
+            "neuron_classes",
+            (("layer", "INTEGER"), ("neuron", "INTEGER"), ("skew", "DOUBLE"), ("kurtosis", "DOUBLE"), ("neuron_class", "VARCHAR")),
+            "kurtosis is raw (Gaussian = 3); class prediction / suppression / none",
+        ),
+        ResultTable(
+            "neuron_class_counts",
+            (("layer", "INTEGER"), ("relative_depth", "DOUBLE"), ("neuron_class", "VARCHAR"), ("n_neurons", "INTEGER"), ("fraction", "DOUBLE")),
+            "neurons of each class per layer",
+        ),
+    ),
+    charts=(
+        Chart("line", "Prediction and suppression neurons per layer", "neuron_class_counts", "n_neurons", x="layer", series="neuron_class", where="t.neuron_class <> 'none'", per_input=False),
+        Chart("table", "Most heavy-tailed neurons", "neuron_classes", "kurtosis", per_input=False, order="kurtosis DESC", limit=10),
+    ),
+)
+
+
+def unembedding_directions(model, fold_final_norm: bool):
+    """[d_model, vocab] float32 unit columns of the unembedding (optionally gain-scaled)."""
+    import torch
+
+    w_u = model.bridge.W_U.detach().float()
+    if fold_final_norm:
+        gain = getattr(model.bridge.original_model.model.norm, "weight", None)
+        if gain is None:
+            raise BadInput(f"model {model.name!r}: its final norm has no gain to fold; use fold_final_norm=false")
+        w_u = w_u * gain.detach().float()[:, None]
+    return w_u / w_u.norm(dim=0, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def cosine_moments(w_out, directions, chunk_rows: int):
+    """(skew, raw kurtosis) [n_neurons] float64 of each row's cosines with the unit directions."""
+    import torch
+
+    skews, kurtoses = [], []
+    for start in range(0, w_out.shape[0], chunk_rows):
+        rows = w_out[start : start + chunk_rows].float()
+        cosines = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ directions
+        # Centred in float32 about a float64 mean, every power summed in float64.
+        centred = cosines - cosines.sum(dim=1, keepdim=True, dtype=torch.float64).div(cosines.shape[1]).float()
+        squared = centred * centred
+        variance = squared.sum(dim=1, dtype=torch.float64) / cosines.shape[1]
+        third = (squared * centred).sum(dim=1, dtype=torch.float64) / cosines.shape[1]
+        fourth = (squared * squared).sum(dim=1, dtype=torch.float64) / cosines.shape[1]
+        skews.append(third / variance.pow(1.5))
+        kurtoses.append(fourth / variance.pow(2))
+    return torch.cat(skews), torch.cat(kurtoses)
+
+
+def classify(skew, kurtosis, params: Params):
+    import numpy as np
+
+    heavy = kurtosis > params.kurtosis_threshold
+    labels = np.full(skew.shape, "none", dtype=object)
+    labels[heavy & (skew > params.skew_threshold)] = "prediction"
+    labels[heavy & (skew < -params.skew_threshold)] = "suppression"
+    return labels
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    n_layers = model.n_layers
+    columns = {"layer": [], "neuron": [], "skew": [], "kurtosis": [], "neuron_class": []}
+    counts = {"layer": [], "relative_depth": [], "neuron_class": [], "n_neurons": [], "fraction": []}
+    with torch.inference_mode():
+        directions = unembedding_directions(model, params.fold_final_norm)
+        chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
+        chosen = layer_list(params.layers, n_layers)
+        for index, layer in enumerate(chosen):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(index, len(chosen), f"layer {layer}")
+            w_out = model.bridge.blocks[layer].mlp.W_out.detach()
+            skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
+            labels = classify(skew, kurtosis, params)
+            n_neurons = skew.shape[0]
+            columns["layer"].append(np.full(n_neurons, layer, dtype=np.int32))
+            columns["neuron"].append(np.arange(n_neurons, dtype=np.int32))
+            columns["skew"].append(skew)
+            columns["kurtosis"].append(kurtosis)
+            columns["neuron_class"].append(labels)
+            for name in CLASSES:
+                count = int((labels == name).sum())
+                counts["layer"].append(layer)
+                counts["relative_depth"].append(layer / max(1, n_layers - 1))
+                counts["neuron_class"].append(name)
+                counts["n_neurons"].append(count)
+                counts["fraction"].append(count / n_neurons)
+    progress(len(chosen), len(chosen), "done")
+    neurons = pa.table({name: np.concatenate(parts) for name, parts in columns.items()})
+    notes = {
+        "fold_final_norm": params.fold_final_norm,
+        "kurtosis": "raw (Gaussian = 3)",
+        "weights_only": "inputs are not used",
+        "unembedding": "W_U columns" + (" scaled by the final norm gain" if params.fold_final_norm else "") + ", unit-normalised; no centring",
+    }
+    empty_tokens = pa.table({"input_id": pa.array([], pa.int32()), "pos": pa.array([], pa.int32()), "token_id": pa.array([], pa.int32()), "token": pa.array([], pa.string())})
+    return Result(tables={"neuron_classes": neurons, "neuron_class_counts": pa.table(counts)}, tokens=empty_tokens, notes=notes)
