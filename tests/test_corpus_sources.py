@@ -155,3 +155,12 @@ def test_browsing_pages_and_reading(tmp_path):
     with pytest.raises(BadInput, match="no document 9"):
         corpus.read_document(path, 9)
     assert corpus.set_names(path) == {"Wiki": 2, "Github": 1, None: 1}
+
+
+def test_shipped_default_corpus_is_a_pile_format_sample():
+    assert corpus.DEFAULT_CORPUS.is_file() and corpus.DEFAULT_CORPUS.stat().st_size < 3_000_000
+    counts = corpus.set_names()
+    assert {"Github", "PSF docs", "PSF news"} <= set(counts) and None not in counts
+    inputs, malformed = corpus.sample_documents(None, 8, seed=0)
+    assert malformed == 0 and len(inputs) == 8
+    assert all(i.meta["corpus"] == str(corpus.DEFAULT_CORPUS) for i in inputs)
