@@ -111,6 +111,7 @@ def no_progress(done: int, total: int, note: str = "") -> None:
 
 REGISTRY: dict[str, str] = {
     "logit-lens": "analyses.logit_lens",
+    "truncation": "analyses.truncation",
 }
 
 
