@@ -176,3 +176,16 @@ def test_truncation_on_the_embedded_model(embedded_model, store):
     assert by_k[10] > by_k[1] and by_k[10] < 1.0
     for chart in truncation.SPEC.charts:
         assert charts.load_chart(store, chart, run_id) is not None, chart.title
+
+
+def test_cancel_stops_between_forwards(tiny_model, cancel):
+    import torch
+
+    from analyses.errors import Cancelled
+
+    docs = make_docs(tiny_model, [14])
+    cancel.set()
+    with torch.inference_mode(), pytest.raises(Cancelled):
+        full_context_mean(tiny_model, docs, 64, cancel)
+    with torch.inference_mode(), pytest.raises(Cancelled):
+        truncated_cosines(tiny_model, docs, 4, 1, torch.zeros(tiny_model.n_layers, tiny_model.d_model), 64, cancel)
