@@ -115,6 +115,7 @@ REGISTRY: dict[str, str] = {
     "attention-locality": "analyses.attention_locality",
     "component-norms": "analyses.component_norms",
     "neuron-classes": "analyses.neuron_classes",
+    "truncation": "analyses.truncation",
 }
 
 

@@ -1,18 +1,28 @@
-"""Inputs: typed prompts, prompt-set files and Pile-format documents."""
+"""Inputs: typed prompts, prompt-set files and Pile-format documents.
+
+Documents come from a corpus source (see analyses.corpus_sources for the formats); with no
+source the shipped offline sample ``DEFAULT_CORPUS`` is used. ``list_documents`` and
+``read_document`` let a browser page through a source without loading it whole.
+"""
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from analyses.base import Input
+from analyses.corpus_sources import CorpusRecord, is_hf_name, iter_records
 from analyses.errors import BadInput
 
 MAX_PROMPT_CHARS = 100_000
+DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "pile_sample.jsonl.zst"
+# Records read from a Hugging Face stream per requested document when no scan limit is given.
+HF_SCAN_PER_DOC = 50
+HF_SCAN_MIN = 1000
 
 
 def prompt_inputs(text: str | None) -> list[Input]:
@@ -63,70 +73,129 @@ def load_prompt_set(path_text: str) -> list[Input]:
     return inputs
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    if name.endswith(".zst"):
-        import zstandard
-
-        stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
-        return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+def corpus_source(source: str | Path | None) -> str:
+    """The source to read: the shipped sample when none is given."""
+    return str(DEFAULT_CORPUS) if source is None else str(source)
 
 
-def iter_documents(path: Path) -> Iterator[tuple[dict | None, int]]:
-    """Stream Pile-format records (one JSON object per line with text and meta.pile_set_name).
-
-    Yields (record or None for a malformed line, line number); never loads the file whole.
-    """
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                yield None, line_no
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
-                yield None, line_no
-                continue
-            yield record, line_no
+def record_input(input_id: int, record: CorpusRecord, source: str, max_tokens: int | None = None) -> Input:
+    meta = {**record.meta, "doc_index": record.index, "line": record.location, "corpus": source}
+    if max_tokens is not None:
+        meta["max_tokens"] = max_tokens
+    return Input(input_id, "pile", record.text, meta)
 
 
-def sample_documents(source: str, n_docs: int, seed: int = 0, set_name: str | None = None) -> tuple[list[Input], int]:
-    """n_docs documents drawn deterministically (reservoir sampling with a seed) from a local
-    Pile-format file; returns them and the number of malformed lines skipped."""
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise BadInput(f"corpus {source!r} is not a readable file")
+def sample_documents(
+    source: str | Path | None,
+    n_docs: int,
+    seed: int = 0,
+    set_name: str | None = None,
+    *,
+    max_tokens: int | None = None,
+    scan_limit: int | None = None,
+) -> tuple[list[Input], int]:
+    """n_docs documents drawn deterministically (reservoir sampling with a seed) from a source,
+    optionally only those whose pile_set_name is set_name; returns them in corpus order and the
+    number of malformed records skipped. source=None is the shipped sample. max_tokens goes
+    into each Input's meta (analyses cut documents to it). scan_limit caps the records read;
+    a Hugging Face stream reads at most max(1000, 50 x n_docs) records unless told otherwise."""
     if n_docs < 1:
         raise BadInput(f"--n-docs must be at least 1, not {n_docs}")
+    if max_tokens is not None and max_tokens < 1:
+        raise BadInput(f"--max-tokens must be at least 1, not {max_tokens}")
+    source_text = corpus_source(source)
+    if scan_limit is None and is_hf_name(source_text):
+        scan_limit = max(HF_SCAN_MIN, HF_SCAN_PER_DOC * n_docs)
     rng = random.Random(seed)
-    reservoir: list[tuple[int, dict]] = []
+    reservoir: list[CorpusRecord] = []
     seen = 0
     malformed = 0
-    for record, line_no in iter_documents(path):
+    for scanned, record in enumerate(iter_records(source_text), start=1):
+        if scan_limit is not None and scanned > scan_limit:
+            break
         if record is None:
             malformed += 1
             continue
-        record_set = (record.get("meta") or {}).get("pile_set_name") if isinstance(record.get("meta"), dict) else None
-        if set_name is not None and record_set != set_name:
+        if set_name is not None and record.set_name != set_name:
             continue
         seen += 1
         if len(reservoir) < n_docs:
-            reservoir.append((line_no, record))
+            reservoir.append(record)
         else:
             slot = rng.randrange(seen)
             if slot < n_docs:
-                reservoir[slot] = (line_no, record)
+                reservoir[slot] = record
     if not reservoir:
-        raise BadInput(f"corpus {source!r} has no usable documents" + (f" in set {set_name!r}" if set_name else ""))
-    reservoir.sort(key=lambda pair: pair[0])
-    inputs = []
-    for line_no, record in reservoir:
-        meta = dict(record.get("meta") or {}) if isinstance(record.get("meta"), dict) else {}
-        meta["line"] = line_no
-        inputs.append(Input(len(inputs), "pile", record["text"], meta))
+        where = f" in set {set_name!r}" if set_name else ""
+        raise BadInput(f"corpus {source_text!r} has no usable documents{where} ({malformed} malformed records skipped)")
+    reservoir.sort(key=lambda record: record.index)
+    inputs = [record_input(i, record, source_text, max_tokens) for i, record in enumerate(reservoir)]
     return inputs, malformed
+
+
+@dataclass(frozen=True)
+class DocumentEntry:
+    """One line of a corpus listing: index (for read_document), set name, size and a preview."""
+
+    index: int
+    set_name: str | None
+    n_chars: int
+    preview: str
+
+
+@dataclass(frozen=True)
+class DocumentPage:
+    entries: tuple[DocumentEntry, ...]
+    offset: int
+    has_more: bool
+    malformed: int
+
+
+def list_documents(
+    source: str | Path | None = None, offset: int = 0, limit: int = 50, set_name: str | None = None, preview_chars: int = 80
+) -> DocumentPage:
+    """A page of a source's documents (those of set_name only, when given), streaming from the
+    start: offset counts the listed (filtered) documents. For a corpus browser."""
+    if offset < 0 or limit < 1:
+        raise BadInput(f"bad page: offset {offset}, limit {limit}")
+    entries: list[DocumentEntry] = []
+    listed = 0
+    malformed = 0
+    has_more = False
+    for record in iter_records(corpus_source(source)):
+        if record is None:
+            malformed += 1
+            continue
+        if set_name is not None and record.set_name != set_name:
+            continue
+        if listed >= offset + limit:
+            has_more = True
+            break
+        if listed >= offset:
+            preview = " ".join(record.text[: preview_chars * 2].split())[:preview_chars]
+            entries.append(DocumentEntry(record.index, record.set_name, len(record.text), preview))
+        listed += 1
+    return DocumentPage(tuple(entries), offset, has_more, malformed)
+
+
+def read_document(source: str | Path | None, index: int, max_tokens: int | None = None) -> Input:
+    """The document with this index (as listed by list_documents) as a pile Input."""
+    source_text = corpus_source(source)
+    if index >= 0:
+        for record in iter_records(source_text):
+            if record is not None and record.index == index:
+                return record_input(0, record, source_text, max_tokens)
+            if record is not None and record.index > index:
+                break
+    raise BadInput(f"corpus {source_text!r} has no document {index}")
+
+
+def set_names(source: str | Path | None = None, scan_limit: int | None = None) -> dict[str | None, int]:
+    """How many documents each pile_set_name has (over the first scan_limit records when given)."""
+    counts: dict[str | None, int] = {}
+    for scanned, record in enumerate(iter_records(corpus_source(source)), start=1):
+        if scan_limit is not None and scanned > scan_limit:
+            break
+        if record is not None:
+            counts[record.set_name] = counts.get(record.set_name, 0) + 1
+    return counts

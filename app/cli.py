@@ -69,6 +69,8 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
 
 
 def build_inputs(args) -> tuple:
+    """The inputs of `iwb run`: one of --prompt, --prompts, --pile; an analysis that takes only
+    corpus documents samples the shipped default corpus when none is given."""
     from analyses import corpus
 
     given = [name for name in ("prompt", "prompts", "pile") if getattr(args, name) is not None]
@@ -76,14 +78,11 @@ def build_inputs(args) -> tuple:
         raise BadInput("give only one of --prompt, --prompts and --pile")
     if args.prompts is not None:
         return tuple(corpus.load_prompt_set(args.prompts))
-    if args.pile is not None:
-        inputs, malformed = corpus.sample_documents(args.pile, args.n_docs, args.seed, args.pile_set)
+    documents_only = tuple(get_analysis(args.analysis).SPEC.input_kinds) == ("pile",)
+    if args.pile is not None or (documents_only and args.prompt is None):
+        inputs, malformed = corpus.sample_documents(args.pile, args.n_docs, args.seed, args.pile_set, max_tokens=args.max_tokens)
         if malformed:
-            print(f"iwb: skipped {malformed} malformed lines in {args.pile}", file=sys.stderr)
-        if args.max_tokens is not None:
-            if args.max_tokens < 1:
-                raise BadInput(f"--max-tokens must be at least 1, not {args.max_tokens}")
-            inputs = [type(i)(i.input_id, i.source, i.text, {**i.meta, "max_tokens": args.max_tokens}) for i in inputs]
+            print(f"iwb: skipped {malformed} malformed records in {corpus.corpus_source(args.pile)}", file=sys.stderr)
         return tuple(inputs)
     return tuple(corpus.prompt_inputs(args.prompt))
 
@@ -245,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("analysis", help="analysis name (see `iwb analyses`)")
     run.add_argument("--prompt", help="a prompt to analyse")
     run.add_argument("--prompts", help="a prompt-set file (CSV or JSONL: prompt, subject, answer, category)")
-    run.add_argument("--pile", help="a Pile-format corpus file (.jsonl, .jsonl.gz, .jsonl.zst)")
+    run.add_argument("--pile", help="a Pile-format corpus: .jsonl, .jsonl.gz, .jsonl.zst, .parquet or .txt file, or a Hugging Face dataset name (default for document-only analyses: the shipped sample)")
     run.add_argument("--pile-set", help="only documents whose meta.pile_set_name is this")
-    run.add_argument("--n-docs", type=int, default=8, help="documents to sample from --pile (default 8)")
+    run.add_argument("--n-docs", type=int, default=8, help="documents to sample from the corpus (default 8)")
     run.add_argument("--max-tokens", type=int, help="tokens kept per document")
-    run.add_argument("--seed", type=int, default=0, help="sampling seed for --pile (default 0)")
+    run.add_argument("--seed", type=int, default=0, help="corpus sampling seed (default 0)")
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
     run.add_argument("--no-chart", action="store_true", help="print only the run id")
     run.set_defaults(func=cmd_run)

@@ -1,0 +1,165 @@
+"""Truncated-context residual similarity: how much of a token's residual depends on distant context.
+
+For every analysed token of every document: the residual after each block (hook_resid_post) with
+the full context versus with the context cut to the token's last k tokens (k = 1..k_max, the token
+itself included, BOS prepended when the run prepends one). Both are centred with the per-layer
+mean of the full-context residuals over all analysed tokens (BOS excluded) and compared by
+cosine in float32. Computed with the sliding-window batching of analyses/truncation_compute.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput
+
+COMMON_WORDS = frozenset(
+    "and of or in to that which with for the a an they on is their but are its i we it at".split()
+)
+CATEGORIES = ("newline", "full stop", "comma", "common word", "alphabetic", "other")
+
+
+@dataclass(frozen=True)
+class Params:
+    k_max: int = param(10, "longest truncated context (tokens, the token itself included); k runs 1..k_max")
+    min_context: int | None = param(None, "analyse tokens with at least this many earlier document tokens (default and minimum: k_max)")
+    prepend_bos: bool = param(True, "prepend the model's BOS token to full and truncated contexts")
+    default_max_tokens: int = param(256, "tokens per document (BOS included) when the corpus options set none (--max-tokens)")
+    n_lowest: int = param(30, "tokens listed in truncation_lowest (lowest cosine over layers at k = k_max)")
+    batch_tokens: int = param(4096, "tokens per forward pass (memory vs speed; results do not depend on it)")
+
+    def check(self) -> None:
+        if not 1 <= self.k_max <= 128:
+            raise BadInput(f"k_max must be between 1 and 128, not {self.k_max}")
+        if self.min_context is not None and self.min_context < self.k_max:
+            raise BadInput(f"min_context must be at least k_max ({self.k_max}), not {self.min_context}")
+        if self.default_max_tokens < 2 or self.n_lowest < 0 or self.batch_tokens < self.k_max + 1:
+            raise BadInput("default_max_tokens must be at least 2, n_lowest at least 0, batch_tokens at least k_max + 1")
+
+
+SPEC = AnalysisSpec(
+    name="truncation",
+    title="Truncated-context residual similarity",
+    description=(
+        "Cosine between each token's residual after every block with the full context and with the "
+        "context cut to its last k tokens (k = 1..k_max, BOS prepended), mean-centred per layer; "
+        "per token, and summarised per (layer, k, token category) with quantiles."
+    ),
+    input_kinds=("pile",),
+    tables=(
+        ResultTable(
+            "truncation",
+            (("input_id", "INTEGER"), ("pos", "INTEGER"), ("token", "VARCHAR"), ("category", "VARCHAR"),
+             ("layer", "INTEGER"), ("context", "INTEGER"), ("cos", "DOUBLE")),
+            "layer = block whose resid_post is compared; context = k tokens kept (the token included); pos counts BOS",
+        ),
+        ResultTable(
+            "truncation_summary",
+            (("layer", "INTEGER"), ("context", "INTEGER"), ("category", "VARCHAR"), ("n", "INTEGER"),
+             ("mean", "DOUBLE"), ("median", "DOUBLE"), ("q05", "DOUBLE"), ("q25", "DOUBLE"),
+             ("q75", "DOUBLE"), ("q95", "DOUBLE")),
+            "over all analysed tokens of the run; category 'all' is every token",
+        ),
+        ResultTable(
+            "truncation_lowest",
+            (("rank", "INTEGER"), ("input_id", "INTEGER"), ("pos", "INTEGER"), ("token", "VARCHAR"),
+             ("category", "VARCHAR"), ("layer", "INTEGER"), ("context", "INTEGER"), ("cos", "DOUBLE"),
+             ("text", "VARCHAR")),
+            "tokens with the lowest cosine over layers at context = k_max; text = earlier tokens | kept tokens [token]",
+        ),
+    ),
+    charts=(
+        Chart("line", "Mean cosine, full vs truncated context, per layer (all tokens)", "truncation_summary", "mean",
+              x="layer", series="context", where="category = 'all' AND context IN (1, 2, 5, 10)", per_input=False),
+        Chart("line", "Mean cosine per token category at k = 5", "truncation_summary", "mean",
+              x="layer", series="category", where="context = 5", per_input=False),
+        Chart("line", "Mean cosine per token category at k = 10", "truncation_summary", "mean",
+              x="layer", series="category", where="context = 10", per_input=False),
+        Chart("table", "Lowest-cosine tokens at the longest truncated context", "truncation_lowest", "cos",
+              per_input=False, order="rank", limit=15),
+    ),
+)
+
+
+def token_category(token: str) -> str:
+    """newline, full stop, comma, common word, alphabetic (letters only) or other; one leading
+    space and any case allowed for words and punctuation."""
+    stripped = token.strip(" \t")
+    if stripped and set(stripped) <= {"\n", "\r"}:
+        return "newline"
+    word = token[1:] if token.startswith(" ") else token
+    if word == ".":
+        return "full stop"
+    if word == ",":
+        return "comma"
+    if word.lower() in COMMON_WORDS:
+        return "common word"
+    if word.isalpha():
+        return "alphabetic"
+    return "other"
+
+
+def min_context_of(params: Params) -> int:
+    return params.k_max if params.min_context is None else params.min_context
+
+
+def document_tokens(model, inputs: list[Input], params: Params) -> list:
+    from analyses.truncation_compute import DocTokens, analysed_positions
+
+    docs = []
+    for item in inputs:
+        max_tokens = item.meta.get("max_tokens") or params.default_max_tokens
+        ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=max_tokens)[0].tolist()
+        positions = analysed_positions(len(ids), 1 if params.prepend_bos else 0, min_context_of(params))
+        docs.append(DocTokens(item.input_id, tuple(ids), positions))
+    return docs
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    docs = document_tokens(model, inputs, params)
+    if not any(doc.positions for doc in docs):
+        longest = max(len(doc.ids) for doc in docs)
+        raise BadInput(
+            f"no document has a token with {min_context_of(params)} earlier tokens (longest: {longest} tokens); "
+            "give longer documents, a larger --max-tokens or a smaller k_max"
+        )
+
+
+def bos_token_id(model, params: Params) -> int | None:
+    if not params.prepend_bos:
+        return None
+    return int(model.to_tokens("", prepend_bos=True)[0, 0])
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    import torch
+
+    from analyses.truncation_compute import count_forwards, full_context_mean, truncated_cosines
+    from analyses.truncation_tables import build_tables
+
+    docs = document_tokens(model, inputs, params)
+    analysed = [doc for doc in docs if doc.positions]
+    bos_id = bos_token_id(model, params)
+    total = count_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens)
+    done = [0]
+
+    def tick(note: str) -> None:
+        done[0] += 1
+        progress(min(done[0], total), total, note)
+
+    with torch.inference_mode():
+        mean = full_context_mean(model, analysed, params.batch_tokens, cancel, lambda: tick("full-context mean"))
+        cosines = truncated_cosines(model, analysed, params.k_max, bos_id, mean, params.batch_tokens, cancel, lambda: tick("truncated windows"))
+    tables, tokens = build_tables(model, docs, cosines, params, token_category)
+    progress(total, total, "done")
+    notes = {
+        "prepend_bos": params.prepend_bos,
+        "bos_token_id": bos_id,
+        "min_context": min_context_of(params),
+        "analysed_tokens": sum(len(doc.positions) for doc in analysed),
+        "documents_without_analysed_tokens": len(docs) - len(analysed),
+        "centring": "per-layer mean of full-context resid_post over analysed tokens (BOS excluded)",
+        "positional_embedding": str(getattr(model.bridge.cfg, "positional_embedding_type", "unknown")),
+        "positions_under_truncation": "truncated contexts start at position 0 (BOS); absolute-position models see shifted positions",
+    }
+    return Result(tables=tables, tokens=tokens, notes=notes)

@@ -1,0 +1,212 @@
+"""The torch work of the truncation analysis: full-context vs truncated-context residual cosines.
+
+Sequences here are token id lists as the model sees them (BOS at 0 when prepended); an analysed
+position p has its full-context residual compared with the residual of the same token when the
+context is cut to its last k tokens (k = 1..k_max, the token itself included; BOS prepended
+when the run prepends one). Both are mean-centred with the per-layer mean of the full-context
+residuals over all analysed positions, then compared by cosine in float32.
+
+Fast path: one window [BOS, t_s .. t_s+K-1] gives the context-k residual of token t_{s+k-1} at
+window position k for every k at once, so every window of every document runs as one batched
+[N, K+1] forward; full-context runs are batched right-padded (exact: the model is causal).
+Cosines are reduced inside the hooks, so no residual stack is ever kept beyond one batch.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from analyses.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class DocTokens:
+    """One document as the model sees it and the positions analysed in it."""
+
+    input_id: int
+    ids: tuple[int, ...]
+    positions: tuple[int, ...]
+
+
+class _StopForward(Exception):
+    """Raised by the last block's hook: nothing after it (final norm, unembedding) is needed."""
+
+
+def analysed_positions(n_tokens: int, bos_offset: int, min_context: int) -> tuple[int, ...]:
+    """Positions with at least min_context earlier document tokens (BOS is not a document token)."""
+    return tuple(range(bos_offset + min_context, n_tokens))
+
+
+def _pad_id(model) -> int:
+    pad = model.tokenizer.pad_token_id
+    return int(pad) if pad is not None else 0
+
+
+def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], None]) -> None:
+    """Forward a batch, handing every block's resid_post to on_layer(resid, layer); stops after the last block."""
+    last = model.n_layers - 1
+
+    def hook(resid, hook, layer):
+        on_layer(resid, layer)
+        if layer == last:
+            raise _StopForward
+        return resid
+
+    hooks = [(f"blocks.{layer}.hook_resid_post", functools.partial(hook, layer=layer)) for layer in range(model.n_layers)]
+    try:
+        model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention_mask)
+    except _StopForward:
+        pass
+
+
+def _length_batches(docs: list[DocTokens], batch_tokens: int) -> list[list[DocTokens]]:
+    """Documents sorted by length and grouped so that batch x longest stays within batch_tokens."""
+    batches: list[list[DocTokens]] = []
+    for doc in sorted(docs, key=lambda d: len(d.ids)):
+        if batches and (len(batches[-1]) + 1) * len(doc.ids) <= batch_tokens:
+            batches[-1].append(doc)
+        else:
+            batches.append([doc])
+    return batches
+
+
+def count_forwards(docs: list[DocTokens], k_max: int, with_bos: bool, batch_tokens: int) -> int:
+    """Progress units: one per full-context batch in the mean pass, one per window forward."""
+    per_forward = max(1, batch_tokens // (k_max + int(with_bos)))
+    batches = _length_batches(docs, batch_tokens)
+    windows = [sum(len(window_starts(d, k_max)) for d in batch) for batch in batches]
+    return len(batches) + sum(-(-n // per_forward) for n in windows)
+
+
+def window_starts(doc: DocTokens, k_max: int) -> list[int]:
+    """Start positions of the windows that hold every (analysed position, k) pair once."""
+    return sorted({p - k + 1 for p in doc.positions for k in range(1, k_max + 1)})
+
+
+def _padded(model, rows: list[list[int]], width: int):
+    import torch
+
+    tokens = torch.full((len(rows), width), _pad_id(model), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
+    return tokens.to(model.device), mask.to(model.device)
+
+
+def _full_residuals(model, batch: list[DocTokens], on_layer: Callable[[int, Any], None]) -> None:
+    """One right-padded forward of full documents; on_layer(layer, resid [n analysed, d] float32)."""
+    import torch
+
+    tokens, mask = _padded(model, [list(d.ids) for d in batch], max(len(d.ids) for d in batch))
+    rows = torch.tensor([r for r, d in enumerate(batch) for _ in d.positions], device=model.device)
+    cols = torch.tensor([p for d in batch for p in d.positions], device=model.device)
+    _run_blocks(model, tokens, mask, lambda resid, layer: on_layer(layer, resid[rows, cols].float()))
+
+
+def full_context_mean(model, docs: list[DocTokens], batch_tokens: int, cancel=None, tick=None):
+    """Per-layer mean [n_layers, d] (float32, summed in float64) of the full-context residuals
+    over every analysed position (BOS and unanalysed positions excluded)."""
+    import torch
+
+    total = torch.zeros((model.n_layers, model.d_model), dtype=torch.float64, device=model.device)
+    count = 0
+    for batch in _length_batches(docs, batch_tokens):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+
+        def add(layer, resid):
+            total[layer] += resid.double().sum(0)
+
+        _full_residuals(model, batch, add)
+        count += sum(len(d.positions) for d in batch)
+        if tick:
+            tick()
+    return (total / max(count, 1)).float()
+
+
+def _unit(x):
+    import torch
+
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-30)
+
+
+def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | None, mean, batch_tokens: int, cancel=None, tick=None) -> dict[int, Any]:
+    """Fast path: {input_id: cos [n positions, n_layers, k_max] float32 numpy}, k along the last axis."""
+    import torch
+
+    offset = 1 if bos_id is not None else 0
+    width = k_max + offset
+    results: dict[int, Any] = {}
+    for batch in _length_batches(docs, batch_tokens):
+        n_rows = sum(len(d.positions) for d in batch)
+        full_unit = torch.zeros((model.n_layers, n_rows, model.d_model), dtype=torch.float32, device=model.device)
+
+        def keep(layer, resid):
+            full_unit[layer] = _unit(resid - mean[layer])
+
+        _full_residuals(model, batch, keep)
+        windows: list[list[int]] = []
+        targets: list[list[int]] = []
+        row_base = 0
+        for doc in batch:
+            row_of = {p: row_base + i for i, p in enumerate(doc.positions)}
+            for start in window_starts(doc, k_max):
+                piece = list(doc.ids[start : start + k_max])
+                windows.append(([bos_id] if offset else []) + piece)
+                targets.append([row_of.get(start + k, -1) if k < len(piece) else -1 for k in range(k_max)])
+            row_base += len(doc.positions)
+        cos = torch.zeros((n_rows, model.n_layers, k_max), dtype=torch.float32, device=model.device)
+        per_forward = max(1, batch_tokens // width)
+        for first in range(0, len(windows), per_forward):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            tokens, mask = _padded(model, windows[first : first + per_forward], width)
+            target = torch.tensor(targets[first : first + per_forward], device=model.device)
+            valid = target >= 0
+            rows = target[valid]
+            ks = torch.arange(k_max, device=model.device).expand_as(target)[valid]
+
+            def reduce(resid, layer):
+                truncated = _unit(resid[:, offset:, :].float() - mean[layer])
+                dots = (truncated[valid] * full_unit[layer][rows]).sum(-1)
+                cos[rows, layer, ks] = dots
+
+            _run_blocks(model, tokens, mask, reduce)
+            if tick:
+                tick()
+        cos_cpu = cos.cpu().numpy()
+        row_base = 0
+        for doc in batch:
+            results[doc.input_id] = cos_cpu[row_base : row_base + len(doc.positions)]
+            row_base += len(doc.positions)
+        del full_unit
+    return results
+
+
+def naive_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | None) -> tuple[dict[int, Any], Any]:
+    """Reference: one unbatched forward per document and one per (token, k) with the truncated
+    context, cached with run_with_cache; returns the same layout as truncated_cosines and the mean."""
+    import torch
+
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
+
+    def stack(ids: list[int]):
+        tokens = torch.tensor([ids], dtype=torch.long, device=model.device)
+        _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
+        return torch.stack([cache[name][0] for name in names]).float()  # [n_layers, T, d]
+
+    full = {doc.input_id: stack(list(doc.ids))[:, list(doc.positions), :] for doc in docs}
+    mean = torch.cat([full[d.input_id] for d in docs], dim=1).double().mean(1).float()
+    results = {}
+    for doc in docs:
+        cos = torch.zeros((len(doc.positions), model.n_layers, k_max))
+        for i, p in enumerate(doc.positions):
+            a = full[doc.input_id][:, i, :] - mean
+            for k in range(1, k_max + 1):
+                context = ([bos_id] if bos_id is not None else []) + list(doc.ids[p - k + 1 : p + 1])
+                b = stack(context)[:, -1, :] - mean
+                cos[i, :, k - 1] = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+        results[doc.input_id] = cos.numpy()
+    return results, mean
