@@ -31,7 +31,7 @@ SPEC = AnalysisSpec(
         "attention weight at each offset back from the query, the summed fraction of attention "
         "on the previous `window` tokens, on the token itself and on the first position."
     ),
-    input_kinds=("prompt", "prompt_set", "pile"),
+    input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
         ResultTable(
             "attention_locality",

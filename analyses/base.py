@@ -17,7 +17,8 @@ from typing import Any, Callable, Protocol
 
 from analyses.errors import BadInput
 
-INPUT_KINDS = ("prompt", "prompt_set", "pile")
+# "weights": the analysis reads the model only and takes no input; the first kind is the default.
+INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile")
 CHART_KINDS = ("heatmap", "line", "table")
 
 

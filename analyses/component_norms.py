@@ -25,7 +25,7 @@ SPEC = AnalysisSpec(
         "and of the MLP output, the ratio attention / MLP, and the mean norm of the residual "
         "stream after the block."
     ),
-    input_kinds=("prompt", "prompt_set", "pile"),
+    input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
         ResultTable(
             "component_norms",

@@ -73,6 +73,40 @@ def load_prompt_set(path_text: str) -> list[Input]:
     return inputs
 
 
+@dataclass(frozen=True)
+class InputChoice:
+    """What a face (CLI flags, the TUI's probe form) asked to analyse.
+
+    kind None means nothing was chosen: the analysis' first input kind applies, so a
+    corpus-first analysis samples the default corpus and a weights-only one needs nothing.
+    """
+
+    kind: str | None = None
+    prompt: str | None = None
+    path: str | None = None
+    n_docs: int = 8
+    max_tokens: int | None = None
+    seed: int = 0
+    set_name: str | None = None
+
+
+def build_inputs(choice: InputChoice, input_kinds: tuple[str, ...]) -> tuple[tuple[Input, ...], int]:
+    """The inputs for an analysis and the number of malformed corpus records skipped."""
+    kind = choice.kind or input_kinds[0]
+    if kind == "weights":
+        return (), 0
+    if kind == "prompt_set":
+        if not choice.path:
+            raise BadInput("give the path of a prompt-set file (--prompts)")
+        return tuple(load_prompt_set(choice.path)), 0
+    if kind == "pile":
+        if choice.max_tokens is not None and choice.max_tokens < 1:
+            raise BadInput(f"max tokens must be at least 1, not {choice.max_tokens}")
+        inputs, malformed = sample_documents(choice.path or None, choice.n_docs, choice.seed, choice.set_name, max_tokens=choice.max_tokens)
+        return tuple(inputs), malformed
+    return tuple(prompt_inputs(choice.prompt)), 0
+
+
 def corpus_source(source: str | Path | None) -> str:
     """The source to read: the shipped sample when none is given."""
     return str(DEFAULT_CORPUS) if source is None else str(source)

@@ -40,7 +40,7 @@ SPEC = AnalysisSpec(
         "KL(original || intervened) in nats, top-1 agreement, change of entropy (bits) and of "
         "next-token loss (nats)."
     ),
-    input_kinds=("prompt", "prompt_set", "pile"),
+    input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
         ResultTable(
             "layer_interventions",

@@ -5,7 +5,7 @@ down_proj) with every unit-normalised unembedding direction (a column of W_U, op
 by the final norm's gain, which every logit passes through), then over the vocabulary the skew
 and the raw kurtosis (a Gaussian gives 3). Prediction: kurtosis > threshold and skew > 0;
 suppression: kurtosis > threshold and skew < 0. Cosines in float32, moments in float64,
-batched over neurons. The inputs are not used (the runner asks for one; any prompt will do).
+batched over neurons. It takes no input (input kind "weights").
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ SPEC = AnalysisSpec(
         "heavy tail (kurtosis above the threshold) are prediction (positive skew) or "
         "suppression (negative skew) neurons. Uses the weights only; the input is ignored."
     ),
-    input_kinds=("prompt", "prompt_set", "pile"),
+    input_kinds=("weights",),
     tables=(
         ResultTable(
             "neuron_classes",

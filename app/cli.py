@@ -69,22 +69,21 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
 
 
 def build_inputs(args) -> tuple:
-    """The inputs of `iwb run`: one of --prompt, --prompts, --pile; an analysis that takes only
-    corpus documents samples the shipped default corpus when none is given."""
+    """The inputs of `iwb run`: one of --prompt, --prompts, --pile, or, with none, the analysis'
+    first input kind (a corpus-first analysis samples the shipped default corpus)."""
     from analyses import corpus
 
     given = [name for name in ("prompt", "prompts", "pile") if getattr(args, name) is not None]
     if len(given) > 1:
         raise BadInput("give only one of --prompt, --prompts and --pile")
-    if args.prompts is not None:
-        return tuple(corpus.load_prompt_set(args.prompts))
-    documents_only = tuple(get_analysis(args.analysis).SPEC.input_kinds) == ("pile",)
-    if args.pile is not None or (documents_only and args.prompt is None):
-        inputs, malformed = corpus.sample_documents(args.pile, args.n_docs, args.seed, args.pile_set, max_tokens=args.max_tokens)
-        if malformed:
-            print(f"iwb: skipped {malformed} malformed records in {corpus.corpus_source(args.pile)}", file=sys.stderr)
-        return tuple(inputs)
-    return tuple(corpus.prompt_inputs(args.prompt))
+    kind = {"prompt": "prompt", "prompts": "prompt_set", "pile": "pile"}[given[0]] if given else None
+    choice = corpus.InputChoice(
+        kind, args.prompt, args.prompts or args.pile, args.n_docs, args.max_tokens, args.seed, args.pile_set
+    )
+    inputs, malformed = corpus.build_inputs(choice, tuple(get_analysis(args.analysis).SPEC.input_kinds))
+    if malformed:
+        print(f"iwb: skipped {malformed} malformed records in {corpus.corpus_source(args.pile)}", file=sys.stderr)
+    return inputs
 
 
 def cmd_run(args) -> int:

@@ -34,7 +34,7 @@ def prepare(request: RunRequest) -> Prepared:
     """Check the analysis name, parameters and input kinds; no model needed, no torch imported."""
     module = get_analysis(request.analysis)
     params = parse_params(module.Params, request.raw_params)
-    if not request.inputs:
+    if not request.inputs and "weights" not in module.SPEC.input_kinds:
         raise BadInput("no inputs to analyse")
     kinds = {item.source for item in request.inputs}
     refused = kinds - set(module.SPEC.input_kinds)
@@ -82,9 +82,9 @@ def inputs_table(inputs: tuple[Input, ...]) -> Any:
     return pa.table(
         {
             "input_id": pa.array([item.input_id for item in inputs], type=pa.int32()),
-            "source": [item.source for item in inputs],
-            "text": [item.text for item in inputs],
-            "meta": [json.dumps(item.meta) for item in inputs],
+            "source": pa.array([item.source for item in inputs], type=pa.string()),
+            "text": pa.array([item.text for item in inputs], type=pa.string()),
+            "meta": pa.array([json.dumps(item.meta) for item in inputs], type=pa.string()),
         }
     )
 

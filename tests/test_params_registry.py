@@ -22,7 +22,7 @@ def test_every_registered_analysis_honours_the_contract():
         module = get_analysis(name)
         spec = module.SPEC
         assert spec.name == name and spec.title and spec.description
-        assert set(spec.input_kinds) <= {"prompt", "prompt_set", "pile"}
+        assert spec.input_kinds and set(spec.input_kinds) <= {"weights", "prompt", "prompt_set", "pile"}
         assert callable(module.run)
         table_names = {table.name for table in spec.tables}
         for chart in spec.charts:
@@ -61,3 +61,17 @@ def test_bad_params_are_bad_input(raw, message):
 def test_unknown_analysis_names_the_known_ones():
     with pytest.raises(BadInput, match="unknown analysis 'logit-lense'.*logit-lens"):
         get_analysis("logit-lense")
+
+
+def test_no_input_means_the_analysis_first_input_kind():
+    from analyses.corpus import InputChoice, build_inputs
+    from app.runner import RunRequest, prepare
+
+    assert build_inputs(InputChoice(), ("weights",)) == ((), 0)
+    assert prepare(RunRequest("neuron-classes", ())).inputs == ()
+    documents, _ = build_inputs(InputChoice(n_docs=2, max_tokens=16), ("pile", "prompt"))
+    assert len(documents) == 2 and all(d.source == "pile" and d.meta["max_tokens"] == 16 for d in documents)
+    with pytest.raises(BadInput, match="prompt is empty"):
+        build_inputs(InputChoice(), ("prompt", "pile"))
+    with pytest.raises(BadInput, match="no inputs"):
+        prepare(RunRequest("logit-lens", ()))

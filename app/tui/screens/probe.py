@@ -1,7 +1,6 @@
 """The probe screen: prompt or corpus, model, analysis, a parameter form from Params, run and cancel."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from textual import work
@@ -12,12 +11,13 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
 from analyses.base import analysis_names, get_analysis
+from analyses.corpus import InputChoice
 from analyses.errors import BadInput
 from app.runner import RunRequest, prepare
 from app.tui.events import JobState
 from app.tui.widgets.param_form import ParamForm
 
-SOURCE_LABELS = {"prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)"}
+SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)"}
 
 
 def model_options(current: str) -> list[tuple[str, str]]:
@@ -29,29 +29,11 @@ def model_options(current: str) -> list[tuple[str, str]]:
     return [(name, name) for name in names]
 
 
-@dataclass(frozen=True)
-class SourceChoice:
-    kind: str
-    prompt: str
-    path: str
-    n_docs: int
-    max_tokens: int | None
-
-
-def build_inputs(source: SourceChoice) -> tuple:
+def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
     """The inputs of a job from the probe form; BadInput on an empty prompt or a bad file."""
     from analyses import corpus
 
-    if source.kind == "prompt":
-        return tuple(corpus.prompt_inputs(source.prompt))
-    if not source.path:
-        raise BadInput("give the path of the input file")
-    if source.kind == "prompt_set":
-        return tuple(corpus.load_prompt_set(source.path))
-    inputs, _ = corpus.sample_documents(source.path, source.n_docs)
-    if source.max_tokens:
-        inputs = [type(i)(i.input_id, i.source, i.text, {**i.meta, "max_tokens": source.max_tokens}) for i in inputs]
-    return tuple(inputs)
+    return corpus.build_inputs(source, input_kinds)[0]
 
 
 class ProbeScreen(Screen):
@@ -74,7 +56,8 @@ class ProbeScreen(Screen):
                 yield Select(model_options(self.model_name), value=self.model_name, allow_blank=False, id="model", compact=True)
                 yield Label("analysis", classes="picker-label")
                 names = analysis_names()
-                yield Select([(name, name) for name in names], value=names[0], allow_blank=False, id="analysis", compact=True)
+                first = "logit-lens" if "logit-lens" in names else names[0]
+                yield Select([(name, name) for name in names], value=first, allow_blank=False, id="analysis", compact=True)
             yield Static("", id="analysis-doc")
             with Horizontal(id="source-row"):
                 yield Label("input", classes="picker-label")
@@ -130,9 +113,9 @@ class ProbeScreen(Screen):
         self.query_one("#n-docs", Input).display = kind == "pile"
         self.query_one("#max-tokens", Input).display = kind == "pile"
 
-    def source_choice(self) -> SourceChoice:
+    def source_choice(self) -> InputChoice:
         n_docs, max_tokens = self.query_one("#n-docs", Input).value, self.query_one("#max-tokens", Input).value
-        return SourceChoice(
+        return InputChoice(
             str(self.query_one("#source", Select).value),
             self.query_one("#prompt", TextArea).text,
             self.query_one("#source-path", Input).value.strip(),
@@ -147,10 +130,10 @@ class ProbeScreen(Screen):
         self.submit(self.app, str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
 
     @work(thread=True, exclusive=True, group="submit")
-    def submit(self, app: Any, analysis: str, raw_params: dict, source: SourceChoice) -> None:
+    def submit(self, app: Any, analysis: str, raw_params: dict, source: InputChoice) -> None:
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
-            inputs = build_inputs(source)
+            inputs = build_inputs(source, tuple(get_analysis(analysis).SPEC.input_kinds))
             prepare(RunRequest(analysis, inputs, raw_params))
         except (BadInput, ValueError) as error:
             app.call_from_thread(self.show_form_error, str(error))
