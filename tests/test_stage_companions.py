@@ -101,7 +101,7 @@ def test_planted_prediction_and_suppression_neurons_are_classified():
 
 
 def test_neuron_classes_run_counts_every_neuron(tiny_model, cancel):
-    result = neuron_classes.run(tiny_model, inputs()[:1], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
+    result = neuron_classes.run(tiny_model, [], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
     neurons = result.tables["neuron_classes"]
     counts = result.tables["neuron_class_counts"].to_pylist()
     assert neurons.num_rows == 3 * 128
@@ -118,8 +118,9 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
 
     docs, _ = sample_documents(str(PILE_SAMPLE), 2, seed=0)
     docs = tuple(Input(i.input_id, i.source, i.text, {**i.meta, "max_tokens": 24}) for i in docs)
-    raw_params = {"layers": "0,29"} if name == "neuron-classes" else {}
-    prepared = prepare(RunRequest(name, docs, raw_params))
+    weights_only = name == "neuron-classes"
+    raw_params = {"layers": "0,29"} if weights_only else {}
+    prepared = prepare(RunRequest(name, () if weights_only else docs, raw_params))
     run_id = execute(store, embedded_model, prepared, no_progress)
     provenance = store.run_row(run_id)["provenance"]
     assert "weight_processing" in str(provenance)
@@ -135,5 +136,5 @@ def test_neuron_classes_layers_param_is_checked(tiny_model):
     with pytest.raises(BadInput):
         neuron_classes.Params(layers="1,x").check()
     with pytest.raises(BadInput):
-        neuron_classes.validate(tiny_model, inputs(), neuron_classes.Params(layers="3"))
+        neuron_classes.validate(tiny_model, [], neuron_classes.Params(layers="3"))
     assert neuron_classes.layer_list("2, 0", 3) == [0, 2]
