@@ -43,6 +43,9 @@ class Chart:
     and ``y`` (rows), one input at a time. line: ``value`` over ``x``, one curve per
     ``series`` value. table: the first rows of ``table`` ordered by ``order``.
     ``where`` is an extra SQL condition; ``last_pos`` keeps only each input's last position.
+    ``mark`` is an SQL condition on ``k.pos`` of the tokens table ``k`` (same run and input):
+    heatmap columns at those positions get a ``*`` before their label. ``facet`` draws one chart
+    per distinct value of that column (``load_charts``).
     """
 
     kind: str
@@ -59,6 +62,8 @@ class Chart:
     limit: int = 20
     vmin: float | None = None
     vmax: float | None = None
+    mark: str = ""
+    facet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ def no_progress(done: int, total: int, note: str = "") -> None:
 
 REGISTRY: dict[str, str] = {
     "logit-lens": "analyses.logit_lens",
+    "causal-trace": "analyses.causal_trace",
 }
 
 
