@@ -202,9 +202,9 @@ def _pipeline(model, t: int, cells: list, clean: RunStates, corrupted: RunStates
             position_embeddings = rotary(model, hidden, t)
         plan.active = {}
         for kind in HOOK_OF_KIND:
-            rows = [r for r, cell in enumerate(row_cell.tolist()) if cells[cell][0] == kind and layer in window_range(cells[cell][1], n_layers, window)]
-            if rows:
-                plan.active[(kind, layer)] = (torch.tensor(rows), clean.outputs[(kind, layer)][0, t])
+            restored = torch.tensor([c[0] == kind and layer in window_range(c[1], n_layers, window) for c in cells])[row_cell]
+            if bool(restored.any()):
+                plan.active[(kind, layer)] = (restored.nonzero()[:, 0], clean.outputs[(kind, layer)][0, t])
         prefixes = {}
         if t > 0:
             keys, values = corrupted.keys_values[layer]
