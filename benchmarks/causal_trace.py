@@ -2,7 +2,7 @@
 the fast exact path, on the same prompts and noise. Prints agreement, cells/s and the ratio;
 exits 1 if any cell differs by more than --tolerance in probability.
 
-    PYTHONPATH=. python benchmarks/causal_trace.py [--samples 3] [--kinds resid,mlp,attn] [--model smollm2-135m]
+    PYTHONPATH=. python benchmarks/causal_trace.py [--samples 3] [--kinds resid] [--prompts 1] [--model smollm2-135m]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--samples", type=int, default=3)
-    parser.add_argument("--kinds", default="resid,mlp,attn")
+    parser.add_argument("--kinds", default="resid")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=1, help=f"how many of the {len(PROMPTS)} built-in prompts")
     parser.add_argument("--tolerance", type=float, default=1e-4)
