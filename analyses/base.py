@@ -44,6 +44,9 @@ class Chart:
     and ``y`` (rows), one input at a time. line: ``value`` over ``x``, one curve per
     ``series`` value. table: the first rows of ``table`` ordered by ``order``.
     ``where`` is an extra SQL condition; ``last_pos`` keeps only each input's last position.
+    ``mark`` is an SQL condition on ``k.pos`` of the tokens table ``k`` (same run and input):
+    heatmap columns at those positions get a ``*`` before their label. ``facet`` draws one chart
+    per distinct value of that column (``load_charts``).
     """
 
     kind: str
@@ -60,6 +63,8 @@ class Chart:
     limit: int = 20
     vmin: float | None = None
     vmax: float | None = None
+    mark: str = ""
+    facet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ REGISTRY: dict[str, str] = {
     "component-norms": "analyses.component_norms",
     "neuron-classes": "analyses.neuron_classes",
     "truncation": "analyses.truncation",
+    "causal-trace": "analyses.causal_trace",
 }
 
 

@@ -21,6 +21,7 @@ SHADES = " ░▒▓█"
 class ChartData:
     chart: Chart
     subtitle: str = ""
+    facet_value: Any = None
     matrix: list[list[float | None]] = field(default_factory=list)
     x_values: list[Any] = field(default_factory=list)
     x_labels: list[str] = field(default_factory=list)
@@ -28,6 +29,11 @@ class ChartData:
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The chart's title, with its facet value when it is one of several."""
+        return self.chart.title if self.facet_value is None else f"{self.chart.title} · {self.facet_value}"
 
     def cell(self, row: int, col: int) -> tuple[Any, str, float | None]:
         """(y value, x label, value) of a heatmap cell: what a cursor shows."""
@@ -45,8 +51,11 @@ def label_token(token: str, width: int = 8) -> str:
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
-def _filters(store, chart: Chart, run_id: int, input_id: int | None) -> tuple[str, list]:
+def _filters(store, chart: Chart, run_id: int, input_id: int | None, facet_value: Any = None) -> tuple[str, list]:
     clauses, values = ["t.run_id = ?"], [run_id]
+    if chart.facet is not None and facet_value is not None:
+        clauses.append(f"t.{chart.facet} = ?")
+        values.append(facet_value)
     if chart.per_input and input_id is not None:
         clauses.append("t.input_id = ?")
         values.append(input_id)
@@ -62,12 +71,29 @@ def first_input_id(store, run_id: int) -> int | None:
     return result.rows[0][0] if result.rows else None
 
 
-def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None) -> ChartData | None:
-    """The data of one chart for a run (one input for per-input charts); None when it has none."""
+def load_charts(store, chart: Chart, run_id: int, input_id: int | None = None) -> list[ChartData]:
+    """One ChartData per value of the chart's facet column (just one without a facet)."""
+    if chart.facet is None:
+        data = load_chart(store, chart, run_id, input_id)
+        return [data] if data is not None else []
     if input_id is None:
         input_id = first_input_id(store, run_id)
     where, values = _filters(store, chart, run_id, input_id)
-    data = ChartData(chart, subtitle=f"run {run_id}" + (f", input {input_id}" if chart.per_input and input_id is not None else ""))
+    facet_values = [row[0] for row in store.query(f"SELECT DISTINCT t.{chart.facet} FROM {chart.table} t WHERE {where} ORDER BY 1", values).rows]
+    loaded = [load_chart(store, chart, run_id, input_id, facet_value=value) for value in facet_values]
+    return [data for data in loaded if data is not None]
+
+
+def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, facet_value: Any = None) -> ChartData | None:
+    """The data of one chart for a run (one input for per-input charts, one facet value when
+    given; without one a faceted chart averages over all values); None when it has none."""
+    if input_id is None:
+        input_id = first_input_id(store, run_id)
+    where, values = _filters(store, chart, run_id, input_id, facet_value)
+    subtitle = f"run {run_id}" + (f", input {input_id}" if chart.per_input and input_id is not None else "")
+    if chart.facet is not None and facet_value is not None:
+        subtitle += f", {chart.facet} {facet_value}"
+    data = ChartData(chart, subtitle=subtitle, facet_value=facet_value)
     if chart.kind == "table":
         order = f" ORDER BY {chart.order}" if chart.order else ""
         result = store.query(f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}{order} LIMIT {int(chart.limit)}", values)
@@ -110,7 +136,11 @@ def _x_labels(store, chart: Chart, run_id: int, input_id: int | None, xs: list) 
         return [str(x) for x in xs]
     rows = store.query("SELECT pos, token FROM tokens WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
     tokens = dict(rows)
-    return [f"{tokens[x]}" if x in tokens else str(x) for x in xs]
+    marked: set = set()
+    if chart.mark:
+        sql = f"SELECT k.pos FROM tokens k WHERE k.run_id = ? AND k.input_id = ? AND ({chart.mark})"
+        marked = {row[0] for row in store.query(sql, [run_id, input_id]).rows}
+    return [("*" if x in marked else "") + (f"{tokens[x]}" if x in tokens else str(x)) for x in xs]
 
 
 def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]:

@@ -60,12 +60,10 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
     module = get_analysis(analysis)
     width, height = _chart_size(args)
     for chart in module.SPEC.charts:
-        data = charts.load_chart(store, chart, run_id, input_id)
-        if data is None:
-            continue
-        chart_height = height if args.height else charts.fitting_height(data, height)
-        print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
-        print()
+        for data in charts.load_charts(store, chart, run_id, input_id):
+            chart_height = height if args.height else charts.fitting_height(data, height)
+            print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
+            print()
 
 
 def build_inputs(args) -> tuple:

@@ -1,1 +1,1 @@
-"""Package data: the shipped Pile-format sample (built by scripts/build_pile_sample.py)."""
+"""Data shipped with the analyses: the Pile-format sample (scripts/build_pile_sample.py) and prompt sets."""

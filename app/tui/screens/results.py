@@ -73,7 +73,7 @@ class ResultsScreen(Screen):
         if row["status"] == "done":
             try:
                 spec = get_analysis(row["analysis"]).SPEC
-                loaded = [charts.load_chart(store, chart, run_id, input_id) for chart in spec.charts]
+                loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
                 info += f"\n[red]cannot draw its charts: {error}[/red]"
         app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
@@ -88,7 +88,7 @@ class ResultsScreen(Screen):
         tabs.clear()
         for index, data in enumerate(loaded):
             if data is not None:
-                tabs.add_tab(Tab(data.chart.title, id=f"chart-{index}"))
+                tabs.add_tab(Tab(data.label, id=f"chart-{index}"))
         if not any(data is not None for data in loaded):
             self.query_one("#chart", ChartView).show(None)
             self.query_one("#cell-info", Static).update("This run has no chart data.")

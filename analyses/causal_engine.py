@@ -1,0 +1,299 @@
+"""Causal tracing engine: noise, the naive reference and the fast exact path.
+
+Both paths return, per restored kind, a [T, n_layers] array of the answer probability averaged
+over the noise samples. The naive path is one hooked forward per (kind, token, layer) cell with
+the samples as the batch. The fast path runs the model block by block (exactly the bridge's own
+forward): it caches the clean and corrupted runs once, and for every token t runs one pipeline
+over the layers in which each cell's rows join at the layer where they start, compute only the
+positions t..T-1 (earlier positions are those of the corrupted run, whose keys and values are fed
+in as a prefix), patch window kinds through persistent hooks, and unembed only the last position.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from analyses.base import CancelEvent, Progress, no_progress
+from analyses.errors import Cancelled
+
+KINDS = ("resid", "mlp", "attn")
+HOOK_OF_KIND = {"mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+CPU_BATCH_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class TraceSetup:
+    """One prompt ready to trace: tokens [1, T], subject range [b, e), answer, noise [S, e-b, d]."""
+
+    tokens: Any
+    subject_range: tuple[int, int]
+    answer_id: int
+    noise: Any
+
+
+@dataclass(frozen=True)
+class TraceOutput:
+    probs: dict  # kind -> numpy [T, n_layers], mean over samples of p(answer)
+    high: float
+    low: float
+
+
+def noise_draws(samples: int, n_subject: int, d_model: int, rome_compatible: bool, seed: int, input_id: int) -> Any:
+    """Standard-normal draws [S, e-b, d] in float64; ROME's mode reseeds RandomState(1) per trace."""
+    import numpy as np
+
+    if rome_compatible:
+        return np.random.RandomState(1).randn(samples, n_subject, d_model)
+    return np.random.default_rng([seed, input_id]).standard_normal((samples, n_subject, d_model))
+
+
+def window_range(layer: int, n_layers: int, window: int) -> range:
+    """Layers restored for a window cell centred on `layer`: [L - w//2, L - w//2 + w - 1], clipped."""
+    start = layer - window // 2
+    return range(max(0, start), min(n_layers, start + window))
+
+
+def corrupt(clean_embed: Any, noise: Any, subject_range: tuple[int, int]) -> Any:
+    """[S, T, d] embeddings with the noise added to the subject positions (in float64, as ROME)."""
+    begin, end = subject_range
+    samples = noise.shape[0]
+    corrupted = clean_embed.expand(samples, -1, -1).clone()
+    corrupted[:, begin:end] = (corrupted[:, begin:end].double() + noise.to(corrupted.device)).to(corrupted.dtype)
+    return corrupted
+
+
+def answer_probs(model, last_resid: Any, answer_id: int) -> Any:
+    """p(answer) in float64 for final residuals at the last position, [B, d] -> [B]."""
+    import torch
+
+    bridge = model.bridge
+    logits = bridge.unembed(bridge.ln_final(last_resid[:, None, :]))[:, 0].float()
+    return torch.softmax(logits, dim=-1)[:, answer_id].double()
+
+
+class PrefixCache:
+    """A stand-in for a Hugging Face KV cache: records each layer's keys/values, or prepends fixed
+    per-row prefixes (the corrupted run's keys/values of the positions before t)."""
+
+    def __init__(self, prefixes: dict | None = None, record: bool = False) -> None:
+        self.prefixes = prefixes or {}
+        self.record = record
+        self.recorded: dict = {}
+
+    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        import torch
+
+        if layer_idx in self.prefixes:
+            prefix_key, prefix_value = self.prefixes[layer_idx]
+            key = torch.cat([prefix_key, key], dim=2)
+            value = torch.cat([prefix_value, value], dim=2)
+        if self.record:
+            self.recorded[layer_idx] = (key, value)
+        return key, value
+
+
+def run_block(model, layer: int, hidden: Any, position_embeddings: Any, cache: PrefixCache) -> Any:
+    output = model.bridge.blocks[layer](hidden, position_embeddings=position_embeddings, attention_mask=None, past_key_values=cache)
+    return output[0] if isinstance(output, tuple) else output
+
+
+def rotary(model, hidden: Any, first_pos: int) -> Any:
+    import torch
+
+    positions = torch.arange(first_pos, first_pos + hidden.shape[1], device=hidden.device)[None]
+    return model.bridge.rotary_emb(hidden, positions)
+
+
+@dataclass
+class RunStates:
+    """Residual entering every block (index n_layers = final output), keys/values, sublayer outputs."""
+
+    resid: list
+    keys_values: dict
+    outputs: dict  # (kind, layer) -> [B, T, d]
+
+
+class PatchPlan:
+    """Persistent hooks on attention/MLP outputs that overwrite query position 0 of chosen rows."""
+
+    def __init__(self) -> None:
+        self.active: dict = {}
+        self.captured: dict = {}
+        self.capture = False
+
+    def hook(self, kind: str, layer: int):
+        def patch(tensor, hook):
+            if self.capture:
+                self.captured[(kind, layer)] = tensor.detach().clone()
+            plan = self.active.get((kind, layer))
+            if plan is not None:
+                rows, value = plan
+                tensor[rows, 0] = value
+            return tensor
+
+        return patch
+
+    @contextlib.contextmanager
+    def installed(self, model, kinds: tuple[str, ...]) -> Iterator[PatchPlan]:
+        hooks = [(f"blocks.{layer}.{HOOK_OF_KIND[kind]}", self.hook(kind, layer)) for kind in kinds if kind in HOOK_OF_KIND for layer in range(model.n_layers)]
+        with model.bridge.hooks(fwd_hooks=hooks):
+            yield self
+
+
+def forward_states(model, embeds: Any, plan: PatchPlan, capture: bool) -> RunStates:
+    """A full forward block by block (identical to the bridge's), keeping what the trace reuses."""
+    cache = PrefixCache(record=True)
+    plan.capture, plan.captured = capture, {}
+    position_embeddings = rotary(model, embeds, 0)
+    resid = [embeds]
+    hidden = embeds
+    for layer in range(model.n_layers):
+        hidden = run_block(model, layer, hidden, position_embeddings, cache)
+        resid.append(hidden)
+    outputs = plan.captured
+    plan.capture, plan.captured = False, {}
+    return RunStates(resid, cache.recorded, outputs)
+
+
+def batch_tokens_limit(model, seq_len: int) -> int:
+    """Tokens per forward: a fixed cap on the CPU, from free memory on CUDA."""
+    import torch
+
+    if not str(model.device).startswith("cuda"):
+        return CPU_BATCH_TOKENS
+    free, _ = torch.cuda.mem_get_info(torch.device(model.device))
+    cfg = model.bridge.cfg
+    d_mlp = getattr(cfg, "d_mlp", 4 * model.d_model) or 4 * model.d_model
+    element_bytes = 2 if model.dtype in ("float16", "bfloat16") else 4
+    # Live activations per token in one block, doubled for temporaries and the K/V prefixes.
+    per_token = element_bytes * (8 * model.d_model + 3 * d_mlp + 2 * cfg.n_heads * seq_len) * 2
+    return max(256, int(free * 0.6) // per_token)
+
+
+def _pipeline(model, t: int, cells: list, clean: RunStates, corrupted: RunStates, plan: PatchPlan, window: int, answer_id: int) -> Any:
+    """Mean p(answer) per cell for cells (kind, layer) restored at token t, in one layer pipeline."""
+    import torch
+
+    n_layers = model.n_layers
+    samples = corrupted.resid[0].shape[0]
+    starts = [layer + 1 if kind == "resid" else window_range(layer, n_layers, window).start for kind, layer in cells]
+    hidden = None
+    row_cell = torch.empty(0, dtype=torch.long)
+    sample_index = torch.empty(0, dtype=torch.long)
+    position_embeddings = None
+    sample_ids = torch.arange(samples)
+    for layer in range(n_layers + 1):
+        joining = [i for i, start in enumerate(starts) if start == layer]
+        if joining:
+            parts = []
+            for i in joining:
+                part = corrupted.resid[layer][:, t:].clone()
+                if cells[i][0] == "resid":
+                    part[:, 0] = clean.resid[layer][0, t]
+                parts.append(part)
+            new_rows = torch.cat(parts)
+            hidden = new_rows if hidden is None else torch.cat([hidden, new_rows])
+            row_cell = torch.cat([row_cell, torch.tensor(joining).repeat_interleave(samples)])
+            sample_index = torch.cat([sample_index, sample_ids.repeat(len(joining))])
+        if layer == n_layers or hidden is None:
+            continue
+        if position_embeddings is None:
+            position_embeddings = rotary(model, hidden, t)
+        plan.active = {}
+        for kind in HOOK_OF_KIND:
+            restored = torch.tensor([c[0] == kind and layer in window_range(c[1], n_layers, window) for c in cells])[row_cell]
+            if bool(restored.any()):
+                plan.active[(kind, layer)] = (restored.nonzero()[:, 0], clean.outputs[(kind, layer)][0, t])
+        prefixes = {}
+        if t > 0:
+            keys, values = corrupted.keys_values[layer]
+            device_index = sample_index.to(keys.device)
+            prefixes[layer] = (keys[device_index, :, :t], values[device_index, :, :t])
+        hidden = run_block(model, layer, hidden, position_embeddings, PrefixCache(prefixes))
+    plan.active = {}
+    probs = answer_probs(model, hidden[:, -1], answer_id).cpu()
+    sums = torch.zeros(len(cells), dtype=torch.float64).index_add_(0, row_cell, probs)
+    return (sums / samples).numpy()
+
+
+def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, progress: Progress = no_progress, cancel: CancelEvent | None = None, batch_tokens: int | None = None) -> TraceOutput:
+    import numpy as np
+    import torch
+
+    tokens = setup.tokens
+    begin, _ = setup.subject_range
+    seq_len, n_layers, samples = tokens.shape[1], model.n_layers, setup.noise.shape[0]
+    limit = batch_tokens or batch_tokens_limit(model, seq_len)
+    plan = PatchPlan()
+    with torch.inference_mode(), plan.installed(model, tuple(KINDS)):
+        clean_embed = model.bridge.embed(tokens)
+        clean = forward_states(model, clean_embed, plan, capture=True)
+        corrupted = forward_states(model, corrupt(clean_embed, setup.noise, setup.subject_range), plan, capture=False)
+        high = float(answer_probs(model, clean.resid[-1][:, -1], setup.answer_id)[0])
+        low = float(answer_probs(model, corrupted.resid[-1][:, -1], setup.answer_id).mean())
+        probs = {kind: np.full((seq_len, n_layers), low) for kind in kinds}
+        # A resid cell at the last layer runs no block: it is the clean run at the last token, else
+        # the corrupted run (the last position does not see a later token).
+        cells_all = [(kind, layer) for kind in kinds for layer in range(n_layers) if (kind, layer) != ("resid", n_layers - 1)]
+        if "resid" in kinds:
+            probs["resid"][seq_len - 1, n_layers - 1] = high
+        for t in range(begin, seq_len):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(t - begin, seq_len - begin, f"token {t + 1}/{seq_len}")
+            per_chunk = max(1, limit // max(1, samples * (seq_len - t)))
+            for start in range(0, len(cells_all), per_chunk):
+                chunk = cells_all[start : start + per_chunk]
+                means = _pipeline(model, t, chunk, clean, corrupted, plan, window, setup.answer_id)
+                for (kind, layer), value in zip(chunk, means):
+                    probs[kind][t, layer] = value
+    return TraceOutput(probs, high, low)
+
+
+def trace_naive(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, progress: Progress = no_progress, cancel: CancelEvent | None = None) -> TraceOutput:
+    """The reference: one hooked forward per (kind, token, layer) cell, the samples as the batch."""
+    import numpy as np
+    import torch
+
+    bridge, tokens = model.bridge, setup.tokens
+    seq_len, n_layers, samples = tokens.shape[1], model.n_layers, setup.noise.shape[0]
+    batch = tokens.expand(samples, -1)
+
+    def add_noise(embed, hook):
+        return corrupt(embed[:1], setup.noise, setup.subject_range)
+
+    def answer_mean(logits) -> float:
+        return float(torch.softmax(logits[:, -1].float(), dim=-1)[:, setup.answer_id].double().mean())
+
+    def restore(value, t):
+        def hook_fn(tensor, hook):
+            tensor[:, t] = value
+            return tensor
+
+        return hook_fn
+
+    with torch.inference_mode():
+        names = [f"blocks.{layer}.{hook}" for layer in range(n_layers) for hook in ("hook_resid_post", "hook_mlp_out", "hook_attn_out")]
+        clean_logits, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in set(names))
+        high = answer_mean(clean_logits)
+        low = answer_mean(bridge.run_with_hooks(batch, fwd_hooks=[("hook_embed", add_noise)]))
+        probs = {kind: np.zeros((seq_len, n_layers)) for kind in kinds}
+        done, total = 0, len(kinds) * seq_len
+        for kind in kinds:
+            for t in range(seq_len):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(done, total, f"{kind} token {t + 1}/{seq_len}")
+                done += 1
+                for layer in range(n_layers):
+                    if kind == "resid":
+                        patched = [layer]
+                        hook_name = "hook_resid_post"
+                    else:
+                        patched = list(window_range(layer, n_layers, window))
+                        hook_name = HOOK_OF_KIND[kind]
+                    hooks = [("hook_embed", add_noise)]
+                    hooks += [(f"blocks.{p}.{hook_name}", restore(cache[f"blocks.{p}.{hook_name}"][0, t], t)) for p in patched]
+                    probs[kind][t, layer] = answer_mean(bridge.run_with_hooks(batch, fwd_hooks=hooks))
+    return TraceOutput(probs, high, low)

@@ -1,0 +1,183 @@
+"""Causal tracing (ROME): corrupt the subject's token embeddings with noise, restore one clean
+state at a time, and measure how much of the answer's probability comes back.
+
+Per (kind, token, layer) cell: the mean over noise samples of p(answer) with the clean state
+restored (kind resid: block L's output at the token; mlp / attn: those outputs at the token for a
+window of layers centred on L) and the normalised restoration (p - low) / (high - low). The answer
+is the clean run's top-1 at the last position. Rows before the subject equal low exactly (their
+states are those of the clean and corrupted runs alike) and are not recomputed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput, Cancelled
+
+SIGMA_SOURCES = ("subject", "embedding")
+METHODS = ("fast", "naive")
+SUBJECT_MARK = (
+    "k.pos >= (SELECT c.subject_start FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id) "
+    "AND k.pos < (SELECT c.subject_end FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id)"
+)
+
+
+@dataclass(frozen=True)
+class Params:
+    subject: str | None = param(None, "subject substring whose token embeddings are noised (prompt sets: each row's subject)")
+    answer: str | None = param(None, "expected answer text as it follows the prompt, e.g. ' Paris' (prompt sets: each row's answer); only checked")
+    kinds: str = param("resid,mlp,attn", "states restored, comma-separated: resid, mlp, attn")
+    samples: int = param(10, "noise samples per trace")
+    noise: float = param(3.0, "noise std as a multiple of sigma")
+    sigma_source: str = param("subject", "sigma: subject (std of the subject-token embeddings over the inputs) or embedding (whole matrix)")
+    sigma: float | None = param(None, "an explicit sigma; overrides sigma_source")
+    window: int = param(10, "layers restored around L for mlp/attn cells: [L - window//2, L - window//2 + window - 1]")
+    seed: int = param(0, "noise seed (not used in rome_compatible mode)")
+    rome_compatible: bool = param(False, "ROME's noise: numpy RandomState(1) reseeded per trace, float64 draws")
+    threshold: float = param(0.01, "prompts with high - low below this are left out of the bucket averages")
+    method: str = param("fast", "fast (cached, batched, exact) or naive (one forward per cell, the reference)")
+    prepend_bos: bool = param(True, "prepend the model's BOS token before the prompt")
+
+    def kind_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.kinds.split(",") if part.strip())
+
+    def check(self) -> None:
+        from analyses.causal_engine import KINDS
+
+        kinds = self.kind_list()
+        if not kinds or any(kind not in KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
+            raise BadInput(f"parameter 'kinds' takes a comma-separated subset of {', '.join(KINDS)}, not {self.kinds!r}")
+        if self.samples < 1:
+            raise BadInput(f"parameter 'samples' must be at least 1, not {self.samples}")
+        if self.window < 1:
+            raise BadInput(f"parameter 'window' must be at least 1, not {self.window}")
+        if self.noise < 0 or (self.sigma is not None and self.sigma < 0):
+            raise BadInput("parameters 'noise' and 'sigma' must not be negative")
+        if self.sigma_source not in SIGMA_SOURCES:
+            raise BadInput(f"parameter 'sigma_source' takes {' or '.join(SIGMA_SOURCES)}, not {self.sigma_source!r}")
+        if self.method not in METHODS:
+            raise BadInput(f"parameter 'method' takes {' or '.join(METHODS)}, not {self.method!r}")
+
+
+def _heatmap(kind: str) -> Chart:
+    return Chart("heatmap", f"Restoration, {kind} (layer x token, * = subject)", "causal_trace", "restoration", where=f"kind = '{kind}'", mark=SUBJECT_MARK)
+
+
+def _bucket_heatmap(kind: str) -> Chart:
+    return Chart("heatmap", f"Mean restoration by bucket, {kind}", "causal_trace_buckets", "mean_restoration", x="bucket", where=f"kind = '{kind}'", per_input=False, facet="category")
+
+
+SPEC = AnalysisSpec(
+    name="causal-trace",
+    title="Causal tracing",
+    description=(
+        "ROME's causal tracing: noise the subject's token embeddings, restore one clean state at a "
+        "time (residual, MLP or attention output at a token and layer) and record how much of the "
+        "answer's probability comes back; averaged by category over the subject/after/last buckets."
+    ),
+    input_kinds=("prompt", "prompt_set"),
+    tables=(
+        ResultTable(
+            "causal_trace",
+            (("input_id", "INTEGER"), ("kind", "VARCHAR"), ("layer", "INTEGER"), ("pos", "INTEGER"), ("prob", "DOUBLE"), ("restoration", "DOUBLE")),
+            "prob = mean over samples of p(answer) with the state restored; restoration = (prob - low) / (high - low)",
+        ),
+        ResultTable(
+            "causal_trace_inputs",
+            (
+                ("input_id", "INTEGER"), ("category", "VARCHAR"), ("subject", "VARCHAR"), ("subject_start", "INTEGER"), ("subject_end", "INTEGER"),
+                ("answer_token_id", "INTEGER"), ("answer_token", "VARCHAR"), ("expected_answer", "VARCHAR"), ("correct", "BOOLEAN"),
+                ("high_prob", "DOUBLE"), ("low_prob", "DOUBLE"), ("included", "BOOLEAN"), ("noise_std", "DOUBLE"), ("samples", "INTEGER"),
+            ),
+            "subject tokens are [subject_start, subject_end); included = correct (or no expected answer) and high - low >= threshold",
+        ),
+        ResultTable(
+            "causal_trace_buckets",
+            (("category", "VARCHAR"), ("kind", "VARCHAR"), ("bucket", "VARCHAR"), ("layer", "INTEGER"), ("mean_restoration", "DOUBLE"), ("aie", "DOUBLE"), ("n_prompts", "INTEGER")),
+            "over included prompts; aie = max(0, mean bucket prob - mean low) (ROME's difference of averages)",
+        ),
+        ResultTable("trace_attention", (("input_id", "INTEGER"), ("layer", "INTEGER"), ("target", "VARCHAR"), ("weight", "DOUBLE")), "clean run, last token's attention, mean over heads"),
+        ResultTable("trace_hidden", (("input_id", "INTEGER"), ("layer", "INTEGER"), ("pos", "INTEGER"), ("norm", "DOUBLE"), ("cos_next_layer", "DOUBLE")), "clean block outputs; cos_next_layer only at the last token"),
+    ),
+    charts=(
+        _heatmap("resid"),
+        _heatmap("mlp"),
+        _heatmap("attn"),
+        _bucket_heatmap("resid"),
+        _bucket_heatmap("mlp"),
+        _bucket_heatmap("attn"),
+        Chart("line", "Attention from the last token (mean over heads)", "trace_attention", "weight", x="layer", series="target"),
+        Chart("line", "Cosine of consecutive layers at the last token", "trace_hidden", "cos_next_layer", x="layer", last_pos=True),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A prompt tokenised with its subject located: ids, subject token range [b, e)."""
+
+    ids: tuple[int, ...]
+    subject: str
+    subject_range: tuple[int, int]
+
+
+def subject_of(item: Input, params: Params) -> str | None:
+    return item.meta.get("subject") or params.subject
+
+
+def locate(model, item: Input, params: Params) -> Located:
+    """Tokenise and find the subject's tokens by character offsets; BadInput if absent or last."""
+    subject = subject_of(item, params)
+    where = f"input {item.input_id}" if item.source == "prompt_set" else "the prompt"
+    if not subject:
+        raise BadInput(f"{where} has no subject; give --param subject=TEXT (or a subject column in the prompt set)")
+    char_start = item.text.find(subject)
+    if char_start < 0:
+        raise BadInput(f"subject {subject!r} is not in {where}: {item.text[:60]!r}")
+    char_end = char_start + len(subject)
+    ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos)[0].tolist()
+    n_bos = 1 if params.prepend_bos else 0
+    spans = token_char_spans(model.tokenizer, item.text, ids[n_bos:])
+    covered = [n_bos + i for i, (start, end) in enumerate(spans) if end > char_start and start < char_end and end > start]
+    if not covered:
+        raise BadInput(f"subject {subject!r} matches no token of {where}")
+    begin, end = covered[0], covered[-1] + 1
+    if end >= len(ids):
+        raise BadInput(f"subject {subject!r} covers the last token of {where}; the trace needs a token after it")
+    return Located(tuple(ids), subject, (begin, end))
+
+
+def token_char_spans(tokenizer, text: str, ids: list[int]) -> list[tuple[int, int]]:
+    """Character span of each token: the fast tokenizer's offsets, else decoded prefix lengths."""
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if list(encoded["input_ids"]) == list(ids):
+            return [tuple(span) for span in encoded["offset_mapping"]]
+    except (NotImplementedError, KeyError, TypeError):
+        pass
+    ends = [len(tokenizer.decode(ids[: i + 1])) for i in range(len(ids))]
+    return list(zip([0] + ends[:-1], ends))
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    for item in inputs:
+        locate(model, item, params)
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses import causal_tables
+
+    located = [locate(model, item, params) for item in inputs]
+    sigma, sigma_note = causal_tables.noise_sigma(model, located, params)
+    collected = causal_tables.Collector(model, params)
+    for index, (item, where) in enumerate(zip(inputs, located)):
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+
+        def input_progress(done: int, total: int, note: str = "", index: int = index) -> None:
+            progress(index * 1000 + (1000 * done) // max(1, total), 1000 * len(inputs), f"input {index + 1}/{len(inputs)}: {note}")
+
+        collected.add(item, where, params.noise * sigma, input_progress, cancel)
+    progress(len(inputs), len(inputs), "done")
+    notes = {"prepend_bos": params.prepend_bos, "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": params.method}
+    return collected.result(notes)
