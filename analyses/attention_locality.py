@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.errors import BadInput, Cancelled
+from analyses.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ def pattern_sums(pattern, window: int):
     import torch
 
     pattern = pattern.float()
-    length = pattern.shape[-1]
     heads = pattern.shape[0] * pattern.shape[1]
     offset_sums, offset_counts = [], []
     for offset in range(window + 1):
@@ -86,7 +85,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
-    from analyses.layer_interventions import document_tokens, tokens_table
+    from analyses.documents import document_tokens, run_hooked_documents, tokens_table
 
     n_layers, window = model.n_layers, params.window
     weight_sums = torch.zeros(n_layers, window + 1, dtype=torch.float64)
@@ -103,13 +102,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
 
     hooks = [(f"blocks.{layer}.attn.hook_pattern", functools.partial(record, layer=layer)) for layer in range(n_layers)]
     token_rows = document_tokens(model, inputs, params.prepend_bos)
-    with torch.inference_mode():
-        for index, tokens in enumerate(token_rows):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(token_rows), f"input {index + 1}/{len(token_rows)}")
-            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False)
-    progress(len(token_rows), len(token_rows), "done")
+    run_hooked_documents(model, token_rows, hooks, progress, cancel)
     weights = weight_sums.numpy()
     mean_weight = np.divide(weights, pair_counts, out=np.full_like(weights, np.nan), where=pair_counts > 0)
     queries = np.maximum(query_counts, 1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.errors import Cancelled
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,10 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
-    from analyses.layer_interventions import document_tokens, tokens_table
+    from analyses.documents import document_tokens, run_hooked_documents, tokens_table
 
     n_layers = model.n_layers
     norm_sums = torch.zeros(len(PARTS), n_layers, dtype=torch.float64)
-    token_count = 0
 
     def record(activation, hook, part: int, layer: int) -> None:
         norms = activation[:, 1:].float().norm(dim=-1)
@@ -74,14 +72,9 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         for layer in range(n_layers)
     ]
     token_rows = document_tokens(model, inputs, params.prepend_bos)
-    with torch.inference_mode():
-        for index, tokens in enumerate(token_rows):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(token_rows), f"input {index + 1}/{len(token_rows)}")
-            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False)
-            token_count += tokens.shape[-1] - 1
-    progress(len(token_rows), len(token_rows), "done")
+    run_hooked_documents(model, token_rows, hooks, progress, cancel)
+    # Every position but the first counts.
+    token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
     means = norm_sums.numpy() / max(1, token_count)
     layers = np.arange(n_layers, dtype=np.int32)
     table = pa.table(

@@ -246,23 +246,6 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
     )
 
 
-def document_tokens(model, inputs: list[Input], prepend_bos: bool) -> list:
-    return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
-
-
-def tokens_table(model, inputs: list[Input], token_rows: list):
-    import pyarrow as pa
-
-    rows = {"input_id": [], "pos": [], "token_id": [], "token": []}
-    for item, tokens in zip(inputs, token_rows):
-        ids = tokens.reshape(-1).tolist()
-        rows["input_id"].extend([item.input_id] * len(ids))
-        rows["pos"].extend(range(len(ids)))
-        rows["token_id"].extend(ids)
-        rows["token"].extend(model.token_strings(ids))
-    return pa.table(rows)
-
-
 def validate(model, inputs: list[Input], params: Params) -> None:
     from analyses.decoder import check_llama_style
 
@@ -283,6 +266,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import torch
 
     from analyses.decoder import Decoder
+    from analyses.documents import document_tokens, tokens_table
 
     decoder = Decoder(model)
     interventions = list_interventions(model.n_layers, kinds_of(params.interventions))

@@ -124,9 +124,11 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
+    from analyses.documents import tokens_table
+
     target_id = resolve_target(model, params.target)
     columns = {name: [] for name, _ in SPEC.tables[0].columns}
-    token_rows = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    token_rows = []
     n_rows = model.n_layers + 1
     with torch.inference_mode():
         for index, item in enumerate(inputs):
@@ -137,7 +139,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             stack, _ = lens_rows(model, tokens)
             stats = lens_statistics(model, stack, target_id, cancel)
             ids = tokens[0].tolist()
-            strings = model.token_strings(ids)
+            token_rows.append(tokens)
             positions = len(ids)
             layer_grid, pos_grid = np.meshgrid(np.arange(n_rows), np.arange(positions), indexing="ij")
             columns["input_id"].append(np.full(n_rows * positions, item.input_id, dtype=np.int32))
@@ -154,10 +156,6 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
                 columns["target_prob"].append(np.full(n_rows * positions, np.nan))
             else:
                 columns["target_prob"].append(stats["target_prob"].ravel().astype(np.float64))
-            token_rows["input_id"].extend([item.input_id] * positions)
-            token_rows["pos"].extend(range(positions))
-            token_rows["token_id"].extend(ids)
-            token_rows["token"].extend(strings)
     progress(len(inputs), len(inputs), "done")
     arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
     table = pa.table(
@@ -167,4 +165,4 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         }
     )
     notes = {"prepend_bos": params.prepend_bos, "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
-    return Result(tables={"logit_lens": table}, tokens=pa.table(token_rows), notes=notes)
+    return Result(tables={"logit_lens": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)

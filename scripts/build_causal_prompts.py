@@ -52,7 +52,7 @@ def main() -> int:
     categories = sorted(set(kept_by) | set(dropped))
     summary = ", ".join(f"{c}: kept {kept_by[c]}, dropped {dropped[c]}" for c in categories)
     with open(args.out, "w", encoding="utf-8") as handle:
-        handle.write(f"# Causal-tracing prompt set (prompt, subject, answer, category), built by scripts/build_causal_prompts.py\n")
+        handle.write("# Causal-tracing prompt set (prompt, subject, answer, category), built by scripts/build_causal_prompts.py\n")
         handle.write(f"# from {CANDIDATES.name}: kept {len(kept)} of {len(kept) + sum(dropped.values())} candidates whose expected answer is {args.model}'s top-1 ({summary}).\n")
         for row in kept:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
