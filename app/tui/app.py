@@ -9,6 +9,7 @@ from textual.binding import Binding
 
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
+from app.tui.screens.corpus import CorpusScreen
 from app.tui.screens.history import HistoryScreen
 from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
@@ -42,6 +43,8 @@ class Workbench(App):
         Binding("f3", "show('results')", "Results", tooltip="Charts of the open run"),
         Binding("f4", "show('history')", "History", tooltip="Stored runs"),
         Binding("f5", "show('sql')", "SQL", tooltip="Read-only SQL console"),
+        # Priority: the prompt and SQL editors (TextArea) would take F6 for "select line".
+        Binding("f6", "show('corpus')", "Corpus", priority=True, tooltip="Browse a corpus and send a document to the probe"),
         Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit (the worker stops with the app)"),
     ]
@@ -64,6 +67,7 @@ class Workbench(App):
         self.install_screen(ResultsScreen(), "results")
         self.install_screen(HistoryScreen(), "history")
         self.install_screen(SqlScreen(self.settings.sql_page_rows), "sql")
+        self.install_screen(CorpusScreen(), "corpus")
         await self.push_screen("probe")
         self.host.start()
         self.refresh_job_widgets()
@@ -124,6 +128,11 @@ class Workbench(App):
     def choose_analysis(self, name: str) -> None:
         self.action_show("probe")
         self.get_screen("probe").select_analysis(name)
+
+    def use_prompt(self, text: str) -> None:
+        """Make text the probe's prompt (from the corpus browser) and go there."""
+        self.action_show("probe")
+        self.get_screen("probe").use_prompt(text)
 
     def action_show(self, name: str) -> None:
         if self.screen.name != name:

@@ -26,6 +26,11 @@ def steps(screen: str):
             await settle(app, pilot)
             app.screen.query_one("#sql-editor").text = "select layer, pos, top_token, top_prob from logit_lens where pos = 11 order by layer"
             await pilot.press("ctrl+r")
+        elif screen == "corpus":
+            await pilot.press("f6")
+            await settle(app, pilot)
+            app.screen.query_one("#documents").focus()
+            await pilot.press("enter")
         await settle(app, pilot)
         no_blink(app)
         await pilot.pause()
@@ -34,7 +39,7 @@ def steps(screen: str):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("screen", ["probe", "results", "history", "sql"])
+@pytest.mark.parametrize("screen", ["probe", "results", "history", "sql", "corpus"])
 def test_screen_snapshot(snap_compare, tmp_path, screen, size):
     from app.tui.store_access import SerialStore
 

@@ -21,7 +21,7 @@ class HistoryScreen(Screen):
         Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
         Binding("delete,d", "delete_run", "Delete", tooltip="Delete the selected run (asks first)"),
         Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
-        Binding("f6", "refresh", "Refresh", tooltip="Read the runs again"),
+        Binding("ctrl+l", "refresh", "Refresh", tooltip="Read the runs again"),
     ]
 
     def __init__(self) -> None:

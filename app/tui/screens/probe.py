@@ -103,6 +103,14 @@ class ProbeScreen(Screen):
         source.value = spec.input_kinds[0]
         self.show_source_fields()
 
+    def use_prompt(self, text: str) -> None:
+        """Put text in the prompt box and pick the typed-prompt input where the analysis takes one."""
+        kinds = get_analysis(str(self.query_one("#analysis", Select).value)).SPEC.input_kinds
+        if "prompt" in kinds:
+            self.query_one("#source", Select).value = "prompt"
+            self.show_source_fields()
+        self.query_one("#prompt", TextArea).load_text(text)
+
     def select_analysis(self, name: str) -> None:
         self.query_one("#analysis", Select).value = name
 
