@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyses.base import CancelEvent, Input, Progress, Result
+from analyses.documents import tokens_table_of
 
 BUCKETS = ("1:subj-first", "2:subj-mid", "3:subj-last", "4:next", "5:further", "6:last")
 
@@ -79,7 +80,7 @@ class Collector:
         self.inputs: dict = {k: [] for k in ("input_id", "category", "subject", "subject_start", "subject_end", "answer_token_id", "answer_token", "expected_answer", "correct", "high_prob", "low_prob", "included", "noise_std", "samples")}
         self.attention: dict = {k: [] for k in ("input_id", "layer", "target", "weight")}
         self.hidden: dict = {k: [] for k in ("input_id", "layer", "pos", "norm", "cos_next_layer")}
-        self.tokens: dict = {k: [] for k in ("input_id", "pos", "token_id", "token")}
+        self.tokens: list = []
         self.per_prompt: list = []
 
     def add(self, item: Input, where, noise_std: float, progress: Progress, cancel: CancelEvent) -> None:
@@ -135,10 +136,7 @@ class Collector:
         self.hidden["pos"].append(pos_grid_h.ravel())
         self.hidden["norm"].append(hidden["norm"].ravel().astype(np.float64))
         self.hidden["cos_next_layer"].append(hidden["cos_next"].ravel())
-        self.tokens["input_id"].extend([item.input_id] * seq_len)
-        self.tokens["pos"].extend(range(seq_len))
-        self.tokens["token_id"].extend(where.ids)
-        self.tokens["token"].extend(model.token_strings(list(where.ids)))
+        self.tokens.append((item.input_id, list(where.ids), model.token_strings(list(where.ids))))
 
     def buckets(self) -> dict:
         """Per (category, kind, bucket, layer): mean normalised restoration and ROME's AIE."""
@@ -181,4 +179,4 @@ class Collector:
             "trace_hidden": arrow(self.hidden),
         }
         included = sum(1 for value in self.inputs["included"] if value)
-        return Result(tables=tables, tokens=arrow(self.tokens), notes={**notes, "kinds": list(self.kinds), "prompts_in_buckets": included})
+        return Result(tables=tables, tokens=tokens_table_of(self.tokens), notes={**notes, "kinds": list(self.kinds), "prompts_in_buckets": included})

@@ -2,7 +2,7 @@
 one hooked forward per document with progress and cancel between documents."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from analyses.base import CancelEvent, Input, Progress
 from analyses.errors import Cancelled
@@ -13,18 +13,27 @@ def document_tokens(model, inputs: list[Input], prepend_bos: bool) -> list:
     return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
 
 
-def tokens_table(model, inputs: list[Input], token_rows: list) -> Any:
-    """The run's tokens table (input_id, pos, token_id, token) for these inputs."""
+def tokens_table_of(sequences: Iterable[tuple[int, Sequence[int], Sequence[str]]]) -> Any:
+    """The run's tokens table (input_id, pos, token_id, token) from (input_id, ids, token strings)."""
     import pyarrow as pa
 
-    rows = {"input_id": [], "pos": [], "token_id": [], "token": []}
-    for item, tokens in zip(inputs, token_rows):
-        ids = tokens.reshape(-1).tolist()
-        rows["input_id"].extend([item.input_id] * len(ids))
+    rows: dict[str, list] = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    for input_id, ids, strings in sequences:
+        rows["input_id"].extend([input_id] * len(ids))
         rows["pos"].extend(range(len(ids)))
         rows["token_id"].extend(ids)
-        rows["token"].extend(model.token_strings(ids))
-    return pa.table(rows)
+        rows["token"].extend(strings)
+    types = {"input_id": pa.int32(), "pos": pa.int32(), "token_id": pa.int32(), "token": pa.string()}
+    return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
+
+
+def tokens_table(model, inputs: list[Input], token_rows: list) -> Any:
+    """The tokens table for these inputs and their token tensors, decoded token by token."""
+    sequences = []
+    for item, tokens in zip(inputs, token_rows):
+        ids = tokens.reshape(-1).tolist()
+        sequences.append((item.input_id, ids, model.token_strings(ids)))
+    return tokens_table_of(sequences)
 
 
 def run_hooked_documents(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.documents import tokens_table_of
 from analyses.errors import BadInput, Cancelled
 
 CLASSES = ("prediction", "suppression", "none")
@@ -161,5 +162,4 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         "weights_only": "inputs are not used",
         "unembedding": "W_U columns" + (" scaled by the final norm gain" if params.fold_final_norm else "") + ", unit-normalised; no centring",
     }
-    empty_tokens = pa.table({"input_id": pa.array([], pa.int32()), "pos": pa.array([], pa.int32()), "token_id": pa.array([], pa.int32()), "token": pa.array([], pa.string())})
-    return Result(tables={"neuron_classes": neurons, "neuron_class_counts": pa.table(counts)}, tokens=empty_tokens, notes=notes)
+    return Result(tables={"neuron_classes": neurons, "neuron_class_counts": pa.table(counts)}, tokens=tokens_table_of([]), notes=notes)

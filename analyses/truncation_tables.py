@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from analyses.documents import tokens_table_of
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Tokens shown before the truncation boundary in truncation_lowest.text.
 DROPPED_SHOWN = 6
@@ -50,17 +52,14 @@ def build_tables(model, docs: list, cosines: dict[int, Any], params: Any, catego
     import pyarrow as pa
 
     n_layers, k_max = model.n_layers, params.k_max
-    token_rows: dict[str, list] = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    token_rows: list = []
     per_token: dict[str, list] = {"input_id": [], "pos": [], "token": [], "category": []}
     strings_of: dict[int, list[str]] = {}
     blocks = []
     for doc in docs:
         strings = model.token_strings(list(doc.ids))
         strings_of[doc.input_id] = strings
-        token_rows["input_id"].extend([doc.input_id] * len(doc.ids))
-        token_rows["pos"].extend(range(len(doc.ids)))
-        token_rows["token_id"].extend(doc.ids)
-        token_rows["token"].extend(strings)
+        token_rows.append((doc.input_id, doc.ids, strings))
         if not doc.positions:
             continue
         blocks.append(cosines[doc.input_id])
@@ -106,4 +105,4 @@ def build_tables(model, docs: list, cosines: dict[int, Any], params: Any, catego
                                ("category", pa.string()), ("layer", pa.int32()), ("context", pa.int32()),
                                ("cos", pa.float64()), ("text", pa.string())])
     tables = {"truncation": detail, "truncation_summary": summary, "truncation_lowest": pa.table(lowest, schema=lowest_schema)}
-    return tables, pa.table(token_rows)
+    return tables, tokens_table_of(token_rows)
