@@ -51,7 +51,7 @@ def label_token(token: str, width: int = 8) -> str:
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
-def _filters(store, chart: Chart, run_id: int, input_id: int | None, facet_value: Any = None) -> tuple[str, list]:
+def _filters(chart: Chart, run_id: int, input_id: int | None, facet_value: Any = None) -> tuple[str, list]:
     clauses, values = ["t.run_id = ?"], [run_id]
     if chart.facet is not None and facet_value is not None:
         clauses.append(f"t.{chart.facet} = ?")
@@ -78,7 +78,7 @@ def load_charts(store, chart: Chart, run_id: int, input_id: int | None = None) -
         return [data] if data is not None else []
     if input_id is None:
         input_id = first_input_id(store, run_id)
-    where, values = _filters(store, chart, run_id, input_id)
+    where, values = _filters(chart, run_id, input_id)
     facet_values = [row[0] for row in store.query(f"SELECT DISTINCT t.{chart.facet} FROM {chart.table} t WHERE {where} ORDER BY 1", values).rows]
     loaded = [load_chart(store, chart, run_id, input_id, facet_value=value) for value in facet_values]
     return [data for data in loaded if data is not None]
@@ -89,7 +89,7 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
     given; without one a faceted chart averages over all values); None when it has none."""
     if input_id is None:
         input_id = first_input_id(store, run_id)
-    where, values = _filters(store, chart, run_id, input_id, facet_value)
+    where, values = _filters(chart, run_id, input_id, facet_value)
     subtitle = f"run {run_id}" + (f", input {input_id}" if chart.per_input and input_id is not None else "")
     if chart.facet is not None and facet_value is not None:
         subtitle += f", {chart.facet} {facet_value}"

@@ -59,6 +59,8 @@ def _chart_size(args) -> tuple[int, int]:
 def print_charts(store, analysis: str, run_id: int, args, input_id: int | None = None) -> None:
     module = get_analysis(analysis)
     width, height = _chart_size(args)
+    if input_id is None:
+        input_id = charts.first_input_id(store, run_id)
     for chart in module.SPEC.charts:
         for data in charts.load_charts(store, chart, run_id, input_id):
             chart_height = height if args.height else charts.fitting_height(data, height)
