@@ -10,15 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.errors import BadInput
 
 
 @dataclass(frozen=True)
 class Params:
     window: int = param(5, "previous tokens counted as local (offsets 1..window)")
-    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+    prepend_bos: str = param("auto", BOS_DOC)
 
     def check(self) -> None:
+        check_bos(self.prepend_bos)
         if self.window < 1:
             raise BadInput(f"window must be at least 1, not {self.window}")
 
@@ -126,7 +128,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         }
     )
     notes = {
-        "prepend_bos": params.prepend_bos,
+        **model.bos(params.prepend_bos).record(),
         "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
         "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 SIGMA_SOURCES = ("subject", "embedding")
@@ -36,7 +37,7 @@ class Params:
     rome_compatible: bool = param(False, "ROME's noise: numpy RandomState(1) reseeded per trace, float64 draws")
     threshold: float = param(0.01, "prompts with high - low below this are left out of the bucket averages")
     method: str = param("fast", "fast (cached, batched, exact) or naive (one forward per cell, the reference)")
-    prepend_bos: bool = param(True, "prepend the model's BOS token before the prompt")
+    prepend_bos: str = param("auto", BOS_DOC)
 
     def kind_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.kinds.split(",") if part.strip())
@@ -44,6 +45,7 @@ class Params:
     def check(self) -> None:
         from analyses.causal_engine import KINDS
 
+        check_bos(self.prepend_bos)
         kinds = self.kind_list()
         if not kinds or any(kind not in KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
             raise BadInput(f"parameter 'kinds' takes a comma-separated subset of {', '.join(KINDS)}, not {self.kinds!r}")
@@ -136,7 +138,7 @@ def locate(model, item: Input, params: Params) -> Located:
         raise BadInput(f"subject {subject!r} is not in {where}: {item.text[:60]!r}")
     char_end = char_start + len(subject)
     ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos)[0].tolist()
-    n_bos = 1 if params.prepend_bos else 0
+    n_bos = 1 if model.bos(params.prepend_bos).prepend else 0
     spans = token_char_spans(model.tokenizer, item.text, ids[n_bos:])
     covered = [n_bos + i for i, (start, end) in enumerate(spans) if end > char_start and start < char_end and end > start]
     if not covered:
@@ -179,5 +181,5 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
 
         collected.add(item, where, params.noise * sigma, input_progress, cancel)
     progress(len(inputs), len(inputs), "done")
-    notes = {"prepend_bos": params.prepend_bos, "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": params.method}
+    notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": params.method}
     return collected.result(notes)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 
 
 @dataclass(frozen=True)
 class Params:
-    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+    prepend_bos: str = param("auto", BOS_DOC)
+
+    def check(self) -> None:
+        check_bos(self.prepend_bos)
 
 
 SPEC = AnalysisSpec(
@@ -88,5 +92,5 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             "n_tokens": np.full(n_layers, token_count, dtype=np.int64),
         }
     )
-    notes = {"prepend_bos": params.prepend_bos, "bos_handling": "the first position of every input is excluded from every mean"}
+    notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
     return Result(tables={"component_norms": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)

@@ -8,7 +8,7 @@ from analyses.base import CancelEvent, Input, Progress
 from analyses.errors import Cancelled
 
 
-def document_tokens(model, inputs: list[Input], prepend_bos: bool) -> list:
+def document_tokens(model, inputs: list[Input], prepend_bos: str) -> list:
     """Token ids [1, T] per input, cut to its meta max_tokens and to the model's context."""
     return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
 

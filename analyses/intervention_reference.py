@@ -1,28 +1,12 @@
 """The naive reference for layer interventions: a full bridge forward per intervention, with
-hooks that zero the deleted outputs, and swaps by reordering the block list for one forward.
+hooks that zero the deleted outputs, and swaps by reordering the model's own block list for one
+forward (the model layer's ``blocks_in_order``).
 
 Used by the tests and benchmarks/layer_interventions.py to check the fast path; never by a run.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 from analyses.layer_interventions import Batch, Intervention, metric_sums, reference
-
-
-@contextlib.contextmanager
-def blocks_in_order(model, order: list[int]) -> Iterator[None]:
-    """Run the bridge's blocks in ``order`` inside the context; the original list always comes back."""
-    import torch
-
-    inner = model.bridge.original_model.model
-    original = inner.layers
-    inner.layers = torch.nn.ModuleList([original[index] for index in order])
-    try:
-        yield
-    finally:
-        inner.layers = original
 
 
 def _zero(activation, hook):
@@ -38,11 +22,13 @@ def zero_hooks(item: Intervention) -> list[tuple[str, object]]:
 
 def intervened_logits(model, tokens, item: Intervention):
     """Model logits [B, T, V] with one intervention, by a full forward."""
+    from analyses.model.adapters import adapter_for
+
     bridge = model.bridge
     if item.kind == "swap":
         order = list(range(model.n_layers))
         order[item.layer], order[item.layer + 1] = order[item.layer + 1], order[item.layer]
-        with blocks_in_order(model, order):
+        with adapter_for(model).blocks_in_order(order):
             return bridge(tokens, use_cache=False)
     return bridge.run_with_hooks(tokens, fwd_hooks=zero_hooks(item), use_cache=False)
 

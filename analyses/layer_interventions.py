@@ -3,14 +3,15 @@ and measure how far the next-token distribution moves (stages of inference).
 
 Fast path: one clean run per batch caches the residual entering every block (and the residual
 between attention and MLP); each intervention resumes from the cached residual and runs only
-the blocks after it, through ``analyses.decoder``; a swap runs the two blocks in the other
-order. Metrics are summed on the device in float64 and read back once per run.
+the blocks after it, through the model layer's adapter (every family; parallel blocks read
+the same residual for attention and MLP); a swap runs the two blocks in the other order. Metrics are summed on the device in float64 and read back once per run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 LOG2 = 0.6931471805599453
@@ -22,11 +23,12 @@ N_SUMS = 6
 @dataclass(frozen=True)
 class Params:
     interventions: str = param("block,attn,mlp,swap", "comma list of kinds: block (delete block), attn, mlp (delete that sublayer), swap (run L+1 then L)")
-    prepend_bos: bool = param(True, "prepend the model's BOS token to every document")
+    prepend_bos: str = param("auto", BOS_DOC)
     batch_tokens: int = param(1024, "tokens per batch (documents of similar length are batched, right-padded)")
 
     def check(self) -> None:
         kinds_of(self.interventions)
+        check_bos(self.prepend_bos)
         if self.batch_tokens < 1:
             raise BadInput(f"batch_tokens must be at least 1, not {self.batch_tokens}")
 
@@ -97,29 +99,20 @@ class Batch:
 
 
 def pack_batches(token_rows: list, batch_tokens: int, pad_id: int) -> list[Batch]:
-    """Group sequences of similar length (longest first) into right-padded batches of at most
-    batch_tokens tokens (a longer sequence gets a batch of its own)."""
+    """Sequences of similar length in right-padded batches of at most batch_tokens tokens
+    (the model layer's batching policy; a longer sequence gets a batch of its own)."""
     import torch
 
-    order = sorted(range(len(token_rows)), key=lambda i: -token_rows[i].shape[-1])
-    batches, group = [], []
+    from analyses.model.tokens import length_batches
 
-    def flush() -> None:
+    batches = []
+    for group in length_batches([row.shape[-1] for row in token_rows], batch_tokens):
         width = token_rows[group[0]].shape[-1]
         tokens = torch.full((len(group), width), pad_id, dtype=torch.long, device=token_rows[group[0]].device)
         for row, index in enumerate(group):
             seq = token_rows[index].reshape(-1)
             tokens[row, : seq.shape[0]] = seq
         batches.append(Batch(tokens, tuple(token_rows[i].shape[-1] for i in group)))
-
-    for index in order:
-        width = token_rows[group[0]].shape[-1] if group else token_rows[index].shape[-1]
-        if group and (len(group) + 1) * width > batch_tokens:
-            flush()
-            group = []
-        group.append(index)
-    if group:
-        flush()
     return batches
 
 
@@ -180,49 +173,53 @@ class CleanRun:
     """One batch's clean run: the residual entering every block (and after the last), the
     residual between attention and MLP of every block, and the final logits."""
 
-    prepared: object
+    context: object
     resid_pre: list
     resid_mid: list
     logits: object
 
 
-def clean_run(decoder, tokens) -> CleanRun:
-    prepared = decoder.prepare(tokens)
-    resid_pre, resid_mid = [prepared.embeddings], []
-    for layer in range(decoder.n_layers):
-        mid = resid_pre[-1] + decoder.attention(layer, resid_pre[-1], prepared)
+def clean_run(adapter, tokens) -> CleanRun:
+    """resid_mid is resid_pre + the attention output: the block with its MLP deleted, also for
+    parallel blocks (whose MLP reads resid_pre)."""
+    embeddings = adapter.embed(tokens)
+    context = adapter.context(tokens.shape[1], hidden=embeddings)
+    resid_pre, resid_mid = [embeddings], []
+    for layer in range(adapter.n_layers):
+        resid = resid_pre[-1]
+        mid = resid + adapter.attn_out(layer, resid, context)
         resid_mid.append(mid)
-        resid_pre.append(mid + decoder.mlp(layer, mid))
-    return CleanRun(prepared, resid_pre, resid_mid, decoder.logits(resid_pre[-1]))
+        resid_pre.append(mid + adapter.mlp_out(layer, resid if adapter.parallel else mid))
+    return CleanRun(context, resid_pre, resid_mid, adapter.logits(resid_pre[-1]))
 
 
-def intervened_logits(decoder, clean: CleanRun, item: Intervention):
+def intervened_logits(adapter, clean: CleanRun, item: Intervention):
     """Logits with one intervention, resumed from the clean run's cached residual."""
-    layer, prepared = item.layer, clean.prepared
+    layer, context = item.layer, clean.context
     if item.kind == "block":
         resid = clean.resid_pre[layer]
     elif item.kind == "attn":
-        resid = decoder.block(layer, clean.resid_pre[layer], prepared, attn=False)
+        resid = adapter.block(layer, clean.resid_pre[layer], context, attn=False)
     elif item.kind == "mlp":
         resid = clean.resid_mid[layer]
     else:
-        resid = decoder.run(clean.resid_pre[layer], [layer + 1, layer], prepared)
+        resid = adapter.run(clean.resid_pre[layer], [layer + 1, layer], context)
         layer += 1
-    return decoder.logits(decoder.run(resid, range(layer + 1, decoder.n_layers), prepared))
+    return adapter.logits(adapter.run(resid, range(layer + 1, adapter.n_layers), context))
 
 
-def fast_batch_sums(decoder, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None):
+def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None):
     """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
     intervention resumes from its cached residual and runs only what comes after."""
     import torch
 
-    clean = clean_run(decoder, batch.tokens)
+    clean = clean_run(adapter, batch.tokens)
     ref = reference(clean.logits, batch)
     sums = []
     for item in interventions:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
-        sums.append(metric_sums(ref, intervened_logits(decoder, clean, item)))
+        sums.append(metric_sums(ref, intervened_logits(adapter, clean, item)))
     return torch.stack(sums)
 
 
@@ -247,28 +244,21 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
 
 
 def validate(model, inputs: list[Input], params: Params) -> None:
-    from analyses.decoder import check_llama_style
+    from analyses.model.adapters import adapter_for
 
-    check_llama_style(model)
+    adapter_for(model)
     if model.n_layers < 2 and "swap" in kinds_of(params.interventions):
         raise BadInput("swap needs at least two layers")
-
-
-def pad_id(model) -> int:
-    tokenizer = model.tokenizer
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
     import torch
 
-    from analyses.decoder import Decoder
     from analyses.documents import document_tokens, tokens_table
+    from analyses.model.adapters import adapter_for
+    from analyses.model.tokens import pad_id
 
-    decoder = Decoder(model)
+    adapter = adapter_for(model)
     interventions = list_interventions(model.n_layers, kinds_of(params.interventions))
     token_rows = document_tokens(model, inputs, params.prepend_bos)
     batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
@@ -278,10 +268,10 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             if cancel.is_set():
                 raise Cancelled("cancelled")
             progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
-            total += fast_batch_sums(decoder, batch, interventions, cancel)
+            total += fast_batch_sums(adapter, batch, interventions, cancel)
     progress(len(batches), len(batches), "done")
     notes = {
-        "prepend_bos": params.prepend_bos,
+        **model.bos(params.prepend_bos).record(),
         "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
         "deletion": "the deleted block or sublayer contributes zero to the residual stream",
         "batches": [list(batch.tokens.shape) for batch in batches],

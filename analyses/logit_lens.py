@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 LOG2 = 0.6931471805599453
@@ -20,7 +21,10 @@ CHUNK_ELEMENTS = 32 * 1024 * 1024
 @dataclass(frozen=True)
 class Params:
     target: str | None = param(None, 'target token string whose probability is tracked, e.g. " Paris"')
-    prepend_bos: bool = param(True, "prepend the model's BOS token before the prompt")
+    prepend_bos: str = param("auto", BOS_DOC)
+
+    def check(self) -> None:
+        check_bos(self.prepend_bos)
 
 
 SPEC = AnalysisSpec(
@@ -164,5 +168,5 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             for name, values in arrays.items()
         }
     )
-    notes = {"prepend_bos": params.prepend_bos, "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
+    notes = {**model.bos(params.prepend_bos).record(), "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
     return Result(tables={"logit_lens": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)

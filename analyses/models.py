@@ -157,17 +157,28 @@ class LoadedModel:
     n_ctx: int
     d_vocab: int
     flags: dict = field(default_factory=lambda: dict(WEIGHT_PROCESSING))
+    hf_tokenizer: Any = None
 
     @property
     def tokenizer(self) -> Any:
-        return self.bridge.tokenizer
+        """The model's own tokenizer as Hugging Face loads it (the bridge's copy is set to add a BOS)."""
+        return self.hf_tokenizer if self.hf_tokenizer is not None else self.bridge.tokenizer
 
-    def to_tokens(self, text: str, prepend_bos: bool = True, max_tokens: int | None = None) -> Any:
-        """Token ids [1, T] on the model's device; BOS prepended only when asked; cut to
+    def bos(self, setting: str | bool = "auto") -> Any:
+        """The BOS choice for a prepend_bos setting (auto: as the model's own tokenizer does)."""
+        from analyses.model.tokens import bos_choice
+
+        return bos_choice(self, setting)
+
+    def to_tokens(self, text: str, prepend_bos: str | bool = "auto", max_tokens: int | None = None) -> Any:
+        """Token ids [1, T] on the model's device; BOS by the model layer's policy; cut to
         max_tokens (BOS included) and always to the model's context."""
-        tokens = self.bridge.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
-        limit = min(self.n_ctx, max_tokens) if max_tokens else self.n_ctx
-        return tokens[:, :limit].to(self.device)
+        import torch
+
+        from analyses.model.tokens import encode
+
+        ids = encode(self, text, self.bos(prepend_bos), max_tokens)
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
 
     def token_strings(self, token_ids: list[int]) -> list[str]:
         """Each token decoded on its own; byte pieces that do not decode alone keep their raw form."""
@@ -272,6 +283,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             bridge = TransformerBridge.boot_transformers(location, device=device, dtype=torch_dtype)
+            from transformers import AutoTokenizer
+
+            hf_tokenizer = AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError, KeyError, NotImplementedError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ModelUnavailable(f"model {name!r} cannot be loaded: {first_line}") from None
@@ -289,6 +303,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str = "au
         d_model=cfg.d_model,
         n_ctx=cfg.n_ctx,
         d_vocab=cfg.d_vocab,
+        hf_tokenizer=hf_tokenizer,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import document_separator_id
 from analyses.errors import BadInput
 
 COMMON_WORDS = frozenset(
@@ -23,7 +24,7 @@ CATEGORIES = ("newline", "full stop", "comma", "common word", "alphabetic", "oth
 class Params:
     k_max: int = param(10, "longest truncated context (tokens, the token itself included); k runs 1..k_max")
     min_context: int | None = param(None, "analyse tokens with at least this many earlier document tokens (default and minimum: k_max)")
-    prepend_bos: bool = param(True, "prepend the model's BOS token to full and truncated contexts")
+    start_token: bool = param(True, "start full and truncated contexts with the document separator (the BOS where the tokenizer adds one, else <|endoftext|> or EOS)")
     default_max_tokens: int = param(256, "tokens per document (BOS included) when the corpus options set none (--max-tokens)")
     n_lowest: int = param(30, "tokens listed in truncation_lowest (lowest cosine over layers at k = k_max)")
     batch_tokens: int = param(4096, "tokens per forward pass (memory vs speed; results do not depend on it)")
@@ -109,8 +110,9 @@ def document_tokens(model, inputs: list[Input], params: Params) -> list:
     docs = []
     for item in inputs:
         max_tokens = item.meta.get("max_tokens") or params.default_max_tokens
-        ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=max_tokens)[0].tolist()
-        positions = analysed_positions(len(ids), 1 if params.prepend_bos else 0, min_context_of(params))
+        start = [document_separator_id(model)] if params.start_token else []
+        ids = (start + model.to_tokens(item.text, prepend_bos="false")[0].tolist())[: min(max_tokens, model.n_ctx)]
+        positions = analysed_positions(len(ids), len(start), min_context_of(params))
         docs.append(DocTokens(item.input_id, tuple(ids), positions))
     return docs
 
@@ -126,9 +128,7 @@ def validate(model, inputs: list[Input], params: Params) -> None:
 
 
 def bos_token_id(model, params: Params) -> int | None:
-    if not params.prepend_bos:
-        return None
-    return int(model.to_tokens("", prepend_bos=True)[0, 0])
+    return document_separator_id(model) if params.start_token else None
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
@@ -153,7 +153,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     tables, tokens = build_tables(model, docs, cosines, params, token_category)
     progress(total, total, "done")
     notes = {
-        "prepend_bos": params.prepend_bos,
+        "start_token": params.start_token,
         "bos_token_id": bos_id,
         "min_context": min_context_of(params),
         "analysed_tokens": sum(len(doc.positions) for doc in analysed),

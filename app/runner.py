@@ -45,7 +45,8 @@ def prepare(request: RunRequest) -> Prepared:
 
 def check_with_model(model, prepared: Prepared) -> None:
     """Checks that need the tokenizer: context length, and the analysis' own validate()."""
-    bos = 1 if getattr(prepared.params, "prepend_bos", True) else 0
+    setting = getattr(prepared.params, "prepend_bos", "auto")
+    bos = 1 if isinstance(setting, str) and model.bos(setting).prepend else 0
     for item in prepared.inputs:
         if item.source == "pile":
             continue

@@ -16,29 +16,30 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_setup(tiny_model):
+@pytest.fixture
+def tiny_setup(family_model):
+    """Every family's tiny model, driven through its adapter."""
     import torch
 
-    from analyses.decoder import Decoder
+    from analyses.model.adapters import adapter_for
 
     torch.set_grad_enabled(False)
-    rows = [tiny_model.to_tokens(text) for text in TEXTS]
-    return tiny_model, Decoder(tiny_model), rows
+    rows = [family_model.to_tokens(text) for text in TEXTS]
+    return family_model, adapter_for(family_model), rows
 
 
 def full_logits(model, tokens, order=None):
-    from analyses.intervention_reference import blocks_in_order
+    from analyses.model.adapters import adapter_for
 
     order = list(range(model.n_layers)) if order is None else order
-    with blocks_in_order(model, order):
+    with adapter_for(model).blocks_in_order(order):
         return model.bridge(tokens, use_cache=False)
 
 
 def test_clean_run_matches_the_bridge_exactly(tiny_setup):
     model, decoder, rows = tiny_setup
     clean = li.clean_run(decoder, rows[0])
-    assert (clean.logits - model.bridge(rows[0], use_cache=False)).abs().max().item() == 0.0
+    assert (clean.logits - model.bridge(rows[0], use_cache=False)).abs().max().item() < 1e-5
 
 
 @pytest.mark.parametrize("layer", [0, 1, 2])
@@ -63,17 +64,14 @@ def test_deleting_attention_and_mlp_by_hooks_equals_deleting_the_block(tiny_setu
 
 
 def test_swapping_twice_is_the_identity_and_the_order_is_restored(tiny_setup):
-    from analyses.intervention_reference import blocks_in_order
-
     model, decoder, rows = tiny_setup
-    layers = model.bridge.original_model.model.layers
-    original = list(layers)
+    original = list(decoder._layer_list())
     swapped = [1, 0, 2]
-    with blocks_in_order(model, swapped):
+    with decoder.blocks_in_order(swapped):
         once = model.bridge(rows[0], use_cache=False)
-        with blocks_in_order(model, swapped):
+        with decoder.blocks_in_order(swapped):
             twice = model.bridge(rows[0], use_cache=False)
-    assert list(model.bridge.original_model.model.layers) == original
+    assert list(decoder._layer_list()) == original
     clean = model.bridge(rows[0], use_cache=False)
     assert (twice - clean).abs().max().item() == 0.0
     assert (once - clean).abs().max().item() > 1e-3
@@ -93,6 +91,8 @@ def test_a_no_op_has_kl_zero_and_agreement_one(tiny_setup):
 
 
 def test_fast_equals_naive_for_every_intervention_over_padded_batches(tiny_setup):
+    import torch
+
     from analyses.intervention_reference import naive_batch_sums
 
     model, decoder, rows = tiny_setup
@@ -102,7 +102,10 @@ def test_fast_equals_naive_for_every_intervention_over_padded_batches(tiny_setup
     assert len(batches) >= 2 and any(len(set(b.lengths)) > 1 for b in batches)
     fast = sum(li.fast_batch_sums(decoder, b, interventions) for b in batches)
     naive = sum(naive_batch_sums(model, b, interventions) for b in batches)
-    assert ((fast - naive).abs() <= 1e-6 * naive.abs() + 1e-9).all()
+    # Llama-family models give identical float32 ops on both paths; other families' bridges
+    # reorder a few (fused QKV): entropy sums are differences of ~10-nat values over ~30 positions.
+    assert ((fast - naive).abs() <= 1e-6 * naive.abs() + 1e-4).all()
+    assert torch.equal(fast[:, 1], naive[:, 1])
 
 
 def test_right_padding_is_exact(tiny_setup):
@@ -111,7 +114,7 @@ def test_right_padding_is_exact(tiny_setup):
     together = li.fast_batch_sums(decoder, li.pack_batches(rows, 4096, pad_id=2)[0], interventions)
     alone = sum(li.fast_batch_sums(decoder, li.pack_batches([row], 4096, pad_id=2)[0], interventions) for row in rows)
     # Float32 sums of per-position differences of ~10-nat entropies: shape-dependent rounding only.
-    assert ((together - alone).abs() <= 1e-5 * alone.abs() + 1e-5).all()
+    assert ((together - alone).abs() <= 1e-5 * alone.abs() + 1e-4).all()
 
 
 def test_pack_batches_keeps_every_row_and_the_budget():
@@ -132,11 +135,11 @@ def test_params_refuse_unknown_kinds():
         li.Params(interventions="block,twist").check()
 
 
-def test_run_on_the_tiny_model_gives_one_row_per_intervention(tiny_model, cancel):
+def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel):
     from analyses.corpus import sample_documents
 
     inputs, _ = sample_documents(str(PILE_SAMPLE), 3, seed=1)
-    result = li.run(tiny_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
+    result = li.run(family_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
     rows = result.tables["layer_interventions"].to_pylist()
     assert [(r["intervention"], r["layer"]) for r in rows] == [(i.kind, i.layer) for i in li.list_interventions(3, li.KINDS)]
     assert all(r["kl"] >= -1e-7 and 0.0 <= r["top1_agreement"] <= 1.0 for r in rows)
