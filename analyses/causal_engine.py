@@ -2,24 +2,24 @@
 
 Both paths return, per restored kind, a [T, n_layers] array of the answer probability averaged
 over the noise samples. The naive path is one hooked forward per (kind, token, layer) cell with
-the samples as the batch. The fast path runs the model block by block (exactly the bridge's own
-forward): it caches the clean and corrupted runs once, and for every token t runs one pipeline
+the samples as the batch. The fast path runs the model block by block through the model layer's
+adapter (exactly the model's own forward, on every family): it caches the clean and corrupted runs once, and for every token t runs one pipeline
 over the layers in which each cell's rows join at the layer where they start, compute only the
 positions t..T-1 (earlier positions are those of the corrupted run, whose keys and values are fed
-in as a prefix), patch window kinds through persistent hooks, and unembed only the last position.
+in as a prefix), patch window kinds by editing the sublayer outputs, and unembed only the last
+position. Noise goes on the token embeddings only (learned positions are added after it).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from analyses.base import CancelEvent, Progress, no_progress
 from analyses.errors import Cancelled
 
 KINDS = ("resid", "mlp", "attn")
 HOOK_OF_KIND = {"mlp": "hook_mlp_out", "attn": "hook_attn_out"}
-CPU_BATCH_TOKENS = 4096
+SITE_OF_KIND = {"mlp": "mlp_out", "attn": "attn_out"}
 
 
 @dataclass(frozen=True)
@@ -63,46 +63,12 @@ def corrupt(clean_embed: Any, noise: Any, subject_range: tuple[int, int]) -> Any
     return corrupted
 
 
-def answer_probs(model, last_resid: Any, answer_id: int) -> Any:
+def answer_probs(adapter, last_resid: Any, answer_id: int) -> Any:
     """p(answer) in float64 for final residuals at the last position, [B, d] -> [B]."""
     import torch
 
-    bridge = model.bridge
-    logits = bridge.unembed(bridge.ln_final(last_resid[:, None, :]))[:, 0].float()
+    logits = adapter.logits(last_resid[:, None, :])[:, 0].float()
     return torch.softmax(logits, dim=-1)[:, answer_id].double()
-
-
-class PrefixCache:
-    """A stand-in for a Hugging Face KV cache: records each layer's keys/values, or prepends fixed
-    per-row prefixes (the corrupted run's keys/values of the positions before t)."""
-
-    def __init__(self, prefixes: dict | None = None, record: bool = False) -> None:
-        self.prefixes = prefixes or {}
-        self.record = record
-        self.recorded: dict = {}
-
-    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        import torch
-
-        if layer_idx in self.prefixes:
-            prefix_key, prefix_value = self.prefixes[layer_idx]
-            key = torch.cat([prefix_key, key], dim=2)
-            value = torch.cat([prefix_value, value], dim=2)
-        if self.record:
-            self.recorded[layer_idx] = (key, value)
-        return key, value
-
-
-def run_block(model, layer: int, hidden: Any, position_embeddings: Any, cache: PrefixCache) -> Any:
-    output = model.bridge.blocks[layer](hidden, position_embeddings=position_embeddings, attention_mask=None, past_key_values=cache)
-    return output[0] if isinstance(output, tuple) else output
-
-
-def rotary(model, hidden: Any, first_pos: int) -> Any:
-    import torch
-
-    positions = torch.arange(first_pos, first_pos + hidden.shape[1], device=hidden.device)[None]
-    return model.bridge.rotary_emb(hidden, positions)
 
 
 @dataclass
@@ -114,74 +80,62 @@ class RunStates:
     outputs: dict  # (kind, layer) -> [B, T, d]
 
 
-class PatchPlan:
-    """Persistent hooks on attention/MLP outputs that overwrite query position 0 of chosen rows."""
+def forward_states(adapter, embeds: Any, capture: bool) -> RunStates:
+    """A full forward block by block (the model's own computation), keeping what the trace reuses."""
+    from analyses.model.kv import PrefixCache
 
-    def __init__(self) -> None:
-        self.active: dict = {}
-        self.captured: dict = {}
-        self.capture = False
-
-    def hook(self, kind: str, layer: int):
-        def patch(tensor, hook):
-            if self.capture:
-                self.captured[(kind, layer)] = tensor.detach().clone()
-            plan = self.active.get((kind, layer))
-            if plan is not None:
-                rows, value = plan
-                tensor[rows, 0] = value
-            return tensor
-
-        return patch
-
-    @contextlib.contextmanager
-    def installed(self, model, kinds: tuple[str, ...]) -> Iterator[PatchPlan]:
-        hooks = [(f"blocks.{layer}.{HOOK_OF_KIND[kind]}", self.hook(kind, layer)) for kind in kinds if kind in HOOK_OF_KIND for layer in range(model.n_layers)]
-        with model.bridge.hooks(fwd_hooks=hooks):
-            yield self
-
-
-def forward_states(model, embeds: Any, plan: PatchPlan, capture: bool) -> RunStates:
-    """A full forward block by block (identical to the bridge's), keeping what the trace reuses."""
     cache = PrefixCache(record=True)
-    plan.capture, plan.captured = capture, {}
-    position_embeddings = rotary(model, embeds, 0)
+    context = adapter.context(embeds.shape[1], hidden=embeds)
+    outputs: dict = {}
     resid = [embeds]
     hidden = embeds
-    for layer in range(model.n_layers):
-        hidden = run_block(model, layer, hidden, position_embeddings, cache)
+    for layer in range(adapter.n_layers):
+        edits = {}
+        if capture:
+            for kind, site in SITE_OF_KIND.items():
+                edits[site] = _capture(outputs, kind, layer)
+        hidden = adapter.block(layer, hidden, context, cache, edits=edits)
         resid.append(hidden)
-    outputs = plan.captured
-    plan.capture, plan.captured = False, {}
     return RunStates(resid, cache.recorded, outputs)
 
 
+def _capture(outputs: dict, kind: str, layer: int):
+    def keep(tensor):
+        outputs[(kind, layer)] = tensor.detach().clone()
+        return tensor
+
+    return keep
+
+
+def _patch(rows: Any, value: Any):
+    def write(tensor):
+        tensor[rows, 0] = value
+        return tensor
+
+    return write
+
+
 def batch_tokens_limit(model, seq_len: int) -> int:
-    """Tokens per forward: a fixed cap on the CPU, from free memory on CUDA."""
-    import torch
+    """Tokens per forward: the model layer's budget (fixed on the CPU, from free memory on CUDA)."""
+    from analyses.model.tokens import activation_bytes_per_token, token_budget
 
-    if not str(model.device).startswith("cuda"):
-        return CPU_BATCH_TOKENS
-    free, _ = torch.cuda.mem_get_info(torch.device(model.device))
-    cfg = model.bridge.cfg
-    d_mlp = getattr(cfg, "d_mlp", 4 * model.d_model) or 4 * model.d_model
-    element_bytes = 2 if model.dtype in ("float16", "bfloat16") else 4
-    # Live activations per token in one block, doubled for temporaries and the K/V prefixes.
-    per_token = element_bytes * (8 * model.d_model + 3 * d_mlp + 2 * cfg.n_heads * seq_len) * 2
-    return max(256, int(free * 0.6) // per_token)
+    # K/V prefixes of every head for every earlier position come on top of the block's activations.
+    return token_budget(model, activation_bytes_per_token(model, extra_floats=2 * model.bridge.cfg.n_heads * seq_len))
 
 
-def _pipeline(model, t: int, cells: list, clean: RunStates, corrupted: RunStates, plan: PatchPlan, window: int, answer_id: int) -> Any:
+def _pipeline(adapter, t: int, cells: list, clean: RunStates, corrupted: RunStates, window: int, answer_id: int) -> Any:
     """Mean p(answer) per cell for cells (kind, layer) restored at token t, in one layer pipeline."""
     import torch
 
-    n_layers = model.n_layers
+    from analyses.model.kv import PrefixCache
+
+    n_layers = adapter.n_layers
     samples = corrupted.resid[0].shape[0]
     starts = [layer + 1 if kind == "resid" else window_range(layer, n_layers, window).start for kind, layer in cells]
     hidden = None
     row_cell = torch.empty(0, dtype=torch.long)
     sample_index = torch.empty(0, dtype=torch.long)
-    position_embeddings = None
+    context = None
     sample_ids = torch.arange(samples)
     for layer in range(n_layers + 1):
         joining = [i for i, start in enumerate(starts) if start == layer]
@@ -198,21 +152,20 @@ def _pipeline(model, t: int, cells: list, clean: RunStates, corrupted: RunStates
             sample_index = torch.cat([sample_index, sample_ids.repeat(len(joining))])
         if layer == n_layers or hidden is None:
             continue
-        if position_embeddings is None:
-            position_embeddings = rotary(model, hidden, t)
-        plan.active = {}
-        for kind in HOOK_OF_KIND:
+        if context is None:
+            context = adapter.context(hidden.shape[1], first_pos=t, hidden=hidden)
+        edits = {}
+        for kind, site in SITE_OF_KIND.items():
             restored = torch.tensor([c[0] == kind and layer in window_range(c[1], n_layers, window) for c in cells])[row_cell]
             if bool(restored.any()):
-                plan.active[(kind, layer)] = (restored.nonzero()[:, 0], clean.outputs[(kind, layer)][0, t])
+                edits[site] = _patch(restored.nonzero()[:, 0].to(hidden.device), clean.outputs[(kind, layer)][0, t])
         prefixes = {}
         if t > 0:
             keys, values = corrupted.keys_values[layer]
             device_index = sample_index.to(keys.device)
             prefixes[layer] = (keys[device_index, :, :t], values[device_index, :, :t])
-        hidden = run_block(model, layer, hidden, position_embeddings, PrefixCache(prefixes))
-    plan.active = {}
-    probs = answer_probs(model, hidden[:, -1], answer_id).cpu()
+        hidden = adapter.block(layer, hidden, context, PrefixCache(prefixes), edits=edits)
+    probs = answer_probs(adapter, hidden[:, -1], answer_id).cpu()
     sums = torch.zeros(len(cells), dtype=torch.float64).index_add_(0, row_cell, probs)
     return (sums / samples).numpy()
 
@@ -221,17 +174,19 @@ def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, pr
     import numpy as np
     import torch
 
+    from analyses.model.adapters import adapter_for
+
+    adapter = adapter_for(model)
     tokens = setup.tokens
     begin, _ = setup.subject_range
     seq_len, n_layers, samples = tokens.shape[1], model.n_layers, setup.noise.shape[0]
     limit = batch_tokens or batch_tokens_limit(model, seq_len)
-    plan = PatchPlan()
-    with torch.inference_mode(), plan.installed(model, tuple(KINDS)):
-        clean_embed = model.bridge.embed(tokens)
-        clean = forward_states(model, clean_embed, plan, capture=True)
-        corrupted = forward_states(model, corrupt(clean_embed, setup.noise, setup.subject_range), plan, capture=False)
-        high = float(answer_probs(model, clean.resid[-1][:, -1], setup.answer_id)[0])
-        low = float(answer_probs(model, corrupted.resid[-1][:, -1], setup.answer_id).mean())
+    with torch.inference_mode():
+        clean_embed = adapter.token_embed(tokens)
+        clean = forward_states(adapter, adapter.add_positions(clean_embed), capture=True)
+        corrupted = forward_states(adapter, adapter.add_positions(corrupt(clean_embed, setup.noise, setup.subject_range)), capture=False)
+        high = float(answer_probs(adapter, clean.resid[-1][:, -1], setup.answer_id)[0])
+        low = float(answer_probs(adapter, corrupted.resid[-1][:, -1], setup.answer_id).mean())
         probs = {kind: np.full((seq_len, n_layers), low) for kind in kinds}
         # A resid cell at the last layer runs no block: it is the clean run at the last token, else
         # the corrupted run (the last position does not see a later token).
@@ -245,7 +200,7 @@ def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, pr
             per_chunk = max(1, limit // max(1, samples * (seq_len - t)))
             for start in range(0, len(cells_all), per_chunk):
                 chunk = cells_all[start : start + per_chunk]
-                means = _pipeline(model, t, chunk, clean, corrupted, plan, window, setup.answer_id)
+                means = _pipeline(adapter, t, chunk, clean, corrupted, window, setup.answer_id)
                 for (kind, layer), value in zip(chunk, means):
                     probs[kind][t, layer] = value
     return TraceOutput(probs, high, low)

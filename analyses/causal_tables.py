@@ -15,16 +15,18 @@ def noise_sigma(model, located: list, params) -> tuple[float, str]:
     tokens' embeddings pooled over all inputs (ROME's collect_embedding_std)."""
     import torch
 
+    from analyses.model.adapters import adapter_for
+
     if params.sigma is not None:
         return float(params.sigma), "explicit"
     with torch.inference_mode():
         if params.sigma_source == "embedding":
-            return float(model.bridge.W_E.double().std()), "embedding matrix"
+            return float(adapter_for(model).embedding_matrix().double().std()), "embedding matrix"
         parts = []
         for where in located:
             tokens = torch.tensor([where.ids], device=model.device)
             begin, end = where.subject_range
-            parts.append(model.bridge.embed(tokens)[0, begin:end].double().flatten())
+            parts.append(adapter_for(model).token_embed(tokens)[0, begin:end].double().flatten())
         return float(torch.cat(parts).std()), "subject-token embeddings"
 
 

@@ -33,15 +33,16 @@ def test_subject_located_by_character_offsets(tiny_model):
     pieces = tiny_model.token_strings(list(where.ids))
     begin, end = where.subject_range
     assert "".join(pieces[begin:end]).strip() == "Eiffel Tower"
-    assert pieces[0] == "<|im_start|>" and begin == 2
+    # BOS follows the model's own tokenizer, which adds none here.
+    assert pieces[0] == "The" and begin == 1
 
 
 @pytest.mark.parametrize("kinds", [("resid", "mlp", "attn")])
-def test_fast_path_equals_naive_reference(tiny_model, kinds):
-    setup = _setup(tiny_model, PROMPT, "Eiffel Tower", samples=3)
+def test_fast_path_equals_naive_reference(family_model, kinds):
+    setup = _setup(family_model, PROMPT, "Eiffel Tower", samples=3)
     # window 2 on 3 layers gives clipped and unclipped windows; a small batch cap forces chunking.
-    fast = causal_engine.trace_fast(tiny_model, setup, kinds, window=2, batch_tokens=64)
-    naive = causal_engine.trace_naive(tiny_model, setup, kinds, window=2)
+    fast = causal_engine.trace_fast(family_model, setup, kinds, window=2, batch_tokens=64)
+    naive = causal_engine.trace_naive(family_model, setup, kinds, window=2)
     # A random model's probabilities are near 1/vocab: compare relatively.
     assert fast.high == pytest.approx(naive.high, rel=1e-5)
     assert fast.low == pytest.approx(naive.low, rel=1e-5)
@@ -51,16 +52,16 @@ def test_fast_path_equals_naive_reference(tiny_model, kinds):
         assert np.ptp(naive.probs[kind]) > 200 * 1e-5 * naive.low, kind
 
 
-def test_exact_invariants(tiny_model):
-    setup = _setup(tiny_model, PROMPT, "Eiffel Tower", samples=4)
+def test_exact_invariants(family_model):
+    setup = _setup(family_model, PROMPT, "Eiffel Tower", samples=4)
     begin, _ = setup.subject_range
-    fast = causal_engine.trace_fast(tiny_model, setup, ("resid",), window=2)
-    naive = causal_engine.trace_naive(tiny_model, setup, ("resid",), window=2)
+    fast = causal_engine.trace_fast(family_model, setup, ("resid",), window=2)
+    naive = causal_engine.trace_naive(family_model, setup, ("resid",), window=2)
     assert fast.probs["resid"][-1, -1] == fast.high
     assert np.all(fast.probs["resid"][:begin] == fast.low)
     # The naive path computes the rows before the subject; they are the corrupted run itself.
     assert np.all(naive.probs["resid"][:begin] == naive.low)
-    assert naive.probs["resid"][-1, -1] == pytest.approx(naive.high, rel=1e-6)
+    assert naive.probs["resid"][-1, -1] == pytest.approx(naive.high, rel=1e-5)
 
 
 def test_restoration_is_one_at_high_and_zero_at_low(tiny_model, store):

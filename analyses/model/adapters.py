@@ -123,9 +123,18 @@ class Adapter:
     def _parts(self, layer: Any) -> LayerParts:
         raise NotImplementedError
 
-    def token_embed(self, tokens: Any) -> Any:
-        """Token embeddings only (what causal tracing corrupts), [B, T, d]."""
+    def _token_embedding(self) -> Any:
         raise NotImplementedError
+
+    def token_embed(self, tokens: Any) -> Any:
+        """Token embeddings only (what causal tracing corrupts), [B, T, d]; Gemma's scale included."""
+        return self._token_embedding()(tokens)
+
+    def embedding_matrix(self) -> Any:
+        """[d_vocab, d_model]: the vectors token_embed returns, for every token."""
+        module = self._token_embedding()
+        scale = getattr(module, "embed_scale", None)
+        return module.weight * scale.to(module.weight.dtype) if scale is not None else module.weight
 
     def add_positions(self, token_embeds: Any, first_pos: int = 0) -> Any:
         """Add learned absolute position embeddings where the family has them."""
@@ -229,8 +238,8 @@ class GPT2Adapter(Adapter):
     def _parts(self, layer: Any) -> LayerParts:
         return LayerParts(unwrap(layer.attn), unwrap(layer.mlp), unwrap(layer.ln_1), unwrap(layer.ln_2))
 
-    def token_embed(self, tokens: Any) -> Any:
-        return unwrap(self.hf.transformer.wte)(tokens)
+    def _token_embedding(self) -> Any:
+        return unwrap(self.hf.transformer.wte)
 
     def add_positions(self, token_embeds: Any, first_pos: int = 0) -> Any:
         import torch
@@ -258,8 +267,8 @@ class NeoXAdapter(Adapter):
     def _parts(self, layer: Any) -> LayerParts:
         return LayerParts(unwrap(layer.attention), unwrap(layer.mlp), unwrap(layer.input_layernorm), unwrap(layer.post_attention_layernorm))
 
-    def token_embed(self, tokens: Any) -> Any:
-        return unwrap(self.hf.gpt_neox.embed_in)(tokens)
+    def _token_embedding(self) -> Any:
+        return unwrap(self.hf.gpt_neox.embed_in)
 
     def _rotary(self, hidden: Any, position_ids: Any) -> dict:
         return {"full_attention": unwrap(self.hf.gpt_neox.rotary_emb)(hidden, position_ids)}
@@ -283,8 +292,8 @@ class GPTJAdapter(Adapter):
         norm = unwrap(layer.ln_1)
         return LayerParts(unwrap(layer.attn), unwrap(layer.mlp), norm, norm)
 
-    def token_embed(self, tokens: Any) -> Any:
-        return unwrap(self.hf.transformer.wte)(tokens)
+    def _token_embedding(self) -> Any:
+        return unwrap(self.hf.transformer.wte)
 
     def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
         attn = self.layers[layer].attn
@@ -304,8 +313,8 @@ class LlamaAdapter(Adapter):
     def _parts(self, layer: Any) -> LayerParts:
         return LayerParts(unwrap(layer.self_attn), unwrap(layer.mlp), unwrap(layer.input_layernorm), unwrap(layer.post_attention_layernorm))
 
-    def token_embed(self, tokens: Any) -> Any:
-        return unwrap(self.hf.model.embed_tokens)(tokens)
+    def _token_embedding(self) -> Any:
+        return unwrap(self.hf.model.embed_tokens)
 
     def _rotary(self, hidden: Any, position_ids: Any) -> dict:
         table = unwrap(self.hf.model.rotary_emb)(hidden, position_ids)
