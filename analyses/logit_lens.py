@@ -98,9 +98,12 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
     """Per (row, pos) statistics of the lens over a residual stack [R, T, d]; the last row is final."""
     import torch
 
+    from analyses.model.adapters import adapter_for
+
+    adapter = adapter_for(model)
     rows, positions, _ = stack.shape
     chunk_rows = max(1, CHUNK_ELEMENTS // max(1, positions * model.d_vocab))
-    final_logits = model.bridge.unembed(model.bridge.ln_final(stack[-1:])).float()[0]
+    final_logits = adapter.logits(stack[-1:]).float()[0]
     final_logp = torch.log_softmax(final_logits, dim=-1)
     final_p = final_logp.exp()
     out = {key: [] for key in ("entropy", "kl", "top_id", "top_prob", "target_prob")}
@@ -108,7 +111,7 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
         chunk = stack[start : start + chunk_rows]
-        logp = torch.log_softmax(model.bridge.unembed(model.bridge.ln_final(chunk)).float(), dim=-1)
+        logp = torch.log_softmax(adapter.logits(chunk).float(), dim=-1)
         if start + chunk.shape[0] == rows:
             # The final row is the reference itself: use the very same tensor so KL is exactly 0.
             logp[-1] = final_logp

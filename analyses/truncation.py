@@ -104,7 +104,7 @@ def min_context_of(params: Params) -> int:
     return params.k_max if params.min_context is None else params.min_context
 
 
-def document_tokens(model, inputs: list[Input], params: Params) -> list:
+def analysed_documents(model, inputs: list[Input], params: Params) -> list:
     from analyses.truncation_compute import DocTokens, analysed_positions
 
     docs = []
@@ -118,7 +118,7 @@ def document_tokens(model, inputs: list[Input], params: Params) -> list:
 
 
 def validate(model, inputs: list[Input], params: Params) -> None:
-    docs = document_tokens(model, inputs, params)
+    docs = analysed_documents(model, inputs, params)
     if not any(doc.positions for doc in docs):
         longest = max(len(doc.ids) for doc in docs)
         raise BadInput(
@@ -137,7 +137,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     from analyses.truncation_compute import count_forwards, full_context_mean, truncated_cosines
     from analyses.truncation_tables import build_tables
 
-    docs = document_tokens(model, inputs, params)
+    docs = analysed_documents(model, inputs, params)
     analysed = [doc for doc in docs if doc.positions]
     bos_id = bos_token_id(model, params)
     total = count_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens)

@@ -38,11 +38,6 @@ def analysed_positions(n_tokens: int, bos_offset: int, min_context: int) -> tupl
     return tuple(range(bos_offset + min_context, n_tokens))
 
 
-def _pad_id(model) -> int:
-    pad = model.tokenizer.pad_token_id
-    return int(pad) if pad is not None else 0
-
-
 def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], None]) -> None:
     """Forward a batch, handing every block's resid_post to on_layer(resid, layer); stops after the last block."""
     last = model.n_layers - 1
@@ -61,14 +56,10 @@ def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], No
 
 
 def _length_batches(docs: list[DocTokens], batch_tokens: int) -> list[list[DocTokens]]:
-    """Documents sorted by length and grouped so that batch x longest stays within batch_tokens."""
-    batches: list[list[DocTokens]] = []
-    for doc in sorted(docs, key=lambda d: len(d.ids)):
-        if batches and (len(batches[-1]) + 1) * len(doc.ids) <= batch_tokens:
-            batches[-1].append(doc)
-        else:
-            batches.append([doc])
-    return batches
+    """Documents of similar length grouped under the token budget (the model layer's policy)."""
+    from analyses.model.tokens import length_batches
+
+    return [[docs[i] for i in group] for group in length_batches([len(d.ids) for d in docs], batch_tokens)]
 
 
 def count_forwards(docs: list[DocTokens], k_max: int, with_bos: bool, batch_tokens: int) -> int:
@@ -85,14 +76,9 @@ def window_starts(doc: DocTokens, k_max: int) -> list[int]:
 
 
 def _padded(model, rows: list[list[int]], width: int):
-    import torch
+    from analyses.model.tokens import pad_right
 
-    tokens = torch.full((len(rows), width), _pad_id(model), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, ids in enumerate(rows):
-        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, : len(ids)] = 1
-    return tokens.to(model.device), mask.to(model.device)
+    return pad_right(model, rows, width)
 
 
 def _full_residuals(model, batch: list[DocTokens], on_layer: Callable[[int, Any], None]) -> None:

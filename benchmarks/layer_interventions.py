@@ -36,7 +36,8 @@ def main() -> int:
 
     from analyses import layer_interventions as li
     from analyses.corpus import sample_documents
-    from analyses.decoder import Decoder
+    from analyses.model.adapters import adapter_for
+    from analyses.model.tokens import pad_id
     from analyses.intervention_reference import naive_batch_sums
     from analyses.models import load_model
 
@@ -44,7 +45,7 @@ def main() -> int:
     model = load_model(args.model, device=args.device)
     inputs, _ = sample_documents(args.pile, args.n_docs, seed=0)
     rows = [model.to_tokens(item.text, prepend_bos=True, max_tokens=args.max_tokens) for item in inputs]
-    batches = li.pack_batches(rows, args.batch_tokens, li.pad_id(model))
+    batches = li.pack_batches(rows, args.batch_tokens, pad_id(model))
     interventions = li.list_interventions(model.n_layers, li.kinds_of(args.interventions))
     n_tokens = sum(row.shape[-1] for row in rows)
     work = n_tokens * len(interventions)
@@ -60,7 +61,7 @@ def main() -> int:
         sums = sums.cpu()
         return sums, time.perf_counter() - start
 
-    decoder = Decoder(model)
+    decoder = adapter_for(model)
     with torch.inference_mode():
         li.fast_batch_sums(decoder, batches[-1], interventions[:1])
     fast, fast_s = timed(lambda batch: li.fast_batch_sums(decoder, batch, interventions))

@@ -34,7 +34,7 @@ def main() -> int:
 
     from analyses import corpus
     from analyses.models import load_model
-    from analyses.truncation import Params, bos_token_id, document_tokens
+    from analyses.truncation import Params, analysed_documents, bos_token_id
     from analyses.truncation_compute import full_context_mean, naive_cosines, truncated_cosines
 
     if args.threads:
@@ -42,7 +42,7 @@ def main() -> int:
     model = load_model(args.model, device=args.device, dtype="float32")
     params = Params(k_max=args.k_max, batch_tokens=args.batch_tokens)
     inputs, _ = corpus.sample_documents(None, args.n_docs, args.seed, max_tokens=args.max_tokens)
-    docs = [doc for doc in document_tokens(model, inputs, params) if doc.positions]
+    docs = [doc for doc in analysed_documents(model, inputs, params) if doc.positions]
     bos_id = bos_token_id(model, params)
     n_tokens = sum(len(doc.positions) for doc in docs)
     print(f"model {model.name} on {model.device}, torch threads {torch.get_num_threads()}: {len(docs)} documents, "

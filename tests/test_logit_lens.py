@@ -17,12 +17,15 @@ PROMPT = "The Eiffel Tower is located in the city of"
 
 def _reference(model, text: str) -> dict:
     """Per layer: HF hidden states (resid_pre of each block), final norm, unembedding; float64 stats."""
-    hf = model.bridge.original_model
+    from analyses.model.adapters import adapter_for, unwrap
+
+    hf = unwrap(model.bridge.original_model)
+    head = adapter_for(model)
     tokens = model.to_tokens(text)
     with torch.no_grad():
         out = hf(tokens, output_hidden_states=True)
         # hidden_states[L] enters block L; the last entry is already normed, so use the logits there.
-        rows = [hf.lm_head(hf.model.norm(out.hidden_states[layer]))[0] for layer in range(model.n_layers)]
+        rows = [head.logits(out.hidden_states[layer])[0] for layer in range(model.n_layers)]
         rows.append(out.logits[0])
     logp = torch.log_softmax(torch.stack(rows).double(), dim=-1)
     p = logp.exp()
@@ -39,12 +42,12 @@ def _run(model, text: str, **params):
     return logit_lens.run(model, [Input(0, "prompt", text)], logit_lens.Params(**params), no_progress, threading.Event())
 
 
-def test_matches_a_straightforward_reimplementation(tiny_model):
-    result = _run(tiny_model, "alpha beta gamma delta")
+def test_matches_a_straightforward_reimplementation(family_model):
+    result = _run(family_model, "alpha beta gamma delta")
     table = result.tables["logit_lens"].to_pandas().sort_values(["layer", "pos"])
-    reference = _reference(tiny_model, "alpha beta gamma delta")
+    reference = _reference(family_model, "alpha beta gamma delta")
     shape = reference["entropy"].shape
-    assert table["layer"].max() == tiny_model.n_layers
+    assert table["layer"].max() == family_model.n_layers
     np.testing.assert_allclose(table["entropy_bits"].to_numpy().reshape(shape), reference["entropy"], atol=1e-4)
     np.testing.assert_allclose(table["kl_to_final"].to_numpy().reshape(shape), reference["kl"], atol=1e-4)
     np.testing.assert_allclose(table["top_prob"].to_numpy().reshape(shape), reference["top_prob"], atol=1e-5)
@@ -78,3 +81,24 @@ def test_invariants_on_the_embedded_model(embedded_model):
     assert last["top_token"] == " Paris"
     assert last["target_prob"] == pytest.approx(last["top_prob"])
     assert len(table) == (n_layers + 1) * result.tokens.num_rows
+
+
+@pytest.mark.integration
+def test_defaults_report_the_models_own_probability(embedded_model):
+    """With default parameters the final row is what Hugging Face gives for the prompt as the
+    model's own tokenizer encodes it (no chat marker in front): P(" Paris") about 0.70."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model.location)
+    hf = AutoModelForCausalLM.from_pretrained(embedded_model.location, attn_implementation="eager")
+    encoded = tokenizer(PROMPT, return_tensors="pt")
+    with torch.inference_mode():
+        probs = torch.softmax(hf(**encoded).logits[0, -1].double(), dim=-1)
+    paris = tokenizer.encode(" Paris", add_special_tokens=False)[0]
+    result = _run(embedded_model, PROMPT, target=" Paris")
+    table = result.tables["logit_lens"].to_pandas()
+    last = table[(table.layer == embedded_model.n_layers)].sort_values("pos").iloc[-1]
+    assert result.tokens.column("token_id").to_pylist() == encoded["input_ids"][0].tolist()
+    assert last["target_prob"] == pytest.approx(float(probs[paris]), abs=1e-5)
+    assert last["target_prob"] > 0.6
+    assert result.notes["prepend_bos"] is False and result.notes["bos_setting"] == "auto"

@@ -27,16 +27,16 @@ def test_pattern_sums_on_a_uniform_causal_pattern():
     assert bos.item() == pytest.approx(1 / 2 + 1 / 3 + 1 / 4)
 
 
-def test_attention_locality_matches_a_loop_over_cached_patterns(tiny_model, cancel):
+def test_attention_locality_matches_a_loop_over_cached_patterns(family_model, cancel):
     import torch
 
-    result = attention_locality.run(tiny_model, inputs(), attention_locality.Params(window=3), no_progress, cancel)
+    result = attention_locality.run(family_model, inputs(), attention_locality.Params(window=3), no_progress, cancel)
     detail = {(r["layer"], r["key_offset"]): r["mean_weight"] for r in result.tables["attention_locality"].to_pylist()}
     summary = result.tables["attention_locality_summary"].to_pylist()
     totals = {}
     with torch.inference_mode():
         for text in TEXTS:
-            _, cache = tiny_model.bridge.run_with_cache(tiny_model.to_tokens(text))
+            _, cache = family_model.bridge.run_with_cache(family_model.to_tokens(text))
             for layer in range(3):
                 pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0]
                 for head in range(pattern.shape[0]):
@@ -53,13 +53,13 @@ def test_attention_locality_matches_a_loop_over_cached_patterns(tiny_model, canc
         assert row["prev_fraction"] + row["self_fraction"] <= 1.0 + 1e-6
 
 
-def test_component_norms_match_cached_outputs_without_the_first_position(tiny_model, cancel):
+def test_component_norms_match_cached_outputs_without_the_first_position(family_model, cancel):
     import torch
 
-    result = component_norms.run(tiny_model, inputs(), component_norms.Params(), no_progress, cancel)
+    result = component_norms.run(family_model, inputs(), component_norms.Params(), no_progress, cancel)
     rows = result.tables["component_norms"].to_pylist()
     with torch.inference_mode():
-        caches = [tiny_model.bridge.run_with_cache(tiny_model.to_tokens(text))[1] for text in TEXTS]
+        caches = [family_model.bridge.run_with_cache(family_model.to_tokens(text))[1] for text in TEXTS]
     for row in rows:
         layer = row["layer"]
         attn = torch.cat([c[f"blocks.{layer}.hook_attn_out"][0, 1:] for c in caches]).norm(dim=-1)

@@ -27,19 +27,19 @@ def make_docs(model, lengths, prepend_bos=True, min_context=4):
 
 
 @pytest.mark.parametrize("prepend_bos", [True, False])
-def test_window_trick_equals_naive_per_k_forward(tiny_model, prepend_bos):
+def test_window_trick_equals_naive_per_k_forward(family_model, prepend_bos):
     import torch
 
-    docs = make_docs(tiny_model, [13, 17, 9], prepend_bos)
+    docs = make_docs(family_model, [13, 17, 9], prepend_bos)
     bos_id = 1 if prepend_bos else None
     with torch.inference_mode():
-        mean = full_context_mean(tiny_model, docs, batch_tokens=30)
+        mean = full_context_mean(family_model, docs, batch_tokens=30)
         # A small batch budget forces padded cross-document batches and several window forwards.
-        fast = truncated_cosines(tiny_model, docs, 4, bos_id, mean, batch_tokens=30)
-        naive, naive_mean = naive_cosines(tiny_model, docs, 4, bos_id)
+        fast = truncated_cosines(family_model, docs, 4, bos_id, mean, batch_tokens=30)
+        naive, naive_mean = naive_cosines(family_model, docs, 4, bos_id)
     assert torch.allclose(mean, naive_mean, atol=1e-6)
     for doc in docs:
-        assert fast[doc.input_id].shape == (len(doc.positions), tiny_model.n_layers, 4)
+        assert fast[doc.input_id].shape == (len(doc.positions), family_model.n_layers, 4)
         assert np.abs(fast[doc.input_id] - naive[doc.input_id]).max() < 1e-5
     # Truncation really changes something, and context k = whole document gives exactly 1.
     assert np.abs(fast[docs[0].input_id] - 1).max() > 0.01
