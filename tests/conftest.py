@@ -44,7 +44,7 @@ def tiny_model(tmp_path_factory):
     return load_model(str(folder), device="cpu", dtype="float32")
 
 
-FAMILIES = ("gpt2", "neox", "gptj", "llama", "gemma3")
+FAMILIES = ("gpt2", "neox", "gptj", "phi", "llama", "gemma3")
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

@@ -30,8 +30,9 @@ FAMILY_OF_ARCHITECTURE = {
     "Qwen2ForCausalLM": "llama",
     "Qwen3ForCausalLM": "llama",
     "Gemma3ForCausalLM": "gemma3",
+    "PhiForCausalLM": "phi",
 }
-SUPPORTED = "GPT-2, GPT-NeoX (Pythia), GPT-J, Llama family (Llama 2/3, SmolLM2, Mistral, Qwen 2/3), Gemma 3"
+SUPPORTED = "GPT-2, GPT-NeoX (Pythia), GPT-J, Phi, Llama family (Llama 2/3, SmolLM2, Mistral, Qwen 2/3), Gemma 3"
 SITES = ("attn_out", "mlp_out")
 Edit = Callable[[Any], Any]
 
@@ -349,7 +350,23 @@ class Gemma3Adapter(LlamaAdapter):
         return {layer_type: rotary(hidden, position_ids, layer_type) for layer_type in set(self.layer_types)}
 
 
-ADAPTERS = {"gpt2": GPT2Adapter, "neox": NeoXAdapter, "gptj": GPTJAdapter, "llama": LlamaAdapter, "gemma3": Gemma3Adapter}
+class PhiAdapter(LlamaAdapter):
+    """Phi: one LayerNorm feeds attention and MLP in parallel (as GPT-J), Llama-style rotary attention."""
+
+    family = "phi"
+    parallel = True
+
+    def _parts(self, layer: Any) -> LayerParts:
+        norm = unwrap(layer.input_layernorm)
+        return LayerParts(unwrap(layer.self_attn), unwrap(layer.mlp), norm, norm)
+
+    def _final_norm_module(self) -> Any:
+        return unwrap(self.hf.model.final_layernorm)
+
+
+ADAPTERS = {
+    "gpt2": GPT2Adapter, "neox": NeoXAdapter, "gptj": GPTJAdapter, "phi": PhiAdapter, "llama": LlamaAdapter, "gemma3": Gemma3Adapter,
+}
 
 
 def adapter_for(model: Any) -> Adapter:

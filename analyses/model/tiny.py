@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("gpt2", "neox", "gptj", "llama", "gemma3")
+FAMILIES = ("gpt2", "neox", "gptj", "phi", "llama", "gemma3")
 VOCAB = 49152  # the embedded SmolLM2 tokenizer's vocabulary
 
 
@@ -27,6 +27,11 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 64, n_heads: int 
             n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=n_ctx, rotary_dim=d_model // n_heads // 2,
             n_inner=4 * d_model, tie_word_embeddings=False, **common,
         )
+    elif family == "phi":
+        config = transformers.PhiConfig(
+            num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads, intermediate_size=4 * d_model,
+            max_position_embeddings=n_ctx, partial_rotary_factor=0.5, tie_word_embeddings=False, **common,
+        )
     elif family == "llama":
         config = transformers.LlamaConfig(
             num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads, num_key_value_heads=max(1, n_heads // 2),
@@ -39,6 +44,10 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 64, n_heads: int 
             layer_types=["sliding_attention" if (i + 1) % 3 else "full_attention" for i in range(n_layers)],
             query_pre_attn_scalar=d_model // n_heads, tie_word_embeddings=True, **common,
         )
+    elif family == "opt":
+        # Not supported by the adapters: used to test the refusal.
+        config = transformers.OPTConfig(num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads, ffn_dim=4 * d_model,
+                                        max_position_embeddings=n_ctx, word_embed_proj_dim=d_model, **common)
     else:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     # A wider init than the default 0.02, so that every sublayer visibly moves the output.

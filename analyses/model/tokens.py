@@ -68,7 +68,7 @@ def document_separator_id(model: Any) -> int:
     if tokenizer_adds_bos(tokenizer):
         return int(tokenizer.bos_token_id)
     endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(endoftext, int) and endoftext != tokenizer.unk_token_id and endoftext is not None:
+    if isinstance(endoftext, int) and tokenizer.convert_ids_to_tokens(endoftext) == "<|endoftext|>":
         return int(endoftext)
     if tokenizer.eos_token_id is not None:
         return int(tokenizer.eos_token_id)
