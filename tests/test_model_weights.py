@@ -98,3 +98,18 @@ def test_gemma_norm_weights_are_stored_as_applied(family_model):
         pytest.skip("Gemma's RMSNorm only")
     hf = family_model.bridge.original_model.model.layers[0].input_layernorm
     assert torch.allclose(weights.layers[0].ln1.weight, hf.weight.detach().float() + 1.0)
+
+
+def test_attention_scores_give_the_models_pattern(family_model):
+    import torch
+
+    from analyses.model.weights import attention_scores
+
+    weights = model_weights(family_model)
+    tokens = family_model.to_tokens(TEXT, prepend_bos=False)
+    with torch.inference_mode():
+        _, cache = family_model.bridge.run_with_cache(tokens)
+    for layer in range(family_model.n_layers):
+        scores, allowed = attention_scores(weights.layers[layer], cache[f"blocks.{layer}.hook_resid_pre"][0])
+        assert torch.allclose(scores.softmax(-1).float(), cache[f"blocks.{layer}.attn.hook_pattern"][0], atol=1e-5)
+        assert bool(allowed.tril().eq(allowed).all()) and bool(allowed.diagonal().all())

@@ -80,7 +80,7 @@ SPEC = AnalysisSpec(
     ),
     input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
-        ResultTable("first_layer_heads_pattern", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
+        ResultTable("first_layer_heads_pattern", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "key_offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
                     "positional pattern: weight on the key `offset` tokens back from destination dest_pos (0 = itself)"),
         ResultTable("first_layer_heads_mass", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "bucket:VARCHAR", "mass:DOUBLE"),
                     "positional mass per bucket: self, prev_1_5, prev_6_50, beyond_50"),
@@ -98,8 +98,8 @@ SPEC = AnalysisSpec(
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
     ),
     charts=(
-        Chart("heatmap", "Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="offset", y="head",
-              where="t.offset <= 60 AND t.dest_pos = (SELECT max(p.dest_pos) FROM first_layer_heads_pattern p WHERE p.run_id = t.run_id)",
+        Chart("heatmap", "Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
+              where="t.key_offset <= 60 AND t.dest_pos = (SELECT max(p.dest_pos) FROM first_layer_heads_pattern p WHERE p.run_id = t.run_id)",
               per_input=False, facet="layer"),
         Chart("table", "Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order="layer, head", limit=64),
         Chart("line", "Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",

@@ -15,7 +15,6 @@ from analyses.base import CancelEvent, Progress
 from analyses.errors import Cancelled
 
 BUCKETS = (("self", 0, 0), ("prev_1_5", 1, 5), ("prev_6_50", 6, 50), ("beyond_50", 51, None))
-MASKED = -1e30
 
 
 @dataclass
@@ -61,39 +60,32 @@ def collect(model, weights, token_rows: list, set_names: list[str], layers: tupl
     """One forward per document, stopped after the last analysed layer, filling the sums."""
     import torch
 
-    from analyses.model.weights import norm_scale
+    from analyses.model.weights import attention_scores, norm_scale
 
     length = max(int(tokens.shape[-1]) for tokens in token_rows)
     corpus = {layer: _new_layer(weights.layers[layer].n_heads, length) for layer in layers}
     current: dict[str, Any] = {}
 
     def on_resid(resid, hook, layer: int) -> None:
-        scales = norm_scale(weights.layers[layer].ln1, resid[0, first_pos:]).double()
-        entry = corpus[layer]
+        layer_weights, entry, ids = weights.layers[layer], corpus[layer], current["ids"]
+        scales = norm_scale(layer_weights.ln1, resid[0, first_pos:]).double()
         entry.scale_sum += float(scales.sum())
         entry.scale_sq_sum += float((scales ** 2).sum())
         entry.n_scaled += int(scales.numel())
-
-    def on_scores(scores, hook, layer: int) -> None:
-        entry, ids = corpus[layer], current["ids"]
-        scores = scores[0].double()
+        # Scores from the weights: the bridge's hook_attn_scores is not the scores on every family.
+        scores, allowed = attention_scores(layer_weights, resid[0])
         size = scores.shape[-1]
-        allowed = scores > MASKED
         pattern = scores.softmax(-1)
         entry.attn_sum[:, :size, :size] += pattern
         entry.doc_count[:size] += 1
-        entry.allowed[:size, :size] |= allowed[0]
-        duplicate = (ids[:, None] == ids[None, :]) & allowed[0] & ~torch.eye(size, dtype=torch.bool)
+        entry.allowed[:size, :size] |= allowed
+        duplicate = (ids[:, None] == ids[None, :]) & allowed & ~torch.eye(size, dtype=torch.bool)
         entry.dup_count[:size, :size] += duplicate
         entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
         seen = scores.masked_fill(~allowed, float("nan"))
-        logz = torch.logsumexp(scores.masked_fill(~allowed, float("-inf")), -1)
-        entry.residual_logz.append((current["set"], logz - seen.nanmean(-1)))
+        entry.residual_logz.append((current["set"], torch.logsumexp(scores, -1) - seen.nanmean(-1)))
 
-    hooks = []
-    for layer in layers:
-        hooks.append((f"blocks.{layer}.hook_resid_pre", functools.partial(on_resid, layer=layer)))
-        hooks.append((f"blocks.{layer}.attn.hook_attn_scores", functools.partial(on_scores, layer=layer)))
+    hooks = [(f"blocks.{layer}.hook_resid_pre", functools.partial(on_resid, layer=layer)) for layer in layers]
     with torch.inference_mode():
         for index, tokens in enumerate(token_rows):
             if cancel.is_set():

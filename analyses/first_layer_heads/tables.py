@@ -16,7 +16,7 @@ def _table(rows: dict[str, list], types: dict[str, Any]) -> Any:
 def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
     import pyarrow as pa
 
-    pattern = {"layer": [], "head": [], "dest_pos": [], "offset": [], "weight": [], "method": []}
+    pattern = {"layer": [], "head": [], "dest_pos": [], "key_offset": [], "weight": [], "method": []}
     mass = {"layer": [], "head": [], "dest_pos": [], "bucket": [], "mass": []}
     width = {"layer": [], "head": [], "dest_pos": [], "width50": [], "width90": [], "decay_ratio": []}
     for anatomy in anatomies:
@@ -28,7 +28,7 @@ def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
                 pattern["layer"] += [anatomy.layer] * len(weights)
                 pattern["head"] += [head] * len(weights)
                 pattern["dest_pos"] += [dest] * len(weights)
-                pattern["offset"] += list(range(len(weights)))
+                pattern["key_offset"] += list(range(len(weights)))
                 pattern["weight"] += weights
                 pattern["method"] += [anatomy.method] * len(weights)
                 for name, _, _ in engine.BUCKETS:
@@ -39,7 +39,7 @@ def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
                     width[key].append(value)
     i32, f64, s = pa.int32(), pa.float64(), pa.string()
     return {
-        "first_layer_heads_pattern": _table(pattern, {"layer": i32, "head": i32, "dest_pos": i32, "offset": i32, "weight": f64, "method": s}),
+        "first_layer_heads_pattern": _table(pattern, {"layer": i32, "head": i32, "dest_pos": i32, "key_offset": i32, "weight": f64, "method": s}),
         "first_layer_heads_mass": _table(mass, {"layer": i32, "head": i32, "dest_pos": i32, "bucket": s, "mass": f64}),
         "first_layer_heads_width": _table(width, {"layer": i32, "head": i32, "dest_pos": i32, "width50": i32, "width90": i32, "decay_ratio": f64}),
     }

@@ -305,8 +305,8 @@ def model_weights(model: Any) -> ModelWeights:
 
 
 def apply_norm(norm: Norm, x: Any) -> Any:
-    """The norm applied to x [..., d] in float32, exactly as the model does."""
-    x = x.float()
+    """The norm applied to x [..., d] in float32 (or float64 when given), as the model does."""
+    x = x if x.element_size() == 8 else x.float()
     if norm.kind == "layernorm":
         centred = x - x.mean(-1, keepdim=True)
         out = centred / (centred.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt() * norm.weight
@@ -335,7 +335,7 @@ def rotate(x: Any, positions: Any, rotary: Rotary) -> Any:
     """Rotary embedding of x [..., T, h] at positions [T] (the first rotary.dim dims of each head)."""
     import torch
 
-    angles = positions.float()[:, None] * rotary.inv_freq[None, :]
+    angles = positions.to(x.dtype)[:, None] * rotary.inv_freq.to(x.dtype)[None, :]
     cos, sin = angles.cos() * rotary.attention_scaling, angles.sin() * rotary.attention_scaling
     part, rest = x[..., :rotary.dim], x[..., rotary.dim:]
     if rotary.style == "half":
@@ -352,3 +352,27 @@ def activation(name: str) -> Any:
     from transformers.activations import ACT2FN
 
     return ACT2FN[name]
+
+
+def attention_scores(layer: LayerWeights, resid: Any) -> tuple[Any, Any]:
+    """A layer's attention scores [H, T, T] (float64, -inf where masked) and the mask of visible
+    keys [T, T], from the residual [T, d] it reads; what the softmax of the model sees."""
+    import torch
+
+    x = apply_norm(layer.ln1, resid).double()
+    q = torch.einsum("td,ndh->nth", x, layer.W_Q.double())
+    k = torch.einsum("td,kdh->kth", x, layer.W_K.double())
+    if layer.b_Q is not None:
+        q, k = q + layer.b_Q.double()[:, None], k + layer.b_K.double()[:, None]
+    if layer.q_norm is not None:
+        q, k = apply_norm(layer.q_norm, q).double(), apply_norm(layer.k_norm, k).double()
+    positions = torch.arange(resid.shape[0])
+    if layer.rotary is not None:
+        q, k = rotate(q, positions, layer.rotary), rotate(k, positions, layer.rotary)
+    k = k.repeat_interleave(layer.n_heads // layer.n_kv_heads, 0)
+    offsets = positions[:, None] - positions[None, :]
+    allowed = offsets >= 0
+    if layer.sliding_window is not None:
+        allowed &= offsets < layer.sliding_window
+    scores = torch.einsum("nqh,nkh->nqk", q, k) * layer.attn_scale
+    return scores.masked_fill(~allowed, float("-inf")), allowed
