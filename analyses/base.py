@@ -124,6 +124,7 @@ REGISTRY: dict[str, str] = {
     "truncation": "analyses.truncation",
     "causal-trace": "analyses.causal_trace",
     "first-layer-heads": "analyses.first_layer_heads",
+    "contextual-neurons": "analyses.contextual_neurons",
 }
 
 
