@@ -74,7 +74,7 @@ SPEC = AnalysisSpec(
               where="t.neuron = (SELECT f.neuron FROM contextual_neurons_fit f WHERE f.run_id = t.run_id AND f.rank = 1) AND t.rank <= 8",
               order="side DESC, rank", limit=16),
         Chart("line", "Predicted vs real pre-activation (best-explained neuron, binned)", "contextual_neurons_curve", "value", x="bin",
-              series="series", where="t.rank = 1", per_input=False),
+              series="series", y="neuron", where="t.rank = 1", per_input=False),
     ),
 )
 
