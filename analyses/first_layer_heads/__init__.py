@@ -37,7 +37,7 @@ class Params:
     prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way, none for GPT-2 and SmolLM2)")
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
-    duplicate_threshold: float = param(2.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
+    duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
     contextual_min_width: int = param(6, "contextual: offset holding 90% of the mass at least this")
     contextual_decay: float = param(2.0, "contextual: mean weight per offset on 1..5 over that on 6..50 at least this")
     contextual_max_far: float = param(0.5, "contextual: mass beyond 50 tokens at most this")
