@@ -105,3 +105,14 @@ def test_embedded_model_through_the_real_store(embedded_model, store):
     assert store.query("SELECT status FROM runs WHERE run_id = ?", [run_id]).rows == [("done",)]
     n_fit = store.query("SELECT count(*) FROM contextual_neurons_fit WHERE run_id = ?", [run_id]).rows[0][0]
     assert n_fit == 1536
+
+
+def test_min_count_limits_the_token_lists_to_tokens_of_the_text(planted):
+    import torch
+
+    inputs = word_documents(2)
+    result = run(planted, inputs, dest_positions="100,200", top_k=4, min_count=3)
+    seen = torch.cat([planted.to_tokens(item.text, prepend_bos=False)[0] for item in inputs])
+    counts = torch.bincount(seen, minlength=planted.d_vocab)
+    rows = result.tables["contextual_neurons_tokens"].to_pylist()
+    assert rows and all(counts[row["token_id"]] >= 3 for row in rows)

@@ -21,6 +21,7 @@ class Params:
     dest_positions: str = param("100,250,500", "destination positions used to classify heads and average their pattern")
     dest_token: str = param(" the", "destination token fixed in the content weights (one token)")
     top_k: int = param(20, "tokens kept per neuron on each side (top and bottom contributions)")
+    min_count: int = param(0, "list only tokens seen at least this often in the analysed text (0: the whole vocabulary)")
     n_curves: int = param(5, "best-explained neurons whose predicted-vs-real curve is stored")
     curve_bins: int = param(10, "bins of predicted pre-activation in each curve")
     prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way)")
@@ -33,8 +34,8 @@ class Params:
         if self.heads.strip():
             int_list(self.heads, "heads")
         int_list(self.dest_positions, "dest_positions")
-        if self.top_k < 1 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2:
-            raise BadInput("top_k must be at least 1, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, default_max_tokens at least 2")
+        if self.top_k < 1 or self.min_count < 0 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2:
+            raise BadInput("top_k must be at least 1, min_count at least 0, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, default_max_tokens at least 2")
 
     def heads_params(self):
         from analyses.first_layer_heads import Params as HeadsParams

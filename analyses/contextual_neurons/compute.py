@@ -14,8 +14,9 @@ def _table(rows: dict[str, list], types: dict[str, Any]) -> Any:
     return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
 
 
-def token_contributions(models, directions, top_k: int, chunk: int, cancel: CancelEvent) -> tuple[Any, Any, Any, Any]:
-    """Top and bottom (values, token ids) [N, k] of each neuron's contribution over the vocabulary."""
+def token_contributions(models, directions, top_k: int, chunk: int, cancel: CancelEvent, eligible=None) -> tuple[Any, Any, Any, Any]:
+    """Top and bottom (values, token ids) [N, k] of each neuron's contribution over the
+    vocabulary, or over the tokens where eligible [V] is true."""
     import torch
 
     n_neurons = directions.attention.shape[1]
@@ -27,8 +28,12 @@ def token_contributions(models, directions, top_k: int, chunk: int, cancel: Canc
         total = torch.zeros(models[0].value.shape[0], columns.shape[1])
         for model in models:
             total += model.weight[:, None] * (model.value @ (model.W_O @ columns))
-        k = min(top_k, total.shape[0])
-        high, low = total.topk(k, dim=0), total.topk(k, dim=0, largest=False)
+        k = min(top_k, total.shape[0] if eligible is None else int(eligible.sum()))
+        if eligible is None:
+            high, low = total.topk(k, dim=0), total.topk(k, dim=0, largest=False)
+        else:
+            high = total.masked_fill(~eligible[:, None], float("-inf")).topk(k, dim=0)
+            low = total.masked_fill(~eligible[:, None], float("inf")).topk(k, dim=0, largest=False)
         tops.append(high.values.T), top_ids.append(high.indices.T), bottoms.append(low.values.T), bottom_ids.append(low.indices.T)
     return torch.cat(tops), torch.cat(top_ids), torch.cat(bottoms), torch.cat(bottom_ids)
 
@@ -76,12 +81,16 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
         "contextual_neurons_curve": curve_table(real, predicted, order[: params.n_curves], params.curve_bins),
     }
     if models:
-        top = token_contributions(models, directions, params.top_k, params.neuron_chunk, cancel)
+        eligible = None
+        if params.min_count > 0:
+            eligible = torch.bincount(corpus_ids, minlength=weights.W_E.shape[0]) >= params.min_count
+        top = token_contributions(models, directions, params.top_k, params.neuron_chunk, cancel, eligible)
         tables["contextual_neurons_tokens"] = tokens_contribution_table(model, *top)
     else:
         tables["contextual_neurons_tokens"] = tokens_contribution_table(model, *(torch.zeros(0, 0),) * 4)
     notes = {
         "prepend_bos": params.prepend_bos,
+        "token_lists": f"tokens seen at least {params.min_count} times" if params.min_count else "whole vocabulary",
         "contextual_heads": list(used),
         "ln1_scale": anatomy.scale_mean, "ln2_scale": ln2_scale, "post_attn_scale": post_scale,
         "pattern_method": anatomy.method,
