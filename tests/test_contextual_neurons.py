@@ -116,3 +116,12 @@ def test_min_count_limits_the_token_lists_to_tokens_of_the_text(planted):
     counts = torch.bincount(seen, minlength=planted.d_vocab)
     rows = result.tables["contextual_neurons_tokens"].to_pylist()
     assert rows and all(counts[row["token_id"]] >= 3 for row in rows)
+
+
+def test_cancel_stops_the_run(planted):
+    from analyses.errors import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        cn.run(planted, word_documents(2), cn.Params(dest_positions="100"), no_progress, cancel)

@@ -88,6 +88,9 @@ def test_shapes_and_family_facts(family_model):
     assert (layer.rotary is not None) == has_rotary and weights.parallel == parallel
     assert (weights.W_pos is None) == has_rotary
     assert (layer.W_gate is not None) == (weights.family in ("llama", "gemma3"))
+    if weights.family == "llama":
+        theta = family_model.bridge.original_model.config.rope_parameters["rope_theta"]
+        assert layer.rotary.base == pytest.approx(theta, rel=1e-4) and layer.rotary.dim == layer.W_Q.shape[2]
 
 
 def test_gemma_norm_weights_are_stored_as_applied(family_model):

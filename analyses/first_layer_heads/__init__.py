@@ -131,7 +131,9 @@ def validate(model, inputs: list[Input], params: Params) -> None:
     if params.method == "additive" and (weights.W_pos is None or layers != (0,)):
         raise BadInput("method additive needs learned position embeddings and layers=0; use auto or measured")
     longest = max(int(tokens.shape[-1]) for tokens in document_tokens(model, inputs, params))
-    reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (d < model.n_ctx and weights.W_pos is not None and layers == (0,) and params.method != "measured")]
+    # The additive split reaches any position of the context; measured patterns only the documents'.
+    additive = params.method != "measured" and weights.W_pos is not None and layers == (0,)
+    reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (additive and d < model.n_ctx)]
     if not reach:
         raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
 
