@@ -210,3 +210,31 @@ def test_embedded_model_through_the_real_store(embedded_model, store):
     assert len(classes) == 9 and all(row[1] in ("detokenization", "contextual", "duplicate-token", "other") for row in classes)
     status = store.query("SELECT status FROM runs WHERE run_id = ?", [run_id]).rows
     assert status == [("done",)]
+
+
+def test_paths_agree_where_the_positional_part_is_nil(tmp_path):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from analyses.model.tiny import build_tiny
+    from analyses.models import load_model
+
+    folder = build_tiny("gpt2", tmp_path / "no-positions", seed=2, n_layers=1)
+    hf = GPT2LMHeadModel.from_pretrained(folder)
+    with torch.no_grad():
+        hf.transformer.wpe.weight.zero_()
+        hf.transformer.h[0].attn.c_attn.weight.mul_(4)  # content strong enough to matter
+    hf.save_pretrained(folder)
+    model = load_model(str(folder), device="cpu", dtype="float32")
+    # A leading space: the first word is a token like every other, so word order is exchangeable.
+    inputs = [Input(item.input_id, item.source, " " + item.text, item.meta) for item in word_documents(48, 110, seed=5)]
+    additive = run(model, inputs, dest_positions="100", method="additive")
+    measured = run(model, inputs, dest_positions="100", method="measured")
+    # No positional part: the additive pattern is uniform over the 101 visible keys, and real
+    # attention averaged over shuffled content is uniform in expectation.
+    assert all(abs(row["weight"] - 1 / 101) < 1e-9 for row in rows(additive, "first_layer_heads_pattern"))
+    exact = {(r["head"], r["bucket"]): r["mass"] for r in rows(additive, "first_layer_heads_mass")}
+    for row in rows(measured, "first_layer_heads_mass"):
+        assert row["mass"] == pytest.approx(exact[(row["head"], row["bucket"])], abs=0.01), row
+    weights = [row["weight"] for row in rows(measured, "first_layer_heads_pattern")]
+    assert max(abs(101 * weight - 1) for weight in weights) > 0.05  # single offsets do see the content
