@@ -161,7 +161,7 @@ def test_bad_params_are_one_line_errors(raw, message):
     assert "\n" not in str(caught.value)
 
 
-def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model):
+def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model, monkeypatch):
     inputs = word_documents(1, 50)
     with pytest.raises(BadInput, match="layers must be below"):
         flh.validate(planted, inputs, flh.Params(layers="3"))
@@ -171,6 +171,9 @@ def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model):
         flh.validate(tiny_model, inputs, flh.Params(method="additive"))
     with pytest.raises(BadInput, match="fits"):
         flh.validate(tiny_model, inputs, flh.Params(dest_positions="100,250"))
+    monkeypatch.setattr(flh, "MAX_DOCUMENT_TOKENS", 100)
+    with pytest.raises(BadInput, match="at most 100"):
+        flh.validate(planted, word_documents(1, 150), flh.Params())
 
 
 def test_cancel_stops_between_documents(planted):

@@ -16,6 +16,8 @@ from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Res
 from analyses.errors import BadInput
 
 METHODS = ("auto", "additive", "measured")
+# The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.
+MAX_DOCUMENT_TOKENS = 2048
 
 
 def int_list(text: str, name: str) -> tuple[int, ...]:
@@ -131,6 +133,8 @@ def validate(model, inputs: list[Input], params: Params) -> None:
     if params.method == "additive" and (weights.W_pos is None or layers != (0,)):
         raise BadInput("method additive needs learned position embeddings and layers=0; use auto or measured")
     longest = max(int(tokens.shape[-1]) for tokens in document_tokens(model, inputs, params))
+    if longest > MAX_DOCUMENT_TOKENS:
+        raise BadInput(f"documents of {longest} tokens; this analysis takes at most {MAX_DOCUMENT_TOKENS} (use --max-tokens)")
     # The additive split reaches any position of the context; measured patterns only the documents'.
     additive = params.method != "measured" and weights.W_pos is not None and layers == (0,)
     reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (additive and d < model.n_ctx)]
