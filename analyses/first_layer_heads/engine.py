@@ -30,7 +30,6 @@ class LayerCorpus:
     doc_count: Any = None
     dup_attn_sum: Any = None
     dup_count: Any = None
-    allowed: Any = None
     residual_logz: list = field(default_factory=list)
 
     @property
@@ -51,7 +50,6 @@ def _new_layer(n_heads: int, length: int) -> LayerCorpus:
     corpus.dup_attn_sum = torch.zeros(n_heads, length, length, dtype=torch.float64)
     corpus.doc_count = torch.zeros(length, dtype=torch.float64)
     corpus.dup_count = torch.zeros(length, length, dtype=torch.float64)
-    corpus.allowed = torch.zeros(length, length, dtype=torch.bool)
     return corpus
 
 
@@ -78,7 +76,6 @@ def collect(model, weights, token_rows: list, set_names: list[str], layers: tupl
         pattern = scores.softmax(-1)
         entry.attn_sum[:, :size, :size] += pattern
         entry.doc_count[:size] += 1
-        entry.allowed[:size, :size] |= allowed
         duplicate = (ids[:, None] == ids[None, :]) & allowed & ~torch.eye(size, dtype=torch.bool)
         entry.dup_count[:size, :size] += duplicate
         entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
