@@ -123,6 +123,8 @@ REGISTRY: dict[str, str] = {
     "neuron-classes": "analyses.neuron_classes",
     "truncation": "analyses.truncation",
     "causal-trace": "analyses.causal_trace",
+    "first-layer-heads": "analyses.first_layer_heads",
+    "contextual-neurons": "analyses.contextual_neurons",
 }
 
 

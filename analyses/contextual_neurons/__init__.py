@@ -1,0 +1,99 @@
+"""Contextual neurons: which tokens, seen anywhere in the recent context, drive each layer-0 MLP neuron.
+
+The contextual heads of layer 0 (classified by first-layer-heads, or given) are modelled by their
+positional pattern, a content weight per key token and their median normaliser (see
+analyses/contextual_neurons/engine.py). Each token's extended embedding (its weighted OV output
+summed over those heads) composed with a neuron's input direction is the neuron's token
+contribution; the model's prediction of the pre-activation on corpus text is compared with the
+real one per neuron, and neurons are ranked by the share of their variance the heads explain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Params:
+    heads: str = param("", "comma-separated layer-0 heads to use (default: those first-layer-heads classes contextual)")
+    dest_positions: str = param("100,250,500", "destination positions used to classify heads and average their pattern")
+    dest_token: str = param(" the", "destination token fixed in the content weights (one token)")
+    top_k: int = param(20, "tokens kept per neuron on each side (top and bottom contributions)")
+    min_count: int = param(0, "list only tokens seen at least this often in the analysed text (0: the whole vocabulary)")
+    n_curves: int = param(5, "best-explained neurons whose predicted-vs-real curve is stored")
+    curve_bins: int = param(10, "bins of predicted pre-activation in each curve")
+    prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way)")
+    default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
+    neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
+
+    def check(self) -> None:
+        from analyses.first_layer_heads import int_list
+
+        if self.heads.strip():
+            int_list(self.heads, "heads")
+        int_list(self.dest_positions, "dest_positions")
+        if self.top_k < 1 or self.min_count < 0 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2:
+            raise BadInput("top_k must be at least 1, min_count at least 0, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, default_max_tokens at least 2")
+
+    def heads_params(self):
+        from analyses.first_layer_heads import Params as HeadsParams
+
+        return HeadsParams(layers="0", dest_positions=self.dest_positions, dest_token=self.dest_token,
+                           prepend_bos=self.prepend_bos, default_max_tokens=self.default_max_tokens)
+
+
+def _columns(*pairs: str) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(pair.split(":")) for pair in pairs)
+
+
+SPEC = AnalysisSpec(
+    name="contextual-neurons",
+    title="Contextual neurons (extended embeddings through layer-0 contextual heads)",
+    description=(
+        "Extended embedding of every token through the layer-0 contextual heads (positional pattern x content "
+        "weight / median normaliser x OV); per layer-0 MLP neuron its token contributions (top and bottom "
+        "tokens), and the prediction of its pre-activation on corpus text against the real one: correlation, "
+        "and the share of variance the contextual heads explain beyond the token's own embedding."
+    ),
+    input_kinds=("pile", "prompt", "prompt_set"),
+    tables=(
+        ResultTable("contextual_neurons_tokens", _columns("neuron:INTEGER", "side:VARCHAR", "rank:INTEGER", "token_id:INTEGER", "token:VARCHAR", "contribution:DOUBLE"),
+                    "top_k tokens per neuron on each side; contribution = extended embedding . input direction (per unit of positional weight)"),
+        ResultTable("contextual_neurons_fit", _columns("neuron:INTEGER", "rank:INTEGER", "corr:DOUBLE", "corr_direct:DOUBLE", "r2_full:DOUBLE",
+                                                       "r2_direct:DOUBLE", "ctx_explained:DOUBLE", "real_std:DOUBLE", "pred_std:DOUBLE", "n_tokens:BIGINT"),
+                    "per neuron over every analysed token; rank 1 = most variance explained by the contextual heads"),
+        ResultTable("contextual_neurons_heads", _columns("head:INTEGER", "class:VARCHAR", "used:BOOLEAN", "normaliser_median:DOUBLE", "content_std:DOUBLE"),
+                    "layer-0 heads: class from first-layer-heads, whether used, median normaliser, spread of the content weight over corpus tokens"),
+        ResultTable("contextual_neurons_curve", _columns("neuron:INTEGER", "rank:INTEGER", "bin:INTEGER", "series:VARCHAR", "value:DOUBLE"),
+                    "tokens binned by predicted pre-activation: mean predicted and mean real per bin, for the best-explained neurons"),
+    ),
+    charts=(
+        Chart("table", "Neurons ranked by variance the contextual heads explain", "contextual_neurons_fit", "ctx_explained", per_input=False, order="rank", limit=15),
+        Chart("table", "Top and bottom tokens of the best-explained neuron", "contextual_neurons_tokens", "contribution", per_input=False,
+              where="t.neuron = (SELECT f.neuron FROM contextual_neurons_fit f WHERE f.run_id = t.run_id AND f.rank = 1) AND t.rank <= 8",
+              order="side DESC, rank", limit=16),
+        Chart("line", "Predicted vs real pre-activation (best-explained neuron, binned)", "contextual_neurons_curve", "value", x="bin",
+              series="series", y="neuron", where="t.rank = 1", per_input=False),
+    ),
+)
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    from analyses import first_layer_heads
+
+    first_layer_heads.validate(model, inputs, params.heads_params())
+    if params.heads.strip():
+        from analyses.model.weights import model_weights
+
+        n_heads = model_weights(model).layers[0].n_heads
+        chosen = first_layer_heads.int_list(params.heads, "heads")
+        if max(chosen) >= n_heads:
+            raise BadInput(f"heads must be below {n_heads} for {model.name}, not {max(chosen)}")
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses.contextual_neurons.compute import compute
+
+    return compute(model, inputs, params, progress, cancel)

@@ -1,0 +1,180 @@
+"""First-layer attention anatomy: positional pattern, duplicate-token score, normaliser and class per head.
+
+Models with learned absolute positions (GPT-2 family), layer 0: ln1 is treated as linear at its
+mean scale on the corpus (recorded with its spread), and each score splits exactly into a
+key-position part (token-position, position-position and query-bias-position terms, with the
+destination token fixed to ``dest_token``) and a key-content part; the positional pattern is the
+softmax of the positional part. Rotary models (and other layers): the pattern is the real
+attention averaged over the documents per (destination, key), i.e. averaged over content.
+The normaliser, duplicate-token score and ln scale come from one hooked pass over the corpus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.errors import BadInput
+
+METHODS = ("auto", "additive", "measured")
+# The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.
+MAX_DOCUMENT_TOKENS = 2048
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BadInput(f"{name} takes comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 0:
+        raise BadInput(f"{name} needs at least one non-negative integer, not {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class Params:
+    layers: str = param("0", "comma-separated layers to analyse (0 = the first block)")
+    dest_positions: str = param("100,250,500", "destination positions whose pattern is reported (those that fit)")
+    dest_token: str = param(" the", "destination token fixed in the additive split (one token)")
+    method: str = param("auto", "auto (additive for learned positions at layer 0, else measured), additive or measured")
+    prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way, none for GPT-2 and SmolLM2)")
+    default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
+    local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
+    duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
+    contextual_min_width: int = param(6, "contextual: offset holding 90% of the mass at least this")
+    contextual_decay: float = param(2.0, "contextual: mean weight per offset on 1..5 over that on 6..50 at least this")
+    contextual_max_far: float = param(0.5, "contextual: mass beyond 50 tokens at most this")
+    normaliser_bin: int = param(16, "destination positions per bin of the normaliser table")
+
+    def check(self) -> None:
+        int_list(self.layers, "layers")
+        int_list(self.dest_positions, "dest_positions")
+        if self.method not in METHODS:
+            raise BadInput(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if not self.dest_token:
+            raise BadInput("dest_token must not be empty")
+        if self.default_max_tokens < 2 or self.normaliser_bin < 1 or self.contextual_min_width < 0:
+            raise BadInput("default_max_tokens must be at least 2, normaliser_bin at least 1, contextual_min_width at least 0")
+        if not 0 < self.local_threshold <= 1 or not 0 <= self.contextual_max_far <= 1:
+            raise BadInput("local_threshold must lie in (0, 1] and contextual_max_far in [0, 1]")
+        if self.duplicate_threshold <= 0 or self.contextual_decay <= 0:
+            raise BadInput("duplicate_threshold and contextual_decay must be positive")
+
+    def thresholds(self):
+        from analyses.first_layer_heads.anatomy import Thresholds
+
+        return Thresholds(self.local_threshold, self.duplicate_threshold, self.contextual_min_width, self.contextual_decay, self.contextual_max_far)
+
+
+def _columns(*pairs: str) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(pair.split(":")) for pair in pairs)
+
+
+SPEC = AnalysisSpec(
+    name="first-layer-heads",
+    title="First-layer attention anatomy (positional pattern, duplicate tokens, normaliser, classes)",
+    description=(
+        "Per attention head (layer 0 by default): the positional pattern (exact additive split with ln1 at its "
+        "mean scale for learned positions, real attention averaged over content for rotary models), its masses "
+        "on self / previous 1-5 / 6-50 / beyond 50 and decay widths, attention to earlier copies of the "
+        "destination token against the same cells otherwise, the softmax normaliser with the positional part "
+        "divided out per destination position and corpus set, and a class: detokenization, contextual, "
+        "duplicate-token or other."
+    ),
+    input_kinds=("pile", "prompt", "prompt_set"),
+    tables=(
+        ResultTable("first_layer_heads_pattern", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "key_offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
+                    "positional pattern: weight on the key `offset` tokens back from destination dest_pos (0 = itself)"),
+        ResultTable("first_layer_heads_mass", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "bucket:VARCHAR", "mass:DOUBLE"),
+                    "positional mass per bucket: self, prev_1_5, prev_6_50, beyond_50"),
+        ResultTable("first_layer_heads_width", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "width50:INTEGER", "width90:INTEGER", "decay_ratio:DOUBLE"),
+                    "smallest offset holding 50% / 90% of the mass; mean weight per offset on 1..5 over 6..50"),
+        ResultTable("first_layer_heads_normaliser", _columns("layer:INTEGER", "head:INTEGER", "set_name:VARCHAR", "pos:INTEGER", "pos_end:INTEGER", "n:BIGINT",
+                                                             "mean:DOUBLE", "median:DOUBLE", "q25:DOUBLE", "q75:DOUBLE"),
+                    "N(d) = sum_s pi(d,s) exp(c(d,s)), content c = score - log pi centred over keys, per bin [pos, pos_end] of destinations and corpus set"),
+        ResultTable("first_layer_heads_class", _columns(
+            "layer:INTEGER", "head:INTEGER", "class:VARCHAR", "method:VARCHAR", "local_mass:DOUBLE", "mid_mass:DOUBLE", "far_mass:DOUBLE",
+            "width50:DOUBLE", "width90:DOUBLE", "decay_ratio:DOUBLE", "duplicate_score:DOUBLE", "duplicate_pairs:BIGINT",
+            "normaliser_median:DOUBLE", "normaliser_iqr_ratio:DOUBLE", "normaliser_late_over_early:DOUBLE", "ln_scale_mean:DOUBLE", "ln_scale_std:DOUBLE"),
+                    "per head, masses and widths averaged over the reported destinations; local = self + previous 5"),
+        ResultTable("first_layer_heads_terms", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
+                    "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
+    ),
+    charts=(
+        Chart("heatmap", "Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
+              where="t.key_offset <= 60 AND t.dest_pos = (SELECT max(p.dest_pos) FROM first_layer_heads_pattern p WHERE p.run_id = t.run_id)",
+              per_input=False, facet="layer"),
+        Chart("table", "Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order="layer, head", limit=64),
+        Chart("line", "Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",
+              x="pos", series="set_name", per_input=False, facet="head"),
+    ),
+)
+
+
+def document_tokens(model, inputs: list[Input], params: Params) -> list:
+    return [model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens") or params.default_max_tokens)
+            for item in inputs]
+
+
+def dest_token_id(model, text: str) -> int:
+    ids = model.tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise BadInput(f"dest_token {text!r} is {len(ids)} tokens for this tokenizer; give one token")
+    return int(ids[0])
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    from analyses.model.weights import model_weights
+
+    layers = int_list(params.layers, "layers")
+    if max(layers) >= model.n_layers:
+        raise BadInput(f"layers must be below {model.n_layers} for {model.name}, not {max(layers)}")
+    dest_token_id(model, params.dest_token)
+    weights = model_weights(model)
+    if params.method == "additive" and (weights.W_pos is None or layers != (0,)):
+        raise BadInput("method additive needs learned position embeddings and layers=0; use auto or measured")
+    longest = max(int(tokens.shape[-1]) for tokens in document_tokens(model, inputs, params))
+    if longest > MAX_DOCUMENT_TOKENS:
+        raise BadInput(f"documents of {longest} tokens; this analysis takes at most {MAX_DOCUMENT_TOKENS} (use --max-tokens)")
+    # The additive split reaches any position of the context; measured patterns only the documents'.
+    additive = params.method != "measured" and weights.W_pos is not None and layers == (0,)
+    reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (additive and d < model.n_ctx)]
+    if not reach:
+        raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
+
+
+def anatomies(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent):
+    """(weights, token rows, layer anatomies, first analysed position) for a run."""
+    from analyses.first_layer_heads import anatomy, engine
+    from analyses.model.weights import model_weights
+
+    weights = model_weights(model)
+    layers = int_list(params.layers, "layers")
+    token_rows = document_tokens(model, inputs, params)
+    set_names = [str(item.meta.get("pile_set_name") or item.source) for item in inputs]
+    first_pos = 1 if params.prepend_bos else 0
+    corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel)
+    dest_positions, token = int_list(params.dest_positions, "dest_positions"), dest_token_id(model, params.dest_token)
+    results = [
+        anatomy.analyse_layer(weights, corpus[layer], layer, anatomy.resolve_method(weights, layer, params.method), dest_positions,
+                              token, model.n_ctx, first_pos, params.thresholds())
+        for layer in layers
+    ]
+    return weights, token_rows, results, first_pos
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses.documents import tokens_table
+    from analyses.first_layer_heads import tables
+
+    _, token_rows, results, first_pos = anatomies(model, inputs, params, progress, cancel)
+    out = tables.pattern_tables(results)
+    out["first_layer_heads_normaliser"] = tables.normaliser_table(results, params.normaliser_bin, first_pos)
+    out["first_layer_heads_class"] = tables.class_table(results, first_pos)
+    out["first_layer_heads_terms"] = tables.terms_table(results)
+    notes = {
+        "prepend_bos": params.prepend_bos,
+        "methods": {str(item.layer): item.method for item in results},
+        "ln_scale": {str(item.layer): {"mean": item.scale_mean, "std": item.scale_std, "n_tokens": item.n_scaled} for item in results},
+        "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
+    }
+    return Result(tables=out, tokens=tokens_table(model, inputs, token_rows), notes=notes)

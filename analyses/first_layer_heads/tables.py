@@ -1,0 +1,128 @@
+"""Arrow tables of first-layer-heads, in long format, from the per-layer anatomies."""
+from __future__ import annotations
+
+from typing import Any
+
+from analyses.first_layer_heads import engine
+from analyses.first_layer_heads.anatomy import LayerAnatomy
+
+
+def _table(rows: dict[str, list], types: dict[str, Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
+
+
+def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
+    import pyarrow as pa
+
+    pattern = {"layer": [], "head": [], "dest_pos": [], "key_offset": [], "weight": [], "method": []}
+    mass = {"layer": [], "head": [], "dest_pos": [], "bucket": [], "mass": []}
+    width = {"layer": [], "head": [], "dest_pos": [], "width50": [], "width90": [], "decay_ratio": []}
+    for anatomy in anatomies:
+        for dest in anatomy.dests:
+            row = engine.by_offset(anatomy.pattern, dest)
+            buckets, w50, w90, decay = engine.masses(row), engine.widths(row, 0.5), engine.widths(row, 0.9), engine.decay_ratio(row)
+            for head in range(row.shape[0]):
+                weights = row[head].tolist()
+                pattern["layer"] += [anatomy.layer] * len(weights)
+                pattern["head"] += [head] * len(weights)
+                pattern["dest_pos"] += [dest] * len(weights)
+                pattern["key_offset"] += list(range(len(weights)))
+                pattern["weight"] += weights
+                pattern["method"] += [anatomy.method] * len(weights)
+                for name, _, _ in engine.BUCKETS:
+                    for key, value in (("layer", anatomy.layer), ("head", head), ("dest_pos", dest), ("bucket", name), ("mass", float(buckets[name][head]))):
+                        mass[key].append(value)
+                for key, value in (("layer", anatomy.layer), ("head", head), ("dest_pos", dest), ("width50", int(w50[head])),
+                                   ("width90", int(w90[head])), ("decay_ratio", float(decay[head]))):
+                    width[key].append(value)
+    i32, f64, s = pa.int32(), pa.float64(), pa.string()
+    return {
+        "first_layer_heads_pattern": _table(pattern, {"layer": i32, "head": i32, "dest_pos": i32, "key_offset": i32, "weight": f64, "method": s}),
+        "first_layer_heads_mass": _table(mass, {"layer": i32, "head": i32, "dest_pos": i32, "bucket": s, "mass": f64}),
+        "first_layer_heads_width": _table(width, {"layer": i32, "head": i32, "dest_pos": i32, "width50": i32, "width90": i32, "decay_ratio": f64}),
+    }
+
+
+def normaliser_table(anatomies: list[LayerAnatomy], bin_size: int, first_pos: int) -> Any:
+    import pyarrow as pa
+    import torch
+
+    rows = {"layer": [], "head": [], "set_name": [], "pos": [], "pos_end": [], "n": [], "mean": [], "median": [], "q25": [], "q75": []}
+    for anatomy in anatomies:
+        by_set: dict[str, list] = {}
+        for set_name, sample in anatomy.normaliser:
+            by_set.setdefault(set_name, []).append(sample)
+        for set_name, samples in sorted(by_set.items()):
+            length = max(sample.shape[-1] for sample in samples)
+            for start in range(max(1, first_pos), length, bin_size):
+                stop = min(start + bin_size, length)
+                for head in range(anatomy.pattern.shape[0]):
+                    values = torch.cat([sample[head, start:stop] for sample in samples])
+                    if not values.numel():
+                        continue
+                    quantiles = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype)).tolist()
+                    for key, value in (("layer", anatomy.layer), ("head", head), ("set_name", set_name), ("pos", start), ("pos_end", stop - 1),
+                                       ("n", int(values.numel())), ("mean", float(values.mean())), ("median", quantiles[1]),
+                                       ("q25", quantiles[0]), ("q75", quantiles[2])):
+                        rows[key].append(value)
+    i32, f64 = pa.int32(), pa.float64()
+    return _table(rows, {"layer": i32, "head": i32, "set_name": pa.string(), "pos": i32, "pos_end": i32, "n": pa.int64(),
+                         "mean": f64, "median": f64, "q25": f64, "q75": f64})
+
+
+def _spread(anatomy: LayerAnatomy, head: int, first_pos: int) -> tuple[float, float]:
+    """(interquartile range over median, median of the last quarter of positions over the first
+    quarter's) of the normaliser: how steady it is across documents and along positions."""
+    import torch
+
+    samples = [sample[head, max(1, first_pos):] for _, sample in anatomy.normaliser if sample.shape[-1] > max(1, first_pos) + 3]
+    if not samples:
+        return float("nan"), float("nan")
+    values = torch.cat(samples)
+    q25, q50, q75 = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=values.dtype)).tolist()
+    quarter = max(1, min(sample.shape[-1] for sample in samples) // 4)
+    early = torch.cat([sample[:quarter] for sample in samples]).median()
+    late = torch.cat([sample[-quarter:] for sample in samples]).median()
+    return (q75 - q25) / q50 if q50 else float("nan"), float(late / early) if early else float("nan")
+
+
+def class_table(anatomies: list[LayerAnatomy], first_pos: int) -> Any:
+    import pyarrow as pa
+
+    columns = ("layer", "head", "class", "method", "local_mass", "mid_mass", "far_mass", "width50", "width90", "decay_ratio",
+               "duplicate_score", "duplicate_pairs", "normaliser_median", "normaliser_iqr_ratio", "normaliser_late_over_early",
+               "ln_scale_mean", "ln_scale_std")
+    rows: dict[str, list] = {name: [] for name in columns}
+    for anatomy in anatomies:
+        for summary in anatomy.heads:
+            iqr_ratio, trend = _spread(anatomy, summary.head, first_pos)
+            values = (anatomy.layer, summary.head, summary.head_class, anatomy.method,
+                      summary.masses["self"] + summary.masses["prev_1_5"], summary.masses["prev_6_50"], summary.masses["beyond_50"],
+                      summary.width50, summary.width90, summary.decay, summary.duplicate_score, anatomy.duplicate_pairs,
+                      summary.normaliser_median, iqr_ratio, trend, anatomy.scale_mean, anatomy.scale_std)
+            for name, value in zip(columns, values):
+                rows[name].append(value)
+    i32, f64, s = pa.int32(), pa.float64(), pa.string()
+    types = {name: f64 for name in columns}
+    types.update({"layer": i32, "head": i32, "class": s, "method": s, "duplicate_pairs": pa.int64()})
+    return _table(rows, types)
+
+
+def terms_table(anatomies: list[LayerAnatomy]) -> Any:
+    """Additive layers only: per head and destination, the spread (std over the visible keys) of
+    each term of the positional score; the largest says what shapes the pattern."""
+    import pyarrow as pa
+
+    rows = {"layer": [], "head": [], "dest_pos": [], "term": [], "spread": []}
+    for anatomy in anatomies:
+        if anatomy.terms is None:
+            continue
+        for dest in anatomy.dests:
+            for name, values in anatomy.terms.items():
+                spread = values[:, dest, : dest + 1].double().std(-1, unbiased=False)
+                for head in range(values.shape[0]):
+                    for key, value in (("layer", anatomy.layer), ("head", head), ("dest_pos", dest), ("term", name), ("spread", float(spread[head]))):
+                        rows[key].append(value)
+    return _table(rows, {"layer": pa.int32(), "head": pa.int32(), "dest_pos": pa.int32(), "term": pa.string(), "spread": pa.float64()})

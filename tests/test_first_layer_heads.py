@@ -1,0 +1,243 @@
+"""first-layer-heads on a GPT-2 with heads planted by hand, on a tiny model of every family, and
+on the embedded model through the real store."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from analyses import first_layer_heads as flh
+from analyses.base import Input, no_progress
+from analyses.errors import BadInput
+
+WORDS = ("cat dog tree house river stone cloud bird fish road hill lake star moon sun rain snow wind fire door "
+         "window table chair book paper pen light dark green blue red yellow black white small large old new").split()
+OMEGA = 2 * math.pi / 8
+
+
+def planted_gpt2(folder):
+    """A one-layer GPT-2 (d_model 64, 4 heads of 16) whose layer norms are linear (eps 1e8 swamps
+    the variance in float32) and whose heads are set by hand:
+    0 previous-token (score 50 cos(w(d - s - 1)) + s), 1 decaying with distance and blind to
+    content (score 0.05 s), 2 duplicate-token (content only), 3 uniform. Only head 1 writes."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from analyses.model.tiny import build_tiny
+    from analyses.models import load_model
+
+    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
+    model = GPT2LMHeadModel.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(3)
+    scale = 16 ** -0.5
+    with torch.no_grad():
+        body, d = model.transformer, 64
+        positions = torch.arange(256, dtype=torch.float32)
+        wpe = torch.zeros(256, d)
+        wpe[:, 0] = positions / 256
+        wpe[:, 1], wpe[:, 2] = torch.cos(OMEGA * positions), torch.sin(OMEGA * positions)
+        wpe[:, 63] = -wpe[:, :63].sum(-1)  # rows of zero mean: centring leaves the planted dims alone
+        wte = torch.zeros_like(body.wte.weight)
+        wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
+        wte[:, 62] = -wte[:, :62].sum(-1)
+        body.wpe.weight.copy_(wpe)
+        body.wte.weight.copy_(wte)
+        block = body.h[0]
+        for norm in (block.ln_1, block.ln_2, body.ln_f):
+            norm.weight.fill_(1e4)
+            norm.bias.zero_()
+        w = torch.zeros(d, 3 * d)
+        bias = torch.zeros(3 * d)
+        q, k, v = 0, d, 2 * d
+        # Head 0: q . k = 50 cos(w (d - s - 1)); the ramp adds s (query bias on the key's ramp).
+        w[1, q + 0], w[2, q + 1] = 50 / scale, 50 / scale
+        w[1, k + 0], w[1, k + 1] = math.cos(OMEGA), math.sin(OMEGA)
+        w[2, k + 0], w[2, k + 1] = -math.sin(OMEGA), math.cos(OMEGA)
+        w[0, k + 2], bias[q + 2] = 256.0, 1 / scale
+        # Head 1: score 0.05 s from the query bias and the ramp only.
+        w[0, k + 16], bias[q + 16] = 256.0, 0.05 / scale
+        # Head 2: q . k = 6 e_d . e_s over token dims 16..31.
+        for i in range(16):
+            w[16 + i, q + 32 + i] = w[16 + i, k + 32 + i] = 6 ** 0.5 / scale ** 0.5
+        w[16:48, v + 16:v + 32] = torch.randn(32, 16, generator=generator) / 4
+        block.attn.c_attn.weight.copy_(w)
+        block.attn.c_attn.bias.copy_(bias)
+        c_proj = torch.zeros(d, d)
+        c_proj[16:32, 48:62] = torch.randn(16, 14, generator=generator)
+        block.attn.c_proj.weight.copy_(c_proj)
+        block.attn.c_proj.bias.copy_(0.1 * torch.randn(d, generator=generator))
+    model.save_pretrained(folder)
+    return load_model(str(folder), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return planted_gpt2(tmp_path_factory.mktemp("planted-gpt2"))
+
+
+def word_documents(n_docs: int = 6, n_words: int = 230, seed: int = 0) -> list[Input]:
+    rng = random.Random(seed)
+    return [Input(i, "pile", " ".join(rng.choice(WORDS) for _ in range(n_words)), {"pile_set_name": "words" if i % 2 else "more words"})
+            for i in range(n_docs)]
+
+
+def run(model, inputs, **params):
+    import threading
+
+    chosen = flh.Params(**params)
+    flh.validate(model, inputs, chosen)
+    return flh.run(model, inputs, chosen, no_progress, threading.Event())
+
+
+def rows(result, table):
+    return result.tables[table].to_pylist()
+
+
+def test_planted_heads_get_their_classes(planted):
+    result = run(planted, word_documents(), dest_positions="100,200")
+    classes = {row["head"]: row for row in rows(result, "first_layer_heads_class")}
+    assert [classes[h]["class"] for h in range(4)] == ["detokenization", "contextual", "duplicate-token", "other"]
+    assert classes[0]["width50"] == 1 and classes[0]["local_mass"] > 0.99
+    # Head 1 decays as exp(-0.05 offset): half the mass within ln 2 / 0.05 = 13.9 tokens.
+    assert classes[1]["width50"] == pytest.approx(math.log(2) / 0.05, abs=1.5)
+    assert classes[1]["width90"] == pytest.approx(math.log(10) / 0.05, abs=1.5)
+    assert classes[2]["duplicate_score"] > 5 and max(classes[h]["duplicate_score"] for h in (0, 1, 3)) < 1.5
+    # Content-blind heads have a constant content part, so their normaliser is exactly 1.
+    for head in (0, 1, 3):
+        assert classes[head]["normaliser_median"] == pytest.approx(1.0, abs=1e-5)
+    assert classes[2]["normaliser_median"] > 1.5
+    assert classes[0]["ln_scale_std"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_positional_pattern_equals_attention_on_a_repeated_token(planted):
+    import torch
+
+    result = run(planted, word_documents(2), dest_positions="100,200")
+    pattern = {(r["head"], r["dest_pos"], r["key_offset"]): r["weight"] for r in rows(result, "first_layer_heads_pattern")}
+    tokens = planted.to_tokens(" the" * 230, prepend_bos=False)
+    assert tokens.shape[-1] == 230 and len(set(tokens[0].tolist())) == 1
+    with torch.inference_mode():
+        _, cache = planted.bridge.run_with_cache(tokens)
+    real = cache["blocks.0.attn.hook_pattern"][0]
+    for head in range(4):
+        for dest in (100, 200):
+            expected = real[head, dest, : dest + 1].flip(-1).double()
+            got = torch.tensor([pattern[(head, dest, offset)] for offset in range(dest + 1)], dtype=torch.float64)
+            assert torch.allclose(got, expected, atol=1e-5), (head, dest)
+
+
+def test_measured_and_additive_paths_agree_where_content_is_nil(planted):
+    additive = run(planted, word_documents(4), dest_positions="50,150", method="additive")
+    measured = run(planted, word_documents(4), dest_positions="50,150", method="measured")
+    by_key = {(r["head"], r["dest_pos"], r["key_offset"]): r["weight"] for r in rows(measured, "first_layer_heads_pattern")}
+    compared = 0
+    for row in rows(additive, "first_layer_heads_pattern"):
+        if row["head"] != 2:
+            assert by_key[(row["head"], row["dest_pos"], row["key_offset"])] == pytest.approx(row["weight"], abs=1e-6)
+            compared += 1
+    assert compared == 3 * (51 + 151)
+    # The duplicate-token head is all content: averaging over it is not its positional pattern.
+    assert rows(measured, "first_layer_heads_class")[2]["local_mass"] > rows(additive, "first_layer_heads_class")[2]["local_mass"] + 0.1
+
+
+def test_additive_terms_name_what_shapes_each_head(planted):
+    result = run(planted, word_documents(2), dest_positions="100")
+    spreads = {(r["head"], r["term"]): r["spread"] for r in rows(result, "first_layer_heads_terms")}
+    assert spreads[(0, "position_position")] > 10 * spreads[(0, "token_position")]
+    assert spreads[(1, "query_bias_position")] > 1 and spreads[(1, "position_position")] < 1e-6
+    assert max(spreads[(2, term)] for term in ("token_position", "position_position", "query_bias_position")) < 1e-6
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"layers": "x"}, "layers"), ({"method": "fourier"}, "method"), ({"local_threshold": "2"}, "local_threshold"),
+    ({"dest_positions": ""}, "dest_positions"), ({"normaliser_bin": "0"}, "normaliser_bin"),
+])
+def test_bad_params_are_one_line_errors(raw, message):
+    from analyses.base import parse_params
+
+    with pytest.raises(BadInput, match=message) as caught:
+        parse_params(flh.Params, raw)
+    assert "\n" not in str(caught.value)
+
+
+def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model, monkeypatch):
+    inputs = word_documents(1, 50)
+    with pytest.raises(BadInput, match="layers must be below"):
+        flh.validate(planted, inputs, flh.Params(layers="3"))
+    with pytest.raises(BadInput, match="one token"):
+        flh.validate(planted, inputs, flh.Params(dest_token=" the cat"))
+    with pytest.raises(BadInput, match="additive"):
+        flh.validate(tiny_model, inputs, flh.Params(method="additive"))
+    with pytest.raises(BadInput, match="fits"):
+        flh.validate(tiny_model, inputs, flh.Params(dest_positions="100,250"))
+    monkeypatch.setattr(flh, "MAX_DOCUMENT_TOKENS", 100)
+    with pytest.raises(BadInput, match="at most 100"):
+        flh.validate(planted, word_documents(1, 150), flh.Params())
+
+
+def test_cancel_stops_between_documents(planted):
+    import threading
+
+    from analyses.errors import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        flh.run(planted, word_documents(2), flh.Params(dest_positions="100"), no_progress, cancel)
+
+
+def test_runs_and_stores_on_every_family(family_model, store):
+    from app.runner import RunRequest, execute, prepare
+
+    inputs = tuple(word_documents(3, 60))
+    prepared = prepare(RunRequest("first-layer-heads", inputs, {"dest_positions": "10,40", "layers": "0,1"}))
+    run_id = execute(store, family_model, prepared, no_progress)
+    classes = store.query("SELECT layer, head, class FROM first_layer_heads_class WHERE run_id = ? ORDER BY 1, 2", [run_id]).rows
+    n_heads = family_model.bridge.cfg.n_heads
+    assert len(classes) == 2 * n_heads
+    sums = store.query("SELECT layer, head, dest_pos, sum(weight) FROM first_layer_heads_pattern WHERE run_id = ? GROUP BY ALL", [run_id]).rows
+    assert sums and all(abs(total - 1) < 1e-6 for *_, total in sums)
+
+
+@pytest.mark.integration
+def test_embedded_model_through_the_real_store(embedded_model, store):
+    from analyses.corpus import sample_documents
+    from app.runner import RunRequest, execute, prepare
+
+    inputs, _ = sample_documents(None, 3, seed=0, max_tokens=128)
+    inputs = tuple(inputs)
+    prepared = prepare(RunRequest("first-layer-heads", inputs, {"dest_positions": "60,120"}))
+    run_id = execute(store, embedded_model, prepared, no_progress)
+    classes = store.query("SELECT head, class, width50 FROM first_layer_heads_class WHERE run_id = ? ORDER BY head", [run_id]).rows
+    assert len(classes) == 9 and all(row[1] in ("detokenization", "contextual", "duplicate-token", "other") for row in classes)
+    status = store.query("SELECT status FROM runs WHERE run_id = ?", [run_id]).rows
+    assert status == [("done",)]
+
+
+def test_paths_agree_where_the_positional_part_is_nil(tmp_path):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from analyses.model.tiny import build_tiny
+    from analyses.models import load_model
+
+    folder = build_tiny("gpt2", tmp_path / "no-positions", seed=2, n_layers=1)
+    hf = GPT2LMHeadModel.from_pretrained(folder)
+    with torch.no_grad():
+        hf.transformer.wpe.weight.zero_()
+        hf.transformer.h[0].attn.c_attn.weight.mul_(4)  # content strong enough to matter
+    hf.save_pretrained(folder)
+    model = load_model(str(folder), device="cpu", dtype="float32")
+    # A leading space: the first word is a token like every other, so word order is exchangeable.
+    inputs = [Input(item.input_id, item.source, " " + item.text, item.meta) for item in word_documents(48, 110, seed=5)]
+    additive = run(model, inputs, dest_positions="100", method="additive")
+    measured = run(model, inputs, dest_positions="100", method="measured")
+    # No positional part: the additive pattern is uniform over the 101 visible keys, and real
+    # attention averaged over shuffled content is uniform in expectation.
+    assert all(abs(row["weight"] - 1 / 101) < 1e-9 for row in rows(additive, "first_layer_heads_pattern"))
+    exact = {(r["head"], r["bucket"]): r["mass"] for r in rows(additive, "first_layer_heads_mass")}
+    for row in rows(measured, "first_layer_heads_mass"):
+        assert row["mass"] == pytest.approx(exact[(row["head"], row["bucket"])], abs=0.01), row
+    weights = [row["weight"] for row in rows(measured, "first_layer_heads_pattern")]
+    assert max(abs(101 * weight - 1) for weight in weights) > 0.05  # single offsets do see the content
