@@ -80,16 +80,14 @@ SPEC = AnalysisSpec(
 )
 
 
-def unembedding_directions(model, fold_final_norm: bool):
-    """[d_model, vocab] float32 unit columns of the unembedding (optionally gain-scaled)."""
+def unembedding_directions(weights, fold_final_norm: bool):
+    """[d_model, vocab] float32 unit columns of the unembedding (optionally scaled by the final
+    norm's gain as applied, e.g. Gemma's 1 + w)."""
     import torch
 
-    w_u = model.bridge.W_U.detach().float()
+    w_u = weights.W_U
     if fold_final_norm:
-        gain = getattr(model.bridge.original_model.model.norm, "weight", None)
-        if gain is None:
-            raise BadInput(f"model {model.name!r}: its final norm has no gain to fold; use fold_final_norm=false")
-        w_u = w_u * gain.detach().float()[:, None]
+        w_u = w_u * weights.ln_final.weight[:, None]
     return w_u / w_u.norm(dim=0, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
@@ -130,15 +128,18 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     n_layers = model.n_layers
     columns = {"layer": [], "neuron": [], "skew": [], "kurtosis": [], "neuron_class": []}
     counts = {"layer": [], "relative_depth": [], "neuron_class": [], "n_neurons": [], "fraction": []}
+    from analyses.model.weights import model_weights
+
     with torch.inference_mode():
-        directions = unembedding_directions(model, params.fold_final_norm)
+        weights = model_weights(model)
+        directions = unembedding_directions(weights, params.fold_final_norm)
         chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
         chosen = layer_list(params.layers, n_layers)
         for index, layer in enumerate(chosen):
             if cancel.is_set():
                 raise Cancelled("cancelled")
             progress(index, len(chosen), f"layer {layer}")
-            w_out = model.bridge.blocks[layer].mlp.W_out.detach()
+            w_out = weights.layers[layer].W_out
             skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
             labels = classify(skew, kurtosis, params)
             n_neurons = skew.shape[0]

@@ -83,7 +83,7 @@ def test_shapes_and_family_facts(family_model):
     assert layer.W_O.shape[0] == n_heads and layer.W_O.shape[2] == d_model
     assert layer.W_K.shape == layer.W_V.shape and n_heads % layer.n_kv_heads == 0
     assert layer.W_in.shape == (d_model, layer.W_out.shape[0])
-    expected = {"gpt2": (False, False), "neox": (True, True), "gptj": (True, True), "llama": (True, False), "gemma3": (True, False)}
+    expected = {"gpt2": (False, False), "neox": (True, True), "gptj": (True, True), "phi": (True, True), "llama": (True, False), "gemma3": (True, False)}
     has_rotary, parallel = expected[weights.family]
     assert (layer.rotary is not None) == has_rotary and weights.parallel == parallel
     assert (weights.W_pos is None) == has_rotary

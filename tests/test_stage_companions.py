@@ -73,8 +73,11 @@ def test_component_norms_match_cached_outputs_without_the_first_position(family_
 def test_cosine_moments_match_numpy(tiny_model):
     import numpy as np
 
-    directions = neuron_classes.unembedding_directions(tiny_model, fold_final_norm=True)
-    w_out = tiny_model.bridge.blocks[0].mlp.W_out.detach()[:5]
+    from analyses.model.weights import model_weights
+
+    weights = model_weights(tiny_model)
+    directions = neuron_classes.unembedding_directions(weights, fold_final_norm=True)
+    w_out = weights.layers[0].W_out[:5]
     skew, kurtosis = neuron_classes.cosine_moments(w_out, directions, chunk_rows=2)
     weights = w_out.double().numpy()
     cosines = (weights / np.linalg.norm(weights, axis=1, keepdims=True)) @ directions.double().numpy()
@@ -100,13 +103,17 @@ def test_planted_prediction_and_suppression_neurons_are_classified():
     assert kurtosis[0].item() > 10 and abs(kurtosis[2].item() - 3.0) < 0.5
 
 
-def test_neuron_classes_run_counts_every_neuron(tiny_model, cancel):
-    result = neuron_classes.run(tiny_model, [], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
+def test_neuron_classes_run_counts_every_neuron_on_every_family(family_model, cancel):
+    from analyses.model.adapters import unwrap
+
+    hf = unwrap(family_model.bridge.original_model)
+    d_mlp = getattr(hf.config, "intermediate_size", None) or getattr(hf.config, "n_inner", None) or 4 * family_model.d_model
+    result = neuron_classes.run(family_model, [], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
     neurons = result.tables["neuron_classes"]
     counts = result.tables["neuron_class_counts"].to_pylist()
-    assert neurons.num_rows == 3 * 128
+    assert neurons.num_rows == 3 * d_mlp
     for layer in range(3):
-        assert sum(r["n_neurons"] for r in counts if r["layer"] == layer) == 128
+        assert sum(r["n_neurons"] for r in counts if r["layer"] == layer) == d_mlp
 
 
 @pytest.mark.integration

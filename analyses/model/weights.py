@@ -278,18 +278,42 @@ def _llama_like(hf: Any, family: str) -> ModelWeights:
                         _f(head.weight).T.contiguous(), _f(getattr(head, "bias", None)), False)
 
 
-_READERS = {"gpt2": _gpt2, "gpt_neox": _neox, "gptj": _gptj}
+def _phi(hf: Any) -> ModelWeights:
+    config, body = hf.config, _sub(hf, "model")
+    n = config.num_attention_heads
+    k = getattr(config, "num_key_value_heads", None) or n
+    d_head = config.hidden_size // n
+    rotary_emb = _sub(body, "rotary_emb")
+    rotary = Rotary(_f(rotary_emb.inv_freq), 2 * rotary_emb.inv_freq.numel(), "half", float(getattr(rotary_emb, "attention_scaling", 1.0)))
+    layers = []
+    for block in _sub(body, "layers"):
+        block = _unwrap(block)
+        attn, mlp = _sub(block, "self_attn"), _sub(block, "mlp")
+        q, k_proj, v, dense = (_sub(attn, name) for name in ("q_proj", "k_proj", "v_proj", "dense"))
+        fc1, fc2 = _sub(mlp, "fc1"), _sub(mlp, "fc2")
+        ln = _layernorm(_sub(block, "input_layernorm"))
+        layers.append(LayerWeights(
+            _heads_in(_f(q.weight), n), _heads_in(_f(k_proj.weight), k), _heads_in(_f(v.weight), k), _heads_out(_f(dense.weight), n),
+            _bias_heads(q.bias, n), _bias_heads(k_proj.bias, k), _bias_heads(v.bias, k), _f(dense.bias), None, None,
+            d_head ** -0.5, None, rotary, _f(fc1.weight).T.contiguous(), None, _f(fc1.bias), _f(fc2.weight).T.contiguous(),
+            _f(fc2.bias), _activation(config), ln, ln, None, None,
+        ))
+    head = _sub(hf, "lm_head")
+    return ModelWeights("phi", _f(_sub(body, "embed_tokens").weight), None, 1.0, tuple(layers), _layernorm(_sub(body, "final_layernorm")),
+                        _f(head.weight).T.contiguous(), _f(getattr(head, "bias", None)), True)
+
+
+_READERS = {"gpt2": _gpt2, "neox": _neox, "gptj": _gptj, "phi": _phi}
 
 
 def family_of(hf: Any) -> str:
-    model_type = hf.config.model_type
-    if model_type in _READERS:
-        return {"gpt_neox": "neox"}.get(model_type, model_type)
-    if model_type.startswith("gemma3"):
-        return "gemma3"
-    if model_type in ("llama", "mistral", "qwen2"):
-        return "llama"
-    raise BadInput(f"no weights reader for model type {model_type!r}; known: gpt2, gpt_neox, gptj, llama, gemma3")
+    """The family of a bare HF causal LM (the adapters' table: one list of supported architectures)."""
+    from analyses.model.adapters import FAMILY_OF_ARCHITECTURE, SUPPORTED
+
+    architecture = type(_unwrap(hf)).__name__
+    if architecture not in FAMILY_OF_ARCHITECTURE:
+        raise BadInput(f"architecture {architecture} is not supported; supported: {SUPPORTED}")
+    return FAMILY_OF_ARCHITECTURE[architecture]
 
 
 def model_weights(model: Any) -> ModelWeights:
@@ -299,8 +323,8 @@ def model_weights(model: Any) -> ModelWeights:
     hf = getattr(getattr(model, "bridge", None), "original_model", model)
     family = family_of(hf)
     with torch.no_grad():
-        if hf.config.model_type in _READERS:
-            return _READERS[hf.config.model_type](hf)
+        if family in _READERS:
+            return _READERS[family](hf)
         return _llama_like(hf, family)
 
 
