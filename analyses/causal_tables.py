@@ -98,8 +98,7 @@ class Collector:
         begin, end = where.subject_range
         draws = causal_engine.noise_draws(params.samples, end - begin, model.d_model, params.rome_compatible, params.seed, item.input_id)
         setup = causal_engine.TraceSetup(tokens, where.subject_range, answer_id, torch.from_numpy(draws) * noise_std)
-        tracer = causal_engine.trace_fast if params.method == "fast" else causal_engine.trace_naive
-        output = tracer(model, setup, self.kinds, params.window, progress, cancel)
+        output = causal_engine.trace_fast(model, setup, self.kinds, params.window, progress, cancel)
         expected = item.meta.get("answer") or params.answer
         correct = None
         if expected:

@@ -16,7 +16,6 @@ from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 SIGMA_SOURCES = ("subject", "embedding")
-METHODS = ("fast", "naive")
 SUBJECT_MARK = (
     "k.pos >= (SELECT c.subject_start FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id) "
     "AND k.pos < (SELECT c.subject_end FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id)"
@@ -36,7 +35,6 @@ class Params:
     seed: int = param(0, "noise seed (not used in rome_compatible mode)")
     rome_compatible: bool = param(False, "ROME's noise: numpy RandomState(1) reseeded per trace, float64 draws")
     threshold: float = param(0.01, "prompts with high - low below this are left out of the bucket averages")
-    method: str = param("fast", "fast (cached, batched, exact) or naive (one forward per cell, the reference)")
     prepend_bos: str = param("auto", BOS_DOC)
 
     def kind_list(self) -> tuple[str, ...]:
@@ -57,8 +55,6 @@ class Params:
             raise BadInput("parameters 'noise' and 'sigma' must not be negative")
         if self.sigma_source not in SIGMA_SOURCES:
             raise BadInput(f"parameter 'sigma_source' takes {' or '.join(SIGMA_SOURCES)}, not {self.sigma_source!r}")
-        if self.method not in METHODS:
-            raise BadInput(f"parameter 'method' takes {' or '.join(METHODS)}, not {self.method!r}")
 
 
 def _heatmap(kind: str) -> Chart:
@@ -181,5 +177,5 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
 
         collected.add(item, where, params.noise * sigma, input_progress, cancel)
     progress(len(inputs), len(inputs), "done")
-    notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": params.method}
+    notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": "fast (exact; the naive reference is in the tests and benchmarks)"}
     return collected.result(notes)
