@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 from analyses.errors import BadInput
 
 # "weights": the analysis reads the model only and takes no input; the first kind is the default.
-INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile")
+INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
 CHART_KINDS = ("heatmap", "line", "table")
 
 
@@ -123,6 +123,7 @@ REGISTRY: dict[str, str] = {
     "neuron-classes": "analyses.neuron_classes",
     "truncation": "analyses.truncation",
     "causal-trace": "analyses.causal_trace",
+    "fact-lookup": "analyses.fact_lookup",
 }
 
 
