@@ -150,6 +150,8 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
     heads = store.query("SELECT count(*) FROM fact_lookup_heads WHERE run_id = ?", [run_id]).rows[0][0]
     assert heads == n_layers * family_model.bridge.cfg.n_heads
     assert store.run_row(run_id)["status"] == "done"
+    unknown = store.query("SELECT count(*) FROM fact_lookup_hidden WHERE run_id = ? AND hidden_through >= 0 AND accuracy IS NULL", [run_id]).rows[0][0]
+    assert (unknown > 0) == (family_of(family_model) == "gptj")
 
 
 def test_too_few_entities_per_value_is_refused_before_the_run(tiny_model):

@@ -2,6 +2,7 @@
 then probes and tables. Every pass is batched over the whole table (or the intervention subset)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from analyses.base import CancelEvent, Input, Progress, Result
@@ -126,13 +127,18 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     for through in [-1] + hide_through:
         if through == -1:
             scored = baseline
+        elif not hiding_works:
+            scored = None
         else:
             state = torch.zeros(1, n, model.d_model)
             spec = [(f"blocks.{layer}.attn.hook_pattern", lambda batch: engine.hide_name_hook(batch)) for layer in range(through + 1)]
             spec.append((engine.SITE_HOOKS["resid_post"].format(layer=concat_layer), lambda batch: engine.capture_hook(state, 0, batch, "last_name")))
-            engine.run_batches(model, all_batches, engine.hooks_for(spec), None, cancel, tick, stop_at_layer=concat_layer + 1)
-            if through == 0 and multi.any() and torch.equal(state[0][multi], clean["resid_post"][concat_layer][multi]):
-                hiding_works = False
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                engine.run_batches(model, all_batches, engine.hooks_for(spec), None, cancel, tick, stop_at_layer=concat_layer + 1)
+            discarded = any("discarded" in str(item.message) for item in caught)
+            unchanged = multi.any() and torch.equal(state[0][multi], clean["resid_post"][concat_layer][multi])
+            hiding_works = not (discarded or (through == 0 and unchanged))
             scored = probes.score(state[0].numpy(), labels, params.folds, params.c, params.seed) if hiding_works else None
         for measure in ("probe", "control"):
             value = float("nan") if scored is None else (scored.accuracy if measure == "probe" else scored.control)
