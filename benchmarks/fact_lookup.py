@@ -27,8 +27,13 @@ def naive(model, encoded) -> "object":
             tokens = torch.tensor([ids])
             for layer in range(n_layers):
                 captured = {}
-                hook = (f"blocks.{layer}.hook_resid_post", lambda act, hook: captured.setdefault("act", act[0, encoded.last_name_pos[row]].float().clone()))
-                model.bridge.run_with_hooks(tokens, fwd_hooks=[hook], use_cache=False, stop_at_layer=layer + 1)
+
+                def keep(act, hook, row=row):
+                    captured["act"] = act[0, encoded.last_name_pos[row]].float().clone()
+
+                hook = (f"blocks.{layer}.hook_resid_post", keep)
+                stop = {"stop_at_layer": layer + 1} if layer + 1 < n_layers else {}
+                model.bridge.run_with_hooks(tokens, fwd_hooks=[hook], use_cache=False, **stop)
                 states[layer, row] = captured["act"]
     return states
 

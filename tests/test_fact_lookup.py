@@ -139,7 +139,7 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
     from analyses import fact_lookup
 
     inputs = tuple(entity_inputs(small_table(4)))
-    params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5)
+    params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)
     run_id = execute(store, family_model, Prepared(fact_lookup, params, inputs), lambda *a: None)
     n_layers = family_model.n_layers
     counts = dict(store.query(

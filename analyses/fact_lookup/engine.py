@@ -101,7 +101,8 @@ def run_batches(model, batches: list[Batch], hooks_of: Hooks, answer_ids: Sequen
         for batch in batches:
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            kwargs = {"stop_at_layer": stop_at_layer} if stop_at_layer is not None else {}
+            # The bridge fails when asked to stop after the last block; that is a full forward anyway.
+            kwargs = {"stop_at_layer": stop_at_layer} if stop_at_layer is not None and stop_at_layer < model.n_layers else {}
             logits = model.bridge.run_with_hooks(batch.tokens, attention_mask=batch.mask, fwd_hooks=hooks_of(batch), use_cache=False, **kwargs)
             if answer_ids is not None:
                 final = logits[torch.arange(len(batch.rows)), batch.final].double().log_softmax(-1)
