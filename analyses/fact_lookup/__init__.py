@@ -50,7 +50,8 @@ class Params:
 
 
 def _line(title: str, table: str, value: str, x: str, series: str, where: str = "", vmin: float | None = None, vmax: float | None = None) -> Chart:
-    return Chart("line", title, table, value, x=x, series=series, where=where, per_input=False, vmin=vmin, vmax=vmax)
+    # y is unused by line charts; it names a real column so that the SPEC stays checkable.
+    return Chart("line", title, table, value, x=x, y=x, series=series, where=where, per_input=False, vmin=vmin, vmax=vmax)
 
 
 SPEC = AnalysisSpec(
