@@ -148,8 +148,8 @@ class Recombined:
 
 def recombine(names: list[str], known: set[str] | None = None) -> list[Recombined]:
     """One made-up name per two-part name i: its first name with the last name of the next
-    two-part name whose combination is no known name (cyclic shift, so every first and last name
-    is used once). ``known`` defaults to the names themselves."""
+    two-part name (cyclically) such that the result is no known name, no (first, last) pair of the
+    table and not made up already. ``known`` defaults to the names themselves."""
     known = set(names) if known is None else known
     parts = [(index, split_name(name)) for index, name in enumerate(names)]
     usable = [(index, split) for index, split in parts if split is not None]

@@ -26,7 +26,13 @@ def head_out_weights(model, layer: int, n_heads: int) -> Any:
     return weight.reshape(n_heads, -1, weight.shape[-1])
 
 
+def batch_count(rows: int, batch_size: int) -> int:
+    return -(-rows // batch_size)
+
+
 class Ticker:
+    """Progress counted in forward batches, with the current stage as the note."""
+
     def __init__(self, progress: Progress, total: int) -> None:
         self.progress, self.total, self.done, self.note = progress, total, 0, ""
 
@@ -77,8 +83,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     hide_through = list(range(0, concat_layer + 1, step))
     k = n if params.intervention_entities == 0 else min(n, params.intervention_entities)
     subset = sorted({int(i) for i in np.linspace(0, n - 1, k).round()})
-    n_batches = lambda count: -(-count // bs)  # noqa: E731
-    tick = Ticker(progress, n_batches(n) * (1 + len(hide_through)) + n_batches(len(fake)) + n_batches(len(subset)) * 2 * len(ablate_layers))
+    tick = Ticker(progress, batch_count(n, bs) * (1 + len(hide_through)) + batch_count(len(fake), bs) + batch_count(len(subset), bs) * 2 * len(ablate_layers))
 
     tick.note = "clean pass"
     sites = ("resid_post", "attn_out", "mlp_out", "neurons", "concat", "final_attn", "z", "final_resid")
