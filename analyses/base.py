@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 from analyses.errors import BadInput
 
 # "weights": the analysis reads the model only and takes no input; the first kind is the default.
-INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile")
+INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
 CHART_KINDS = ("heatmap", "line", "table")
 
 
@@ -125,6 +125,7 @@ REGISTRY: dict[str, str] = {
     "causal-trace": "analyses.causal_trace",
     "first-layer-heads": "analyses.first_layer_heads",
     "contextual-neurons": "analyses.contextual_neurons",
+    "fact-lookup": "analyses.fact_lookup",
 }
 
 

@@ -104,6 +104,10 @@ def build_inputs(choice: InputChoice, input_kinds: tuple[str, ...]) -> tuple[tup
             raise BadInput(f"max tokens must be at least 1, not {choice.max_tokens}")
         inputs, malformed = sample_documents(choice.path or None, choice.n_docs, choice.seed, choice.set_name, max_tokens=choice.max_tokens)
         return tuple(inputs), malformed
+    if kind == "entities":
+        from analyses.entities import entity_inputs, load_entities
+
+        return tuple(entity_inputs(load_entities(choice.path or None))), 0
     return tuple(prompt_inputs(choice.prompt)), 0
 
 

@@ -69,16 +69,16 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
 
 
 def build_inputs(args) -> tuple:
-    """The inputs of `iwb run`: one of --prompt, --prompts, --pile, or, with none, the analysis'
+    """The inputs of `iwb run`: one of --prompt, --prompts, --pile, --entities, or, with none, the analysis'
     first input kind (a corpus-first analysis samples the shipped default corpus)."""
     from analyses import corpus
 
-    given = [name for name in ("prompt", "prompts", "pile") if getattr(args, name) is not None]
+    given = [name for name in ("prompt", "prompts", "pile", "entities") if getattr(args, name) is not None]
     if len(given) > 1:
-        raise BadInput("give only one of --prompt, --prompts and --pile")
-    kind = {"prompt": "prompt", "prompts": "prompt_set", "pile": "pile"}[given[0]] if given else None
+        raise BadInput("give only one of --prompt, --prompts, --pile and --entities")
+    kind = {"prompt": "prompt", "prompts": "prompt_set", "pile": "pile", "entities": "entities"}[given[0]] if given else None
     choice = corpus.InputChoice(
-        kind, args.prompt, args.prompts or args.pile, args.n_docs, args.max_tokens, args.seed, args.pile_set
+        kind, args.prompt, args.prompts or args.pile or args.entities, args.n_docs, args.max_tokens, args.seed, args.pile_set
     )
     inputs, malformed = corpus.build_inputs(choice, tuple(get_analysis(args.analysis).SPEC.input_kinds))
     if malformed:
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", help="a prompt to analyse")
     run.add_argument("--prompts", help="a prompt-set file (CSV or JSONL: prompt, subject, answer, category)")
     run.add_argument("--pile", help="a Pile-format corpus: .jsonl, .jsonl.gz, .jsonl.zst, .parquet or .txt file, or a Hugging Face dataset name (default for document-only analyses: the shipped sample)")
+    run.add_argument("--entities", help="an entity table (CSV or JSONL: entity, attribute, optional template with {entity}); default for fact-lookup: the shipped athletes")
     run.add_argument("--pile-set", help="only documents whose meta.pile_set_name is this")
     run.add_argument("--n-docs", type=int, default=8, help="documents to sample from the corpus (default 8)")
     run.add_argument("--max-tokens", type=int, help="tokens kept per document")

@@ -5,7 +5,7 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
-from analyses.base import analysis_names, get_analysis, param, param_infos, parse_params
+from analyses.base import INPUT_KINDS, analysis_names, get_analysis, param, param_infos, parse_params
 from analyses.errors import BadInput
 
 
@@ -22,7 +22,7 @@ def test_every_registered_analysis_honours_the_contract():
         module = get_analysis(name)
         spec = module.SPEC
         assert spec.name == name and spec.title and spec.description
-        assert spec.input_kinds and set(spec.input_kinds) <= {"weights", "prompt", "prompt_set", "pile"}
+        assert spec.input_kinds and set(spec.input_kinds) <= set(INPUT_KINDS)
         assert callable(module.run)
         table_names = {table.name for table in spec.tables}
         for chart in spec.charts:

@@ -17,7 +17,7 @@ from app.runner import RunRequest, prepare
 from app.tui.events import JobState
 from app.tui.widgets.param_form import ParamForm
 
-SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)"}
+SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)", "entities": "entity table (empty path: shipped athletes)"}
 
 
 def model_options(current: str) -> list[tuple[str, str]]:
@@ -117,7 +117,7 @@ class ProbeScreen(Screen):
     def show_source_fields(self) -> None:
         kind = self.query_one("#source", Select).value
         self.query_one("#prompt", TextArea).display = kind == "prompt"
-        self.query_one("#source-path", Input).display = kind in ("prompt_set", "pile")
+        self.query_one("#source-path", Input).display = kind in ("prompt_set", "pile", "entities")
         self.query_one("#n-docs", Input).display = kind == "pile"
         self.query_one("#max-tokens", Input).display = kind == "pile"
 

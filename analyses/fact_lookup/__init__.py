@@ -1,0 +1,95 @@
+"""Fact lookup: where a model turns a multi-token name into a linear representation of its facts.
+
+Over an entity table (e.g. athletes and their sport, one-shot prompts), at the last token of the
+name: per-layer linear probes for the attribute (k-fold held-out accuracy, random-label control,
+majority baseline); token concatenation (attention from the last name token to the earlier ones,
+and probe accuracy with them hidden from attention in layers 0..L); localisation (mean-ablate
+the MLP or attention output at the last name token per layer: drop in log p(correct) and top-1);
+known vs made-up names (MLP output norm); non-linearity of the neurons that write along the probe
+directions (AND score); extraction (heads reading the name from the final token, direct effect).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, param
+from analyses.errors import BadInput
+from analyses.fact_lookup.tables import TABLES
+
+SITES = ("resid_post", "attn_out", "mlp_out")
+COMPONENTS = ("mlp", "attn")
+
+
+@dataclass(frozen=True)
+class Params:
+    folds: int = param(5, "k of the stratified k-fold split; every attribute value needs at least k entities")
+    sites: str = param("resid_post", "probed sites at the last name token, comma-separated: resid_post, attn_out, mlp_out")
+    c: float = param(1.0, "inverse L2 regularisation of the logistic-regression probe")
+    seed: int = param(0, "seed of the folds and of the random-label control")
+    batch_size: int = param(32, "prompts per padded batch")
+    intervention_entities: int = param(96, "entities used for the ablations (evenly spread over the table; 0 = all)")
+    layer_stride: int = param(1, "ablate and hide every n-th layer only (1 = every layer)")
+    concat_layer: int | None = param(None, "layer whose resid_post is probed with the earlier name tokens hidden (default n_layers // 2)")
+    n_neurons: int = param(5, "neurons per layer scored for non-linearity (those best aligned with the probe directions)")
+    prepend_bos: bool = param(False, "prepend the tokenizer's BOS token (the embedded model's own tokenizer adds none)")
+
+    def site_list(self) -> tuple[str, ...]:
+        return tuple(part.strip() for part in self.sites.split(",") if part.strip())
+
+    def check(self) -> None:
+        sites = self.site_list()
+        if not sites or any(site not in SITES for site in sites) or len(set(sites)) != len(sites):
+            raise BadInput(f"parameter 'sites' takes a comma-separated subset of {', '.join(SITES)}, not {self.sites!r}")
+        if self.folds < 2:
+            raise BadInput(f"parameter 'folds' must be at least 2, not {self.folds}")
+        for name in ("batch_size", "layer_stride", "n_neurons"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"parameter {name!r} must be at least 1, not {getattr(self, name)}")
+        if self.intervention_entities < 0 or self.c <= 0:
+            raise BadInput("parameter 'intervention_entities' must not be negative and 'c' must be positive")
+
+
+def _line(title: str, table: str, value: str, x: str, series: str, where: str = "", vmin: float | None = None, vmax: float | None = None) -> Chart:
+    # y is unused by line charts; it names a real column so that the SPEC stays checkable.
+    return Chart("line", title, table, value, x=x, y=x, series=series, where=where, per_input=False, vmin=vmin, vmax=vmax)
+
+
+SPEC = AnalysisSpec(
+    name="fact-lookup",
+    title="Fact lookup (multi-token names)",
+    description=(
+        "Over an entity table (default: athletes and their sport), at the last token of the name: "
+        "per-layer logistic-regression probes for the attribute with a random-label control; "
+        "attention from the last name token to the earlier ones, and probes with those hidden; "
+        "mean ablation of MLP and attention outputs there; MLP output norms of known against "
+        "recombined names; AND-like neurons; heads moving the attribute to the final token."
+    ),
+    input_kinds=("entities",),
+    tables=TABLES,
+    charts=(
+        _line("Probe accuracy at the last name token (resid_post, held-out) by layer", "fact_lookup_probe", "accuracy", "layer", "measure", "site = 'resid_post'", 0.0, 1.0),
+        _line("Mean-ablation at the last name token: drop in log p(correct) by layer", "fact_lookup_ablation", "logprob_drop", "layer", "component"),
+        _line("MLP output norm at the last name token: known vs made-up names", "fact_lookup_norms", "mean_norm", "layer", "names"),
+        Chart("heatmap", "Attention from the last name token to the earlier name tokens (layer x head)", "fact_lookup_concat", "attention", x="head", y="layer", per_input=False),
+        _line("Probe accuracy with the earlier name tokens hidden in layers 0..L", "fact_lookup_hidden", "accuracy", "hidden_through", "measure", "", 0.0, 1.0),
+        Chart("table", "Heads reading the name from the final token (by direct effect)", "fact_lookup_heads", "direct_effect", per_input=False, order="direct_effect DESC", limit=12),
+    ),
+)
+
+
+def validate(model, inputs: list[Input], params: Params) -> None:
+    """Refuse, before anything is stored, tables a probe cannot be fitted on and bad answer tokens."""
+    from analyses.entities import check_counts, entities_of_inputs
+    from analyses.fact_lookup.engine import answer_token_ids
+
+    entities = entities_of_inputs(inputs)
+    check_counts([entity.value for entity in entities], params.folds)
+    answer_token_ids(model.tokenizer, sorted({entity.value for entity in entities}))
+    if params.concat_layer is not None and not 0 <= params.concat_layer < model.n_layers:
+        raise BadInput(f"parameter 'concat_layer' must be in 0..{model.n_layers - 1}, not {params.concat_layer}")
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses.fact_lookup.lookup import compute
+
+    return compute(model, inputs, params, progress, cancel)

@@ -1,0 +1,164 @@
+"""fact-lookup on tiny random models: batched states and ablations against independent HF
+computations, hiding the earlier name tokens, a planted attribute, and runs stored per family."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from analyses.entities import ALL_ATHLETES, Entity, entity_inputs, load_entities
+from analyses.errors import BadInput
+from analyses.fact_lookup import Params, engine
+from analyses.fact_lookup.lookup import compute
+
+# Where each family's MLP / attention output enters the residual stream, as HF module paths.
+RESIDUAL_WRITERS = {
+    "gpt2": ("transformer.h.{layer}.mlp", "transformer.h.{layer}.attn"),
+    "neox": ("gpt_neox.layers.{layer}.mlp", "gpt_neox.layers.{layer}.attention"),
+    "gptj": ("transformer.h.{layer}.mlp", "transformer.h.{layer}.attn"),
+    "llama": ("model.layers.{layer}.mlp", "model.layers.{layer}.self_attn"),
+    "gemma3": ("model.layers.{layer}.post_feedforward_layernorm", "model.layers.{layer}.post_attention_layernorm"),
+}
+
+
+def family_of(model) -> str:
+    kind = model.bridge.original_model.config.model_type
+    return {"gpt2": "gpt2", "gpt_neox": "neox", "gptj": "gptj", "llama": "llama", "gemma3_text": "gemma3"}[kind]
+
+
+def small_table(n_per_value: int = 6) -> list[Entity]:
+    everyone = load_entities(str(ALL_ATHLETES))
+    table = []
+    for value in ("baseball", "basketball", "football"):
+        table += [e for e in everyone if e.value == value][:n_per_value]
+    return table
+
+
+def hf_reference(model):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model.location, attn_implementation="eager", dtype=torch.float32).eval()
+
+
+def reference_logprobs(hf, ids, answer_ids, module_path=None, position=None, value=None):
+    """One unpadded HF forward; with module_path, that module's output at position replaced by value."""
+    handle = None
+    if module_path is not None:
+        def replace(module, args, output):
+            tensor = output[0] if isinstance(output, tuple) else output
+            tensor = tensor.clone()
+            tensor[0, position] = value
+            return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+        handle = hf.get_submodule(module_path).register_forward_hook(replace)
+    try:
+        with torch.inference_mode():
+            logits = hf(torch.tensor([ids])).logits[0, -1].double()
+    finally:
+        if handle is not None:
+            handle.remove()
+    return logits.log_softmax(-1)[answer_ids]
+
+
+def test_batched_clean_and_ablated_runs_equal_unpadded_hf_runs(family_model):
+    model, family = family_model, family_of(family_model)
+    entities = small_table(2)
+    answer_ids = engine.answer_token_ids(model.tokenizer, ["baseball", "basketball", "football"])
+    encoded = engine.encode(model.tokenizer, [e.prompt for e in entities], [e.name_span for e in entities], False)
+    batches = engine.make_batches(encoded, list(range(len(entities))), 4, 2, "cpu")
+    assert len({len(ids) for ids in encoded.ids}) > 1  # padding is exercised
+    hf = hf_reference(model)
+    clean = engine.run_batches(model, batches, lambda batch: [], answer_ids, threading.Event(), lambda: None)
+    layer = 1
+    mean = torch.randn(model.d_model) * 0.5
+    for slot, (site, path) in enumerate(zip(("mlp_out", "attn_out"), RESIDUAL_WRITERS[family])):
+        hook_name = engine.SITE_HOOKS[site].format(layer=layer)
+        ablated = engine.run_batches(model, batches, lambda batch: [(hook_name, engine.replace_hook(mean, batch))], answer_ids, threading.Event(), lambda: None)
+        for row, ids in enumerate(encoded.ids):
+            if slot == 0:
+                assert torch.allclose(clean[row], reference_logprobs(hf, ids, answer_ids), atol=1e-4)
+            expected = reference_logprobs(hf, ids, answer_ids, path.format(layer=layer), encoded.last_name_pos[row], mean)
+            assert torch.allclose(ablated[row], expected, atol=1e-4), (family, site, row)
+            assert not torch.allclose(ablated[row], clean[row], atol=1e-6)
+
+
+def test_hiding_the_first_name_makes_the_last_name_state_independent_of_it(family_model):
+    """With the earlier name tokens hidden from the last one in every layer up to L, swapping the
+    first name (same token count) leaves the last name token's state at L unchanged."""
+    model = family_model
+    if family_of(model) == "gptj":
+        pytest.skip("GPT-J's pattern hook is read-only in transformer_lens 4.3 (the run records NaN)")
+    template = "Fact: {entity} plays the sport of"
+    names = ["Mike Ruth", "John Ruth"]
+    entities = [Entity(name, "baseball", template) for name in names]
+    encoded = engine.encode(model.tokenizer, [e.prompt for e in entities], [e.name_span for e in entities], False)
+    assert len(encoded.ids[0]) == len(encoded.ids[1]) and encoded.ids[0][-5:] == encoded.ids[1][-5:]
+    layer = model.n_layers - 1
+    batches = engine.make_batches(encoded, [0, 1], 2, 2, "cpu")
+    states = {}
+    for hide in (False, True):
+        state = torch.zeros(1, 2, model.d_model)
+        spec = [(f"blocks.{l}.attn.hook_pattern", lambda batch: engine.hide_name_hook(batch)) for l in range(layer + 1)] if hide else []
+        spec.append((engine.SITE_HOOKS["resid_post"].format(layer=layer), lambda batch: engine.capture_hook(state, 0, batch, "last_name")))
+        engine.run_batches(model, batches, engine.hooks_for(spec), None, threading.Event(), lambda: None, stop_at_layer=layer + 1)
+        states[hide] = state[0]
+    assert not torch.allclose(states[False][0], states[False][1], atol=1e-5)
+    assert torch.allclose(states[True][0], states[True][1], atol=1e-5)
+
+
+def test_a_planted_attribute_is_found_and_the_control_stays_at_chance(tiny_model):
+    """Labels drawn at random; each label's direction added to the embedding of the last name token."""
+    model = tiny_model
+    everyone = load_entities(str(ALL_ATHLETES))
+    encoded = engine.encode(model.tokenizer, [e.prompt for e in everyone], [e.name_span for e in everyone], False)
+    last_tokens = [encoded.ids[i][encoded.last_name_pos[i]] for i in range(len(everyone))]
+    rng = np.random.default_rng(0)
+    label_of_token = {token: int(rng.integers(0, 2)) for token in sorted(set(last_tokens))}
+    planted = [Entity(e.name, ("left", "right")[label_of_token[t]], e.template) for e, t in zip(everyone[::3], last_tokens[::3])]
+    embed = model.bridge.original_model.get_input_embeddings().weight
+    saved = embed.detach().clone()
+    directions = torch.randn(2, model.d_model) * 0.2
+    try:
+        with torch.no_grad():
+            for token, label in label_of_token.items():
+                embed[token] += directions[label]
+        result = compute(model, entity_inputs(planted), Params(folds=3, intervention_entities=6, n_neurons=2), lambda *a: None, threading.Event())
+    finally:
+        with torch.no_grad():
+            embed.copy_(saved)
+    probe = result.tables["fact_lookup_probe"].to_pylist()
+    by = {(r["layer"], r["measure"]): r["accuracy"] for r in probe}
+    for layer in range(model.n_layers):
+        assert by[(layer, "probe")] > 0.9
+        assert by[(layer, "control")] < by[(layer, "majority")] + 0.15
+
+
+def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
+    from app.runner import Prepared, execute
+    from analyses import fact_lookup
+
+    inputs = tuple(entity_inputs(small_table(4)))
+    params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)
+    run_id = execute(store, family_model, Prepared(fact_lookup, params, inputs), lambda *a: None)
+    n_layers = family_model.n_layers
+    counts = dict(store.query(
+        "SELECT 'probe', count(*) FROM fact_lookup_probe WHERE run_id = ? UNION ALL SELECT 'ablation', count(*) FROM fact_lookup_ablation WHERE run_id = ? "
+        "UNION ALL SELECT 'norms', count(*) FROM fact_lookup_norms WHERE run_id = ? UNION ALL SELECT 'entities', count(*) FROM fact_lookup_entities WHERE run_id = ?",
+        [run_id] * 4).rows)
+    assert counts == {"probe": 3 * n_layers, "ablation": 2 * n_layers, "norms": 2 * n_layers, "entities": 12}
+    heads = store.query("SELECT count(*) FROM fact_lookup_heads WHERE run_id = ?", [run_id]).rows[0][0]
+    assert heads == n_layers * family_model.bridge.cfg.n_heads
+    assert store.run_row(run_id)["status"] == "done"
+    unknown = store.query("SELECT count(*) FROM fact_lookup_hidden WHERE run_id = ? AND hidden_through >= 0 AND accuracy IS NULL", [run_id]).rows[0][0]
+    assert (unknown > 0) == (family_of(family_model) == "gptj")
+
+
+def test_too_few_entities_per_value_is_refused_before_the_run(tiny_model):
+    from analyses import fact_lookup
+
+    inputs = entity_inputs(small_table(2))
+    with pytest.raises(BadInput, match="at least 3 entities"):
+        fact_lookup.validate(tiny_model, inputs, Params(folds=3))
+    with pytest.raises(BadInput, match="sites"):
+        Params(sites="resid_post,nope").check()
