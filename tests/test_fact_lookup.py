@@ -19,13 +19,14 @@ RESIDUAL_WRITERS = {
     "neox": ("gpt_neox.layers.{layer}.mlp", "gpt_neox.layers.{layer}.attention"),
     "gptj": ("transformer.h.{layer}.mlp", "transformer.h.{layer}.attn"),
     "llama": ("model.layers.{layer}.mlp", "model.layers.{layer}.self_attn"),
+    "phi": ("model.layers.{layer}.mlp", "model.layers.{layer}.self_attn"),
     "gemma3": ("model.layers.{layer}.post_feedforward_layernorm", "model.layers.{layer}.post_attention_layernorm"),
 }
 
 
 def family_of(model) -> str:
     kind = model.bridge.original_model.config.model_type
-    return {"gpt2": "gpt2", "gpt_neox": "neox", "gptj": "gptj", "llama": "llama", "gemma3_text": "gemma3"}[kind]
+    return {"gpt2": "gpt2", "gpt_neox": "neox", "gptj": "gptj", "llama": "llama", "phi": "phi", "gemma3_text": "gemma3"}[kind]
 
 
 def small_table(n_per_value: int = 6) -> list[Entity]:

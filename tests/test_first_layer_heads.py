@@ -226,7 +226,7 @@ def test_paths_agree_where_the_positional_part_is_nil(tmp_path):
     hf = GPT2LMHeadModel.from_pretrained(folder)
     with torch.no_grad():
         hf.transformer.wpe.weight.zero_()
-        hf.transformer.h[0].attn.c_attn.weight.mul_(4)  # content strong enough to matter
+        hf.transformer.h[0].attn.c_attn.weight.mul_(0.8)  # content that matters yet averages out over 48 documents
     hf.save_pretrained(folder)
     model = load_model(str(folder), device="cpu", dtype="float32")
     # A leading space: the first word is a token like every other, so word order is exchangeable.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 from analyses.errors import BadInput
 
@@ -24,11 +25,12 @@ class Params:
     min_count: int = param(0, "list only tokens seen at least this often in the analysed text (0: the whole vocabulary)")
     n_curves: int = param(5, "best-explained neurons whose predicted-vs-real curve is stored")
     curve_bins: int = param(10, "bins of predicted pre-activation in each curve")
-    prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way)")
+    prepend_bos: str = param("auto", BOS_DOC)
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
 
     def check(self) -> None:
+        check_bos(self.prepend_bos)
         from analyses.first_layer_heads import int_list
 
         if self.heads.strip():

@@ -89,7 +89,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     else:
         tables["contextual_neurons_tokens"] = tokens_contribution_table(model, *(torch.zeros(0, 0),) * 4)
     notes = {
-        "prepend_bos": params.prepend_bos,
+        **model.bos(params.prepend_bos).record(),
         "token_lists": f"tokens seen at least {params.min_count} times" if params.min_count else "whole vocabulary",
         "contextual_heads": list(used),
         "ln1_scale": anatomy.scale_mean, "ln2_scale": ln2_scale, "post_attn_scale": post_scale,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, param
 from analyses.errors import BadInput
 from analyses.fact_lookup.tables import TABLES
@@ -31,12 +32,13 @@ class Params:
     layer_stride: int = param(1, "ablate and hide every n-th layer only (1 = every layer)")
     concat_layer: int | None = param(None, "layer whose resid_post is probed with the earlier name tokens hidden (default n_layers // 2)")
     n_neurons: int = param(5, "neurons per layer scored for non-linearity (those best aligned with the probe directions)")
-    prepend_bos: bool = param(False, "prepend the tokenizer's BOS token (the embedded model's own tokenizer adds none)")
+    prepend_bos: str = param("auto", BOS_DOC)
 
     def site_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.sites.split(",") if part.strip())
 
     def check(self) -> None:
+        check_bos(self.prepend_bos)
         sites = self.site_list()
         if not sites or any(site not in SITES for site in sites) or len(set(sites)) != len(sites):
             raise BadInput(f"parameter 'sites' takes a comma-separated subset of {', '.join(SITES)}, not {self.sites!r}")

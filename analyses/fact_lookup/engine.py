@@ -23,11 +23,11 @@ class Encoded:
     last_name_pos: tuple[int, ...]
 
 
-def encode(tokenizer: Any, prompts: Sequence[str], spans: Sequence[tuple[int, int]], prepend_bos: bool) -> Encoded:
-    """Tokenise each prompt (no special tokens, BOS only when asked) and find the name's tokens
-    from the character offsets: those whose span overlaps the name's characters."""
+def encode(tokenizer: Any, prompts: Sequence[str], spans: Sequence[tuple[int, int]], bos_token_id: int | None) -> Encoded:
+    """Tokenise each prompt (no special tokens; the BOS the model layer chose, if any) and find the
+    name's tokens from the character offsets: those whose span overlaps the name's characters."""
     all_ids, firsts, lasts = [], [], []
-    bos = [tokenizer.bos_token_id] if prepend_bos and tokenizer.bos_token_id is not None else []
+    bos = [bos_token_id] if bos_token_id is not None else []
     for prompt, (start, end) in zip(prompts, spans):
         encoding = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
         inside = [pos for pos, (a, b) in enumerate(encoding["offset_mapping"]) if a < end and b > start]

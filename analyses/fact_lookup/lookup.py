@@ -10,20 +10,18 @@ from analyses.fact_lookup import engine, probes
 from analyses.fact_lookup.tables import arrow_table
 
 
-def in_out_weight(module: Any) -> Any:
-    """A projection's weight as [in, out], for nn.Linear ([out, in]) and GPT-2's Conv1D ([in, out])."""
-    return module.weight if type(module).__name__ == "Conv1D" else module.weight.T
-
-
 def neuron_out_weights(model, layer: int) -> Any:
     """Block layer's MLP output weights [d_mlp, d_model]: row n is what neuron n writes."""
-    return in_out_weight(model.bridge.blocks[layer].mlp.out.original_component).detach().float().cpu()
+    from analyses.model.weights import model_weights
+
+    return model_weights(model).layers[layer].W_out.cpu()
 
 
 def head_out_weights(model, layer: int, n_heads: int) -> Any:
     """Block layer's attention output weights per head [n_heads, d_head, d_model]."""
-    weight = in_out_weight(model.bridge.blocks[layer].attn.o.original_component).detach().float().cpu()
-    return weight.reshape(n_heads, -1, weight.shape[-1])
+    from analyses.model.weights import model_weights
+
+    return model_weights(model).layers[layer].W_O.cpu()
 
 
 def batch_count(rows: int, batch_size: int) -> int:
@@ -72,11 +70,12 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     labels = np.array([values.index(entity.value) for entity in entities])
     tokenizer, n_layers, bs = model.tokenizer, model.n_layers, params.batch_size
     answer_ids = engine.answer_token_ids(tokenizer, values)
-    encoded = engine.encode(tokenizer, [e.prompt for e in entities], [e.name_span for e in entities], params.prepend_bos)
+    bos = model.bos(params.prepend_bos)
+    encoded = engine.encode(tokenizer, [e.prompt for e in entities], [e.name_span for e in entities], bos.token_id if bos.prepend else None)
     n = len(entities)
     made_up = recombine([e.name for e in entities])
     fake = [Entity(item.name, entities[item.first_of].value, entities[item.first_of].template) for item in made_up]
-    fake_encoded = engine.encode(tokenizer, [e.prompt for e in fake], [e.name_span for e in fake], params.prepend_bos) if fake else None
+    fake_encoded = engine.encode(tokenizer, [e.prompt for e in fake], [e.name_span for e in fake], bos.token_id if bos.prepend else None) if fake else None
     step = params.layer_stride
     ablate_layers = list(range(0, n_layers, step))
     concat_layer = params.concat_layer if params.concat_layer is not None else n_layers // 2
@@ -172,7 +171,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     progress(tick.total, tick.total, "done")
     tokens = tokens_table_of((item.input_id, list(ids), model.token_strings(list(ids))) for item, ids in zip(inputs, encoded.ids))
     notes = {
-        "prepend_bos": params.prepend_bos, "answer_tokens": dict(zip(values, answer_ids)), "concat_layer": concat_layer,
+        **bos.record(), "answer_tokens": dict(zip(values, answer_ids)), "concat_layer": concat_layer,
         "intervention_entities": len(subset), "made_up_names": len(made_up),
         "hiding": "pattern hook honoured" if hiding_works else "this family's pattern hook is read-only: hidden-name accuracies are NaN",
     }

@@ -90,9 +90,13 @@ def answer_margin(model, resid: Any, labels: Any, answer_ids: list[int]) -> Any:
     """The correct answer's logit minus the mean of the other answers' logits, from final residuals [..., N, d]."""
     import torch
 
-    norm = model.bridge.ln_final.original_component
-    unembed = model.bridge.unembed.original_component.weight.detach()[answer_ids].float().cpu()  # [A, d]
-    scores = norm(resid.to(next(norm.parameters()).dtype)).float() @ unembed.T  # [..., N, A]
+    from analyses.model.weights import apply_norm, model_weights
+
+    weights = model_weights(model)
+    unembed = weights.W_U[:, answer_ids].cpu()  # [d, A]
+    scores = apply_norm(weights.ln_final, resid.cpu()) @ unembed  # [..., N, A]
+    if weights.b_U is not None:
+        scores = scores + weights.b_U[answer_ids].cpu()
     correct = scores.gather(-1, torch.as_tensor(labels).reshape(-1, 1).expand(*scores.shape[:-1], 1)).squeeze(-1)
     others = (scores.sum(-1) - correct) / max(1, len(answer_ids) - 1)
     return correct - others

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyses.model.tokens import BOS_DOC, check_bos
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 from analyses.errors import BadInput
 
@@ -36,7 +37,7 @@ class Params:
     dest_positions: str = param("100,250,500", "destination positions whose pattern is reported (those that fit)")
     dest_token: str = param(" the", "destination token fixed in the additive split (one token)")
     method: str = param("auto", "auto (additive for learned positions at layer 0, else measured), additive or measured")
-    prepend_bos: bool = param(False, "prepend the model's BOS token (default: the tokenizer's own way, none for GPT-2 and SmolLM2)")
+    prepend_bos: str = param("auto", BOS_DOC)
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
     duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
@@ -46,6 +47,7 @@ class Params:
     normaliser_bin: int = param(16, "destination positions per bin of the normaliser table")
 
     def check(self) -> None:
+        check_bos(self.prepend_bos)
         int_list(self.layers, "layers")
         int_list(self.dest_positions, "dest_positions")
         if self.method not in METHODS:
@@ -151,7 +153,7 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
     layers = int_list(params.layers, "layers")
     token_rows = document_tokens(model, inputs, params)
     set_names = [str(item.meta.get("pile_set_name") or item.source) for item in inputs]
-    first_pos = 1 if params.prepend_bos else 0
+    first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
     corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel)
     dest_positions, token = int_list(params.dest_positions, "dest_positions"), dest_token_id(model, params.dest_token)
     results = [
@@ -172,7 +174,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     out["first_layer_heads_class"] = tables.class_table(results, first_pos)
     out["first_layer_heads_terms"] = tables.terms_table(results)
     notes = {
-        "prepend_bos": params.prepend_bos,
+        **model.bos(params.prepend_bos).record(),
         "methods": {str(item.layer): item.method for item in results},
         "ln_scale": {str(item.layer): {"mean": item.scale_mean, "std": item.scale_std, "n_tokens": item.n_scaled} for item in results},
         "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",

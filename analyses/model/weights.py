@@ -320,12 +320,16 @@ def model_weights(model: Any) -> ModelWeights:
     """The raw weights of a LoadedModel (or a bare HF causal LM), as described in the module doc."""
     import torch
 
+    cached = getattr(model, "_weights", None)
+    if cached is not None:
+        return cached
     hf = getattr(getattr(model, "bridge", None), "original_model", model)
     family = family_of(hf)
     with torch.no_grad():
-        if family in _READERS:
-            return _READERS[family](hf)
-        return _llama_like(hf, family)
+        weights = _READERS[family](hf) if family in _READERS else _llama_like(hf, family)
+    if hasattr(model, "bridge"):
+        model._weights = weights
+    return weights
 
 
 def apply_norm(norm: Norm, x: Any) -> Any:
