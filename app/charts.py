@@ -7,6 +7,7 @@ the store; ``draw`` paints it onto a plotext figure (plotext's own, or textual-p
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from analyses.base import Chart
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 SHADES = " ░▒▓█"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
 @dataclass
@@ -272,4 +274,6 @@ def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour:
     if not use_colour:
         figure.theme("clear")
         figure.clear_color()
+        # plotext still colours markers and resets styles under the clear theme; NO_COLOR means none.
+        return ANSI_ESCAPE.sub("", figure.build())
     return figure.build()
