@@ -11,15 +11,20 @@ import os
 import shutil
 import sys
 
-from analyses.base import analysis_names, get_analysis, param_infos
-from analyses.errors import BadInput, IwbError
-from app import charts
-from app.cli_io import (
-    MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, one_statement, read_only_hint,
-    silence_closed_stdout, strict_json, write_export,
-)
-from store.db import StoreError
-from store.paths import resolve_db_path
+try:
+    from analyses.base import analysis_names, get_analysis, param_infos
+    from analyses.errors import BadInput, IwbError
+    from app import charts
+    from app.cli_io import (
+        MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, one_statement, read_only_hint,
+        silence_closed_stdout, strict_json, write_export,
+    )
+    from store.db import StoreError
+    from store.paths import resolve_db_path
+except KeyboardInterrupt:
+    # Ctrl-C while starting up (these imports take about half a second) exits like any other phase.
+    sys.stderr.write("iwb: interrupted\n")
+    raise SystemExit(130) from None
 
 SAMPLE_PROMPT = "The Eiffel Tower is located in the city of"
 
