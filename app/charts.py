@@ -16,6 +16,7 @@ from analyses.base import Chart
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 SHADES = " ░▒▓█"
+PLAIN_MARKERS = ("x", "o", "+", "*")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
@@ -169,8 +170,10 @@ def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] 
     if chart.kind == "heatmap":
         _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour)
     elif chart.kind == "line":
-        for name, (xs, ys) in data.series.items():
-            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker="braille")
+        for index, (name, (xs, ys)) in enumerate(data.series.items()):
+            # Without colour, curves on one chart are told apart by their marker.
+            marker = "braille" if use_colour or index == 0 else PLAIN_MARKERS[(index - 1) % len(PLAIN_MARKERS)]
+            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker=marker)
         plt.xlabel(chart.x)
         plt.ylabel(chart.value)
 

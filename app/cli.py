@@ -185,6 +185,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from app.compare import compare_runs
+
+    store = open_store(args, read_only=True)
+    comparison = compare_runs(store, args.run_a, args.run_b, args.table, args.input)
+    print(f"compare {comparison.heading}")
+    for line in comparison.differences or ("same model, parameters and input",):
+        print(f"  {line}")
+    width, height = _chart_size(args)
+    for data in comparison.charts:
+        print()
+        chart_height = height if args.height else charts.fitting_height(data, height)
+        print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
+    for note in comparison.skipped:
+        print(f"not compared: {note}")
+    return 0
+
+
 def cmd_analyses(args) -> int:
     for name in analysis_names():
         spec = get_analysis(name).SPEC
@@ -273,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, help="FILE.parquet or FILE.csv")
     export.add_argument("--table", help="which table (default: the analysis' main table)")
     export.set_defaults(func=cmd_export)
+
+    compare = sub.add_parser("compare", help="compare two runs of one analysis: heatmaps as B - A, curves of both on one chart")
+    compare.add_argument("run_a", type=bounded_int(0))
+    compare.add_argument("run_b", type=bounded_int(0))
+    compare.add_argument("--table", help="only the charts of this result table")
+    compare.add_argument("--input", type=bounded_int(0), help="input id compared in both runs (default: each run's first)")
+    compare.set_defaults(func=cmd_compare)
 
     analyses = sub.add_parser("analyses", help="list analyses and their parameters")
     analyses.set_defaults(func=cmd_analyses)
