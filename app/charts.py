@@ -17,6 +17,7 @@ from analyses.base import Chart
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 SHADES = " ░▒▓█"
 PLAIN_MARKERS = ("x", "o", "+", "*")
+CONTROL_PICTURES = {code: 0x2400 + code for code in range(32)} | {127: 0x2421}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
@@ -49,8 +50,14 @@ class ChartData:
         return low, (high if high > low else low + 1e-9)
 
 
+def visible(text: str) -> str:
+    """Control characters (ESC among them) as their Unicode pictures, so that stored text can never
+    drive the terminal it is printed on."""
+    return text.translate(CONTROL_PICTURES)
+
+
 def label_token(token: str, width: int = 8) -> str:
-    shown = token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
+    shown = visible(token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·"))
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
@@ -251,7 +258,7 @@ def format_cell(value: Any) -> str:
         return "NULL"
     if isinstance(value, float):
         return "NaN" if math.isnan(value) else f"{value:.6g}"
-    return str(value).replace("\n", "⏎")
+    return visible(str(value).replace("\n", "⏎"))
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 30) -> str:

@@ -209,3 +209,13 @@ def test_ctrl_c_during_a_run_exits_130_and_stores_it_cancelled(db_path):
     from store import Store
 
     assert Store(db_path, read_only=True).query("SELECT status FROM runs").rows == [("cancelled",)]
+
+
+def test_stored_text_cannot_drive_the_terminal(db_path):
+    from store import Store
+
+    seed_lens_run(Store(db_path), "clear \x1b[2J\x1b]0;pwned\x07 the screen")
+    for args in (["runs"], ["sql", "SELECT text FROM inputs"], ["show", "1"]):
+        result = iwb(*args, db=db_path)
+        assert result.returncode == 0 and "\x1b" not in result.stdout and "\x07" not in result.stdout, args
+    assert "clear ␛[2J" in iwb("runs", db=db_path).stdout
