@@ -86,8 +86,8 @@ def signature_problem(conn, allow_empty: bool) -> str | None:
     file (which may well have a `runs` or `schema_version` table of its own) is never altered.
     """
     tables = {row[0]: row[1] for row in conn.execute(
-        "SELECT table_name, list(column_name ORDER BY ordinal_position) FROM information_schema.columns "
-        "WHERE table_schema = 'main' GROUP BY table_name"
+        "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' GROUP BY table_name"
     ).fetchall()}
     if not tables:
         return None if allow_empty else "it holds no tables yet (`iwb run` creates them)"
