@@ -10,32 +10,19 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import duckdb
 
+from store.errors import StoreError
+from store.reading import READ_ONLY_CONFIG, interruptible
 from store.schema import RUN_STATUSES, ensure_result_table, migrate, signature_problem
 
 LOCK_RETRY_SECONDS = 30.0
-# Every read (the SQL console and `iwb sql` included) goes through this: the engine itself refuses
-# writes, ATTACH, COPY TO, EXPORT, INSTALL/LOAD and reading other files, and SET cannot undo it.
-READ_ONLY_CONFIG = {
-    "enable_external_access": False,
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "lock_configuration": True,
-}
-
-
-class StoreError(Exception):
-    """A store problem the user can act on (bad path, bad SQL, unknown run); exit code 2."""
-
-    exit_code = 2
 
 
 def utc_now() -> datetime:
@@ -277,55 +264,9 @@ class Store:
             return QueryResult(columns, types, rows)
 
         with self.read() as conn:
-            return _interruptible(conn, fetch)
+            return interruptible(conn, fetch)
 
     def arrow(self, sql: str, values: list | None = None) -> Any:
         with self.read() as conn:
             # A relation's Arrow output, not the cursor's: that one copies the rows and warns.
-            return _interruptible(conn, lambda c: c.sql(sql, params=values or None).to_arrow_table())
-
-
-def _interruptible(conn, work: Callable[[Any], Any]) -> Any:
-    """work(conn), with DuckDB errors as StoreError and Ctrl-C stopping the query.
-
-    DuckDB does not look at Python's signals while it runs, so on the main thread the query runs
-    on a helper thread and a KeyboardInterrupt here interrupts the connection.
-    """
-
-    def guarded() -> Any:
-        try:
-            return work(conn)
-        except duckdb.InterruptException:
-            raise KeyboardInterrupt from None
-        except duckdb.Error as error:
-            raise StoreError(str(error).strip()) from None
-
-    if threading.current_thread() is not threading.main_thread():
-        return guarded()
-    outcome: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def target() -> None:
-        try:
-            outcome["value"] = guarded()
-        except BaseException as error:
-            outcome["error"] = error
-        finally:
-            finished.set()
-
-    threading.Thread(target=target, name="iwb-query", daemon=True).start()
-    try:
-        while not finished.wait(0.05):
-            pass
-    except KeyboardInterrupt:
-        conn.interrupt()
-        # An Event, not Thread.join (an interrupted join may return early); a second Ctrl-C waits too.
-        while not finished.is_set():
-            try:
-                finished.wait(0.05)
-            except KeyboardInterrupt:
-                conn.interrupt()
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+            return interruptible(conn, lambda c: c.sql(sql, params=values or None).to_arrow_table())
