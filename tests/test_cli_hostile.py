@@ -185,9 +185,14 @@ def test_ctrl_c_during_a_query_exits_130(seeded_db):
         iwb_command() + ["--db", str(seeded_db), "sql", "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"),
     )
-    time.sleep(2.0)  # past start-up, inside the query (which would run for hours)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    try:
+        time.sleep(2.0)  # past start-up, inside the query (which would run for hours)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # a query Ctrl-C did not stop must not outlive the test
+            process.kill()
+            process.wait()
     assert process.returncode == 130 and stderr == "iwb: interrupted\n" and stdout == ""
 
 
@@ -203,8 +208,13 @@ def test_ctrl_c_during_a_run_exits_130_and_stores_it_cancelled(db_path):
         if "attention-locality [" in line:
             break
     process.send_signal(signal.SIGINT)
-    rest = process.stderr.read()
-    assert process.wait(timeout=120) == 130, seen + [rest]
+    try:
+        rest = process.stderr.read()
+        assert process.wait(timeout=120) == 130, seen + [rest]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert rest.strip().splitlines()[-1] == "iwb: interrupted" and "Traceback" not in rest
     from store import Store
 
