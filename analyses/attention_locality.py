@@ -62,6 +62,15 @@ SPEC = AnalysisSpec(
 )
 
 
+def validate(model, inputs: list[Input], params: Params) -> None:
+    """An offset past the longest input has no pairs: refuse such a window before anything is stored."""
+    from analyses.documents import document_tokens
+
+    longest = max((tokens.shape[-1] for tokens in document_tokens(model, inputs, params.prepend_bos)), default=0)
+    if params.window > longest - 1:
+        raise BadInput(f"window {params.window} is longer than the inputs: the longest has {longest} tokens, so at most window={max(1, longest - 1)}")
+
+
 def pattern_sums(pattern, window: int):
     """Sums over (batch, head, query >= 1) of one pattern [B, H, T, T]: per offset 0..window the
     weight and the pair count, the previous-window sum, and the BOS-key weight."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,7 +187,10 @@ def coerce_value(info: ParamInfo, raw: str) -> Any:
         if info.type_name == "int":
             return int(raw)
         if info.type_name == "float":
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise BadInput(f"parameter {info.name!r} takes a finite float, not {raw!r}")
+            return value
         return raw
     except ValueError:
         raise BadInput(f"parameter {info.name!r} takes a {info.type_name}, not {raw!r}") from None

@@ -37,8 +37,20 @@ def prompt_inputs(text: str | None) -> list[Input]:
 PROMPT_SET_FIELDS = ("prompt", "subject", "answer", "category")
 
 
+def _prompt_set_text(path: Path) -> str:
+    """The file as UTF-8 text; a leading byte-order mark (Excel's CSV) is dropped."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        offset = error.start
+        line = data.count(b"\n", 0, offset) + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise BadInput(f"{path}:{line}: not UTF-8 (byte 0x{data[offset]:02x} at byte {column} of the line); save the file as UTF-8") from None
+
+
 def _prompt_set_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    text = path.read_text(encoding="utf-8")
+    text = _prompt_set_text(path)
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
         for line_no, row in enumerate(reader, start=2):

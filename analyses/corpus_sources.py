@@ -24,6 +24,7 @@ FILE_SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt")
 PARQUET_BATCH_ROWS = 512
 # The Pile's .zst files were written with long windows; allow up to 2 GiB like `zstd --long=31`.
 ZSTD_MAX_WINDOW = 1 << 31
+ZSTD_READ_BYTES = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,43 @@ def _set_name_and_meta(row: dict) -> tuple[str | None, dict]:
     return (str(set_name) if set_name is not None else None), meta
 
 
+class _ZstdFrames(io.RawIOBase):
+    """Every frame of a .zst file in turn; a file cut mid-frame raises EOFError, as gzip does
+    (zstandard's stream_reader just stops there, so a damaged file would pass as a short one)."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        self._file = open(path, "rb")
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        self._frame: Any = None
+        self._pending = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = self._file.read(ZSTD_READ_BYTES)
+            if not chunk:
+                if self._frame is not None and not self._frame.eof:
+                    raise EOFError("compressed file ended before the end of its last zstd frame")
+                return 0
+            while chunk:
+                if self._frame is None or self._frame.eof:
+                    self._frame = self._decompressor.decompressobj()
+                self._pending += self._frame.decompress(chunk)
+                chunk = self._frame.unused_data if self._frame.eof else b""
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        del self._pending[:size]
+        return size
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     name = path.name.lower()
     if name.endswith(".gz"):
@@ -59,8 +97,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     if name.endswith(".zst"):
         import zstandard
 
-        reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(open(path, "rb"), closefd=True)
-        return io.TextIOWrapper(io.BufferedReader(reader), encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(io.BufferedReader(_ZstdFrames(path)), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
 

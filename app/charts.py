@@ -7,6 +7,7 @@ the store; ``draw`` paints it onto a plotext figure (plotext's own, or textual-p
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ from analyses.base import Chart
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 SHADES = " ░▒▓█"
+PLAIN_MARKERS = ("x", "o", "+", "*")
+CONTROL_PICTURES = {code: 0x2400 + code for code in range(32)} | {127: 0x2421}
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
 @dataclass
@@ -46,8 +50,14 @@ class ChartData:
         return low, (high if high > low else low + 1e-9)
 
 
+def visible(text: str) -> str:
+    """Control characters (ESC among them) as their Unicode pictures, so that stored text can never
+    drive the terminal it is printed on."""
+    return text.translate(CONTROL_PICTURES)
+
+
 def label_token(token: str, width: int = 8) -> str:
-    shown = token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
+    shown = visible(token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·"))
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
@@ -167,8 +177,10 @@ def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] 
     if chart.kind == "heatmap":
         _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour)
     elif chart.kind == "line":
-        for name, (xs, ys) in data.series.items():
-            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker="braille")
+        for index, (name, (xs, ys)) in enumerate(data.series.items()):
+            # Without colour, curves on one chart are told apart by their marker.
+            marker = "braille" if use_colour or index == 0 else PLAIN_MARKERS[(index - 1) % len(PLAIN_MARKERS)]
+            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker=marker)
         plt.xlabel(chart.x)
         plt.ylabel(chart.value)
 
@@ -246,7 +258,7 @@ def format_cell(value: Any) -> str:
         return "NULL"
     if isinstance(value, float):
         return "NaN" if math.isnan(value) else f"{value:.6g}"
-    return str(value).replace("\n", "⏎")
+    return visible(str(value).replace("\n", "⏎"))
 
 
 def format_table(columns: list[str], rows: list[tuple], max_width: int = 30) -> str:
@@ -272,4 +284,6 @@ def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour:
     if not use_colour:
         figure.theme("clear")
         figure.clear_color()
+        # plotext still colours markers and resets styles under the clear theme; NO_COLOR means none.
+        return ANSI_ESCAPE.sub("", figure.build())
     return figure.build()

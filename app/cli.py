@@ -1,23 +1,30 @@
 """`iwb`: the headless face. Never imports torch at module level (`iwb --help` stays fast).
 
-Exit codes: 0 ok, 2 bad input (one line on stderr), 1 failure.
+Exit codes: 0 ok, 2 bad input (one line on stderr), 1 failure, 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import json
 import os
 import shutil
 import sys
-from pathlib import Path
 
-from analyses.base import analysis_names, get_analysis, param_infos
-from analyses.errors import BadInput, Cancelled, IwbError
-from app import charts
-from store.db import StoreError
-from store.paths import resolve_db_path
+try:
+    from analyses.base import analysis_names, get_analysis, param_infos
+    from analyses.errors import BadInput, IwbError
+    from app import charts
+    from app.cli_io import (
+        MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, one_statement, read_only_hint,
+        silence_closed_stdout, strict_json, write_export,
+    )
+    from store.db import StoreError
+    from store.paths import resolve_db_path
+except KeyboardInterrupt:
+    # Ctrl-C while starting up (these imports take about half a second) exits like any other phase.
+    sys.stderr.write("iwb: interrupted\n")
+    raise SystemExit(130) from None
 
 SAMPLE_PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -37,10 +44,11 @@ def _parse_param_pairs(pairs: list[str]) -> dict[str, str]:
     return raw
 
 
-def open_store(args):
+def open_store(args, read_only: bool = False):
+    """The results database; read-only commands never create, migrate or alter the file."""
     from store import Store
 
-    return Store(resolve_db_path(args.db))
+    return Store(resolve_db_path(args.db), read_only=read_only)
 
 
 def _use_colour() -> bool:
@@ -98,8 +106,6 @@ def cmd_run(args) -> int:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     try:
         run_id = execute(store, model, prepared, progress)
-    except KeyboardInterrupt:
-        raise Cancelled("interrupted by the user") from None
     finally:
         progress.close()
     if not args.no_chart:
@@ -109,7 +115,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     result = store.list_runs(limit=args.limit, text_filter=args.filter or "")
     print(charts.format_table(result.columns, result.rows, max_width=60))
     return 0
@@ -123,7 +129,7 @@ def _run_or_fail(store, run_id: int) -> dict:
 
 
 def cmd_show(args) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     row = _run_or_fail(store, args.run_id)
     print(f"run {row['run_id']}: {row['analysis']} on {row['model']} ({row['status']}), {row['created_at']:%Y-%m-%d %H:%M:%S} UTC, {row['device']}/{row['dtype']}")
     print(f"params: {row['params']}")
@@ -140,7 +146,7 @@ def cmd_show(args) -> int:
 
 def _print_result(result, fmt: str, max_rows: int) -> None:
     if fmt == "json":
-        print(json.dumps([dict(zip(result.columns, row)) for row in result.rows], default=str, indent=1))
+        print(strict_json(result.columns, result.rows))
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -154,34 +160,46 @@ def _print_result(result, fmt: str, max_rows: int) -> None:
 
 
 def cmd_sql(args) -> int:
-    store = open_store(args)
-    result = store.query(args.query)
+    sql = one_statement(args.query)
+    store = open_store(args, read_only=True)
+    try:
+        result = store.query(sql)
+    except StoreError as error:
+        raise StoreError(read_only_hint(str(error))) from None
     _print_result(result, args.format, args.max_rows)
     return 0
 
 
 def cmd_export(args) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     row = _run_or_fail(store, args.run_id)
-    target = Path(args.to).expanduser()
-    suffix = target.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise BadInput(f"--to must end in .parquet or .csv, not {target.name!r}")
+    target = export_target(args.to)
     spec = get_analysis(row["analysis"]).SPEC
     table = args.table or spec.tables[0].name
     allowed = [t.name for t in spec.tables] + ["inputs", "tokens"]
     if table not in allowed:
         raise BadInput(f"run {args.run_id} has no table {table!r}; it has {', '.join(allowed)}")
     arrow = store.arrow(f"SELECT * FROM {table} WHERE run_id = ?", [args.run_id])
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(arrow, target)
-    else:
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(arrow, target)
+    write_export(arrow, target)
     print(f"wrote {arrow.num_rows} rows of {table} to {target}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from app.compare import compare_runs
+
+    store = open_store(args, read_only=True)
+    comparison = compare_runs(store, args.run_a, args.run_b, args.table, args.input)
+    print(f"compare {comparison.heading}")
+    for line in comparison.differences or ("same model, parameters and input",):
+        print(f"  {line}")
+    width, height = _chart_size(args)
+    for data in comparison.charts:
+        print()
+        chart_height = height if args.height else charts.fitting_height(data, height)
+        print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
+    for note in comparison.skipped:
+        print(f"not compared: {note}")
     return 0
 
 
@@ -227,8 +245,8 @@ def add_common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--model", default=default("smollm2-135m"), help="model: embedded (smollm2-135m), a Hugging Face name or a local HF folder")
     parser.add_argument("--device", default=default("auto"), help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default=default("auto"), help="auto, float32, float16 or bfloat16")
-    parser.add_argument("--width", type=int, default=default(None), help="chart width in columns")
-    parser.add_argument("--height", type=int, default=default(None), help="chart height in rows")
+    parser.add_argument("--width", type=bounded_int(20, MAX_CHART_WIDTH), default=default(None), help=f"chart width in columns (20..{MAX_CHART_WIDTH})")
+    parser.add_argument("--height", type=bounded_int(8, MAX_CHART_HEIGHT), default=default(None), help=f"chart height in rows (8..{MAX_CHART_HEIGHT})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,34 +265,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pile", help="a Pile-format corpus: .jsonl, .jsonl.gz, .jsonl.zst, .parquet or .txt file, or a Hugging Face dataset name (default for document-only analyses: the shipped sample)")
     run.add_argument("--entities", help="an entity table (CSV or JSONL: entity, attribute, optional template with {entity}); default for fact-lookup: the shipped athletes")
     run.add_argument("--pile-set", help="only documents whose meta.pile_set_name is this")
-    run.add_argument("--n-docs", type=int, default=8, help="documents to sample from the corpus (default 8)")
-    run.add_argument("--max-tokens", type=int, help="tokens kept per document")
+    run.add_argument("--n-docs", type=bounded_int(1), default=8, help="documents to sample from the corpus (default 8)")
+    run.add_argument("--max-tokens", type=bounded_int(1), help="tokens kept per document")
     run.add_argument("--seed", type=int, default=0, help="corpus sampling seed (default 0)")
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
     run.add_argument("--no-chart", action="store_true", help="print only the run id")
     run.set_defaults(func=cmd_run)
 
     runs = sub.add_parser("runs", help="list stored runs, newest first")
-    runs.add_argument("--limit", type=int, default=30)
+    runs.add_argument("--limit", type=bounded_int(0), default=30)
     runs.add_argument("--filter", help="only runs whose analysis, model, params or inputs contain this text")
     runs.set_defaults(func=cmd_runs)
 
     show = sub.add_parser("show", help="redraw a stored run's charts")
-    show.add_argument("run_id", type=int)
-    show.add_argument("--input", type=int, help="input id for per-input charts (default: the first)")
+    show.add_argument("run_id", type=bounded_int(0))
+    show.add_argument("--input", type=bounded_int(0), help="input id for per-input charts (default: the first)")
     show.set_defaults(func=cmd_show)
 
     sql = sub.add_parser("sql", help="query the results database (read-only)")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sql.add_argument("--max-rows", type=int, default=200, help="rows shown in table format")
+    sql.add_argument("--max-rows", type=bounded_int(0), default=200, help="rows shown in table format")
     sql.set_defaults(func=cmd_sql)
 
     export = sub.add_parser("export", help="write a run's result table to Parquet or CSV")
-    export.add_argument("run_id", type=int)
+    export.add_argument("run_id", type=bounded_int(0))
     export.add_argument("--to", required=True, help="FILE.parquet or FILE.csv")
     export.add_argument("--table", help="which table (default: the analysis' main table)")
     export.set_defaults(func=cmd_export)
+
+    compare = sub.add_parser("compare", help="compare two runs of one analysis: heatmaps as B - A, curves of both on one chart")
+    compare.add_argument("run_a", type=bounded_int(0))
+    compare.add_argument("run_b", type=bounded_int(0))
+    compare.add_argument("--table", help="only the charts of this result table")
+    compare.add_argument("--input", type=bounded_int(0), help="input id compared in both runs (default: each run's first)")
+    compare.set_defaults(func=cmd_compare)
 
     analyses = sub.add_parser("analyses", help="list analyses and their parameters")
     analyses.set_defaults(func=cmd_analyses)
@@ -288,9 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        check_utf8(args)
         if args.command is None:
             args.func = cmd_tui
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader (`| head`) has what it wanted; a closed pipe is not an error.
+        silence_closed_stdout()
+        return 0
     except (IwbError, StoreError) as error:
         # One line on stderr; DuckDB's multi-line context (LINE 1: ...) stays for the TUI.
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]

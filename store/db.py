@@ -18,15 +18,11 @@ from typing import Any, Iterator
 
 import duckdb
 
-from store.schema import RUN_STATUSES, ensure_result_table, migrate
+from store.errors import StoreError
+from store.reading import READ_ONLY_CONFIG, interruptible
+from store.schema import RUN_STATUSES, ensure_result_table, migrate, signature_problem
 
 LOCK_RETRY_SECONDS = 30.0
-
-
-class StoreError(Exception):
-    """A store problem the user can act on (bad path, bad SQL, unknown run); exit code 2."""
-
-    exit_code = 2
 
 
 def utc_now() -> datetime:
@@ -56,15 +52,38 @@ class QueryResult:
 
 
 class Store:
-    """One DuckDB file. Opening it migrates the schema and marks dead in-flight runs interrupted."""
+    """One DuckDB file. Opening it migrates the schema and marks dead in-flight runs interrupted;
+    ``read_only=True`` (for `iwb runs/show/sql/export`) neither creates, migrates nor alters it."""
 
-    def __init__(self, path: str | Path, lock_retry_seconds: float = LOCK_RETRY_SECONDS) -> None:
+    def __init__(self, path: str | Path, lock_retry_seconds: float = LOCK_RETRY_SECONDS, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
         self.lock_retry_seconds = lock_retry_seconds
+        self.read_only = read_only
+        if read_only:
+            self._check_readable()
+            self._check_signature(allow_empty=False)
+            return
         self._check_path()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._check_signature(allow_empty=True)
         with self.write() as conn:
             migrate(conn)
             self._mark_interrupted(conn)
+
+    def _check_readable(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"--db {self.path} is a directory, not a database file")
+        if not self.path.exists():
+            raise StoreError(f"database {self.path} does not exist (`iwb run` creates it)")
+        if not os.access(self.path, os.R_OK):
+            raise StoreError(f"database {self.path} is not readable by this user")
+
+    def _check_signature(self, allow_empty: bool) -> None:
+        """Refuse a file that is not ours, looking through a read-only connection before any write."""
+        with self.read() as conn:
+            problem = signature_problem(conn, allow_empty)
+        if problem is not None:
+            raise StoreError(f"{self.path} is not an iwb results database: {problem}; nothing was changed")
 
     def _check_path(self) -> None:
         if self.path.is_dir():
@@ -85,7 +104,9 @@ class Store:
         deadline = time.monotonic() + self.lock_retry_seconds
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                if read_only:
+                    return duckdb.connect(str(self.path), read_only=True, config=dict(READ_ONLY_CONFIG))
+                return duckdb.connect(str(self.path))
             except duckdb.IOException as error:
                 if _is_lock_conflict(error) and time.monotonic() < deadline:
                     time.sleep(delay)
@@ -100,6 +121,8 @@ class Store:
     @contextlib.contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection; keep the body brief."""
+        if self.read_only:
+            raise StoreError(f"database {self.path} was opened read-only")
         conn = self._connect(read_only=False)
         try:
             yield conn
@@ -108,7 +131,7 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection: writes through it are refused by DuckDB."""
+        """A read-only connection that can touch nothing but this file (see READ_ONLY_CONFIG)."""
         conn = self._connect(read_only=True)
         try:
             yield conn
@@ -230,11 +253,9 @@ class Store:
         """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError."""
         if not self.path.exists():
             raise StoreError(f"database {self.path} does not exist yet")
-        with self.read() as conn:
-            try:
-                cursor = conn.execute(sql, values or [])
-            except duckdb.Error as error:
-                raise StoreError(str(error).strip()) from None
+
+        def fetch(conn) -> QueryResult:
+            cursor = conn.execute(sql, values or [])
             if cursor.description is None:
                 return QueryResult([], [], [])
             columns = [d[0] for d in cursor.description]
@@ -242,12 +263,10 @@ class Store:
             rows = cursor.fetchmany(max_rows) if max_rows is not None else cursor.fetchall()
             return QueryResult(columns, types, rows)
 
+        with self.read() as conn:
+            return interruptible(conn, fetch)
+
     def arrow(self, sql: str, values: list | None = None) -> Any:
         with self.read() as conn:
-            try:
-                cursor = conn.execute(sql, values or [])
-                # duckdb 2 renamed fetch_arrow_table to to_arrow_table.
-                fetch = getattr(cursor, "to_arrow_table", None) or cursor.fetch_arrow_table
-                return fetch()
-            except duckdb.Error as error:
-                raise StoreError(str(error).strip()) from None
+            # A relation's Arrow output, not the cursor's: that one copies the rows and warns.
+            return interruptible(conn, lambda c: c.sql(sql, params=values or None).to_arrow_table())

@@ -48,6 +48,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 RUN_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
 CORE_TABLES = ("runs", "inputs", "tokens", "schema_version")
+_SIGNATURE_COLUMNS = {
+    "runs": ("run_id", "analysis", "model", "params", "status", "created_at", "provenance"),
+    "inputs": ("run_id", "input_id", "source", "text"),
+    "tokens": ("run_id", "input_id", "pos", "token_id", "token"),
+}
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TYPES = {"INTEGER", "BIGINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
 
@@ -72,6 +77,32 @@ def migrate(conn) -> int:
             raise
         current = version
     return current
+
+
+def signature_problem(conn, allow_empty: bool) -> str | None:
+    """Why this database is not an iwb results store (None when it is, or is empty and may become one).
+
+    Checked on a read-only connection before anything is written, so that another application's
+    file (which may well have a `runs` or `schema_version` table of its own) is never altered.
+    """
+    tables = {row[0]: row[1] for row in conn.execute(
+        "SELECT table_name, list(column_name ORDER BY column_index) FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' GROUP BY table_name"
+    ).fetchall()}
+    if not tables:
+        return None if allow_empty else "it holds no tables yet (`iwb run` creates them)"
+    if tables.get("schema_version") != ["version", "description", "applied_at"]:
+        return "it has no iwb schema_version table"
+    first = conn.execute("SELECT description FROM schema_version WHERE version = 1").fetchone()
+    if first is None or first[0] != MIGRATIONS[0][1]:
+        return "its schema_version table was not written by iwb"
+    missing = [name for name, columns in _SIGNATURE_COLUMNS.items() if not set(columns) <= set(tables.get(name, []))]
+    if missing:
+        return f"its {', '.join(missing)} table{'s do' if len(missing) > 1 else ' does'} not have iwb's columns"
+    version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        return f"it was written by a newer iwb (schema {version}; this one knows up to {SCHEMA_VERSION})"
+    return None
 
 
 def check_identifier(name: str) -> str:

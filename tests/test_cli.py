@@ -71,7 +71,7 @@ def test_help_and_listings(db_path):
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_stores_nothing(db_path, args, fragment):
+def test_bad_input_exits_2_with_one_line_and_stores_nothing(store, db_path, args, fragment):
     result = iwb(*args, db=db_path)
     assert_bad_input(result, fragment)
     assert runs_in(db_path) == 0
@@ -87,10 +87,16 @@ def test_db_that_is_a_directory_or_unwritable(tmp_path):
 
 
 def test_db_from_environment(tmp_path):
+    from store import Store
+
     target = tmp_path / "env.duckdb"
     env = {**os.environ, "IWB_DB": str(target)}
+    missing = subprocess.run(iwb_command() + ["runs"], capture_output=True, text=True, env=env)
+    # A read-only command names the file it would have read and does not create it.
+    assert missing.returncode == 2 and str(target) in missing.stderr and not target.exists()
+    Store(target)
     result = subprocess.run(iwb_command() + ["runs"], capture_output=True, text=True, env=env)
-    assert result.returncode == 0 and target.exists()
+    assert result.returncode == 0 and "run_id" in result.stdout
 
 
 @pytest.mark.integration

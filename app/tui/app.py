@@ -9,6 +9,7 @@ from textual.binding import Binding
 
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
+from app.tui.screens.compare import CompareScreen, start_compare
 from app.tui.screens.corpus import CorpusScreen
 from app.tui.screens.history import HistoryScreen
 from app.tui.screens.probe import ProbeScreen
@@ -45,6 +46,7 @@ class Workbench(App):
         Binding("f5", "show('sql')", "SQL", tooltip="Read-only SQL console"),
         # Priority: the prompt and SQL editors (TextArea) would take F6 for "select line".
         Binding("f6", "show('corpus')", "Corpus", priority=True, tooltip="Browse a corpus and send a document to the probe"),
+        Binding("f7", "compare", "Compare", priority=True, show=False, tooltip="History: mark a run, then F7 on another compares them; elsewhere opens the compare view"),
         Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit (the worker stops with the app)"),
     ]
@@ -68,6 +70,7 @@ class Workbench(App):
         self.install_screen(HistoryScreen(), "history")
         self.install_screen(SqlScreen(self.settings.sql_page_rows), "sql")
         self.install_screen(CorpusScreen(), "corpus")
+        self.install_screen(CompareScreen(), "compare")
         await self.push_screen("probe")
         self.host.start()
         self.refresh_job_widgets()
@@ -139,6 +142,9 @@ class Workbench(App):
             self.switch_screen(name)
         if name == "probe":
             self.call_after_refresh(self.get_screen("probe").query_one("#prompt").focus)
+
+    def action_compare(self) -> None:
+        start_compare(self)
 
     def action_run_job(self) -> None:
         self.action_show("probe")

@@ -1,0 +1,140 @@
+"""The compare view: two runs of one analysis, chart by chart, drawn on their shared axes.
+
+F7 on the history screen marks the run under the cursor; F7 on another run compares the two.
+Here, type two run ids and press enter. The alignment is app.compare's; this only shows it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from analyses.errors import BadInput
+from app import charts
+from app.compare import Comparison, compare_runs
+from app.tui.widgets.chart_view import ChartView
+from store import StoreError
+
+
+class CompareScreen(Screen):
+    DEFAULT_CSS = """
+    #compare-body { padding: 0 1; }
+    #compare-runs { height: 1; }
+    #compare-runs Input { width: 14; margin-right: 2; }
+    #compare-info { height: auto; max-height: 5; }
+    #compare-chart { height: 1fr; }
+    #compare-cell { height: 1; background: $panel; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("tab", "step_chart(1)", "Next chart", tooltip="Show the next compared chart"),
+        Binding("shift+tab", "step_chart(-1)", "Previous chart", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(name="compare")
+        self.marked: int | None = None
+        self.comparison: Comparison | None = None
+        self.chart_index = 0
+        self.pending: tuple[int, int] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="compare-body"):
+            with Horizontal(id="compare-runs"):
+                yield Input(placeholder="run A", id="compare-a", type="integer", compact=True)
+                yield Input(placeholder="run B", id="compare-b", type="integer", compact=True)
+            yield Static("Type two run ids and press enter, or mark a run in the history (F7) and press F7 on another.", id="compare-info", markup=False)
+            yield ChartView(id="compare-chart")
+            yield Static("", id="compare-cell", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.pending is not None:
+            self._start(*self.pending)
+
+    def mark_or_compare(self, run_id: int) -> bool:
+        """F7 on a history row: mark it, or compare the marked run with it; True when comparing."""
+        if self.marked is None or self.marked == run_id:
+            self.marked = run_id
+            self.app.notify(f"run {run_id} marked: press F7 on another run to compare the two", markup=False)
+            return False
+        run_a, self.marked = self.marked, None
+        self.compare(run_a, run_id)
+        return True
+
+    def compare(self, run_a: int, run_b: int) -> None:
+        if not self.is_mounted:
+            self.pending = (run_a, run_b)
+            return
+        self._start(run_a, run_b)
+
+    def _start(self, run_a: int, run_b: int) -> None:
+        self.pending = None
+        self.query_one("#compare-a", Input).value, self.query_one("#compare-b", Input).value = str(run_a), str(run_b)
+        self.load(self.app, run_a, run_b)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text_a, text_b = self.query_one("#compare-a", Input).value.strip(), self.query_one("#compare-b", Input).value.strip()
+        if not (text_a.isdigit() and text_b.isdigit()):
+            self.show_error("give two run ids (see the history, F4)")
+            return
+        self.compare(int(text_a), int(text_b))
+
+    @work(thread=True, exclusive=True, group="compare")
+    def load(self, app: Any, run_a: int, run_b: int) -> None:
+        try:
+            comparison = compare_runs(app.store, run_a, run_b)
+        except (BadInput, StoreError) as error:
+            app.call_from_thread(self.show_error, str(error).splitlines()[0])
+            return
+        app.call_from_thread(self.show_comparison, comparison)
+
+    def show_error(self, message: str) -> None:
+        self.comparison = None
+        self.query_one("#compare-info", Static).update(Text(message, style="red"))
+        self.query_one("#compare-chart", ChartView).show(None)
+        self.query_one("#compare-cell", Static).update("")
+
+    def show_comparison(self, comparison: Comparison) -> None:
+        self.comparison, self.chart_index = comparison, 0
+        lines = [f"compare {comparison.heading}: " + ("; ".join(comparison.differences) or "same model, parameters and input")]
+        lines += [f"not compared: {note}" for note in comparison.skipped[:3]]
+        self.query_one("#compare-info", Static).update(Text("\n".join(lines)))
+        self.show_chart()
+
+    def show_chart(self) -> None:
+        if self.comparison is None:
+            return
+        data: charts.ChartData = self.comparison.charts[self.chart_index]
+        view = self.query_one("#compare-chart", ChartView)
+        view.show(data)
+        view.focus()
+
+    def action_step_chart(self, step: int) -> None:
+        if isinstance(self.focused, Input):  # tab still moves between the two run ids
+            self.focus_next() if step > 0 else self.focus_previous()
+            return
+        if self.comparison is not None:
+            self.chart_index = (self.chart_index + step) % len(self.comparison.charts)
+            self.show_chart()
+
+    def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
+        total = len(self.comparison.charts) if self.comparison else 0
+        prefix = f"chart {self.chart_index + 1}/{total} (tab: next) · " if total else ""
+        self.query_one("#compare-cell", Static).update(prefix + event.description)
+
+
+def start_compare(app: Any) -> None:
+    """F7: on the history screen, mark or compare the run under the cursor; elsewhere, open the view."""
+    screen = app.get_screen("compare")
+    selected = app.screen.selected_run() if app.screen.name == "history" else None
+    if selected is None:
+        app.action_show("compare")
+    elif screen.mark_or_compare(selected):
+        app.action_show("compare")
