@@ -19,6 +19,6 @@ run layer-interventions --n-docs 4 --max-tokens 48
 run attention-locality --n-docs 4 --max-tokens 48
 run component-norms --n-docs 4 --max-tokens 48
 run neuron-classes --param layers=0,1
-for extra in first-layer-heads contextual-neurons fact-lookup; do
-  if "$iwb" analyses 2>/dev/null | grep -q "^$extra\b\|  $extra\b\|$extra "; then run "$extra" ${EXTRA_ARGS[$extra]:-}; fi
-done
+run first-layer-heads --n-docs 4 --max-tokens 128
+run contextual-neurons --n-docs 4 --max-tokens 128
+run fact-lookup --param layer_stride=6 --param intervention_entities=8 --param folds=3

@@ -58,7 +58,7 @@ def test_help_and_listings(db_path):
         (["run", "logit-lens", "--prompt", "   "], "prompt is empty"),
         (["run", "logit-lense", "--prompt", PROMPT], "unknown analysis 'logit-lense'"),
         (["run", "logit-lens", "--prompt", PROMPT, "--param", "targte= Paris"], "unknown parameter 'targte'"),
-        (["run", "logit-lens", "--prompt", PROMPT, "--param", "prepend_bos=perhaps"], "takes a bool"),
+        (["run", "logit-lens", "--prompt", PROMPT, "--param", "prepend_bos=perhaps"], "use auto, true or false"),
         (["run", "logit-lens", "--prompt", PROMPT, "--param", "target"], "key=value"),
         (["run", "logit-lens", "--prompt", PROMPT, "--model", "no-such-model-xyz"], "no-such-model-xyz"),
         (["run", "logit-lens", "--prompt", PROMPT, "--model", "./no/such/folder"], "no/such/folder"),
@@ -128,7 +128,7 @@ def test_run_show_sql_export_end_to_end(db_path, tmp_path):
     assert top == " Paris" and status == "done"
     provenance = json.loads(provenance)
     assert provenance["model_source"] == "embedded" and provenance["model_revision"].startswith("gguf-sha256:")
-    assert provenance["weight_processing"]["fold_ln"] is False and provenance["prepend_bos"] is True
+    assert provenance["weight_processing"]["fold_ln"] is False and provenance["prepend_bos"] is False and provenance["bos_setting"] == "auto"
     assert {"python", "torch", "transformer_lens", "iwb"} <= provenance.keys()
 
     query = iwb("sql", "select layer, target_prob from logit_lens where pos = (select max(pos) from logit_lens) order by layer", "--format", "json", db=db_path)
@@ -147,5 +147,5 @@ def test_run_show_sql_export_end_to_end(db_path, tmp_path):
         assert exported.returncode == 0 and target.exists()
     import pyarrow.parquet as pq
 
-    assert pq.read_table(tmp_path / "lens.parquet").num_rows == 31 * 11  # BOS + 10 prompt tokens
+    assert pq.read_table(tmp_path / "lens.parquet").num_rows == 31 * 10  # 10 prompt tokens, no BOS (as the model's tokenizer)
     assert_bad_input(iwb("export", str(run_id), "--to", str(tmp_path / "x.xlsx"), db=db_path), ".parquet or .csv")

@@ -172,7 +172,7 @@ def test_attention_window_bounded_by_the_longest_input(tiny_model, window):
     from app.runner import RunRequest, check_with_model, prepare
 
     prompt = "The Eiffel Tower is located in the city of"
-    n_tokens = tiny_model.to_tokens(prompt, prepend_bos=True).shape[-1]
+    n_tokens = tiny_model.to_tokens(prompt).shape[-1]  # as the run tokenises it: BOS by the model
     prepared = prepare(RunRequest("attention-locality", (Input(0, "prompt", prompt),), {"window": str(window)}))
     with pytest.raises(BadInput, match=f"at most window={n_tokens - 1}"):
         check_with_model(tiny_model, prepared)
