@@ -136,3 +136,20 @@ async def test_s_sends_the_charts_sql_to_the_console_and_runs_it(seeded_store):
         expected = seeded_store.query("SELECT layer, pos, top_prob FROM logit_lens WHERE run_id = 1 ORDER BY layer, pos").rows
         shown = [tuple(str(cell) for cell in grid.get_row_at(i)) for i in range(grid.row_count)]
         assert shown == [(str(layer), str(pos), charts.format_cell(value)) for layer, pos, value in expected]
+
+
+async def test_key_bar_lists_the_screens_keys_and_a_click_presses_one(seeded_store):
+    from app.tui.widgets.key_bar import KeyBar
+
+    app = make_app(seeded_store)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await open_lens(app, pilot)
+        bar = app.screen.query_one(KeyBar)
+        shown = str(bar.render())
+        for description in ("Log scale", "Tokens", "Next chart", "Next input", "SQL", "Quit"):
+            assert description in shown
+        start, _, _ = next(r for r in bar.key_ranges if r[2] == "s")
+        await pilot.click(KeyBar, offset=(start + 1, 0))
+        await settle(app, pilot)
+        assert app.screen.name == "sql"
+        assert "Run SQL" in str(app.screen.query_one(KeyBar).render())

@@ -6,9 +6,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
+from textual.widgets import DataTable, Header, Input, Static, TextArea
 
 from analyses.errors import BadInput
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 
@@ -38,7 +39,7 @@ class CorpusScreen(WorkbenchScreen):
             yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
             yield Static("", id="corpus-info")
             yield TextArea("", id="document", read_only=True, soft_wrap=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#documents", DataTable).add_columns(*COLUMNS)

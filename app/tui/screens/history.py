@@ -6,9 +6,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from analyses.base import REGISTRY, get_analysis
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
@@ -35,7 +36,7 @@ class HistoryScreen(WorkbenchScreen):
             yield Input(placeholder="filter: analysis, model, status, parameter or prompt text", id="history-filter", compact=True)
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
             yield Static("", id="run-detail")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#runs", DataTable).add_columns(*COLUMNS)

@@ -6,12 +6,13 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
+from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
 from analyses.base import analysis_names, get_analysis
 from analyses.corpus import InputChoice
 from analyses.errors import BadInput
 from app.runner import RunRequest, prepare
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.events import JobState
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
@@ -73,7 +74,7 @@ class ProbeScreen(WorkbenchScreen):
                 yield Static("idle", id="progress-note")
             yield RichLog(id="job-log", max_lines=200, wrap=True)
             yield Static("", id="status-line")
-        yield Footer()
+        yield KeyBar()
 
     async def on_mount(self) -> None:
         await self.show_analysis(str(self.query_one("#analysis", Select).value))

@@ -7,10 +7,11 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static, Tab, Tabs
+from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
 from analyses.base import get_analysis
 from app import charts
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
@@ -43,7 +44,7 @@ class ResultsScreen(WorkbenchScreen):
             yield ChartView(id="chart")
             yield DataTable(id="chart-table", zebra_stripes=True)
             yield Static("", id="cell-info")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#chart-table", DataTable).display = False

@@ -7,11 +7,12 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static, TextArea
+from textual.widgets import DataTable, Header, Static, TextArea
 
 from analyses.base import Chart
 from analyses.errors import BadInput
 from app import charts
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.sql_pages import Page, fetch_for_chart, fetch_page
@@ -66,7 +67,7 @@ class SqlScreen(WorkbenchScreen):
             yield Static("ctrl+r (or ctrl+enter) runs the statement; the console is read-only.", id="sql-status")
             yield DataTable(id="sql-results", zebra_stripes=True)
             yield ChartView(id="sql-chart")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#sql-chart", ChartView).display = False
