@@ -116,6 +116,7 @@ class Cancelled:
 
 Event = Submitted | Started | Progress | Log | ModelStatus | Finished | Failed | Cancelled
 PROGRESS_INTERVAL_S = 0.05
+WORKER_NICE = 10
 
 
 def _silence(log_path: str | None) -> None:
@@ -240,6 +241,10 @@ def worker_main(jobs: Any, events: Any, cancel: Any, db_path: str, log_path: str
                 lock_retry_s: float = 30.0) -> None:
     """Entry point of the spawned worker process."""
     _silence(log_path)
+    try:
+        os.nice(WORKER_NICE)  # the worker yields the CPU to the app, so keys answer while a job runs
+    except OSError:
+        pass
     if extra_analyses:
         from analyses.base import REGISTRY
 

@@ -97,7 +97,7 @@ class HistoryScreen(WorkbenchScreen):
         run_id = self.selected_run()
         table = self.query_one("#runs", DataTable)
         text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}" if run_id is not None else "")
-        self.query_one("#run-detail", Static).update(plain(text))
+        self.query_one("#run-detail", Static).update(plain(text), layout=False)
 
     def show_problem(self, message: str) -> None:
         self.query_one("#run-detail", Static).update(plain(message, style="red"))

@@ -173,12 +173,12 @@ class ProbeScreen(WorkbenchScreen):
             bar.update(total=state.total, progress=state.done)
         elif state.phase in ("submitted", "started"):
             bar.update(total=None)
-        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}" if state.job_id else "idle"))
+        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}" if state.job_id else "idle"), layout=False)
         self.query_one("#run", Button).disabled = state.running
         self.query_one("#cancel", Button).disabled = not state.running
         layers = f" · {state.n_layers} layers" if state.n_layers else ""
         device = f" · {state.device} · {state.dtype}" if state.device else ""
-        self.query_one("#status-line", Static).update(plain("model ", (state.model or self.model_name, "bold"), f"{device}{layers} · {state.model_state}"))
+        self.query_one("#status-line", Static).update(plain("model ", (state.model or self.model_name, "bold"), f"{device}{layers} · {state.model_state}"), layout=False)
 
     def log_line(self, text: Any) -> None:
         self.query_one("#job-log", RichLog).write(text)

@@ -129,7 +129,7 @@ class ResultsScreen(WorkbenchScreen):
                 self.show_chart(index)
 
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
-        self.query_one("#cell-info", Static).update(event.description)
+        self.query_one("#cell-info", Static).update(event.description, layout=False)  # one fixed line: no re-layout per key
 
     def _step_chart(self, step: int) -> None:
         present = [i for i, d in enumerate(self.loaded) if d is not None]
