@@ -23,8 +23,8 @@ WAIT_S = 240
 
 
 class Terminal:
-    def __init__(self, socket: str, session: str) -> None:
-        self.socket, self.session = socket, session
+    def __init__(self, socket: str, session: str, exit_file: Path) -> None:
+        self.socket, self.session, self.exit_file = socket, session, exit_file
 
     def tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], check=True, capture_output=True, text=True).stdout
@@ -45,6 +45,8 @@ class Terminal:
             shown = self.screen()
             if all(text in shown for text in texts):
                 return shown
+            if self.exit_file.exists():
+                raise AssertionError(f"iwb ended (exit code {self.exit_file.read_text().strip()}) before {texts} showed; the screen:\n{shown}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{texts} not on screen after {timeout} s; the screen:\n{shown}")
             time.sleep(0.2)
@@ -65,10 +67,11 @@ def terminal(tmp_path):
         "PYTHONPATH": str(REPO), "TERM": "xterm-256color",
     }
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
-    command = f"env {exports} {shlex.quote(str(iwb))} --db {shlex.quote(str(tmp_path / 'runs.duckdb'))} --device cpu; echo $? > {shlex.quote(str(tmp_path / 'exit'))}"
-    term = Terminal(f"iwb-test-{os.getpid()}", "iwb")
+    command = (f"env {exports} {shlex.quote(str(iwb))} --db {shlex.quote(str(tmp_path / 'runs.duckdb'))} --device cpu"
+               f"; echo $? > {shlex.quote(str(tmp_path / 'exit'))}")
+    term = Terminal(f"iwb-test-{os.getpid()}", "iwb", tmp_path / "exit")
     term.tmux("new-session", "-d", "-s", "iwb", "-x", "100", "-y", "30", command)
-    term.exit_file, term.home = tmp_path / "exit", home
+    term.home = home
     try:
         yield term
     finally:
