@@ -85,6 +85,8 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
         elif phase == 1:
             await pilot.press("f3")
             await pilot.pause()
+            app.screen.query_one("#chart-tabs").active = "chart-0"  # the heatmap (the tab phase pages away from it)
+            await pilot.pause()
             view = app.screen.query_one("#chart")
             view.focus()
             before = view.cursor

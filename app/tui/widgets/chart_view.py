@@ -20,6 +20,7 @@ from app import charts
 CURSOR_STYLE = Style(color="rgb(255,0,0)", bgcolor="rgb(255,0,0)")
 TOKEN_CURSOR_STYLE = Style(color="rgb(255,255,255)", bgcolor="rgb(255,0,0)", bold=True)
 FRAME_LINES = 5  # title, two borders, x tick labels, x axis label (see charts.heatmap_canvas)
+DRAWN_KEPT = 24  # drawn charts kept, so paging back to a chart does not draw it again
 
 
 def cell_text(data: charts.ChartData, row: int, col: int) -> str:
@@ -68,6 +69,7 @@ class ChartView(PlotextPlot, can_focus=True):
         self._lines: list[Text] = []
         self._line_spans: dict = {}
         self._strips: list[Strip] = []
+        self._drawn: dict[tuple, tuple] = {}
         self.painted_cursor: tuple[int, int] | None = None
 
     @property
@@ -188,6 +190,10 @@ class ChartView(PlotextPlot, can_focus=True):
         key = (width, height, self.app.theme, id(self.data), start, stop, self.log_scale, self.tokens)
         if key == self._cache_key:
             return
+        if key in self._drawn and self._drawn[key][0] is self.data:
+            _, self._cache, self._lines, self._line_spans, self._strips, self.tokens_shown = self._drawn[key]
+            self._cache_key = key
+            return
         # The chart is drawn once per size, theme, data, window and mode; moving the cursor only restyles its cell.
         data = self.data.rows_window(start, stop) if self.is_heatmap and stop - start < len(self.data.matrix) else self.data
         positions = self._cell_positions(data, width, height) if self.is_heatmap else {}
@@ -205,6 +211,9 @@ class ChartView(PlotextPlot, can_focus=True):
                 self._line_spans.setdefault((row + start, col), {}).setdefault(line, []).append((span_start - starts[line], span_end - starts[line]))
         self.tokens_shown = self._write_tokens() if self.tokens else 0
         self._strips = [self._strip(line) for line in self._lines]
+        if len(self._drawn) >= DRAWN_KEPT:
+            self._drawn.pop(next(iter(self._drawn)))
+        self._drawn[key] = (self.data, self._cache, self._lines, self._line_spans, self._strips, self.tokens_shown)
 
     def _write_tokens(self) -> int:
         """Print each cell's text over its middle line where the cell is at least two characters wide."""
