@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from analyses.base import Chart
@@ -19,6 +19,7 @@ SHADES = " ░▒▓█"
 PLAIN_MARKERS = ("x", "o", "+", "*")
 CONTROL_PICTURES = {code: 0x2400 + code for code in range(32)} | {127: 0x2421}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+LOG_FLOOR = 1e-20
 
 
 @dataclass
@@ -33,6 +34,12 @@ class ChartData:
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     columns: list[str] = field(default_factory=list)
     rows: list[tuple] = field(default_factory=list)
+    sql: str = ""
+    """The query behind the chart, with its values written in, to refine in the SQL console."""
+    details: dict[tuple[int, int], tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    """Heatmaps: the other columns of each cell's row (e.g. the logit lens' top token), by (row, col)."""
+    full_ranges: dict[bool, tuple[float, float]] = field(default_factory=dict)
+    """A window of rows keeps the colour scale of the whole heatmap (by log_scale)."""
 
     @property
     def label(self) -> str:
@@ -43,11 +50,31 @@ class ChartData:
         """(y value, x label, value) of a heatmap cell: what a cursor shows."""
         return self.y_values[row], self.x_labels[col], self.matrix[row][col]
 
-    def value_range(self) -> tuple[float, float]:
-        values = [v for row in self.matrix for v in row if v is not None and not math.isnan(v)]
-        low = self.chart.vmin if self.chart.vmin is not None else (min(values) if values else 0.0)
-        high = self.chart.vmax if self.chart.vmax is not None else (max(values) if values else 1.0)
+    def value_range(self, log_scale: bool = False) -> tuple[float, float]:
+        """The colour scale's ends; on a log scale the data's own ends (a fixed 0 has no logarithm)."""
+        if log_scale in self.full_ranges:
+            return self.full_ranges[log_scale]
+        values = [scaled(v, log_scale) for row in self.matrix for v in row if v is not None and not math.isnan(v)]
+        low = self.chart.vmin if self.chart.vmin is not None and not log_scale else (min(values) if values else 0.0)
+        high = self.chart.vmax if self.chart.vmax is not None and not log_scale else (max(values) if values else 1.0)
         return low, (high if high > low else low + 1e-9)
+
+    @property
+    def can_log(self) -> bool:
+        """A log scale makes sense when no value is negative (probabilities, norms, counts)."""
+        values = [v for row in self.matrix for v in row] + [y for _, ys in self.series.values() for y in ys]
+        present = [v for v in values if v is not None and not math.isnan(v)]
+        return bool(present) and min(present) >= 0
+
+    def rows_window(self, start: int, stop: int) -> ChartData:
+        """The heatmap's rows start..stop-1 only (colours keep the whole chart's scale)."""
+        return replace(self, matrix=self.matrix[start:stop], y_values=self.y_values[start:stop],
+                       subtitle=f"{self.subtitle}, {self.chart.y} {self.y_values[start]}-{self.y_values[stop - 1]} of {len(self.y_values)}",
+                       full_ranges={scale: self.value_range(scale) for scale in (False, True)})
+
+
+def scaled(value: float, log_scale: bool) -> float:
+    return math.log10(max(value, LOG_FLOOR)) if log_scale else value
 
 
 def visible(text: str) -> str:
@@ -59,6 +86,22 @@ def visible(text: str) -> str:
 def label_token(token: str, width: int = 8) -> str:
     shown = visible(token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·"))
     return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bool, int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def inline(sql: str, values: list) -> str:
+    """The query with each ? replaced by its value written as SQL (only our own clauses carry ?)."""
+    pieces = sql.split("?")
+    if len(pieces) != len(values) + 1:
+        return sql
+    return "".join(piece + (sql_literal(values[i]) if i < len(values) else "") for i, piece in enumerate(pieces))
 
 
 def _filters(chart: Chart, run_id: int, input_id: int | None, facet_value: Any = None) -> tuple[str, list]:
@@ -106,12 +149,14 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
     data = ChartData(chart, subtitle=subtitle, facet_value=facet_value)
     if chart.kind == "table":
         order = f" ORDER BY {chart.order}" if chart.order else ""
-        result = store.query(f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}{order} LIMIT {int(chart.limit)}", values)
-        data.columns, data.rows = result.columns, result.rows
+        sql = f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}{order} LIMIT {int(chart.limit)}"
+        result = store.query(sql, values)
+        data.columns, data.rows, data.sql = result.columns, result.rows, inline(sql, values)
         return data if data.rows else None
     if chart.kind == "heatmap":
-        sql = f"SELECT t.{chart.y}, t.{chart.x}, avg(t.{chart.value}) FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+        sql = f"SELECT t.{chart.y}, t.{chart.x}, avg(t.{chart.value}) AS {chart.value} FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
         rows = store.query(sql, values).rows
+        data.sql = inline(sql, values)
         if not rows or all(r[2] is None for r in rows):
             return None
         ys = sorted({r[0] for r in rows}, key=_sort_key)
@@ -123,9 +168,11 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
             data.matrix[y_index[y]][x_index[x]] = value
         data.y_values, data.x_values = ys, xs
         data.x_labels = _x_labels(store, chart, run_id, input_id, xs)
+        data.details = _cell_details(store, chart, where, values, y_index, x_index)
         return data
     series_column = f"t.{chart.series}" if chart.series else "NULL"
-    sql = f"SELECT {series_column}, t.{chart.x}, avg(t.{chart.value}) FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+    sql = f"SELECT {series_column} AS series, t.{chart.x}, avg(t.{chart.value}) AS {chart.value} FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+    data.sql = inline(sql, values)
     rows = [r for r in store.query(sql, values).rows if r[2] is not None and not (isinstance(r[2], float) and math.isnan(r[2]))]
     if not rows:
         return None
@@ -135,6 +182,22 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
         xs.append(x)
         ys.append(float(y))
     return data
+
+
+def _cell_details(store, chart: Chart, where: str, values: list, y_index: dict, x_index: dict) -> dict:
+    """Each cell's other columns: text first (a top token), then probabilities, then the rest."""
+    result = store.query(f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}", values)
+    keys = {chart.x, chart.y, chart.value, "input_id", chart.facet}
+    columns = [(i, name, kind) for i, (name, kind) in enumerate(zip(result.columns, result.types))
+               if name not in keys and not name.endswith("_id")]
+    columns.sort(key=lambda c: (0 if "VARCHAR" in c[2].upper() else 1 if "prob" in c[1] else 2))
+    y_at, x_at = result.columns.index(chart.y), result.columns.index(chart.x)
+    details: dict = {}
+    for row in result.rows:
+        cell = (y_index.get(row[y_at]), x_index.get(row[x_at]))
+        if None not in cell and cell not in details:
+            details[cell] = tuple((name, row[i]) for i, name, _ in columns)
+    return details
 
 
 def _sort_key(value: Any) -> tuple:
@@ -164,25 +227,26 @@ def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]
 
 
 def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None = None, use_colour: bool = True,
-         cell_colour: Any = None) -> None:
+         cell_colour: Any = None, log_scale: bool = False) -> None:
     """Paint a heatmap or line chart onto a plotext figure of the given size.
 
     ``cell_colour(row, col)`` replaces the value colours of heatmap cells (e.g. to find
     where each cell lands on screen, so that a cursor can be drawn without redrawing).
+    ``log_scale`` colours a heatmap by log10 of its values, and draws log10 of a line's values.
     """
     plt.clear_figure()
     plt.plotsize(width, height)
     chart = data.chart
     plt.title(f"{chart.title} ({data.subtitle})" if data.subtitle else chart.title)
     if chart.kind == "heatmap":
-        _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour)
+        _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour, log_scale)
     elif chart.kind == "line":
         for index, (name, (xs, ys)) in enumerate(data.series.items()):
             # Without colour, curves on one chart are told apart by their marker.
             marker = "braille" if use_colour or index == 0 else PLAIN_MARKERS[(index - 1) % len(PLAIN_MARKERS)]
-            plt.plot(xs, ys, label=name if len(data.series) > 1 else None, marker=marker)
+            plt.plot(xs, [scaled(y, log_scale) for y in ys], label=name if len(data.series) > 1 else None, marker=marker)
         plt.xlabel(chart.x)
-        plt.ylabel(chart.value)
+        plt.ylabel(f"log10 {chart.value}" if log_scale else chart.value)
 
 
 def heatmap_canvas(data: ChartData, width: int, height: int) -> tuple[int, int, list[int], list[str]]:
@@ -198,10 +262,17 @@ def heatmap_canvas(data: ChartData, width: int, height: int) -> tuple[int, int, 
     return max(1, width - max(len(label) for label in y_labels) - 2), max(1, height - 5), y_ticks, y_labels
 
 
+def cell_rgb(data: ChartData, row: int, col: int, log_scale: bool = False) -> tuple[int, int, int]:
+    """The colour a heatmap cell is painted with."""
+    value = data.matrix[row][col]
+    low, high = data.value_range(log_scale)
+    return colour(None if value is None else scaled(value, log_scale), low, high)
+
+
 def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None, use_colour: bool,
-                  cell_colour: Any = None) -> None:
+                  cell_colour: Any = None, log_scale: bool = False) -> None:
     rows, cols = len(data.matrix), len(data.matrix[0])
-    low, high = data.value_range()
+    low, high = data.value_range(log_scale)
     canvas_w, canvas_h, y_ticks, y_labels = heatmap_canvas(data, width, height)
     # Exactly one point per character of the plot area, so every character shows one cell (when
     # there are more rows than lines, each line shows the nearest row) and nothing is mixed.
@@ -213,6 +284,7 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
             x = -0.5 + cols * (column / max(1, canvas_w - 1))
             col = min(cols - 1, column * cols // canvas_w)
             value = data.matrix[row][col]
+            value = None if value is None or math.isnan(value) else scaled(value, log_scale)
             xs.append(x)
             ys.append(y)
             on_cursor = cursor is not None and cursor == (row, col)
@@ -237,7 +309,8 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
     plt.xticks(x_ticks, [label_token(data.x_labels[i], label_width) for i in x_ticks])
     plt.yticks(y_ticks, y_labels)
     plt.ylabel(data.chart.y)
-    plt.xlabel(f"{data.chart.x}   colour: {data.chart.value} {low:.3g} (dark) .. {high:.3g} (bright)")
+    shown = f"log10 {data.chart.value}" if log_scale else data.chart.value
+    plt.xlabel(f"{data.chart.x}   colour: {shown} {low:.3g} (dark) .. {high:.3g} (bright)")
 
 
 def fitting_height(data: ChartData, height: int) -> int:

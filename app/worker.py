@@ -116,6 +116,7 @@ class Cancelled:
 
 Event = Submitted | Started | Progress | Log | ModelStatus | Finished | Failed | Cancelled
 PROGRESS_INTERVAL_S = 0.05
+WORKER_NICE = 10
 
 
 def _silence(log_path: str | None) -> None:
@@ -144,13 +145,21 @@ class _ReportingStore:
 
 
 class _WorkerLoop:
-    def __init__(self, jobs: Any, events: Any, cancel: Any, db_path: str) -> None:
-        from store import Store
-
+    def __init__(self, jobs: Any, events: Any, cancel: Any, db_path: str, lock_retry_s: float = 30.0) -> None:
         self.jobs, self.events, self.cancel = jobs, events, cancel
-        self.store = Store(db_path)
+        self.db_path, self.lock_retry_s = db_path, lock_retry_s
+        self._store: Any = None
         self.model = None
         self.model_choice: ModelChoice | None = None
+
+    @property
+    def store(self) -> Any:
+        """Opened at the first job, so a database locked at start fails that job, not the worker."""
+        if self._store is None:
+            from store import Store
+
+            self._store = Store(self.db_path, lock_retry_seconds=self.lock_retry_s)
+        return self._store
 
     def ensure_model(self, choice: ModelChoice, job_id: int | None) -> Any:
         if self.model is not None and self.model_choice == choice:
@@ -184,7 +193,6 @@ class _WorkerLoop:
             run_ids.append(run_id)
             events.put(Started(job_id, run_id, job.analysis, job.model.name))
 
-        store = _ReportingStore(self.store, on_begin)
         last_sent = [0.0]
 
         def progress(done: int, total: int, note: str = "") -> None:
@@ -196,7 +204,7 @@ class _WorkerLoop:
         try:
             prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
             model = self.ensure_model(job.model, job_id)
-            run_id = execute(store, model, prepared, progress, self.cancel)
+            run_id = execute(_ReportingStore(self.store, on_begin), model, prepared, progress, self.cancel)
         except CancelledError as error:
             events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
@@ -206,10 +214,14 @@ class _WorkerLoop:
         except Exception as error:
             events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), traceback.format_exc(limit=12)))
             return
-        tables = {table.name: 0 for table in prepared.module.SPEC.tables}
-        for name in tables:
-            tables[name] = self.store.query(f"SELECT count(*) FROM {name} WHERE run_id = ?", [run_id]).rows[0][0]
-        events.put(Finished(job_id, run_id, tables, time.monotonic() - started))
+        events.put(Finished(job_id, run_id, self.count_rows(prepared.module.SPEC.tables, run_id), time.monotonic() - started))
+
+    def count_rows(self, tables: Any, run_id: int) -> dict:
+        """Rows stored per result table; a store locked right now leaves the counts out, not the run."""
+        try:
+            return {table.name: self.store.query(f"SELECT count(*) FROM {table.name} WHERE run_id = ?", [run_id]).rows[0][0] for table in tables}
+        except Exception:
+            return {}
 
     def serve(self) -> None:
         while True:
@@ -225,11 +237,16 @@ class _WorkerLoop:
             self.run_job(command)
 
 
-def worker_main(jobs: Any, events: Any, cancel: Any, db_path: str, log_path: str | None = None, extra_analyses: dict | None = None) -> None:
+def worker_main(jobs: Any, events: Any, cancel: Any, db_path: str, log_path: str | None = None, extra_analyses: dict | None = None,
+                lock_retry_s: float = 30.0) -> None:
     """Entry point of the spawned worker process."""
     _silence(log_path)
+    try:
+        os.nice(WORKER_NICE)  # the worker yields the CPU to the app, so keys answer while a job runs
+    except OSError:
+        pass
     if extra_analyses:
         from analyses.base import REGISTRY
 
         REGISTRY.update(extra_analyses)
-    _WorkerLoop(jobs, events, cancel, db_path).serve()
+    _WorkerLoop(jobs, events, cancel, db_path, lock_retry_s).serve()

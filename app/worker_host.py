@@ -15,6 +15,8 @@ import queue
 import signal
 import threading
 import time
+import traceback
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from analyses.base import Input
@@ -56,13 +58,14 @@ class WorkerHost:
     """Runs jobs in a spawned worker process; ``on_event`` is called from the relay thread."""
 
     def __init__(self, store: Any, on_event: Callable[[Event], None], model: ModelChoice, log_path: str | None = None,
-                 cancel_grace_s: float = CANCEL_GRACE_S, extra_analyses: dict | None = None) -> None:
+                 cancel_grace_s: float = CANCEL_GRACE_S, extra_analyses: dict | None = None, lock_retry_s: float = 30.0) -> None:
         self.store = store
         self.on_event = on_event
         self.model = model
         self.log_path = log_path
         self.cancel_grace_s = cancel_grace_s
         self.extra_analyses = extra_analyses or {}
+        self.lock_retry_s = lock_retry_s
         self._context = multiprocessing.get_context("spawn")
         # Start the resource tracker now: under Textual, sys.stderr has no file descriptor to pass it.
         resource_tracker.ensure_running()
@@ -146,14 +149,34 @@ class WorkerHost:
     def _emit(self, event: Event) -> None:
         try:
             self.on_event(event)
-        except Exception:
-            pass  # a broken listener must not stop the relay
+        except Exception as error:
+            self._log_traceback(f"the listener refused {type(event).__name__}", error)  # it must not stop the relay
+
+    def _log_traceback(self, title: str, error: BaseException) -> None:
+        if self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(f"--- {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC relay: {title}\n")
+                log.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        except OSError:
+            pass
+
+    def _end_run(self, run_id: int | None, status: str, cause: str) -> str:
+        """Mark the run in the store; what to add to the cause when the store cannot be written now."""
+        if run_id is None:
+            return ""
+        try:
+            self.store.end_run(run_id, status, cause)
+        except Exception as error:
+            return f" (run {run_id} could not be marked {status} now: {error}; the next open marks it interrupted)"
+        return ""
 
     def _spawn(self) -> None:
         self._jobs, self._events, self._cancel = self._context.Queue(), self._context.Queue(), self._context.Event()
         self._process = self._context.Process(
             target=worker_main,
-            args=(self._jobs, self._events, self._cancel, str(self.store.path), self.log_path, self.extra_analyses),
+            args=(self._jobs, self._events, self._cancel, str(self.store.path), self.log_path, self.extra_analyses, self.lock_retry_s),
             name="iwb-worker",
             daemon=True,
         )
@@ -193,17 +216,43 @@ class WorkerHost:
 
     def _relay(self) -> None:
         while not self._closing:
-            self._dispatch()
-            if self._process is None:
-                self._wake.wait(POLL_S)
-                self._wake.clear()
-                continue
-            for event in self._read(POLL_S):
-                self._handle(event)
-            if self._closing:
-                return
-            self._check_cancel_deadline()
-            self._check_alive()
+            try:
+                self._relay_once()
+            except Exception as error:
+                self._relay_failed(error)
+
+    def _relay_failed(self, error: Exception) -> None:
+        """The relay met an error: the job in hand fails with that cause, its worker is replaced, the relay goes on."""
+        self._log_traceback("error in the relay loop", error)
+        with self._lock:
+            job, run_id = self._current, self._current_run_id
+            self._current, self._current_run_id, self._cancel_deadline = None, None, None
+            try:
+                self._stop_process()
+            except Exception as stop_error:
+                self._log_traceback("could not stop the worker", stop_error)
+                self._process = None
+        cause = f"the worker host's relay failed ({type(error).__name__}: {error}); the worker was restarted"
+        self._emit(ModelStatus(self.model.name, "stopped", detail="worker restarted after a relay error"))
+        if job is not None:
+            cause += self._end_run(run_id, "failed", cause)
+            self._emit(Failed(job.job_id, run_id, "RelayError", cause, "".join(traceback.format_exception(type(error), error, error.__traceback__))))
+        else:
+            self._emit(Log(None, "error", cause))
+        time.sleep(POLL_S)  # an error that repeats at once must not spin the CPU
+
+    def _relay_once(self) -> None:
+        self._dispatch()
+        if self._process is None:
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+            return
+        for event in self._read(POLL_S):
+            self._handle(event)
+        if self._closing:
+            return
+        self._check_cancel_deadline()
+        self._check_alive()
 
     def _check_cancel_deadline(self) -> None:
         with self._lock:
@@ -212,8 +261,7 @@ class WorkerHost:
             job, run_id = self._current, self._current_run_id
             self._stop_process()
             reason = f"cancelled by the user; the worker did not stop within {self.cancel_grace_s:.0f} s and was restarted"
-            if run_id is not None:
-                self.store.end_run(run_id, "cancelled", reason)
+            reason += self._end_run(run_id, "cancelled", reason)
             self._current, self._current_run_id, self._cancel_deadline = None, None, None
         self._emit(ModelStatus(self.model.name, "stopped", detail="worker restarted after a cancel"))
         self._emit(Cancelled(job.job_id, run_id, reason))
@@ -234,8 +282,7 @@ class WorkerHost:
             self._emit(Log(None, "warning", f"the worker process died ({how}); a fresh one starts with the next job"))
             return
         cause = f"the worker process died ({how}) while running {job.analysis}"
-        if run_id is not None:
-            self.store.end_run(run_id, "failed", cause)
+        cause += self._end_run(run_id, "failed", cause)
         self._emit(Failed(job.job_id, run_id, "WorkerDied", cause))
 
     def _stop_process(self) -> None:

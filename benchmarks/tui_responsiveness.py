@@ -1,7 +1,7 @@
 """How quickly the workbench answers keys, with the worker idle and while a long job runs.
 
 Drives the real app (Pilot, headless) with the real worker and the embedded model: types into
-the prompt, moves the heatmap cursor and switches screens, timing each key press until the
+the prompt, moves the heatmap cursor, switches screens and pages charts, timing each key press until the
 screen shows its effect (timed at the first screen write after the key that shows it, so
 Pilot's own idle-waiting is not counted). Prints p50/p95 per phase; exits 1 if a key was lost
 (the typed text or the cursor position disagree with what was pressed).
@@ -65,11 +65,11 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
     clock = getattr(app, "_repaint_clock", None) or RepaintClock(app)
     app._repaint_clock = clock
     delays: list[float] = []
-    by_kind: dict[str, list[float]] = {"type a character": [], "move the heatmap cursor": [], "switch screen": []}
+    by_kind: dict[str, list[float]] = {"type a character": [], "move the heatmap cursor": [], "switch screen": [], "next chart (tab)": []}
     typed = ""
     ok = True
     for index in range(n_keys):
-        phase = index % 3
+        phase = index % 4
         if phase == 0:
             await pilot.press("f2")
             await pilot.pause()
@@ -85,6 +85,8 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
         elif phase == 1:
             await pilot.press("f3")
             await pilot.pause()
+            app.screen.query_one("#chart-tabs").active = "chart-0"  # the heatmap (the tab phase pages away from it)
+            await pilot.pause()
             view = app.screen.query_one("#chart")
             view.focus()
             before = view.cursor
@@ -92,6 +94,14 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
             delays.append(await clock.time_key(pilot, key, lambda: view.cursor != before and view.painted_cursor == view.cursor))
             by_kind["move the heatmap cursor"].append(delays[-1])
             ok &= view.cursor != before
+        elif phase == 3:
+            await pilot.press("f3")
+            await pilot.pause()
+            results = app.screen
+            before = results.chart_index
+            delays.append(await clock.time_key(pilot, "tab", lambda: results.chart_index != before))
+            by_kind["next chart (tab)"].append(delays[-1])
+            ok &= results.chart_index != before
         else:
             target = "f4" if app.screen.name != "history" else "f5"
             wanted = {"f4": "history", "f5": "sql"}[target]

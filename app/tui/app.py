@@ -1,14 +1,17 @@
 """The workbench App: a thin router between screens, the worker host and the store."""
 from __future__ import annotations
 
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
-from rich.text import Text
 from textual.app import App
 from textual.binding import Binding
 
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
+from app.tui.plain import plain
 from app.tui.screens.compare import CompareScreen, start_compare
 from app.tui.screens.corpus import CorpusScreen
 from app.tui.screens.history import HistoryScreen
@@ -28,7 +31,7 @@ def worker_host_factory(settings: Settings) -> HostFactory:
         log_path = settings.worker_log
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-        return WorkerHost(store, on_event, model, log_path=str(log_path) if log_path else None)
+        return WorkerHost(store, on_event, model, log_path=str(log_path) if log_path else None, lock_retry_s=settings.lock_retry_s)
 
     return make
 
@@ -75,6 +78,19 @@ class Workbench(App):
         self.host.start()
         self.refresh_job_widgets()
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None, markup: bool = False) -> None:
+        """Toasts carry error messages and names from outside our code: never parsed as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def record_problem(self, error: BaseException, where: str) -> None:
+        """A handled error: the screen shows its message; its traceback goes to the crash log."""
+        append_traceback(self.settings.crash_log, f"handled in {where}", error)
+
+    def _handle_exception(self, error: Exception) -> None:
+        # An error no handler caught ends the app (Textual's rule); leave its traceback behind first.
+        append_traceback(self.settings.crash_log, "the app stopped on this error", error)
+        super()._handle_exception(error)
+
     def on_unmount(self) -> None:
         self.host.close()
 
@@ -85,23 +101,23 @@ class Workbench(App):
         self.refresh_job_widgets()
         probe = self.get_screen("probe")
         if isinstance(event, Submitted):
-            probe.log_line(f"job {event.job_id}: {event.analysis} submitted")
+            probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))
         elif isinstance(event, Started):
-            probe.log_line(f"job {event.job_id}: run {event.run_id} started on {event.model}")
+            probe.log_line(plain(f"job {event.job_id}: run {event.run_id} started on {event.model}"))
         elif isinstance(event, Finished):
             rows = ", ".join(f"{name} {count}" for name, count in event.table_rows.items())
-            probe.log_line(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)")
+            probe.log_line(plain(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)"))
             self.open_run(event.run_id, switch=self.screen is probe)
         elif isinstance(event, Failed):
             message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
-            probe.log_line(Text(f"job {event.job_id} failed: {event.error_class}: {message}", style="red"))
-            self.notify(message, title=f"Job failed ({event.error_class})", severity="error", timeout=8, markup=False)
+            probe.log_line(plain(f"job {event.job_id} failed: {event.error_class}: {message}", style="red"))
+            self.notify(message, title=f"Job failed ({event.error_class})", severity="error", timeout=8)
         elif isinstance(event, Cancelled):
-            probe.log_line(f"job {event.job_id}: {event.reason}")
+            probe.log_line(plain(f"job {event.job_id}: {event.reason}"))
         elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
-            probe.log_line(Text(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
+            probe.log_line(plain(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
         elif isinstance(event, Log):
-            probe.log_line(Text(event.text, style="" if event.level == "info" else "yellow"))
+            probe.log_line(plain(event.text, style="" if event.level == "info" else "yellow"))
 
     def refresh_job_widgets(self) -> None:
         probe = self.get_screen("probe")
@@ -114,7 +130,7 @@ class Workbench(App):
     def cancel_job(self) -> None:
         if self.job_state.running:
             self.host.cancel(self.job_state.job_id)
-            self.get_screen("probe").log_line(f"job {self.job_state.job_id}: cancel asked")
+            self.get_screen("probe").log_line(plain(f"job {self.job_state.job_id}: cancel asked"))
 
     def switch_model(self, name: str) -> None:
         if name == self.host.model.name:
@@ -127,6 +143,12 @@ class Workbench(App):
         self.get_screen("results").open_run(run_id)
         if switch:
             self.action_show("results")
+
+    async def use_sql(self, sql: str) -> None:
+        """Open the SQL console with this query in its editor, run."""
+        if self.screen.name != "sql":
+            await self.switch_screen("sql")
+        self.get_screen("sql").use_sql(sql)
 
     def choose_analysis(self, name: str) -> None:
         self.action_show("probe")
@@ -155,6 +177,19 @@ class Workbench(App):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
+
+
+def append_traceback(path: Path | None, title: str, error: BaseException) -> None:
+    """Keep a traceback where a person can find it later; a log that cannot be written is skipped."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC {title}\n")
+            log.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    except OSError:
+        pass
 
 
 def _model_switching(name: str) -> Any:

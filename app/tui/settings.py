@@ -6,9 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def default_worker_log() -> Path:
+def state_dir() -> Path:
+    """Where the workbench keeps its logs: $XDG_STATE_HOME/iwb (default ~/.local/state/iwb)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "iwb" / "worker.log"
+    return Path(base) / "iwb"
+
+
+def default_worker_log() -> Path:
+    return state_dir() / "worker.log"
+
+
+def default_crash_log() -> Path:
+    return state_dir() / "crash.log"
 
 
 @dataclass(frozen=True)
@@ -25,5 +34,9 @@ class Settings:
     """The Textual theme at start (ctrl+t toggles dark and light)."""
     worker_log: Path | None = None
     """Where the worker's stdout and stderr go (kept off the screen)."""
+    crash_log: Path | None = None
+    """Where tracebacks of errors in the app go (handled ones and a crash that ends it)."""
     sql_page_rows: int = 100
     """Rows fetched per page in the SQL console."""
+    lock_retry_s: float = 30.0
+    """How long the app and its worker retry a database locked by another process before giving up."""

@@ -28,11 +28,15 @@ def seeded_store(tui_store):
 
 
 async def settle(app, pilot) -> None:
-    """Wait for every Textual worker and the messages they posted; no sleeps."""
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
+    """Wait for every Textual worker and the messages they posted; no sleeps.
+
+    A worker that failed counts as complete: the screens show its error in place.
+    """
+    import asyncio
+
+    for _ in range(2):
+        await asyncio.gather(*(worker.wait() for worker in list(app.workers)), return_exceptions=True)
+        await pilot.pause()
 
 
 def no_blink(app) -> None:

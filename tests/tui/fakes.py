@@ -16,7 +16,7 @@ N_LAYERS = 4
 FIXED_TIME = "2026-01-02 03:04:05"
 
 
-def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the city of", status: str = "done") -> int:
+def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the city of", status: str = "done", n_layers: int = N_LAYERS) -> int:
     """A stored logit-lens-shaped run with deterministic values (no model involved)."""
     import pyarrow as pa
 
@@ -26,7 +26,7 @@ def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the 
     if status != "done":
         store.end_run(run_id, status, "the worker process died (killed by signal SIGKILL) while running logit-lens")
     else:
-        positions, rows = len(TOKENS), N_LAYERS + 1
+        positions, rows = len(TOKENS), n_layers + 1
         cells = [(layer, pos) for layer in range(rows) for pos in range(positions)]
         table = pa.table({
             "input_id": pa.array([0] * len(cells), pa.int32()),

@@ -21,7 +21,7 @@ async def test_history_filters_opens_and_deletes_after_confirming(tui_store):
         assert table.row_count == 2
         await pilot.press("slash", *"Colosseum")
         await settle(app, pilot)
-        assert table.row_count == 1 and table.get_row_at(0)[0] == "2"
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "2"
         await pilot.press("enter")
         await settle(app, pilot)
         table.focus()
@@ -63,7 +63,7 @@ async def test_sql_pages_errors_and_refused_writes(seeded_store):
         assert "rows 1-25" in status and table.row_count == 25
         await pilot.press("ctrl+n")
         await settle(app, pilot)
-        assert app.screen.page.page == 1 and table.get_row_at(0)[3] == "1"
+        assert app.screen.page.page == 1 and str(table.get_row_at(0)[3]) == "1"
         await pilot.press("ctrl+n", "ctrl+n")
         await settle(app, pilot)
         assert table.row_count == 60 - 50 and not app.screen.page.has_more

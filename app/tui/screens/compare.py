@@ -7,22 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from analyses.errors import BadInput
 from app import charts
 from app.compare import Comparison, compare_runs
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.key_bar import KeyBar
 from store import StoreError
 
 
-class CompareScreen(Screen):
+class CompareScreen(WorkbenchScreen):
     DEFAULT_CSS = """
     #compare-body { padding: 0 1; }
     #compare-runs { height: 1; }
@@ -52,7 +52,7 @@ class CompareScreen(Screen):
             yield Static("Type two run ids and press enter, or mark a run in the history (F7) and press F7 on another.", id="compare-info", markup=False)
             yield ChartView(id="compare-chart")
             yield Static("", id="compare-cell", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         if self.pending is not None:
@@ -86,18 +86,18 @@ class CompareScreen(Screen):
             return
         self.compare(int(text_a), int(text_b))
 
-    @work(thread=True, exclusive=True, group="compare")
+    @background("compare")
     def load(self, app: Any, run_a: int, run_b: int) -> None:
         try:
             comparison = compare_runs(app.store, run_a, run_b)
         except (BadInput, StoreError) as error:
-            app.call_from_thread(self.show_error, str(error).splitlines()[0])
+            app.call_from_thread(self.show_error, (str(error).splitlines() or [type(error).__name__])[0])
             return
         app.call_from_thread(self.show_comparison, comparison)
 
     def show_error(self, message: str) -> None:
         self.comparison = None
-        self.query_one("#compare-info", Static).update(Text(message, style="red"))
+        self.query_one("#compare-info", Static).update(plain(message, style="red"))
         self.query_one("#compare-chart", ChartView).show(None)
         self.query_one("#compare-cell", Static).update("")
 
@@ -105,7 +105,7 @@ class CompareScreen(Screen):
         self.comparison, self.chart_index = comparison, 0
         lines = [f"compare {comparison.heading}: " + ("; ".join(comparison.differences) or "same model, parameters and input")]
         lines += [f"not compared: {note}" for note in comparison.skipped[:3]]
-        self.query_one("#compare-info", Static).update(Text("\n".join(lines)))
+        self.query_one("#compare-info", Static).update(plain("\n".join(lines)))
         self.show_chart()
 
     def show_chart(self) -> None:
@@ -127,7 +127,12 @@ class CompareScreen(Screen):
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
         total = len(self.comparison.charts) if self.comparison else 0
         prefix = f"chart {self.chart_index + 1}/{total} (tab: next) · " if total else ""
-        self.query_one("#compare-cell", Static).update(prefix + event.description)
+        self.query_one("#compare-cell", Static).update(plain(prefix + event.description))
+
+
+    def show_problem(self, message: str) -> None:
+        self.show_error(message)
+        super().show_problem(message)
 
 
 def start_compare(app: Any) -> None:

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static, TextArea
+from textual.widgets import DataTable, Header, Input, Static, TextArea
 
 from analyses.errors import BadInput
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 
 COLUMNS = ("doc", "set", "chars", "start of the text")
 PAGE_SIZE = 100
 
 
-class CorpusScreen(Screen):
+class CorpusScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+o", "send_to_probe", "To probe", tooltip="Use the document (or the selected span) as the probe's prompt"),
         Binding("ctrl+n", "page(1)", "Next page", tooltip="The next page of documents"),
@@ -38,7 +39,7 @@ class CorpusScreen(Screen):
             yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
             yield Static("", id="corpus-info")
             yield TextArea("", id="document", read_only=True, soft_wrap=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#documents", DataTable).add_columns(*COLUMNS)
@@ -68,7 +69,7 @@ class CorpusScreen(Screen):
         self.query_one("#corpus-info", Static).update("reading the corpus ...")
         self.fetch_page(self.app, path, set_name, self.page_start)
 
-    @work(thread=True, exclusive=True, group="corpus")
+    @background("corpus")
     def fetch_page(self, app: Any, path: str | None, set_name: str | None, offset: int) -> None:
         """Corpora are streamed from the start, so a page is read off the UI thread."""
         from analyses.corpus import list_documents
@@ -82,14 +83,18 @@ class CorpusScreen(Screen):
 
     def show_error(self, message: str) -> None:
         self.query_one("#documents", DataTable).clear()
-        self.query_one("#corpus-info", Static).update(f"[red]{message}[/red]")
+        self.query_one("#corpus-info", Static).update(plain(message, style="red"))
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#corpus-info", Static).update(plain(message, style="red"))
+        super().show_problem(message)
 
     def show_page(self, page: Any) -> None:
         self.has_more = page.has_more
         table = self.query_one("#documents", DataTable)
         table.clear()
         for entry in page.entries:
-            table.add_row(str(entry.index), entry.set_name or "", str(entry.n_chars), entry.preview, key=str(entry.index))
+            table.add_row(*[plain(cell) for cell in (entry.index, entry.set_name or "", entry.n_chars, entry.preview)], key=str(entry.index))
         first, last = page.offset + 1, page.offset + len(page.entries)
         more = " · ctrl+n next page" if page.has_more else ""
         skipped = f" · {page.malformed} malformed records skipped" if page.malformed else ""
@@ -99,7 +104,7 @@ class CorpusScreen(Screen):
         path, _ = self.source()
         self.fetch_document(self.app, path, int(event.row_key.value))
 
-    @work(thread=True, exclusive=True, group="corpus-document")
+    @background("corpus-document")
     def fetch_document(self, app: Any, path: str | None, index: int) -> None:
         from analyses.corpus import read_document
 

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
 from analyses.base import REGISTRY, get_analysis
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
 
 COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
 
 
-class HistoryScreen(Screen):
+class HistoryScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
         Binding("delete,d", "delete_run", "Delete", tooltip="Delete the selected run (asks first)"),
@@ -35,7 +36,7 @@ class HistoryScreen(Screen):
             yield Input(placeholder="filter: analysis, model, status, parameter or prompt text", id="history-filter", compact=True)
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
             yield Static("", id="run-detail")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#runs", DataTable).add_columns(*COLUMNS)
@@ -53,7 +54,7 @@ class HistoryScreen(Screen):
     def action_refresh(self) -> None:
         self.load_runs(self.app, self.query_one("#history-filter", Input).value)
 
-    @work(thread=True, exclusive=True, group="history")
+    @background("history")
     def load_runs(self, app: Any, text_filter: str) -> None:
         result = app.store.list_runs(limit=500, text_filter=text_filter)
         rows, errors, analyses = [], {}, {}
@@ -63,10 +64,10 @@ class HistoryScreen(Screen):
             run_id = run["run_id"]
             errors[run_id] = ""
             analyses[run_id] = run["analysis"]
-            rows.append((run_id, (
+            rows.append((run_id, tuple(plain(cell) for cell in (
                 str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
-                "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40],
-            )))
+                "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
+            ))))
         if rows:
             ids = ",".join(str(run_id) for run_id, _ in rows)
             for run_id, error in app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
@@ -96,7 +97,11 @@ class HistoryScreen(Screen):
         run_id = self.selected_run()
         table = self.query_one("#runs", DataTable)
         text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}" if run_id is not None else "")
-        self.query_one("#run-detail", Static).update(text)
+        self.query_one("#run-detail", Static).update(plain(text), layout=False)
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#run-detail", Static).update(plain(message, style="red"))
+        super().show_problem(message)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
@@ -126,7 +131,7 @@ class HistoryScreen(Screen):
 
         self.app.push_screen(ConfirmModal(f"Delete run {run_id} ({self.analyses.get(run_id, '')}) and all its rows? This cannot be undone."), answered)
 
-    @work(thread=True, group="history-delete")
+    @background("history-delete", exclusive=False)
     def delete_run(self, app: Any, run_id: int) -> None:
         analysis = self.analyses.get(run_id, "")
         tables = [t.name for t in get_analysis(analysis).SPEC.tables] if analysis in REGISTRY else []

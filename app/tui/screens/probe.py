@@ -3,18 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
+from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
 from analyses.base import analysis_names, get_analysis
 from analyses.corpus import InputChoice
 from analyses.errors import BadInput
 from app.runner import RunRequest, prepare
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.events import JobState
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.param_form import ParamForm
 
 SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)", "entities": "entity table (empty path: shipped athletes)"}
@@ -26,7 +27,7 @@ def model_options(current: str) -> list[tuple[str, str]]:
     names = list(EMBEDDED)
     if current not in names:
         names.insert(0, current)
-    return [(name, name) for name in names]
+    return [(plain(name), name) for name in names]
 
 
 def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
@@ -36,7 +37,7 @@ def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
     return corpus.build_inputs(source, input_kinds)[0]
 
 
-class ProbeScreen(Screen):
+class ProbeScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker"),
         Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
@@ -73,7 +74,7 @@ class ProbeScreen(Screen):
                 yield Static("idle", id="progress-note")
             yield RichLog(id="job-log", max_lines=200, wrap=True)
             yield Static("", id="status-line")
-        yield Footer()
+        yield KeyBar()
 
     async def on_mount(self) -> None:
         await self.show_analysis(str(self.query_one("#analysis", Select).value))
@@ -94,7 +95,7 @@ class ProbeScreen(Screen):
         self.shown_analysis = name
         module = get_analysis(name)
         spec = module.SPEC
-        self.query_one("#analysis-doc", Static).update(f"[b]{spec.title}[/b]: {spec.description}")
+        self.query_one("#analysis-doc", Static).update(plain((spec.title, "bold"), f": {spec.description}"))
         holder = self.query_one("#form-holder", Vertical)
         await holder.remove_children()
         await holder.mount(ParamForm(module.Params, id="params"))
@@ -137,7 +138,7 @@ class ProbeScreen(Screen):
             return
         self.submit(self.app, str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
 
-    @work(thread=True, exclusive=True, group="submit")
+    @background("submit")
     def submit(self, app: Any, analysis: str, raw_params: dict, source: InputChoice) -> None:
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
@@ -151,6 +152,10 @@ class ProbeScreen(Screen):
 
     def show_form_error(self, message: str) -> None:
         self.query_one("#params", ParamForm).show_error(message)
+
+    def show_problem(self, message: str) -> None:
+        self.show_form_error(message)
+        super().show_problem(message)
 
     def action_cancel(self) -> None:
         self.app.cancel_job()
@@ -168,12 +173,12 @@ class ProbeScreen(Screen):
             bar.update(total=state.total, progress=state.done)
         elif state.phase in ("submitted", "started"):
             bar.update(total=None)
-        self.query_one("#progress-note", Static).update(f"{state.phase}: {state.note}" if state.job_id else "idle")
+        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}" if state.job_id else "idle"), layout=False)
         self.query_one("#run", Button).disabled = state.running
         self.query_one("#cancel", Button).disabled = not state.running
         layers = f" · {state.n_layers} layers" if state.n_layers else ""
         device = f" · {state.device} · {state.dtype}" if state.device else ""
-        self.query_one("#status-line", Static).update(f"model [b]{state.model or self.model_name}[/b]{device}{layers} · {state.model_state}")
+        self.query_one("#status-line", Static).update(plain("model ", (state.model or self.model_name, "bold"), f"{device}{layers} · {state.model_state}"), layout=False)
 
     def log_line(self, text: Any) -> None:
         self.query_one("#job-log", RichLog).write(text)

@@ -1,26 +1,29 @@
 """The results view: a run's SPEC charts through the shared renderer, a cursor over heatmap cells."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, Tab, Tabs
+from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
 from analyses.base import get_analysis
 from app import charts
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
 
 
-class ResultsScreen(Screen):
+class ResultsScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("tab", "next_chart", "Next chart", tooltip="Show the run's next chart"),
         Binding("shift+tab", "previous_chart", "Previous chart", show=False),
         Binding("right_square_bracket", "next_input", "Next input", tooltip="Per-input charts: the next input of the run"),
         Binding("left_square_bracket", "previous_input", "Previous input", show=False),
+        Binding("s", "chart_sql", "SQL", tooltip="Copy the SQL behind this chart into the SQL console (F5) and run it there"),
     ]
 
     def __init__(self) -> None:
@@ -31,6 +34,7 @@ class ResultsScreen(Screen):
         self.input_index = 0
         self.loaded: list[charts.ChartData | None] = []
         self.chart_index = 0
+        self._rebuilding = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -40,7 +44,7 @@ class ResultsScreen(Screen):
             yield ChartView(id="chart")
             yield DataTable(id="chart-table", zebra_stripes=True)
             yield Static("", id="cell-info")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#chart-table", DataTable).display = False
@@ -53,13 +57,13 @@ class ResultsScreen(Screen):
         if self.is_mounted:
             self.load_run(self.app, run_id, None)
 
-    @work(thread=True, exclusive=True, group="load-run")
+    @background("load-run")
     def load_run(self, app: Any, run_id: int, input_index: int | None) -> None:
         """Read the run and every chart's data off the UI thread (a thread has no self.app: it is passed in)."""
         store = app.store
         row = store.run_row(run_id)
         if row is None:
-            app.call_from_thread(self.show_info, f"run {run_id} no longer exists", [])
+            app.call_from_thread(self.show_problem, f"run {run_id} no longer exists")
             return
         input_ids = [r[0] for r in store.query("SELECT input_id FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows]
         index = input_index or 0
@@ -67,37 +71,40 @@ class ResultsScreen(Screen):
         first = store.query("SELECT left(replace(text, chr(10), ' '), 70) FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
         prompt = first[0][0] if first else ""
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
-        inputs_note = f" · input {index + 1}/{len(input_ids)}" if len(input_ids) > 1 else ""
-        info = f"run {run_id} · {row['analysis']} · {row['model']} · {status}{inputs_note}\n[dim]{prompt}[/dim]"
+        inputs_note = f" · input {index + 1}/{len(input_ids)} ([ ] switch)" if len(input_ids) > 1 else ""
+        info = plain(f"run {run_id} · {row['analysis']} · {row['model']} · {status}{inputs_note}\n", (prompt, "dim"))
         loaded: list[charts.ChartData | None] = []
         if row["status"] == "done":
             try:
                 spec = get_analysis(row["analysis"]).SPEC
                 loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
-                info += f"\n[red]cannot draw its charts: {error}[/red]"
+                info.append_text(plain(f"\ncannot draw its charts: {error}", style="red"))
         app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
 
-    def show_info(self, info: str, loaded: list) -> None:
-        self.query_one("#run-info", Static).update(info)
+    def show_problem(self, message: str) -> None:
+        self.query_one("#cell-info", Static).update(plain(message, style="red"))
+        super().show_problem(message)
 
-    def show_run(self, analysis: str, info: str, loaded: list, input_ids: list[int], input_index: int) -> None:
-        self.analysis, self.loaded, self.input_ids, self.input_index = analysis, loaded, input_ids, input_index
-        self.query_one("#run-info", Static).update(info)
-        tabs = self.query_one("#chart-tabs", Tabs)
-        tabs.clear()
-        for index, data in enumerate(loaded):
-            if data is not None:
-                tabs.add_tab(Tab(data.label, id=f"chart-{index}"))
-        if not any(data is not None for data in loaded):
-            self.query_one("#chart", ChartView).show(None)
-            self.query_one("#cell-info", Static).update("This run has no chart data.")
-            return
-        self.chart_index = min(self.chart_index, len(loaded) - 1)
-        if loaded[self.chart_index] is None:
-            self.chart_index = next(i for i, d in enumerate(loaded) if d is not None)
-        tabs.active = f"chart-{self.chart_index}"
-        self.show_chart(self.chart_index)
+    async def show_run(self, analysis: str, info: Any, loaded: list, input_ids: list[int], input_index: int) -> None:
+        # Tabs are removed and added asynchronously: one rebuild at a time, each awaited, so ids never clash.
+        async with self._rebuilding:
+            self.analysis, self.loaded, self.input_ids, self.input_index = analysis, loaded, input_ids, input_index
+            self.query_one("#run-info", Static).update(info)
+            tabs = self.query_one("#chart-tabs", Tabs)
+            await tabs.clear()
+            for index, data in enumerate(loaded):
+                if data is not None:
+                    await tabs.add_tab(Tab(plain(data.label), id=f"chart-{index}"))
+            if not any(data is not None for data in loaded):
+                self.query_one("#chart", ChartView).show(None)
+                self.query_one("#cell-info", Static).update("This run has no chart data.")
+                return
+            self.chart_index = min(self.chart_index, len(loaded) - 1)
+            if loaded[self.chart_index] is None:
+                self.chart_index = next(i for i, d in enumerate(loaded) if d is not None)
+            tabs.active = f"chart-{self.chart_index}"
+            self.show_chart(self.chart_index)
 
     def show_chart(self, index: int) -> None:
         data = self.loaded[index]
@@ -107,9 +114,9 @@ class ResultsScreen(Screen):
         view.display, table.display = not is_table, is_table
         if is_table:
             table.clear(columns=True)
-            table.add_columns(*data.columns)
-            table.add_rows([[charts.format_cell(v) for v in row] for row in data.rows])
-            self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows")
+            table.add_columns(*[plain(column) for column in data.columns])
+            table.add_rows([[plain(charts.format_cell(v)) for v in row] for row in data.rows])
+            self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows · s: its SQL in the console")
             table.focus()
         else:
             view.show(data)
@@ -118,11 +125,11 @@ class ResultsScreen(Screen):
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         if event.tab is not None and event.tab.id and event.tab.id.startswith("chart-"):
             index = int(event.tab.id.split("-")[1])
-            if index != self.chart_index or self.query_one("#chart", ChartView).data is not self.loaded[index]:
+            if index < len(self.loaded) and (index != self.chart_index or self.query_one("#chart", ChartView).data is not self.loaded[index]):
                 self.show_chart(index)
 
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
-        self.query_one("#cell-info", Static).update(event.description)
+        self.query_one("#cell-info", Static).update(event.description, layout=False)  # one fixed line: no re-layout per key
 
     def _step_chart(self, step: int) -> None:
         present = [i for i, d in enumerate(self.loaded) if d is not None]
@@ -146,3 +153,10 @@ class ResultsScreen(Screen):
 
     def action_previous_input(self) -> None:
         self._step_input(-1)
+
+    async def action_chart_sql(self) -> None:
+        data = self.loaded[self.chart_index] if self.chart_index < len(self.loaded) else None
+        if data is None or not data.sql:
+            self.notify("Open a run with a chart first.", severity="warning")
+            return
+        await self.app.use_sql(data.sql)

@@ -4,16 +4,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TextArea
+from textual.widgets import DataTable, Header, Static, TextArea
 
 from analyses.base import Chart
 from analyses.errors import BadInput
 from app import charts
+from app.tui.widgets.key_bar import KeyBar
+from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.sql_pages import Page, fetch_for_chart, fetch_page
 from app.tui.widgets.chart_picker import ChartChoice, ChartPickerModal
 from app.tui.widgets.chart_view import ChartView
@@ -44,7 +45,7 @@ def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.Chart
     return data if data.series else None
 
 
-class SqlScreen(Screen):
+class SqlScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+enter,ctrl+r", "run_query", "Run SQL", tooltip="Run the statement (read-only)"),
         Binding("ctrl+n", "page(1)", "Next page", tooltip="Fetch the next page of rows"),
@@ -66,7 +67,7 @@ class SqlScreen(Screen):
             yield Static("ctrl+r (or ctrl+enter) runs the statement; the console is read-only.", id="sql-status")
             yield DataTable(id="sql-results", zebra_stripes=True)
             yield ChartView(id="sql-chart")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#sql-chart", ChartView).display = False
@@ -76,13 +77,18 @@ class SqlScreen(Screen):
         self.sql = self.query_one("#sql-editor", TextArea).text
         self.run_page(self.app, self.sql, 0)
 
+    def use_sql(self, sql: str) -> None:
+        """Put a query in the editor (e.g. the one behind a results chart) and run it."""
+        self.query_one("#sql-editor", TextArea).load_text(sql)
+        self.action_run_query()
+
     def action_page(self, step: int) -> None:
         page = self.page
         if page is None or not page.pageable or (step > 0 and not page.has_more) or page.page + step < 0:
             return
         self.run_page(self.app, self.sql, page.page + step)
 
-    @work(thread=True, exclusive=True, group="sql")
+    @background("sql")
     def run_page(self, app: Any, sql: str, page_number: int) -> None:
         started = time.monotonic()
         try:
@@ -94,15 +100,18 @@ class SqlScreen(Screen):
 
     def show_error(self, message: str) -> None:
         status = self.query_one("#sql-status", Static)
-        status.update(message)
+        status.update(plain(message))
         status.add_class("error")
+
+    def show_problem(self, message: str) -> None:
+        self.show_error(message)
 
     def show_page(self, page: Page, seconds: float) -> None:
         self.page = page
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
-        table.add_columns(*page.columns)
-        table.add_rows([[charts.format_cell(value)[:60] for value in row] for row in page.rows])
+        table.add_columns(*[plain(column) for column in page.columns])
+        table.add_rows([[plain(charts.format_cell(value)[:60]) for value in row] for row in page.rows])
         status = self.query_one("#sql-status", Static)
         status.remove_class("error")
         last = page.first_row + len(page.rows) - 1
@@ -128,7 +137,7 @@ class SqlScreen(Screen):
 
         self.app.push_screen(ChartPickerModal(page.columns, page.types), chosen)
 
-    @work(thread=True, exclusive=True, group="sql")
+    @background("sql")
     def draw_chart(self, app: Any, sql: str, choice: ChartChoice) -> None:
         try:
             data = chart_data_from_rows(choice, fetch_for_chart(app.store, sql, choice.value, choice.x, choice.series))
@@ -145,4 +154,4 @@ class SqlScreen(Screen):
         self.query_one("#sql-results", DataTable).display = False
         view.display = True
         view.show(data)
-        self.query_one("#sql-status", Static).update(f"chart of {data.chart.value} over {data.chart.x} ({data.subtitle}) · escape: back to the table")
+        self.query_one("#sql-status", Static).update(plain(f"chart of {data.chart.value} over {data.chart.x} ({data.subtitle}) · escape: back to the table"))

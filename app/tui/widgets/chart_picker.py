@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Select, Static
 
+from app.tui.plain import plain
+
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 
 
@@ -36,13 +38,13 @@ class ChartPickerModal(ModalScreen[ChartChoice | None]):
             yield Static("Chart this result: a line of a numeric column over x, one line per series value.")
             with Horizontal(classes="picker-row"):
                 yield Label("value", classes="picker-label")
-                yield Select([(c, c) for c in numeric], id="pick-value", allow_blank=False, compact=True) if numeric else Static("no numeric column", classes="error")
+                yield Select([(plain(c), c) for c in numeric], id="pick-value", allow_blank=False, compact=True) if numeric else Static("no numeric column", classes="error")
             with Horizontal(classes="picker-row"):
                 yield Label("x", classes="picker-label")
-                yield Select([(c, c) for c in self.columns], id="pick-x", prompt="row number", compact=True)
+                yield Select([(plain(c), c) for c in self.columns], id="pick-x", prompt="row number", compact=True)
             with Horizontal(classes="picker-row"):
                 yield Label("series", classes="picker-label")
-                yield Select([(c, c) for c in self.columns], id="pick-series", prompt="none", compact=True)
+                yield Select([(plain(c), c) for c in self.columns], id="pick-series", prompt="none", compact=True)
             with Horizontal(id="picker-buttons"):
                 yield Button("Draw", id="pick-draw", variant="primary", compact=True, disabled=not numeric)
                 yield Button("Close", id="pick-close", compact=True)

@@ -7,6 +7,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from app.tui.plain import plain
+
 
 class ConfirmModal(ModalScreen[bool]):
     BINDINGS = [
@@ -20,7 +22,7 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Static(self.question, id="confirm-question")
+            yield Static(plain(self.question), id="confirm-question")
             with Horizontal(id="confirm-buttons"):
                 yield Button("Yes, delete (y)", id="confirm-yes", variant="error", compact=True)
                 yield Button("No (n)", id="confirm-no", variant="primary", compact=True)

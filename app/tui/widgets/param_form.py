@@ -10,6 +10,7 @@ from textual.widgets import Input, Label, Static
 
 from analyses.base import ParamInfo, coerce_value, param_infos
 from analyses.errors import BadInput
+from app.tui.plain import plain
 
 
 def show_default(info: ParamInfo) -> str:
@@ -53,7 +54,7 @@ class ParamForm(Vertical):
     def on_input_changed(self, event: Input.Changed) -> None:
         error = self.query_one("#param-error", Static)
         failures = event.validation_result.failure_descriptions if event.validation_result else []
-        error.update(failures[0] if failures else "")
+        error.update(plain(failures[0] if failures else ""))
 
     def values(self) -> dict[str, str]:
         """Text values of the fields that were filled in (the rest keep their defaults)."""
@@ -65,4 +66,4 @@ class ParamForm(Vertical):
         return raw
 
     def show_error(self, message: str) -> None:
-        self.query_one("#param-error", Static).update(message)
+        self.query_one("#param-error", Static).update(plain(message))

@@ -1,0 +1,33 @@
+"""What every workbench screen shares: background work whose errors are shown in place."""
+from __future__ import annotations
+
+from typing import Callable
+
+from textual import work
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+
+def background(group: str, exclusive: bool = True) -> Callable:
+    """A thread worker that never closes the app: its error goes to the screen's show_problem."""
+    return work(thread=True, exclusive=exclusive, group=group, exit_on_error=False)
+
+
+def describe_error(error: BaseException, db_path: object = None) -> str:
+    """One line for the screen; the database is named by its file name (its folder is known)."""
+    name = type(error).__name__
+    text = (str(error).strip() or name).splitlines()[0]
+    if db_path is not None:
+        text = text.replace(str(db_path), getattr(db_path, "name", str(db_path)))
+    return text if name in ("StoreError", "BadInput") else f"{name}: {text}"
+
+
+class WorkbenchScreen(Screen):
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            self.app.record_problem(event.worker.error, f"background work {event.worker.name!r} on {self.name}")
+            self.show_problem(describe_error(event.worker.error, getattr(self.app.store, "path", None)))
+
+    def show_problem(self, message: str) -> None:
+        """Where this screen shows a failed background read (the screen's message area and a toast)."""
+        self.notify(message, title="Could not finish", severity="error", timeout=8)
