@@ -129,7 +129,6 @@ class CompareScreen(WorkbenchScreen):
         prefix = f"chart {self.chart_index + 1}/{total} (tab: next) · " if total else ""
         self.query_one("#compare-cell", Static).update(plain(prefix + event.description))
 
-
     def show_problem(self, message: str) -> None:
         self.show_error(message)
         super().show_problem(message)
