@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.model.tokens import BOS_DOC, check_bos
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 from analyses.errors import BadInput
 
 
 @dataclass(frozen=True)
 class Params:
     window: int = param(5, "previous tokens counted as local (offsets 1..window)")
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
 
     def check(self) -> None:
         check_bos(self.prepend_bos)

@@ -23,9 +23,10 @@ INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
 CHART_KINDS = ("heatmap", "line", "table")
 
 
-def param(default: Any, doc: str) -> Any:
-    """A Params field with its default and a one-line doc (shown by the CLI and the TUI form)."""
-    return field(default=default, metadata={"doc": doc})
+def param(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    """A Params field with its default, a one-line doc (shown by the CLI and the TUI form) and,
+    for a text field, the values it takes (checked as you type)."""
+    return field(default=default, metadata={"doc": doc, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,38 @@ class ResultTable:
     doc: str = ""
 
 
+FILTER_OPS = ("=", "<>", "<", "<=", ">", ">=", "in")
+
+
+@dataclass(frozen=True)
+class RunValue:
+    """A value looked up in the same run: the max of ``column`` over the rows of ``table`` (the
+    chart's own table when None) that pass ``filters``; e.g. the largest destination position."""
+
+    column: str
+    table: str | None = None
+    filters: tuple[Filter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A chart's row condition as data: ``column op value`` (``in`` takes a tuple; the value may
+    be a RunValue). app/charts.py writes the SQL."""
+
+    column: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Heatmap columns to mark with ``*``: positions in [start, end) read from a per-input table."""
+
+    table: str
+    start: str
+    end: str
+
+
 @dataclass(frozen=True)
 class Chart:
     """A default chart, drawn by the one renderer shared by the CLI and the TUI.
@@ -44,9 +77,8 @@ class Chart:
     heatmap: colour = ``value`` over ``x`` (columns; labelled with tokens when x is "pos")
     and ``y`` (rows), one input at a time. line: ``value`` over ``x``, one curve per
     ``series`` value. table: the first rows of ``table`` ordered by ``order``.
-    ``where`` is an extra SQL condition; ``last_pos`` keeps only each input's last position.
-    ``mark`` is an SQL condition on ``k.pos`` of the tokens table ``k`` (same run and input):
-    heatmap columns at those positions get a ``*`` before their label. ``facet`` draws one chart
+    ``filters`` keep rows by column values (data, not SQL); ``last_pos`` keeps only each input's
+    last position. ``mark`` marks heatmap columns (positions) with a ``*`` before their label. ``facet`` draws one chart
     per distinct value of that column (``load_charts``).
     """
 
@@ -57,14 +89,14 @@ class Chart:
     x: str = "pos"
     y: str = "layer"
     series: str | None = None
-    where: str = ""
+    filters: tuple[Filter, ...] = ()
     last_pos: bool = False
     per_input: bool = True
     order: str = ""
     limit: int = 20
     vmin: float | None = None
     vmax: float | None = None
-    mark: str = ""
+    mark: Mark | None = None
     facet: str | None = None
 
 
@@ -149,6 +181,7 @@ class ParamInfo:
     default: Any
     doc: str
     optional: bool
+    choices: tuple[str, ...] = ()
 
 
 def _unwrap(annotation: Any) -> tuple[type, bool]:
@@ -164,7 +197,7 @@ def param_infos(params_cls: type) -> list[ParamInfo]:
     infos = []
     for f in dataclasses.fields(params_cls):
         base, optional = _unwrap(hints[f.name])
-        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional))
+        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional, tuple(f.metadata.get("choices", ()))))
     return infos
 
 
@@ -176,6 +209,8 @@ def coerce_value(info: ParamInfo, raw: str) -> Any:
     """Parse one textual parameter value into its declared type; BadInput on a bad value."""
     if info.optional and raw.strip().lower() in {"", "none", "null"}:
         return None
+    if info.choices and raw.strip().lower() not in info.choices:
+        raise BadInput(f"parameter {info.name!r} takes one of {', '.join(info.choices)}, not {raw!r}")
     try:
         if info.type_name == "bool":
             lowered = raw.strip().lower()

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.model.tokens import BOS_DOC, check_bos
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Mark, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 SIGMA_SOURCES = ("subject", "embedding")
-SUBJECT_MARK = (
-    "k.pos >= (SELECT c.subject_start FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id) "
-    "AND k.pos < (SELECT c.subject_end FROM causal_trace_inputs c WHERE c.run_id = k.run_id AND c.input_id = k.input_id)"
-)
+SUBJECT_MARK = Mark("causal_trace_inputs", "subject_start", "subject_end")
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class Params:
     seed: int = param(0, "noise seed (not used in rome_compatible mode)")
     rome_compatible: bool = param(False, "ROME's noise: numpy RandomState(1) reseeded per trace, float64 draws")
     threshold: float = param(0.01, "prompts with high - low below this are left out of the bucket averages")
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
 
     def kind_list(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.kinds.split(",") if part.strip())
@@ -58,11 +55,11 @@ class Params:
 
 
 def _heatmap(kind: str) -> Chart:
-    return Chart("heatmap", f"Restoration, {kind} (layer x token, * = subject)", "causal_trace", "restoration", where=f"kind = '{kind}'", mark=SUBJECT_MARK)
+    return Chart("heatmap", f"Restoration, {kind} (layer x token, * = subject)", "causal_trace", "restoration", filters=(Filter("kind", "=", kind),), mark=SUBJECT_MARK)
 
 
 def _bucket_heatmap(kind: str) -> Chart:
-    return Chart("heatmap", f"Mean restoration by bucket, {kind}", "causal_trace_buckets", "mean_restoration", x="bucket", where=f"kind = '{kind}'", per_input=False, facet="category")
+    return Chart("heatmap", f"Mean restoration by bucket, {kind}", "causal_trace_buckets", "mean_restoration", x="bucket", filters=(Filter("kind", "=", kind),), per_input=False, facet="category")
 
 
 SPEC = AnalysisSpec(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.model.tokens import BOS_DOC, check_bos
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 
 
 @dataclass(frozen=True)
 class Params:
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
 
     def check(self) -> None:
         check_bos(self.prepend_bos)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.model.tokens import BOS_DOC, check_bos
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 LOG2 = 0.6931471805599453
@@ -23,7 +23,7 @@ N_SUMS = 6
 @dataclass(frozen=True)
 class Params:
     interventions: str = param("block,attn,mlp,swap", "comma list of kinds: block (delete block), attn, mlp (delete that sublayer), swap (run L+1 then L)")
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
     batch_tokens: int = param(1024, "tokens per batch (documents of similar length are batched, right-padded)")
 
     def check(self) -> None:

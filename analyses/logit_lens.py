@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
-from analyses.model.tokens import BOS_DOC, check_bos
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 from analyses.errors import BadInput, Cancelled
 
 LOG2 = 0.6931471805599453
@@ -21,7 +21,7 @@ CHUNK_ELEMENTS = 32 * 1024 * 1024
 @dataclass(frozen=True)
 class Params:
     target: str | None = param(None, 'target token string whose probability is tracked, e.g. " Paris"')
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
 
     def check(self) -> None:
         check_bos(self.prepend_bos)
@@ -58,8 +58,8 @@ SPEC = AnalysisSpec(
         Chart("line", "Target probability at the last position", "logit_lens", "target_prob", x="layer", last_pos=True),
         Chart("line", "Entropy (bits) at the last position", "logit_lens", "entropy_bits", x="layer", last_pos=True),
         # Over a corpus: per-layer means over every input and position but the first.
-        Chart("line", "Mean entropy (bits) over all inputs, first position excluded", "logit_lens", "entropy_bits", x="layer", where="t.pos > 0", per_input=False),
-        Chart("line", "Mean KL to final (nats) over all inputs, first position excluded", "logit_lens", "kl_to_final", x="layer", where="t.pos > 0", per_input=False),
+        Chart("line", "Mean entropy (bits) over all inputs, first position excluded", "logit_lens", "entropy_bits", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
+        Chart("line", "Mean KL to final (nats) over all inputs, first position excluded", "logit_lens", "kl_to_final", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
     ),
 )
 

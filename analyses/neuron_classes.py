@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.documents import tokens_table_of
 from analyses.errors import BadInput, Cancelled
 
@@ -74,7 +74,7 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Prediction and suppression neurons per layer", "neuron_class_counts", "n_neurons", x="layer", series="neuron_class", where="t.neuron_class <> 'none'", per_input=False),
+        Chart("line", "Prediction and suppression neurons per layer", "neuron_class_counts", "n_neurons", x="layer", series="neuron_class", filters=(Filter("neuron_class", "<>", "none"),), per_input=False),
         Chart("table", "Most heavy-tailed neurons", "neuron_classes", "kurtosis", per_input=False, order="kurtosis DESC", limit=10),
     ),
 )

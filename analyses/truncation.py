@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.model.tokens import document_separator_id
 from analyses.errors import BadInput
 
@@ -71,11 +71,11 @@ SPEC = AnalysisSpec(
     ),
     charts=(
         Chart("line", "Mean cosine, full vs truncated context, per layer (all tokens)", "truncation_summary", "mean",
-              x="layer", series="context", where="category = 'all' AND context IN (1, 2, 5, 10)", per_input=False),
+              x="layer", series="context", filters=(Filter("category", "=", "all"), Filter("context", "in", (1, 2, 5, 10))), per_input=False),
         Chart("line", "Mean cosine per token category at k = 5", "truncation_summary", "mean",
-              x="layer", series="category", where="context = 5", per_input=False),
+              x="layer", series="category", filters=(Filter("context", "=", 5),), per_input=False),
         Chart("line", "Mean cosine per token category at k = 10", "truncation_summary", "mean",
-              x="layer", series="category", where="context = 10", per_input=False),
+              x="layer", series="category", filters=(Filter("context", "=", 10),), per_input=False),
         Chart("table", "Lowest-cosine tokens at the longest truncated context", "truncation_lowest", "cos",
               per_input=False, order="rank", limit=15),
     ),

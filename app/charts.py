@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from analyses.base import Chart
+from analyses.base import FILTER_OPS, Chart, Filter, RunValue
 
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
@@ -112,11 +112,40 @@ def _filters(chart: Chart, run_id: int, input_id: int | None, facet_value: Any =
     if chart.per_input and input_id is not None:
         clauses.append("t.input_id = ?")
         values.append(input_id)
-    if chart.where:
-        clauses.append(f"({chart.where})")
+    for condition in chart.filters:
+        clause, clause_values = _condition(chart, condition, "t")
+        clauses.append(clause)
+        values.extend(clause_values)
     if chart.last_pos:
         clauses.append("t.pos = (SELECT max(k.pos) FROM tokens k WHERE k.run_id = t.run_id AND k.input_id = t.input_id)")
     return " AND ".join(clauses), values
+
+
+def _identifier(name: str) -> str:
+    if not name.isidentifier():
+        raise ValueError(f"chart column or table {name!r} is not a plain name")
+    return name
+
+
+def _condition(chart: Chart, condition: Filter, alias: str, depth: int = 0) -> tuple[str, list]:
+    """SQL and values for one Filter on rows aliased ``alias``; RunValue becomes a subquery."""
+    if condition.op not in FILTER_OPS:
+        raise ValueError(f"chart filter op {condition.op!r}: use one of {FILTER_OPS}")
+    column = f"{alias}.{_identifier(condition.column)}"
+    value = condition.value
+    if isinstance(value, RunValue):
+        inner = f"s{depth}"
+        clauses, values = [f"{inner}.run_id = {alias}.run_id"], []
+        for nested in value.filters:
+            clause, nested_values = _condition(chart, nested, inner, depth + 1)
+            clauses.append(clause)
+            values.extend(nested_values)
+        table = _identifier(value.table or chart.table)
+        return f"{column} {condition.op} (SELECT max({inner}.{_identifier(value.column)}) FROM {table} {inner} WHERE {' AND '.join(clauses)})", values
+    if condition.op == "in":
+        items = list(value)
+        return f"{column} IN ({', '.join('?' for _ in items)})", items
+    return f"{column} {condition.op} ?", [value]
 
 
 def first_input_id(store, run_id: int) -> int | None:
@@ -210,8 +239,10 @@ def _x_labels(store, chart: Chart, run_id: int, input_id: int | None, xs: list) 
     rows = store.query("SELECT pos, token FROM tokens WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
     tokens = dict(rows)
     marked: set = set()
-    if chart.mark:
-        sql = f"SELECT k.pos FROM tokens k WHERE k.run_id = ? AND k.input_id = ? AND ({chart.mark})"
+    if chart.mark is not None:
+        mark = chart.mark
+        sql = (f"SELECT k.pos FROM tokens k JOIN {_identifier(mark.table)} m ON m.run_id = k.run_id AND m.input_id = k.input_id "
+               f"WHERE k.run_id = ? AND k.input_id = ? AND k.pos >= m.{_identifier(mark.start)} AND k.pos < m.{_identifier(mark.end)}")
         marked = {row[0] for row in store.query(sql, [run_id, input_id]).rows}
     return [("*" if x in marked else "") + (f"{tokens[x]}" if x in tokens else str(x)) for x in xs]
 

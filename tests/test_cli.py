@@ -58,7 +58,7 @@ def test_help_and_listings(db_path):
         (["run", "logit-lens", "--prompt", "   "], "prompt is empty"),
         (["run", "logit-lense", "--prompt", PROMPT], "unknown analysis 'logit-lense'"),
         (["run", "logit-lens", "--prompt", PROMPT, "--param", "targte= Paris"], "unknown parameter 'targte'"),
-        (["run", "logit-lens", "--prompt", PROMPT, "--param", "prepend_bos=perhaps"], "use auto, true or false"),
+        (["run", "logit-lens", "--prompt", PROMPT, "--param", "prepend_bos=perhaps"], "takes one of auto, true, false"),
         (["run", "logit-lens", "--prompt", PROMPT, "--param", "target"], "key=value"),
         (["run", "logit-lens", "--prompt", PROMPT, "--model", "no-such-model-xyz"], "no-such-model-xyz"),
         (["run", "logit-lens", "--prompt", PROMPT, "--model", "./no/such/folder"], "no/such/folder"),

@@ -106,7 +106,7 @@ def test_bos_follows_the_tokenizer_and_can_be_forced(tiny_model):
     # SmolLM2's tokenizer adds no BOS: its pretraining document separator starts a context.
     assert tok.document_separator_id(tiny_model) == tiny_model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert tok.document_separator_id(adding) == adding.tokenizer.bos_token_id
-    with pytest.raises(Exception, match="auto, true or false"):
+    with pytest.raises(Exception, match="takes one of auto, true, false"):
         tok.check_bos("perhaps")
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.model.tokens import BOS_DOC, check_bos
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, param
 from analyses.errors import BadInput
 
 
@@ -25,7 +25,7 @@ class Params:
     min_count: int = param(0, "list only tokens seen at least this often in the analysed text (0: the whole vocabulary)")
     n_curves: int = param(5, "best-explained neurons whose predicted-vs-real curve is stored")
     curve_bins: int = param(10, "bins of predicted pre-activation in each curve")
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
 
@@ -74,10 +74,10 @@ SPEC = AnalysisSpec(
     charts=(
         Chart("table", "Neurons ranked by variance the contextual heads explain", "contextual_neurons_fit", "ctx_explained", per_input=False, order="rank", limit=15),
         Chart("table", "Top and bottom tokens of the best-explained neuron", "contextual_neurons_tokens", "contribution", per_input=False,
-              where="t.neuron = (SELECT f.neuron FROM contextual_neurons_fit f WHERE f.run_id = t.run_id AND f.rank = 1) AND t.rank <= 8",
+              filters=(Filter("neuron", "=", RunValue("neuron", "contextual_neurons_fit", (Filter("rank", "=", 1),))), Filter("rank", "<=", 8)),
               order="side DESC, rank", limit=16),
         Chart("line", "Predicted vs real pre-activation (best-explained neuron, binned)", "contextual_neurons_curve", "value", x="bin",
-              series="series", y="neuron", where="t.rank = 1", per_input=False),
+              series="series", y="neuron", filters=(Filter("rank", "=", 1),), per_input=False),
     ),
 )
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.model.tokens import BOS_DOC, check_bos
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, param
 from analyses.errors import BadInput
 
 METHODS = ("auto", "additive", "measured")
@@ -37,7 +37,7 @@ class Params:
     dest_positions: str = param("100,250,500", "destination positions whose pattern is reported (those that fit)")
     dest_token: str = param(" the", "destination token fixed in the additive split (one token)")
     method: str = param("auto", "auto (additive for learned positions at layer 0, else measured), additive or measured")
-    prepend_bos: str = param("auto", BOS_DOC)
+    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
     duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
@@ -103,7 +103,7 @@ SPEC = AnalysisSpec(
     ),
     charts=(
         Chart("heatmap", "Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
-              where="t.key_offset <= 60 AND t.dest_pos = (SELECT max(p.dest_pos) FROM first_layer_heads_pattern p WHERE p.run_id = t.run_id)",
+              filters=(Filter("key_offset", "<=", 60), Filter("dest_pos", "=", RunValue("dest_pos"))),
               per_input=False, facet="layer"),
         Chart("table", "Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order="layer, head", limit=64),
         Chart("line", "Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",

@@ -20,8 +20,8 @@ CPU_BATCH_TOKENS = 4096
 
 
 def check_bos(value: str) -> None:
-    if str(value).strip().lower() not in BOS_CHOICES and str(value).strip().lower() not in ("yes", "no", "1", "0", "on", "off"):
-        raise BadInput(f"prepend_bos {value!r}: use auto, true or false")
+    if str(value).strip().lower() not in BOS_CHOICES:
+        raise BadInput(f"parameter 'prepend_bos' takes one of {', '.join(BOS_CHOICES)}, not {value!r}")
 
 
 def tokenizer_adds_bos(tokenizer: Any) -> bool:
@@ -54,7 +54,7 @@ def bos_choice(model: Any, setting: str | bool = "auto") -> BosChoice:
     if text == "auto":
         prepend, reason = adds, "the model's tokenizer adds a BOS" if adds else "the model's tokenizer adds no BOS"
     else:
-        prepend = text in ("true", "yes", "1", "on")
+        prepend = text == "true"
         reason = "forced by the prepend_bos parameter"
     token_id = None
     if prepend:

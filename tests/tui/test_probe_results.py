@@ -60,11 +60,11 @@ async def test_param_form_flags_bad_value_and_refuses_run(tui_store):
         await pilot.click("#param-prepend_bos")
         await pilot.press(*"maybe")
         await pilot.pause()
-        assert "takes a bool" in str(app.screen.query_one("#param-error").render())
+        assert "takes one of auto, true, false" in str(app.screen.query_one("#param-error").render())
         await pilot.press("ctrl+r")
         await settle(app, pilot)
         assert app.host.jobs == []
-        assert "takes a bool" in str(app.screen.query_one("#param-error").render())
+        assert "takes one of auto, true, false" in str(app.screen.query_one("#param-error").render())
 
 
 async def test_empty_prompt_is_refused_in_place(tui_store):

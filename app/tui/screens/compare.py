@@ -127,7 +127,7 @@ class CompareScreen(WorkbenchScreen):
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
         total = len(self.comparison.charts) if self.comparison else 0
         prefix = f"chart {self.chart_index + 1}/{total} (tab: next) · " if total else ""
-        self.query_one("#compare-cell", Static).update(plain(prefix + event.description))
+        self.query_one("#compare-cell", Static).update(plain(prefix, event.description))
 
     def show_problem(self, message: str) -> None:
         self.show_error(message)
