@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, param, Progress, Result, ResultTable
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ SPEC = AnalysisSpec(
 
 def validate(model, inputs: list[Input], params: Params) -> None:
     """An offset past the longest input has no pairs: refuse such a window before anything is stored."""
-    from analyses.documents import document_tokens
+    from analyses.model.hooks import document_tokens
 
     longest = max((tokens.shape[-1] for tokens in document_tokens(model, inputs, params.prepend_bos)), default=0)
     if params.window > longest - 1:
@@ -96,7 +96,8 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
-    from analyses.documents import document_tokens, run_hooked_documents, tokens_table
+    from analyses.core.tables import tokens_table
+    from analyses.model.hooks import document_tokens, run_hooked_documents
 
     n_layers, window = model.n_layers, params.window
     weight_sums = torch.zeros(n_layers, window + 1, dtype=torch.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, param, Progress, Result, ResultTable
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
-    from analyses.documents import document_tokens, run_hooked_documents, tokens_table
+    from analyses.core.tables import tokens_table
+    from analyses.model.hooks import document_tokens, run_hooked_documents
 
     n_layers = model.n_layers
     norm_sums = torch.zeros(len(PARTS), n_layers, dtype=torch.float64)

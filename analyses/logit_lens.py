@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.errors import BadInput, Cancelled
+from analyses.core.errors import BadInput, Cancelled
 
 LOG2 = 0.6931471805599453
 # Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).
@@ -131,7 +131,7 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import pyarrow as pa
     import torch
 
-    from analyses.documents import tokens_table
+    from analyses.core.tables import tokens_table
 
     target_id = resolve_target(model, params.target)
     columns = {name: [] for name, _ in SPEC.tables[0].columns}

@@ -12,8 +12,9 @@ import shutil
 import sys
 
 try:
-    from analyses.base import analysis_names, get_analysis, param_infos
-    from analyses.errors import BadInput, IwbError
+    from analyses.core.params import param_infos
+    from analyses.core.registry import analysis_names, get_analysis
+    from analyses.core.errors import BadInput, IwbError
     from app import charts
     from app.cli_io import (
         MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, one_statement, read_only_hint,
@@ -79,7 +80,7 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
 def build_inputs(args) -> tuple:
     """The inputs of `iwb run`: one of --prompt, --prompts, --pile, --entities, or, with none, the analysis'
     first input kind (a corpus-first analysis samples the shipped default corpus)."""
-    from analyses import corpus
+    from analyses.inputs import corpus
 
     given = [name for name in ("prompt", "prompts", "pile", "entities") if getattr(args, name) is not None]
     if len(given) > 1:
@@ -101,7 +102,7 @@ def cmd_run(args) -> int:
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
     store = open_store(args)
     progress = StderrProgress(prepared.module.SPEC.name)
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     try:
@@ -214,7 +215,7 @@ def cmd_analyses(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from analyses.models import DEFAULT_MODEL, EMBEDDED, available_models, prepare_embedded
+    from analyses.model.loading import DEFAULT_MODEL, EMBEDDED, available_models, prepare_embedded
 
     if args.prepare:
         name = args.model if args.model in EMBEDDED else DEFAULT_MODEL

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 # Wide enough for any real terminal; beyond this plotext spends minutes on a chart nobody can see.
 MAX_CHART_WIDTH = 1000

@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.base import Chart, get_analysis
-from analyses.errors import BadInput
+from analyses.core.contract import Chart
+from analyses.core.registry import get_analysis
+from analyses.core.errors import BadInput
 from app import charts
 
 

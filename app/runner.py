@@ -11,8 +11,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.base import Input, Progress, get_analysis, params_to_dict, parse_params
-from analyses.errors import BadInput, Cancelled
+from analyses.core.contract import Input, Progress
+from analyses.core.params import params_to_dict, parse_params
+from analyses.core.registry import get_analysis
+from analyses.core.errors import BadInput, Cancelled
 from store import Store
 
 

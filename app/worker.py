@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.base import Input
+from analyses.core.contract import Input
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class _WorkerLoop:
     def ensure_model(self, choice: ModelChoice, job_id: int | None) -> Any:
         if self.model is not None and self.model_choice == choice:
             return self.model
-        from analyses.models import load_model
+        from analyses.model.loading import load_model
 
         self.model = None
         self.events.put(ModelStatus(choice.name, "loading"))
@@ -181,8 +181,8 @@ class _WorkerLoop:
         return model
 
     def run_job(self, job: Job) -> None:
-        from analyses.errors import BadInput
-        from analyses.errors import Cancelled as CancelledError
+        from analyses.core.errors import BadInput
+        from analyses.core.errors import Cancelled as CancelledError
         from app.runner import RunRequest, execute, prepare
 
         started = time.monotonic()  # the host clears the cancel event before handing over a job
@@ -246,7 +246,7 @@ def worker_main(jobs: Any, events: Any, cancel: Any, db_path: str, log_path: str
     except OSError:
         pass
     if extra_analyses:
-        from analyses.base import REGISTRY
+        from analyses.core.registry import REGISTRY
 
         REGISTRY.update(extra_analyses)
     _WorkerLoop(jobs, events, cancel, db_path, lock_retry_s).serve()

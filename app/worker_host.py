@@ -19,7 +19,7 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from analyses.base import Input
+from analyses.core.contract import Input
 from app.worker import (
     Cancelled, Event, Failed, Finished, Job, LoadModel, Log, ModelChoice, ModelStatus, Progress, Started, Stop,
     Submitted, worker_main,

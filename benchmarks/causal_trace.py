@@ -30,9 +30,12 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from analyses import causal_engine, causal_tables, causal_trace
-    from analyses.base import Input
-    from analyses.models import load_model
+    from analyses import causal_trace
+    from analyses.causal_trace import engine as causal_engine
+    from analyses.causal_trace import reference as causal_reference
+    from analyses.causal_trace import tables as causal_tables
+    from analyses.core.contract import Input
+    from analyses.model.loading import load_model
 
     model = load_model(args.model, device=args.device, dtype="float32")
     kinds = tuple(args.kinds.split(","))
@@ -54,7 +57,7 @@ def main() -> int:
         fast = causal_engine.trace_fast(model, setup, kinds, args.window)
         fast_time = time.perf_counter() - start
         start = time.perf_counter()
-        naive = causal_engine.trace_naive(model, setup, kinds, args.window)
+        naive = causal_reference.trace_naive(model, setup, kinds, args.window)
         naive_time = time.perf_counter() - start
         diff = max(float(np.abs(fast.probs[k] - naive.probs[k]).max()) for k in kinds)
         diff = max(diff, abs(fast.high - naive.high), abs(fast.low - naive.low))

@@ -47,10 +47,10 @@ def main() -> int:
 
     import torch
 
-    from analyses.entities import ALL_ATHLETES, load_entities
+    from analyses.inputs.entities import ALL_ATHLETES, load_entities
     from analyses.fact_lookup import engine
     from analyses.fact_lookup.lookup import capture
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     torch.set_grad_enabled(False)
     model = load_model(args.model, device="cpu", dtype="float32")

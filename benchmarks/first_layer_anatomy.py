@@ -61,7 +61,7 @@ def main() -> int:
     from analyses.first_layer_heads import engine
     from analyses.model.tiny import build_tiny
     from analyses.model.weights import model_weights, norm_scale
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     torch.set_grad_enabled(False)
     folder = Path(tempfile.mkdtemp(prefix="iwb-bench-gpt2-small-"))

@@ -35,11 +35,11 @@ def main() -> int:
     import torch
 
     from analyses import layer_interventions as li
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
     from analyses.model.adapters import adapter_for
     from analyses.model.tokens import pad_id
-    from analyses.intervention_reference import naive_batch_sums
-    from analyses.models import load_model
+    from analyses.layer_interventions.reference import naive_batch_sums
+    from analyses.model.loading import load_model
 
     torch.set_grad_enabled(False)
     model = load_model(args.model, device=args.device)

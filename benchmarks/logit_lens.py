@@ -57,8 +57,8 @@ def main() -> int:
     import torch
 
     from analyses import logit_lens
-    from analyses.base import Input, no_progress
-    from analyses.models import load_model
+    from analyses.core.contract import Input, no_progress
+    from analyses.model.loading import load_model
 
     model = load_model(args.model)
     tokens = model.to_tokens(TEXT * 4, max_tokens=args.tokens)

@@ -32,10 +32,11 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from analyses import corpus
-    from analyses.models import load_model
+    from analyses.inputs import corpus
+    from analyses.model.loading import load_model
     from analyses.truncation import Params, analysed_documents, bos_token_id
-    from analyses.truncation_compute import full_context_mean, naive_cosines, truncated_cosines
+    from analyses.truncation.engine import full_context_mean, truncated_cosines
+    from analyses.truncation.reference import naive_cosines
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -154,7 +154,7 @@ def report(results: dict) -> int:
 
 
 def _inputs(text: str) -> tuple:
-    from analyses.corpus import prompt_inputs
+    from analyses.inputs.corpus import prompt_inputs
 
     return tuple(prompt_inputs(text))
 

@@ -26,9 +26,9 @@ def main() -> int:
     import torch
 
     from analyses import causal_trace
-    from analyses.corpus import load_prompt_set
-    from analyses.errors import BadInput
-    from analyses.models import load_model
+    from analyses.inputs.corpus import load_prompt_set
+    from analyses.core.errors import BadInput
+    from analyses.model.loading import load_model
 
     model = load_model(args.model, device="cpu", dtype="float32")
     params = causal_trace.Params()

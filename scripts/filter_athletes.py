@@ -16,9 +16,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analyses.entities import ALL_ATHLETES, KNOWN_ATHLETES, load_entities
+    from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, load_entities
     from analyses.fact_lookup import engine
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")

@@ -30,7 +30,7 @@ def tiny_model(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from analyses.models import load_model, prepare_embedded
+    from analyses.model.loading import load_model, prepare_embedded
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ FAMILIES = ("gpt2", "neox", "gptj", "phi", "llama", "gemma3")
 def family_model(request, tmp_path_factory):
     """A seeded random 3-layer model of each supported family, booted like any local model."""
     from analyses.model.tiny import build_tiny
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     folder = build_tiny(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
     return load_model(str(folder), device="cpu", dtype="float32")
@@ -59,6 +59,6 @@ def family_model(request, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_model():
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     return load_model("smollm2-135m", device="cpu", dtype="float32")

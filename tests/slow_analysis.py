@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, Chart, Input, Result, ResultTable, param
-from analyses.errors import Cancelled
+from analyses.core.contract import AnalysisSpec, Chart, Input, param, Result, ResultTable
+from analyses.core.errors import Cancelled
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from analyses import causal_engine, causal_trace
-from analyses.base import Input, no_progress, parse_params
-from analyses.errors import BadInput
+from analyses import causal_trace
+from analyses.causal_trace import engine as causal_engine
+from analyses.causal_trace import reference as causal_reference
+from analyses.core.contract import Input, no_progress
+from analyses.core.params import parse_params
+from analyses.core.errors import BadInput
 from app import charts
 from app.runner import RunRequest, execute, prepare
 
@@ -42,7 +45,7 @@ def test_fast_path_equals_naive_reference(family_model, kinds):
     setup = _setup(family_model, PROMPT, "Eiffel Tower", samples=3)
     # window 2 on 3 layers gives clipped and unclipped windows; a small batch cap forces chunking.
     fast = causal_engine.trace_fast(family_model, setup, kinds, window=2, batch_tokens=64)
-    naive = causal_engine.trace_naive(family_model, setup, kinds, window=2)
+    naive = causal_reference.trace_naive(family_model, setup, kinds, window=2)
     # A random model's probabilities are near 1/vocab: compare relatively.
     assert fast.high == pytest.approx(naive.high, rel=1e-5)
     assert fast.low == pytest.approx(naive.low, rel=1e-5)
@@ -56,7 +59,7 @@ def test_exact_invariants(family_model):
     setup = _setup(family_model, PROMPT, "Eiffel Tower", samples=4)
     begin, _ = setup.subject_range
     fast = causal_engine.trace_fast(family_model, setup, ("resid",), window=2)
-    naive = causal_engine.trace_naive(family_model, setup, ("resid",), window=2)
+    naive = causal_reference.trace_naive(family_model, setup, ("resid",), window=2)
     assert fast.probs["resid"][-1, -1] == fast.high
     assert np.all(fast.probs["resid"][:begin] == fast.low)
     # The naive path computes the rows before the subject; they are the corrupted run itself.
@@ -123,7 +126,7 @@ def test_prompt_set_buckets_and_faceted_charts(tiny_model, store, tmp_path):
     ]
     path = tmp_path / "set.jsonl"
     path.write_text("# test set\n" + "\n".join(json.dumps(r) for r in rows) + "\n")
-    from analyses.corpus import load_prompt_set
+    from analyses.inputs.corpus import load_prompt_set
 
     prepared = prepare(RunRequest("causal-trace", tuple(load_prompt_set(str(path))), {"samples": "2", "threshold": "-1"}))
     run_id = execute(store, tiny_model, prepared, no_progress)

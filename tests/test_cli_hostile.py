@@ -105,7 +105,7 @@ def test_a_prompt_set_that_is_not_utf8_names_line_and_byte(db_path, tmp_path):
 
 
 def test_a_prompt_set_with_a_byte_order_mark_is_read():
-    from analyses import corpus
+    from analyses.inputs import corpus
 
     import tempfile
     from pathlib import Path
@@ -133,7 +133,7 @@ def test_sizes_and_numbers_out_of_bounds(seeded_db, args, fragment):
 
 
 def test_a_truncated_zst_corpus_is_damaged(tmp_path, db_path):
-    from analyses.corpus import DEFAULT_CORPUS
+    from analyses.inputs.corpus import DEFAULT_CORPUS
 
     cut = tmp_path / "cut.jsonl.zst"
     data = DEFAULT_CORPUS.read_bytes()
@@ -145,7 +145,7 @@ def test_a_truncated_zst_corpus_is_damaged(tmp_path, db_path):
 def test_a_zst_file_of_several_frames_reads_every_frame(tmp_path):
     import zstandard
 
-    from analyses.corpus_sources import iter_records
+    from analyses.inputs.corpus_sources import iter_records
 
     lines = [json.dumps({"text": f"document {i}", "meta": {"pile_set_name": "Test"}}) + "\n" for i in range(50)]
     compressor = zstandard.ZstdCompressor()
@@ -155,8 +155,8 @@ def test_a_zst_file_of_several_frames_reads_every_frame(tmp_path):
 
 
 def test_non_finite_floats_are_refused_at_parsing():
-    from analyses.base import ParamInfo, coerce_value
-    from analyses.errors import BadInput
+    from analyses.core.params import coerce_value, ParamInfo
+    from analyses.core.errors import BadInput
 
     info = ParamInfo("noise", "float", 3.0, "", False)
     for text in ("nan", "NaN", "inf", "-Infinity", "1e999"):
@@ -167,8 +167,8 @@ def test_non_finite_floats_are_refused_at_parsing():
 
 @pytest.mark.parametrize("window", [1_000_000, 100_000, 12])
 def test_attention_window_bounded_by_the_longest_input(tiny_model, window):
-    from analyses.base import Input
-    from analyses.errors import BadInput
+    from analyses.core.contract import Input
+    from analyses.core.errors import BadInput
     from app.runner import RunRequest, check_with_model, prepare
 
     prompt = "The Eiffel Tower is located in the city of"

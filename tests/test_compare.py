@@ -101,7 +101,7 @@ def test_iwb_compare_prints_both_runs_and_refuses_in_one_line(store, db_path):
 
 
 def _real_run(store, model, analysis: str, prompt: str, **params: str) -> int:
-    from analyses.base import Input, no_progress
+    from analyses.core.contract import Input, no_progress
     from app.runner import RunRequest, execute, prepare
 
     return execute(store, model, prepare(RunRequest(analysis, (Input(0, "prompt", prompt),), params)), no_progress)

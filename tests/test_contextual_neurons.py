@@ -8,8 +8,8 @@ import pytest
 
 from analyses import contextual_neurons as cn
 from analyses import first_layer_heads as flh
-from analyses.base import no_progress
-from analyses.errors import BadInput
+from analyses.core.contract import no_progress
+from analyses.core.errors import BadInput
 from tests.test_first_layer_heads import planted_gpt2, word_documents
 
 
@@ -69,7 +69,7 @@ def test_token_contribution_is_the_change_from_swapping_one_key_token(planted):
 
 @pytest.mark.parametrize("raw, message", [({"top_k": "0"}, "top_k"), ({"heads": "a,b"}, "heads"), ({"curve_bins": "1"}, "curve_bins")])
 def test_bad_params_are_one_line_errors(raw, message):
-    from analyses.base import parse_params
+    from analyses.core.params import parse_params
 
     with pytest.raises(BadInput, match=message) as caught:
         parse_params(cn.Params, raw)
@@ -96,7 +96,7 @@ def test_runs_and_stores_on_every_family(family_model, store):
 
 @pytest.mark.integration
 def test_embedded_model_through_the_real_store(embedded_model, store):
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
     from app.runner import RunRequest, execute, prepare
 
     inputs, _ = sample_documents(None, 3, seed=0, max_tokens=128)
@@ -119,7 +119,7 @@ def test_min_count_limits_the_token_lists_to_tokens_of_the_text(planted):
 
 
 def test_cancel_stops_the_run(planted):
-    from analyses.errors import Cancelled
+    from analyses.core.errors import Cancelled
 
     cancel = threading.Event()
     cancel.set()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from analyses import corpus
-from analyses.corpus_sources import iter_records
-from analyses.errors import BadInput
+from analyses.inputs import corpus
+from analyses.inputs.corpus_sources import iter_records
+from analyses.core.errors import BadInput
 
 RECORDS = [
     {"text": "First document.\nWith two lines.", "meta": {"pile_set_name": "Wiki"}},
@@ -119,9 +119,9 @@ def test_unreadable_and_damaged_sources(tmp_path):
 
 
 def test_hf_name_fails_in_one_line_when_hub_unreachable(monkeypatch):
-    import analyses.models
+    import analyses.model.loading
 
-    monkeypatch.setattr(analyses.models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(analyses.model.loading, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(BadInput, match="hub cannot be reached") as info:
         corpus.sample_documents("someone/some-pile", 2)
     assert "\n" not in str(info.value)

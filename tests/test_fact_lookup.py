@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.entities import ALL_ATHLETES, Entity, entity_inputs, load_entities
-from analyses.errors import BadInput
+from analyses.inputs.entities import ALL_ATHLETES, Entity, entity_inputs, load_entities
+from analyses.core.errors import BadInput
 from analyses.fact_lookup import Params, engine
 from analyses.fact_lookup.lookup import compute
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analyses.base import no_progress
-from analyses.entities import entity_inputs, load_entities
+from analyses.core.contract import no_progress
+from analyses.inputs.entities import entity_inputs, load_entities
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from analyses.entities import ALL_ATHLETES, KNOWN_ATHLETES, check_counts, entity_inputs, load_entities, recombine, split_name
-from analyses.errors import BadInput
+from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, check_counts, entity_inputs, load_entities, recombine, split_name
+from analyses.core.errors import BadInput
 from analyses.fact_lookup import probes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analyses.entities import load_entities
+from analyses.inputs.entities import load_entities
 from tests.tui.conftest import make_app, settle
 
 

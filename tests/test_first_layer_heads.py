@@ -8,8 +8,8 @@ import random
 import pytest
 
 from analyses import first_layer_heads as flh
-from analyses.base import Input, no_progress
-from analyses.errors import BadInput
+from analyses.core.contract import Input, no_progress
+from analyses.core.errors import BadInput
 
 WORDS = ("cat dog tree house river stone cloud bird fish road hill lake star moon sun rain snow wind fire door "
          "window table chair book paper pen light dark green blue red yellow black white small large old new").split()
@@ -25,7 +25,7 @@ def planted_gpt2(folder):
     from transformers import GPT2LMHeadModel
 
     from analyses.model.tiny import build_tiny
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
     model = GPT2LMHeadModel.from_pretrained(folder)
@@ -154,7 +154,7 @@ def test_additive_terms_name_what_shapes_each_head(planted):
     ({"dest_positions": ""}, "dest_positions"), ({"normaliser_bin": "0"}, "normaliser_bin"),
 ])
 def test_bad_params_are_one_line_errors(raw, message):
-    from analyses.base import parse_params
+    from analyses.core.params import parse_params
 
     with pytest.raises(BadInput, match=message) as caught:
         parse_params(flh.Params, raw)
@@ -179,7 +179,7 @@ def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model, monkeypa
 def test_cancel_stops_between_documents(planted):
     import threading
 
-    from analyses.errors import Cancelled
+    from analyses.core.errors import Cancelled
 
     cancel = threading.Event()
     cancel.set()
@@ -202,7 +202,7 @@ def test_runs_and_stores_on_every_family(family_model, store):
 
 @pytest.mark.integration
 def test_embedded_model_through_the_real_store(embedded_model, store):
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
     from app.runner import RunRequest, execute, prepare
 
     inputs, _ = sample_documents(None, 3, seed=0, max_tokens=128)
@@ -220,7 +220,7 @@ def test_paths_agree_where_the_positional_part_is_nil(tmp_path):
     from transformers import GPT2LMHeadModel
 
     from analyses.model.tiny import build_tiny
-    from analyses.models import load_model
+    from analyses.model.loading import load_model
 
     folder = build_tiny("gpt2", tmp_path / "no-positions", seed=2, n_layers=1)
     hf = GPT2LMHeadModel.from_pretrained(folder)

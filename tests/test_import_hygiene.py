@@ -19,7 +19,7 @@ def _modules_after(code: str) -> set[str]:
     "code",
     [
         "import store; import store.db; import store.schema",
-        "import analyses.base as b\nfor name in b.analysis_names():\n    m = b.get_analysis(name); m.SPEC; b.param_infos(m.Params)",
+        "import analyses.core.registry as b, analyses.core.params as p\nfor name in b.analysis_names():\n    m = b.get_analysis(name); m.SPEC; p.param_infos(m.Params)",
         "import app.cli, app.charts, app.runner",
     ],
     ids=["store", "registry-and-every-analysis-module", "cli"],
@@ -35,7 +35,7 @@ def test_store_knows_nothing_of_the_engine_or_the_ui():
 
 
 def test_analyses_know_nothing_of_duckdb_or_textual():
-    code = "import analyses.base as b, analyses.corpus, analyses.models\nfor n in b.analysis_names(): b.get_analysis(n)"
+    code = "import analyses.core.registry as b, analyses.inputs.corpus, analyses.model.loading\nfor n in b.analysis_names(): b.get_analysis(n)"
     loaded = _modules_after(code)
     assert not [m for m in loaded if m.split(".")[0] in ("duckdb", "textual", "store", "app")]
 

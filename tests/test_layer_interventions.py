@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from analyses import layer_interventions as li
-from analyses.base import no_progress
-from analyses.errors import BadInput
+from analyses.core.contract import no_progress
+from analyses.core.errors import BadInput
 
 PILE_SAMPLE = Path(__file__).parent / "data" / "pile_sample.jsonl"
 TEXTS = [
@@ -52,7 +52,7 @@ def test_deleting_a_block_equals_skipping_it(tiny_setup, layer):
 
 
 def test_deleting_attention_and_mlp_by_hooks_equals_deleting_the_block(tiny_setup):
-    from analyses.intervention_reference import intervened_logits
+    from analyses.layer_interventions.reference import intervened_logits
 
     model, _, rows = tiny_setup
     both = model.bridge.run_with_hooks(
@@ -93,7 +93,7 @@ def test_a_no_op_has_kl_zero_and_agreement_one(tiny_setup):
 def test_fast_equals_naive_for_every_intervention_over_padded_batches(tiny_setup):
     import torch
 
-    from analyses.intervention_reference import naive_batch_sums
+    from analyses.layer_interventions.reference import naive_batch_sums
 
     model, decoder, rows = tiny_setup
     interventions = li.list_interventions(model.n_layers, li.KINDS)
@@ -136,7 +136,7 @@ def test_params_refuse_unknown_kinds():
 
 
 def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel):
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
 
     inputs, _ = sample_documents(str(PILE_SAMPLE), 3, seed=1)
     result = li.run(family_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
@@ -149,7 +149,7 @@ def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel
 
 @pytest.mark.integration
 def test_layer_interventions_store_and_draw_on_the_embedded_model(embedded_model, store):
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
     from app import charts
     from app.runner import RunRequest, execute, prepare
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analyses import logit_lens
-from analyses.base import Input, no_progress
-from analyses.errors import BadInput, Cancelled
+from analyses.core.contract import Input, no_progress
+from analyses.core.errors import BadInput, Cancelled
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -5,8 +5,10 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
-from analyses.base import INPUT_KINDS, analysis_names, get_analysis, param, param_infos, parse_params
-from analyses.errors import BadInput
+from analyses.core.contract import INPUT_KINDS, param
+from analyses.core.params import param_infos, parse_params
+from analyses.core.registry import analysis_names, get_analysis
+from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def test_unknown_analysis_names_the_known_ones():
 
 
 def test_no_input_means_the_analysis_first_input_kind():
-    from analyses.corpus import InputChoice, build_inputs
+    from analyses.inputs.corpus import InputChoice, build_inputs
     from app.runner import RunRequest, prepare
 
     assert build_inputs(InputChoice(), ("weights",)) == ((), 0)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from analyses import attention_locality, component_norms, neuron_classes
-from analyses.base import Input, no_progress
+from analyses.core.contract import Input, no_progress
 
 PILE_SAMPLE = Path(__file__).parent / "data" / "pile_sample.jsonl"
 TEXTS = ["The river flows north through a wide valley before it turns east.", "def f(x):\n    return x * 2\n"]
@@ -119,7 +119,7 @@ def test_neuron_classes_run_counts_every_neuron_on_every_family(family_model, ca
 @pytest.mark.integration
 @pytest.mark.parametrize("name", ["attention-locality", "component-norms", "neuron-classes"])
 def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, name):
-    from analyses.corpus import sample_documents
+    from analyses.inputs.corpus import sample_documents
     from app import charts
     from app.runner import RunRequest, execute, prepare
 
@@ -138,7 +138,7 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
 
 
 def test_neuron_classes_layers_param_is_checked(tiny_model):
-    from analyses.errors import BadInput
+    from analyses.core.errors import BadInput
 
     with pytest.raises(BadInput):
         neuron_classes.Params(layers="1,x").check()

@@ -4,17 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses import corpus
-from analyses.base import Input
-from analyses.errors import BadInput
+from analyses.inputs import corpus
+from analyses.core.contract import Input
+from analyses.core.errors import BadInput
 from analyses.truncation import Params, token_category
-from analyses.truncation_compute import (
-    DocTokens,
-    analysed_positions,
-    full_context_mean,
-    naive_cosines,
-    truncated_cosines,
-)
+from analyses.truncation.engine import analysed_positions, DocTokens, full_context_mean, truncated_cosines
+from analyses.truncation.reference import naive_cosines
 
 
 def make_docs(model, lengths, prepend_bos=True, min_context=4):
@@ -103,7 +98,7 @@ def test_token_categories(token, category):
 
 
 def test_params_checks():
-    from analyses.base import parse_params
+    from analyses.core.params import parse_params
 
     with pytest.raises(BadInput, match="min_context"):
         parse_params(Params, {"k_max": "10", "min_context": "5"})
@@ -121,7 +116,7 @@ def test_short_documents_are_refused_before_storing(tiny_model):
 
 
 def test_run_stores_consistent_tables(tiny_model, store):
-    from analyses.base import no_progress
+    from analyses.core.contract import no_progress
     from app.runner import RunRequest, execute, prepare
 
     inputs, _ = corpus.sample_documents(None, 3, seed=5, max_tokens=24)
@@ -163,7 +158,7 @@ def test_cli_uses_the_default_corpus_for_document_only_analyses():
 
 @pytest.mark.integration
 def test_truncation_on_the_embedded_model(embedded_model, store):
-    from analyses.base import no_progress
+    from analyses.core.contract import no_progress
     from app import charts
     from app.runner import RunRequest, execute, prepare
     from analyses import truncation
@@ -181,7 +176,7 @@ def test_truncation_on_the_embedded_model(embedded_model, store):
 def test_cancel_stops_between_forwards(tiny_model, cancel):
     import torch
 
-    from analyses.errors import Cancelled
+    from analyses.core.errors import Cancelled
 
     docs = make_docs(tiny_model, [14])
     cancel.set()

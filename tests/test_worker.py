@@ -11,7 +11,8 @@ import signal
 
 import pytest
 
-from analyses.base import REGISTRY, Input
+from analyses.core.contract import Input
+from analyses.core.registry import REGISTRY
 from app.worker import Cancelled, Failed, Finished, ModelChoice, Progress, Started, Submitted
 
 SLOW = {"slow-steps": "tests.slow_analysis"}

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, param
-from analyses.errors import BadInput
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable, RunValue
+from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyses.base import CancelEvent, Input, Progress, Result
+from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.contextual_neurons import engine
-from analyses.errors import Cancelled
+from analyses.core.errors import Cancelled
 
 
 def _table(rows: dict[str, list], types: dict[str, Any]) -> Any:
@@ -42,7 +42,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     import torch
 
     from analyses import first_layer_heads
-    from analyses.documents import tokens_table
+    from analyses.core.tables import tokens_table
     from analyses.model.weights import apply_norm, norm_scale
 
     heads_params = params.heads_params()

@@ -14,8 +14,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.base import CancelEvent, Progress
-from analyses.errors import Cancelled
+from analyses.core.contract import CancelEvent, Progress
+from analyses.core.errors import Cancelled
 
 MAX_EXPONENT = 60.0
 

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from analyses.errors import BadInput, Cancelled
+from analyses.core.errors import BadInput, Cancelled
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from analyses.base import CancelEvent, Input, Progress, Result
+from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.fact_lookup import engine, probes
 from analyses.fact_lookup.tables import arrow_table
 
@@ -62,8 +62,8 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     import numpy as np
     import torch
 
-    from analyses.documents import tokens_table_of
-    from analyses.entities import Entity, entities_of_inputs, recombine
+    from analyses.core.tables import tokens_table_of
+    from analyses.inputs.entities import Entity, entities_of_inputs, recombine
 
     entities = entities_of_inputs(inputs)
     values = sorted({entity.value for entity in entities})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyses.base import ResultTable
+from analyses.core.contract import ResultTable
 
 TABLES = (
     ResultTable(

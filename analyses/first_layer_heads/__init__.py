@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, param
-from analyses.errors import BadInput
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable, RunValue
+from analyses.core.errors import BadInput
 
 METHODS = ("auto", "additive", "measured")
 # The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.
@@ -165,7 +165,7 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.documents import tokens_table
+    from analyses.core.tables import tokens_table
     from analyses.first_layer_heads import tables
 
     _, token_rows, results, first_pos = anatomies(model, inputs, params, progress, cancel)

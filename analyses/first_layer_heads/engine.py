@@ -11,8 +11,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.base import CancelEvent, Progress
-from analyses.errors import Cancelled
+from analyses.core.contract import CancelEvent, Progress
+from analyses.core.errors import Cancelled
 
 BUCKETS = (("self", 0, 0), ("prev_1_5", 1, 5), ("prev_6_50", 6, 50), ("beyond_50", 51, None))
 

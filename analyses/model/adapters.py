@@ -19,7 +19,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 FAMILY_OF_ARCHITECTURE = {
     "GPT2LMHeadModel": "gpt2",

@@ -62,7 +62,7 @@ def build_tiny(family: str, folder: str | Path, seed: int = 0, **config_kwargs: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analyses.models import prepare_embedded
+    from analyses.model.loading import prepare_embedded
 
     folder = Path(folder)
     torch.manual_seed(seed)

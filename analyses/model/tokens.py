@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 BOS_CHOICES = ("auto", "true", "false")
 BOS_DOC = "BOS: auto (as the model's own tokenizer does), true or false"

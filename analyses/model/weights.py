@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from analyses.base import analysis_names, get_analysis
+from analyses.core.registry import analysis_names, get_analysis
 
 
 class WorkbenchCommands(Provider):
@@ -17,7 +17,7 @@ class WorkbenchCommands(Provider):
             found.append((f"Analysis: {spec.title} ({name})", partial(app.choose_analysis, name), spec.description))
         for label, screen in (("Probe", "probe"), ("Results", "results"), ("History", "history"), ("SQL console", "sql"), ("Corpus browser", "corpus"), ("Compare runs", "compare")):
             found.append((f"Go to: {label}", partial(app.action_show, screen), f"Switch to the {label.lower()} screen"))
-        from analyses.models import EMBEDDED
+        from analyses.model.loading import EMBEDDED
 
         for model in EMBEDDED:
             found.append((f"Model: {model}", partial(app.switch_model, model), "Load this model in the worker"))

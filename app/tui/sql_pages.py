@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION"}
 

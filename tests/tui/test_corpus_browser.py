@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Static, TextArea
 
-from analyses.corpus import list_documents, read_document
+from analyses.inputs.corpus import list_documents, read_document
 from tests.tui.conftest import make_app, settle
 
 pytestmark = pytest.mark.tui

@@ -106,7 +106,7 @@ async def test_worker_failure_is_shown(tui_store):
 
 
 async def test_palette_help_and_theme(tui_store):
-    from analyses.base import analysis_names
+    from analyses.core.registry import analysis_names
     from app.tui.commands import WorkbenchCommands
 
     app = make_app(tui_store)

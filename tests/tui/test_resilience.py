@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from analyses.base import REGISTRY, Input
+from analyses.core.contract import Input
+from analyses.core.registry import REGISTRY
 from app.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
 from tests.tui.conftest import make_app, settle
 

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Header, Input, Static
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 from app import charts
 from app.compare import Comparison, compare_runs
 from app.tui.plain import plain

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Header, Input, Static, TextArea
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
@@ -72,7 +72,7 @@ class CorpusScreen(WorkbenchScreen):
     @background("corpus")
     def fetch_page(self, app: Any, path: str | None, set_name: str | None, offset: int) -> None:
         """Corpora are streamed from the start, so a page is read off the UI thread."""
-        from analyses.corpus import list_documents
+        from analyses.inputs.corpus import list_documents
 
         try:
             page = list_documents(path, offset, PAGE_SIZE, set_name)
@@ -106,7 +106,7 @@ class CorpusScreen(WorkbenchScreen):
 
     @background("corpus-document")
     def fetch_document(self, app: Any, path: str | None, index: int) -> None:
-        from analyses.corpus import read_document
+        from analyses.inputs.corpus import read_document
 
         try:
             document = read_document(path, index)

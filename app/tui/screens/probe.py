@@ -8,9 +8,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
-from analyses.base import analysis_names, get_analysis
-from analyses.corpus import InputChoice
-from analyses.errors import BadInput
+from analyses.core.registry import analysis_names, get_analysis
+from analyses.inputs.corpus import InputChoice
+from analyses.core.errors import BadInput
 from app.runner import RunRequest, prepare
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.events import JobState
@@ -22,7 +22,7 @@ SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt"
 
 
 def model_options(current: str) -> list[tuple[str, str]]:
-    from analyses.models import EMBEDDED
+    from analyses.model.loading import EMBEDDED
 
     names = list(EMBEDDED)
     if current not in names:
@@ -32,7 +32,7 @@ def model_options(current: str) -> list[tuple[str, str]]:
 
 def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
     """The inputs of a job from the probe form; BadInput on an empty prompt or a bad file."""
-    from analyses import corpus
+    from analyses.inputs import corpus
 
     return corpus.build_inputs(source, input_kinds)[0]
 

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
-from analyses.base import get_analysis
+from analyses.core.registry import get_analysis
 from app import charts
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Static, TextArea
 
-from analyses.base import Chart
-from analyses.errors import BadInput
+from analyses.core.contract import Chart
+from analyses.core.errors import BadInput
 from app import charts
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain

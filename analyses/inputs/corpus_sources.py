@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst")
 FILE_SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt")
@@ -95,8 +95,6 @@ def _open_text(path: Path) -> io.TextIOBase:
     if name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
     if name.endswith(".zst"):
-        import zstandard
-
         return io.TextIOWrapper(io.BufferedReader(_ZstdFrames(path)), encoding="utf-8", errors="replace")
     return open(path, encoding="utf-8", errors="replace")
 
@@ -156,7 +154,7 @@ def _txt_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _hf_rows(name: str) -> Iterator[tuple[int, Any]]:
-    from analyses.models import hub_reachable
+    from analyses.model.loading import hub_reachable
 
     if not hub_reachable():
         raise BadInput(f"corpus {name!r} is neither a local file nor reachable: the Hugging Face hub cannot be reached")

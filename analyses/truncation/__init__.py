@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable
 from analyses.model.tokens import document_separator_id
-from analyses.errors import BadInput
+from analyses.core.errors import BadInput
 
 COMMON_WORDS = frozenset(
     "and of or in to that which with for the a an they on is their but are its i we it at".split()
@@ -105,7 +105,7 @@ def min_context_of(params: Params) -> int:
 
 
 def analysed_documents(model, inputs: list[Input], params: Params) -> list:
-    from analyses.truncation_compute import DocTokens, analysed_positions
+    from analyses.truncation.engine import analysed_positions, DocTokens
 
     docs = []
     for item in inputs:
@@ -134,8 +134,8 @@ def bos_token_id(model, params: Params) -> int | None:
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
     import torch
 
-    from analyses.truncation_compute import count_forwards, full_context_mean, truncated_cosines
-    from analyses.truncation_tables import build_tables
+    from analyses.truncation.engine import count_forwards, full_context_mean, truncated_cosines
+    from analyses.truncation.tables import build_tables
 
     docs = analysed_documents(model, inputs, params)
     analysed = [doc for doc in docs if doc.positions]

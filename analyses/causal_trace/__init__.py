@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.base import AnalysisSpec, CancelEvent, Chart, Filter, Mark, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Mark, param, Progress, Result, ResultTable
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.errors import BadInput, Cancelled
+from analyses.core.errors import BadInput, Cancelled
 
 SIGMA_SOURCES = ("subject", "embedding")
 SUBJECT_MARK = Mark("causal_trace_inputs", "subject_start", "subject_end")
@@ -38,7 +38,7 @@ class Params:
         return tuple(part.strip() for part in self.kinds.split(",") if part.strip())
 
     def check(self) -> None:
-        from analyses.causal_engine import KINDS
+        from analyses.causal_trace.engine import KINDS
 
         check_bos(self.prepend_bos)
         kinds = self.kind_list()
@@ -160,7 +160,7 @@ def validate(model, inputs: list[Input], params: Params) -> None:
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses import causal_tables
+    from analyses.causal_trace import tables as causal_tables
 
     located = [locate(model, item, params) for item in inputs]
     sigma, sigma_note = causal_tables.noise_sigma(model, located, params)

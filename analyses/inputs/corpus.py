@@ -1,6 +1,6 @@
 """Inputs: typed prompts, prompt-set files and Pile-format documents.
 
-Documents come from a corpus source (see analyses.corpus_sources for the formats); with no
+Documents come from a corpus source (see analyses.inputs.corpus_sources for the formats); with no
 source the shipped offline sample ``DEFAULT_CORPUS`` is used. ``list_documents`` and
 ``read_document`` let a browser page through a source without loading it whole.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from analyses.base import Input
-from analyses.corpus_sources import CorpusRecord, is_hf_name, iter_records
-from analyses.errors import BadInput
+from analyses.core.contract import Input
+from analyses.inputs.corpus_sources import CorpusRecord, is_hf_name, iter_records
+from analyses.core.errors import BadInput
 
 MAX_PROMPT_CHARS = 100_000
 DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "pile_sample.jsonl.zst"
@@ -117,7 +117,7 @@ def build_inputs(choice: InputChoice, input_kinds: tuple[str, ...]) -> tuple[tup
         inputs, malformed = sample_documents(choice.path or None, choice.n_docs, choice.seed, choice.set_name, max_tokens=choice.max_tokens)
         return tuple(inputs), malformed
     if kind == "entities":
-        from analyses.entities import entity_inputs, load_entities
+        from analyses.inputs.entities import entity_inputs, load_entities
 
         return tuple(entity_inputs(load_entities(choice.path or None))), 0
     return tuple(prompt_inputs(choice.prompt)), 0

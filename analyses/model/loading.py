@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.errors import BadInput, ModelUnavailable
+from analyses.core.errors import BadInput, ModelUnavailable
 
 DEFAULT_MODEL = "smollm2-135m"
 HUB_HOST = "huggingface.co"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from analyses.documents import tokens_table_of
+from analyses.core.tables import tokens_table_of
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Tokens shown before the truncation boundary in truncation_lowest.text.

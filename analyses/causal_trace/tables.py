@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyses.base import CancelEvent, Input, Progress, Result
-from analyses.documents import tokens_table_of
+from analyses.core.contract import CancelEvent, Input, Progress, Result
+from analyses.core.tables import tokens_table_of
 
 BUCKETS = ("1:subj-first", "2:subj-mid", "3:subj-last", "4:next", "5:further", "6:last")
 
@@ -89,7 +89,7 @@ class Collector:
         import numpy as np
         import torch
 
-        from analyses import causal_engine
+        from analyses.causal_trace import engine as causal_engine
 
         model, params = self.model, self.params
         tokens = torch.tensor([where.ids], device=model.device)

@@ -1,4 +1,4 @@
-"""The Analysis contract (Params, SPEC, run) and the registry.
+"""The Analysis contract: Params fields, SPEC (tables, charts), inputs, results, progress, cancel.
 
 An analysis module exposes a frozen ``Params`` dataclass, a ``SPEC`` and
 ``run(model, inputs, params, progress, cancel) -> Result``; optionally
@@ -8,15 +8,9 @@ building parameter forms and drawing charts stay light.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from analyses.errors import BadInput
 
 # "weights": the analysis reads the model only and takes no input; the first kind is the default.
 INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
@@ -146,109 +140,6 @@ class CancelEvent(Protocol):
 
 def no_progress(done: int, total: int, note: str = "") -> None:
     """A progress callback that ignores everything."""
-
-
-REGISTRY: dict[str, str] = {
-    "logit-lens": "analyses.logit_lens",
-    "layer-interventions": "analyses.layer_interventions",
-    "attention-locality": "analyses.attention_locality",
-    "component-norms": "analyses.component_norms",
-    "neuron-classes": "analyses.neuron_classes",
-    "truncation": "analyses.truncation",
-    "causal-trace": "analyses.causal_trace",
-    "first-layer-heads": "analyses.first_layer_heads",
-    "contextual-neurons": "analyses.contextual_neurons",
-    "fact-lookup": "analyses.fact_lookup",
-}
-
-
-def analysis_names() -> list[str]:
-    return sorted(REGISTRY)
-
-
-def get_analysis(name: str) -> types.ModuleType:
-    """The module of a registered analysis; BadInput naming the known ones otherwise."""
-    if name not in REGISTRY:
-        known = ", ".join(analysis_names())
-        raise BadInput(f"unknown analysis {name!r}; known analyses: {known}")
-    return importlib.import_module(REGISTRY[name])
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    name: str
-    type_name: str
-    default: Any
-    doc: str
-    optional: bool
-    choices: tuple[str, ...] = ()
-
-
-def _unwrap(annotation: Any) -> tuple[type, bool]:
-    args = typing.get_args(annotation)
-    if args and type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        return inner[0], True
-    return annotation, False
-
-
-def param_infos(params_cls: type) -> list[ParamInfo]:
-    hints = typing.get_type_hints(params_cls)
-    infos = []
-    for f in dataclasses.fields(params_cls):
-        base, optional = _unwrap(hints[f.name])
-        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional, tuple(f.metadata.get("choices", ()))))
-    return infos
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def coerce_value(info: ParamInfo, raw: str) -> Any:
-    """Parse one textual parameter value into its declared type; BadInput on a bad value."""
-    if info.optional and raw.strip().lower() in {"", "none", "null"}:
-        return None
-    if info.choices and raw.strip().lower() not in info.choices:
-        raise BadInput(f"parameter {info.name!r} takes one of {', '.join(info.choices)}, not {raw!r}")
-    try:
-        if info.type_name == "bool":
-            lowered = raw.strip().lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise ValueError(raw)
-        if info.type_name == "int":
-            return int(raw)
-        if info.type_name == "float":
-            value = float(raw)
-            if not math.isfinite(value):
-                raise BadInput(f"parameter {info.name!r} takes a finite float, not {raw!r}")
-            return value
-        return raw
-    except ValueError:
-        raise BadInput(f"parameter {info.name!r} takes a {info.type_name}, not {raw!r}") from None
-
-
-def parse_params(params_cls: type, raw: dict[str, str]) -> Any:
-    """Build a Params instance from text values (CLI --param, TUI form), checking names and types."""
-    infos = {info.name: info for info in param_infos(params_cls)}
-    values = {}
-    for key, text in raw.items():
-        if key not in infos:
-            known = ", ".join(infos) or "none"
-            raise BadInput(f"unknown parameter {key!r}; this analysis takes: {known}")
-        values[key] = coerce_value(infos[key], text)
-    params = params_cls(**values)
-    check = getattr(params, "check", None)
-    if callable(check):
-        check()
-    return params
-
-
-def params_to_dict(params: Any) -> dict:
-    return dataclasses.asdict(params)
 
 
 Runner = Callable[..., Result]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from analyses.base import Input
-from analyses.errors import BadInput
+from analyses.core.contract import Input
+from analyses.core.errors import BadInput
 
 DATA = Path(__file__).resolve().parent / "data"
 ALL_ATHLETES = DATA / "athletes.csv"

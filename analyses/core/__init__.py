@@ -1,0 +1,1 @@
+"""The framework: the Analysis contract, parameters, the registry, errors and result-table helpers."""

@@ -1,0 +1,31 @@
+"""Result-table helpers: the tokens table every run stores."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from analyses.core.contract import Input
+
+
+def tokens_table_of(sequences: Iterable[tuple[int, Sequence[int], Sequence[str]]]) -> Any:
+    """The run's tokens table (input_id, pos, token_id, token) from (input_id, ids, token strings)."""
+    import pyarrow as pa
+
+    rows: dict[str, list] = {"input_id": [], "pos": [], "token_id": [], "token": []}
+    for input_id, ids, strings in sequences:
+        rows["input_id"].extend([input_id] * len(ids))
+        rows["pos"].extend(range(len(ids)))
+        rows["token_id"].extend(ids)
+        rows["token"].extend(strings)
+    types = {"input_id": pa.int32(), "pos": pa.int32(), "token_id": pa.int32(), "token": pa.string()}
+    return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
+
+
+def tokens_table(model, inputs: list[Input], token_rows: list) -> Any:
+    """The tokens table for these inputs and their token tensors, decoded token by token."""
+    sequences = []
+    for item, tokens in zip(inputs, token_rows):
+        ids = tokens.reshape(-1).tolist()
+        sequences.append((item.input_id, ids, model.token_strings(ids)))
+    return tokens_table_of(sequences)
+
+

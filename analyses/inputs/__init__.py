@@ -1,0 +1,1 @@
+"""Inputs: prompts, prompt sets, corpora (Pile format and others) and entity tables."""
