@@ -83,7 +83,7 @@ def test_a_no_op_has_kl_zero_and_agreement_one(tiny_setup):
     _, decoder, rows = tiny_setup
     batch = li.pack_batches(rows, 4096, pad_id=2)[0]
     clean = li.clean_run(decoder, batch.tokens)
-    sums = li.metric_sums(li.reference(clean.logits, batch), clean.logits.clone())
+    sums = li.metric_sums(li.clean_reference(clean.logits, batch), clean.logits.clone())
     table = li.summarise(sums[None], [li.Intervention("block", 0)], 3).to_pylist()[0]
     assert table["kl"] == 0.0 and table["top1_agreement"] == 1.0
     assert table["entropy_delta_bits"] == 0.0 and table["loss_delta"] == 0.0

@@ -19,7 +19,7 @@ from analyses.inputs.corpus_sources import CorpusRecord, is_hf_name, iter_record
 from analyses.core.errors import BadInput
 
 MAX_PROMPT_CHARS = 100_000
-DEFAULT_CORPUS = Path(__file__).resolve().parent / "data" / "pile_sample.jsonl.zst"
+DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "pile_sample.jsonl.zst"
 # Records read from a Hugging Face stream per requested document when no scan limit is given.
 HF_SCAN_PER_DOC = 50
 HF_SCAN_MIN = 1000

@@ -17,7 +17,7 @@ from typing import Iterator
 from analyses.core.contract import Input
 from analyses.core.errors import BadInput
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent.parent / "data"
 ALL_ATHLETES = DATA / "athletes.csv"
 KNOWN_ATHLETES = DATA / "athletes_known.csv"
 DEFAULT_TEMPLATE = "Fact: Tiger Woods plays the sport of golf\nFact: {entity} plays the sport of"

@@ -130,7 +130,7 @@ class Reference:
     next_tokens: object
 
 
-def reference(logits, batch: Batch) -> Reference:
+def clean_reference(logits, batch: Batch) -> Reference:
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -214,7 +214,7 @@ def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], ca
     import torch
 
     clean = clean_run(adapter, batch.tokens)
-    ref = reference(clean.logits, batch)
+    ref = clean_reference(clean.logits, batch)
     sums = []
     for item in interventions:
         if cancel is not None and cancel.is_set():

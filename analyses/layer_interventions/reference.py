@@ -6,7 +6,7 @@ Used by the tests and benchmarks/layer_interventions.py to check the fast path; 
 """
 from __future__ import annotations
 
-from analyses.layer_interventions import Batch, Intervention, metric_sums, reference
+from analyses.layer_interventions import Batch, Intervention, clean_reference, metric_sums
 
 
 def _zero(activation, hook):
@@ -37,5 +37,5 @@ def naive_batch_sums(model, batch: Batch, interventions: list[Intervention]):
     """[len(interventions), N_SUMS] sums, from one clean and one full intervened forward each."""
     import torch
 
-    ref = reference(model.bridge(batch.tokens, use_cache=False), batch)
+    ref = clean_reference(model.bridge(batch.tokens, use_cache=False), batch)
     return torch.stack([metric_sums(ref, intervened_logits(model, batch.tokens, item)) for item in interventions])
