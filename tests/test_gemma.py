@@ -27,7 +27,7 @@ RUNS = {
     "component-norms": ["--n-docs", "2", "--max-tokens", "32"],
     "neuron-classes": ["--param", "layers=0"],
     "first-layer-heads": ["--n-docs", "2", "--max-tokens", "64", "--param", "dest_positions=40"],
-    "contextual-neurons": ["--n-docs", "2", "--max-tokens", "64"],
+    "contextual-neurons": ["--n-docs", "2", "--max-tokens", "64", "--param", "dest_positions=40"],
     "fact-lookup": ["--param", "layer_stride=9", "--param", "intervention_entities=6", "--param", "folds=2", "--param", "n_neurons=2"],
 }
 
