@@ -6,16 +6,13 @@ source the shipped offline sample ``DEFAULT_CORPUS`` is used. ``list_documents``
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from analyses.core.contract import Input
 from analyses.inputs.corpus_sources import CorpusRecord, is_hf_name, iter_records
+from analyses.inputs.tables import table_rows
 from analyses.core.errors import BadInput
 
 MAX_PROMPT_CHARS = 100_000
@@ -49,32 +46,13 @@ def _prompt_set_text(path: Path) -> str:
         raise BadInput(f"{path}:{line}: not UTF-8 (byte 0x{data[offset]:02x} at byte {column} of the line); save the file as UTF-8") from None
 
 
-def _prompt_set_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    text = _prompt_set_text(path)
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
-        for line_no, row in enumerate(reader, start=2):
-            yield line_no, row
-        return
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BadInput(f"{path}:{line_no}: not a JSON object ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise BadInput(f"{path}:{line_no}: not a JSON object")
-        yield line_no, row
-
-
 def load_prompt_set(path_text: str) -> list[Input]:
     """A prompt set (CSV with a header, or JSONL): prompt, and optionally subject, answer, category."""
     path = Path(path_text).expanduser()
     if not path.is_file():
         raise BadInput(f"prompt set {path_text!r} is not a readable file")
     inputs = []
-    for line_no, row in _prompt_set_rows(path):
+    for line_no, row in table_rows(path, _prompt_set_text(path)):
         prompt = row.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise BadInput(f"{path}:{line_no}: the row has no prompt")

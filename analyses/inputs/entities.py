@@ -7,15 +7,13 @@ fewer than two values are refused with BadInput; the per-value minimum is checke
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from analyses.core.contract import Input
 from analyses.core.errors import BadInput
+from analyses.inputs.tables import table_rows
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ALL_ATHLETES = DATA / "athletes.csv"
@@ -47,23 +45,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise BadInput(f"entity table {str(path)!r} cannot be read ({type(error).__name__})") from None
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
-        for line_no, row in enumerate(reader, start=2):
-            if None in row or any(value is None for value in row.values()):
-                raise BadInput(f"{path}:{line_no}: the row does not have the header's {len(reader.fieldnames or [])} fields")
-            yield line_no, row
-        return
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BadInput(f"{path}:{line_no}: not a JSON object ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise BadInput(f"{path}:{line_no}: not a JSON object")
-        yield line_no, row
+    return table_rows(path, text, whole_rows=True)
 
 
 def _field(row: dict, key: str, where: str) -> str:
