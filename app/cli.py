@@ -17,7 +17,7 @@ try:
     from analyses.core.errors import BadInput, IwbError
     from app import charts
     from app.cli_io import (
-        MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, one_statement, read_only_hint,
+        MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, read_only_hint, single_statement,
         silence_closed_stdout, strict_json, write_export,
     )
     from store.db import StoreError
@@ -161,7 +161,8 @@ def _print_result(result, fmt: str, max_rows: int) -> None:
 
 
 def cmd_sql(args) -> int:
-    sql = one_statement(args.query)
+    single_statement(args.query)
+    sql = args.query
     store = open_store(args, read_only=True)
     try:
         result = store.query(sql)

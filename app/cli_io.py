@@ -56,8 +56,9 @@ def check_utf8(args: argparse.Namespace) -> None:
                 raise BadInput(f"--{name.replace('_', '-')} is not valid UTF-8 (byte 0x{byte.hex()} at character {error.start})") from None
 
 
-def one_statement(sql: str) -> str:
-    """The single statement of `iwb sql` (a friendlier message only; the engine is the guard)."""
+def single_statement(sql: str) -> Any:
+    """The one statement in a query (DuckDB's own parse), for `iwb sql` and the SQL console: a
+    friendlier message for none or several; the engine's read-only configuration is the guard."""
     import duckdb
 
     try:
@@ -68,7 +69,7 @@ def one_statement(sql: str) -> str:
         raise BadInput("there is no SQL statement to run (the query is empty or only a comment)")
     if len(statements) > 1:
         raise BadInput(f"one statement at a time, please (found {len(statements)})")
-    return sql
+    return statements[0]
 
 
 def read_only_hint(message: str) -> str:

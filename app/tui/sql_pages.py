@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 
 from analyses.core.errors import BadInput
+from app.cli_io import single_statement
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION"}
 
@@ -31,15 +31,7 @@ class Page:
 
 def read_only_statement(sql: str) -> tuple[str, bool]:
     """The one statement to run and whether it can be paged; BadInput for writes or several statements."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as error:
-        raise BadInput(str(error).strip()) from None
-    if not statements:
-        raise BadInput("there is no SQL statement to run")
-    if len(statements) > 1:
-        raise BadInput(f"one statement at a time, please (found {len(statements)})")
-    statement = statements[0]
+    statement = single_statement(sql)
     kind = statement.type.name
     if kind not in READ_STATEMENTS:
         raise BadInput(f"the SQL console is read-only: {kind} statements are refused and nothing was changed "
