@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable, RunValue
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, columns, Filter, Input, param, Progress, Result, ResultTable, RunValue
 from analyses.core.errors import BadInput
 
 
@@ -46,10 +46,6 @@ class Params:
                            prepend_bos=self.prepend_bos, default_max_tokens=self.default_max_tokens)
 
 
-def _columns(*pairs: str) -> tuple[tuple[str, str], ...]:
-    return tuple(tuple(pair.split(":")) for pair in pairs)
-
-
 SPEC = AnalysisSpec(
     name="contextual-neurons",
     title="Contextual neurons (extended embeddings through layer-0 contextual heads)",
@@ -61,14 +57,14 @@ SPEC = AnalysisSpec(
     ),
     input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
-        ResultTable("contextual_neurons_tokens", _columns("neuron:INTEGER", "side:VARCHAR", "rank:INTEGER", "token_id:INTEGER", "token:VARCHAR", "contribution:DOUBLE"),
+        ResultTable("contextual_neurons_tokens", columns("neuron:INTEGER", "side:VARCHAR", "rank:INTEGER", "token_id:INTEGER", "token:VARCHAR", "contribution:DOUBLE"),
                     "top_k tokens per neuron on each side; contribution = extended embedding . input direction (per unit of positional weight)"),
-        ResultTable("contextual_neurons_fit", _columns("neuron:INTEGER", "rank:INTEGER", "corr:DOUBLE", "corr_direct:DOUBLE", "r2_full:DOUBLE",
+        ResultTable("contextual_neurons_fit", columns("neuron:INTEGER", "rank:INTEGER", "corr:DOUBLE", "corr_direct:DOUBLE", "r2_full:DOUBLE",
                                                        "r2_direct:DOUBLE", "ctx_explained:DOUBLE", "real_std:DOUBLE", "pred_std:DOUBLE", "n_tokens:BIGINT"),
                     "per neuron over every analysed token; rank 1 = most variance explained by the contextual heads"),
-        ResultTable("contextual_neurons_heads", _columns("head:INTEGER", "class:VARCHAR", "used:BOOLEAN", "normaliser_median:DOUBLE", "content_std:DOUBLE"),
+        ResultTable("contextual_neurons_heads", columns("head:INTEGER", "class:VARCHAR", "used:BOOLEAN", "normaliser_median:DOUBLE", "content_std:DOUBLE"),
                     "layer-0 heads: class from first-layer-heads, whether used, median normaliser, spread of the content weight over corpus tokens"),
-        ResultTable("contextual_neurons_curve", _columns("neuron:INTEGER", "rank:INTEGER", "bin:INTEGER", "series:VARCHAR", "value:DOUBLE"),
+        ResultTable("contextual_neurons_curve", columns("neuron:INTEGER", "rank:INTEGER", "bin:INTEGER", "series:VARCHAR", "value:DOUBLE"),
                     "tokens binned by predicted pre-activation: mean predicted and mean real per bin, for the best-explained neurons"),
     ),
     charts=(

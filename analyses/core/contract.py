@@ -23,6 +23,11 @@ def param(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"doc": doc, "choices": choices})
 
 
+def columns(*pairs: str) -> tuple[tuple[str, str], ...]:
+    """ResultTable columns from "name:TYPE" strings."""
+    return tuple(tuple(pair.split(":", 1)) for pair in pairs)
+
+
 @dataclass(frozen=True)
 class ResultTable:
     """A result table: name and (column, DuckDB type) pairs; run_id is added by the store."""

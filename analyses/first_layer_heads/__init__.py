@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable, RunValue
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, columns, Filter, Input, param, Progress, Result, ResultTable, RunValue
 from analyses.core.errors import BadInput
 
 METHODS = ("auto", "additive", "measured")
@@ -67,10 +67,6 @@ class Params:
         return Thresholds(self.local_threshold, self.duplicate_threshold, self.contextual_min_width, self.contextual_decay, self.contextual_max_far)
 
 
-def _columns(*pairs: str) -> tuple[tuple[str, str], ...]:
-    return tuple(tuple(pair.split(":")) for pair in pairs)
-
-
 SPEC = AnalysisSpec(
     name="first-layer-heads",
     title="First-layer attention anatomy (positional pattern, duplicate tokens, normaliser, classes)",
@@ -84,21 +80,21 @@ SPEC = AnalysisSpec(
     ),
     input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
-        ResultTable("first_layer_heads_pattern", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "key_offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
+        ResultTable("first_layer_heads_pattern", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "key_offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
                     "positional pattern: weight on the key `offset` tokens back from destination dest_pos (0 = itself)"),
-        ResultTable("first_layer_heads_mass", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "bucket:VARCHAR", "mass:DOUBLE"),
+        ResultTable("first_layer_heads_mass", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "bucket:VARCHAR", "mass:DOUBLE"),
                     "positional mass per bucket: self, prev_1_5, prev_6_50, beyond_50"),
-        ResultTable("first_layer_heads_width", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "width50:INTEGER", "width90:INTEGER", "decay_ratio:DOUBLE"),
+        ResultTable("first_layer_heads_width", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "width50:INTEGER", "width90:INTEGER", "decay_ratio:DOUBLE"),
                     "smallest offset holding 50% / 90% of the mass; mean weight per offset on 1..5 over 6..50"),
-        ResultTable("first_layer_heads_normaliser", _columns("layer:INTEGER", "head:INTEGER", "set_name:VARCHAR", "pos:INTEGER", "pos_end:INTEGER", "n:BIGINT",
+        ResultTable("first_layer_heads_normaliser", columns("layer:INTEGER", "head:INTEGER", "set_name:VARCHAR", "pos:INTEGER", "pos_end:INTEGER", "n:BIGINT",
                                                              "mean:DOUBLE", "median:DOUBLE", "q25:DOUBLE", "q75:DOUBLE"),
                     "N(d) = sum_s pi(d,s) exp(c(d,s)), content c = score - log pi centred over keys, per bin [pos, pos_end] of destinations and corpus set"),
-        ResultTable("first_layer_heads_class", _columns(
+        ResultTable("first_layer_heads_class", columns(
             "layer:INTEGER", "head:INTEGER", "class:VARCHAR", "method:VARCHAR", "local_mass:DOUBLE", "mid_mass:DOUBLE", "far_mass:DOUBLE",
             "width50:DOUBLE", "width90:DOUBLE", "decay_ratio:DOUBLE", "duplicate_score:DOUBLE", "duplicate_pairs:BIGINT",
             "normaliser_median:DOUBLE", "normaliser_iqr_ratio:DOUBLE", "normaliser_late_over_early:DOUBLE", "ln_scale_mean:DOUBLE", "ln_scale_std:DOUBLE"),
                     "per head, masses and widths averaged over the reported destinations; local = self + previous 5"),
-        ResultTable("first_layer_heads_terms", _columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
+        ResultTable("first_layer_heads_terms", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
     ),
     charts=(
