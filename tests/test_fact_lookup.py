@@ -12,6 +12,7 @@ from analyses.inputs.entities import ALL_ATHLETES, Entity, entity_inputs, load_e
 from analyses.core.errors import BadInput
 from analyses.fact_lookup import Params, engine
 from analyses.fact_lookup.lookup import compute
+from analyses.model.adapters import family_of
 
 # Where each family's MLP / attention output enters the residual stream, as HF module paths.
 RESIDUAL_WRITERS = {
@@ -22,11 +23,6 @@ RESIDUAL_WRITERS = {
     "phi": ("model.layers.{layer}.mlp", "model.layers.{layer}.self_attn"),
     "gemma3": ("model.layers.{layer}.post_feedforward_layernorm", "model.layers.{layer}.post_attention_layernorm"),
 }
-
-
-def family_of(model) -> str:
-    kind = model.bridge.original_model.config.model_type
-    return {"gpt2": "gpt2", "gpt_neox": "neox", "gptj": "gptj", "llama": "llama", "phi": "phi", "gemma3_text": "gemma3"}[kind]
 
 
 def small_table(n_per_value: int = 6) -> list[Entity]:

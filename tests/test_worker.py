@@ -13,11 +13,19 @@ import pytest
 
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
-from app.worker import Cancelled, Failed, Finished, ModelChoice, Progress, Started, Submitted
+from app.worker import (
+    Cancelled,
+    Failed,
+    Finished,
+    ModelChoice,
+    Progress,
+    Started,
+    Submitted,
+)
+from tests.worker_events import wait_for
 
 SLOW = {"slow-steps": "tests.slow_analysis"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
-WAIT_S = 120
 
 
 @pytest.fixture
@@ -31,16 +39,6 @@ def host(tiny_model, store, monkeypatch):
     worker_host.start()
     yield worker_host
     worker_host.close()
-
-
-def wait_for(host, kinds: tuple, job_id: int) -> list:
-    """Every event up to and including the first of `kinds` for this job."""
-    seen = []
-    while True:
-        event = host.events.get(timeout=WAIT_S)
-        seen.append(event)
-        if isinstance(event, kinds) and getattr(event, "job_id", None) == job_id:
-            return seen
 
 
 def job_events(seen: list, job_id: int) -> list:

@@ -99,7 +99,8 @@ def gguf_path(model: EmbeddedModel) -> Path | None:
     """The GGUF file inside the installed wheel (or its first chunk for a chunked one), found
     without importing the package."""
     if model.parts:
-        return _part_paths(model)[0] if _part_paths(model) else None
+        parts = _part_paths(model)
+        return parts[0] if parts else None
     for location in _package_dirs(model.package):
         candidate = location / model.gguf_file
         if candidate.is_file():
@@ -204,6 +205,7 @@ class LoadedModel:
     d_vocab: int
     flags: dict = field(default_factory=lambda: dict(WEIGHT_PROCESSING))
     hf_tokenizer: Any = None
+    _bos_choices: dict = field(default_factory=dict, repr=False)
 
     @property
     def tokenizer(self) -> Any:
@@ -214,7 +216,11 @@ class LoadedModel:
         """The BOS choice for a prepend_bos setting (auto: as the model's own tokenizer does)."""
         from analyses.model.tokens import bos_choice
 
-        return bos_choice(self, setting)
+        # Keyed by the tokenizer too: deciding "auto" tokenises a probe text, once per tokenizer.
+        key = (id(self.tokenizer), str(setting).strip().lower())
+        if key not in self._bos_choices:
+            self._bos_choices[key] = bos_choice(self, setting)
+        return self._bos_choices[key]
 
     def to_tokens(self, text: str, prepend_bos: str | bool = "auto", max_tokens: int | None = None) -> Any:
         """Token ids [1, T] on the model's device; BOS by the model layer's policy; cut to

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses.core.errors import BadInput
+from analyses.model.adapters import unwrap
 
 
 @dataclass(frozen=True)
@@ -105,23 +106,16 @@ class ModelWeights:
     parallel: bool
 
 
-def _unwrap(module: Any) -> Any:
-    """The Hugging Face module under any TransformerBridge wrappers."""
-    while "_original_component" in getattr(module, "_modules", {}):
-        module = module._modules["_original_component"]
-    return module
-
-
 def _sub(module: Any, *path: str) -> Any:
     """module.a.b... through bridge wrappers; an entry "x|y" takes the first attribute present
     (the bridge renames some top-level modules, e.g. NeoX's embed_out to lm_head)."""
-    module = _unwrap(module)
+    module = unwrap(module)
     for step in path:
         names = step.split("|")
         found = next((getattr(module, name) for name in names if name in module._modules or hasattr(module, name)), None)
         if found is None:
             raise BadInput(f"weights reader: {type(module).__name__} has none of {names}")
-        module = _unwrap(found)
+        module = unwrap(found)
     return module
 
 
@@ -167,7 +161,7 @@ def _gpt2(hf: Any) -> ModelWeights:
     n, d_model = config.n_head, config.n_embd
     layers = []
     for index, block in enumerate(_sub(body, "h")):
-        block = _unwrap(block)
+        block = unwrap(block)
         attn, mlp = _sub(block, "attn"), _sub(block, "mlp")
         # Conv1D stores [in, out]: the transpose of nn.Linear.
         w_qkv, b_qkv = _f(_sub(attn, "c_attn").weight), _f(_sub(attn, "c_attn").bias)
@@ -197,7 +191,7 @@ def _neox(hf: Any) -> ModelWeights:
     rotary = Rotary(_f(rotary_emb.inv_freq), rotary_dim, "half", float(getattr(rotary_emb, "attention_scaling", 1.0)))
     layers = []
     for block in _sub(body, "layers"):
-        block = _unwrap(block)
+        block = unwrap(block)
         attn, mlp = _sub(block, "attention"), _sub(block, "mlp")
         qkv, dense = _sub(attn, "query_key_value"), _sub(attn, "dense")
         h_to_4h, h4_to_h = _sub(mlp, "dense_h_to_4h"), _sub(mlp, "dense_4h_to_h")
@@ -229,7 +223,7 @@ def _gptj(hf: Any) -> ModelWeights:
     rotary = Rotary(inv_freq, rotary_dim, "interleaved")
     layers = []
     for block in _sub(body, "h"):
-        block = _unwrap(block)
+        block = unwrap(block)
         attn, mlp = _sub(block, "attn"), _sub(block, "mlp")
         ln = _layernorm(_sub(block, "ln_1"))
         layers.append(LayerWeights(
@@ -252,7 +246,7 @@ def _llama_like(hf: Any, family: str) -> ModelWeights:
     norm = (lambda module: _rmsnorm(module, plus_one=True)) if gemma else _rmsnorm
     layers = []
     for index, block in enumerate(_sub(body, "layers")):
-        block = _unwrap(block)
+        block = unwrap(block)
         attn, mlp = _sub(block, "self_attn"), _sub(block, "mlp")
         q, k_proj, v, o = (_sub(attn, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj"))
         up, gate, down = (_sub(mlp, name) for name in ("up_proj", "gate_proj", "down_proj"))
@@ -287,7 +281,7 @@ def _phi(hf: Any) -> ModelWeights:
     rotary = Rotary(_f(rotary_emb.inv_freq), 2 * rotary_emb.inv_freq.numel(), "half", float(getattr(rotary_emb, "attention_scaling", 1.0)))
     layers = []
     for block in _sub(body, "layers"):
-        block = _unwrap(block)
+        block = unwrap(block)
         attn, mlp = _sub(block, "self_attn"), _sub(block, "mlp")
         q, k_proj, v, dense = (_sub(attn, name) for name in ("q_proj", "k_proj", "v_proj", "dense"))
         fc1, fc2 = _sub(mlp, "fc1"), _sub(mlp, "fc2")
@@ -310,7 +304,7 @@ def family_of(hf: Any) -> str:
     """The family of a bare HF causal LM (the adapters' table: one list of supported architectures)."""
     from analyses.model.adapters import FAMILY_OF_ARCHITECTURE, SUPPORTED
 
-    architecture = type(_unwrap(hf)).__name__
+    architecture = type(unwrap(hf)).__name__
     if architecture not in FAMILY_OF_ARCHITECTURE:
         raise BadInput(f"architecture {architecture} is not supported; supported: {SUPPORTED}")
     return FAMILY_OF_ARCHITECTURE[architecture]

@@ -107,10 +107,10 @@ def min_context_of(params: Params) -> int:
 def analysed_documents(model, inputs: list[Input], params: Params) -> list:
     from analyses.truncation.engine import analysed_positions, DocTokens
 
+    start = [document_separator_id(model)] if params.start_token else []
     docs = []
     for item in inputs:
         max_tokens = item.meta.get("max_tokens") or params.default_max_tokens
-        start = [document_separator_id(model)] if params.start_token else []
         ids = (start + model.to_tokens(item.text, prepend_bos="false")[0].tolist())[: min(max_tokens, model.n_ctx)]
         positions = analysed_positions(len(ids), len(start), min_context_of(params))
         docs.append(DocTokens(item.input_id, tuple(ids), positions))

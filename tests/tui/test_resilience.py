@@ -12,10 +12,10 @@ from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
 from app.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
 from tests.tui.conftest import make_app, settle
+from tests.worker_events import wait_for
 
 SLOW = {"slow-steps": "tests.slow_analysis"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
-WAIT_S = 120
 
 
 class RefusingStore:
@@ -43,15 +43,6 @@ def host(tiny_model, store, monkeypatch, tmp_path):
     worker_host.start()
     yield worker_host
     worker_host.close()
-
-
-def wait_for(host, kinds: tuple, job_id: int) -> list:
-    seen = []
-    while True:
-        event = host.events.get(timeout=WAIT_S)
-        seen.append(event)
-        if isinstance(event, kinds) and getattr(event, "job_id", None) == job_id:
-            return seen
 
 
 def test_relay_error_fails_the_job_with_its_cause_and_the_relay_goes_on(host, tmp_path, monkeypatch):
