@@ -16,6 +16,8 @@ from analyses.core.errors import BadInput, Cancelled
 LOG2 = 0.6931471805599453
 # Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).
 CHUNK_ELEMENTS = 32 * 1024 * 1024
+# Each input's rows depend on that input alone: the runner computes a corpus run shard by shard.
+SHARD_BY_INPUT = True
 
 
 @dataclass(frozen=True)

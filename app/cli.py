@@ -106,12 +106,46 @@ def cmd_run(args) -> int:
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     try:
-        run_id = execute(store, model, prepared, progress)
+        run_id = execute(store, model, prepared, progress, shard_docs=args.shard_docs)
     finally:
         progress.close()
     if not args.no_chart:
         print_charts(store, args.analysis, run_id, args)
     print(f"run {run_id}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    """Finish an interrupted, failed or cancelled run: only its missing shards are computed."""
+    from app.progress import StderrProgress
+    from app.runner import resumable
+
+    store = open_store(args)  # opening registers results a finished run left on disk
+    row = _run_or_fail(store, args.run_id)
+    if row["status"] == "done":
+        print(f"run {args.run_id} is done; its results are registered")
+        return 0
+    prepared = resumable(store, args.run_id)
+    folder = store.run_folder(args.run_id)
+    missing = [i for i in range(folder.manifest()["n_shards"]) if not folder.has_shard(i)]
+    print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {folder.manifest()['n_shards']} shards to compute", file=sys.stderr)
+    progress = StderrProgress(f"resume {args.run_id}")
+    try:
+        if getattr(args, "ray", None):
+            from app.sweep import sweep_resume
+
+            sweep_resume(store, args, args.run_id, progress)
+        else:
+            from analyses.model.loading import load_model
+            from app.runner import resume
+
+            model = load_model(row["model"], device=args.device, dtype=args.dtype)
+            resume(store, model, args.run_id, progress)
+    finally:
+        progress.close()
+    if not args.no_chart:
+        print_charts(store, prepared.module.SPEC.name, args.run_id, args)
+    print(f"run {args.run_id}")
     return 0
 
 
@@ -271,8 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=bounded_int(1), help="tokens kept per document")
     run.add_argument("--seed", type=int, default=0, help="corpus sampling seed (default 0)")
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
+    run.add_argument("--shard-docs", type=bounded_int(1), help="inputs per shard for analyses computed shard by shard (default 16); each shard is stored as soon as it is done")
     run.add_argument("--no-chart", action="store_true", help="print only the run id")
     run.set_defaults(func=cmd_run)
+
+    resume = sub.add_parser("resume", help="finish an interrupted, failed or cancelled run: compute only its missing shards")
+    resume.add_argument("run_id", type=bounded_int(0))
+    resume.add_argument("--no-chart", action="store_true", help="print only the run id")
+    resume.set_defaults(func=cmd_resume)
 
     runs = sub.add_parser("runs", help="list stored runs, newest first")
     runs.add_argument("--limit", type=bounded_int(0), default=30)

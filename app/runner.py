@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import Input, Progress
+from analyses.core.contract import Input, Progress, Result
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
 from analyses.core.errors import BadInput, Cancelled
@@ -95,27 +95,211 @@ def inputs_table(inputs: tuple[Input, ...]) -> Any:
     )
 
 
-def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel: threading.Event | None = None) -> int:
-    """Store a running row, run the analysis, write its results atomically; return the run id.
+DEFAULT_SHARD_DOCS = 16
 
-    Cancelled and failed runs keep their runs row with the status and the cause.
-    """
-    check_with_model(model, prepared)
-    cancel = cancel or threading.Event()
+
+def sharding(module: Any) -> str:
+    """How an analysis splits a run: "three-step" (prepare_run / run_shard / finalize),
+    "by-input" (run on any subset of inputs) or "whole" (one shard)."""
+    if hasattr(module, "run_shard"):
+        return "three-step"
+    if getattr(module, "SHARD_BY_INPUT", False):
+        return "by-input"
+    return "whole"
+
+
+def shard_plan(module: Any, inputs: tuple[Input, ...], shard_docs: int | None) -> list[list[int]]:
+    """Input ids per shard, in input order."""
+    ids = [item.input_id for item in inputs]
+    if sharding(module) == "whole" or not ids:
+        return [ids]
+    size = shard_docs or DEFAULT_SHARD_DOCS
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def compute_shard(module: Any, model: Any, params: Any, inputs: list[Input], state: Any, progress: Progress, cancel: Any) -> Result:
+    """One shard's tables; the same function runs inline and on Ray actors."""
+    if hasattr(module, "run_shard"):
+        return module.run_shard(model, list(inputs), params, state, progress, cancel)
+    return module.run(model, list(inputs), params, progress, cancel)
+
+
+def prepare_state(module: Any, model: Any, params: Any, inputs: list[Input], progress: Progress, cancel: Any) -> Any:
+    prepare_run = getattr(module, "prepare_run", None)
+    return None if prepare_run is None else prepare_run(model, list(inputs), params, progress, cancel)
+
+
+class InlineCompute:
+    """Shards computed one after the other in this process, on a loaded model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def prepare(self, prepared: Prepared, progress: Progress, cancel: Any) -> Any:
+        return prepare_state(prepared.module, self.model, prepared.params, list(prepared.inputs), progress, cancel)
+
+    def shards(self, prepared: Prepared, todo: list, state: Any, progress_of: Any, cancel: Any, on_done: Any) -> None:
+        for index, shard_inputs in todo:
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            on_done(index, compute_shard(prepared.module, self.model, prepared.params, shard_inputs, state, progress_of(index), cancel))
+
+    def provenance(self, params: Any, notes: dict) -> dict:
+        return provenance(self.model, params, notes)
+
+
+def begin(store: Store, model_name: str, device: str, dtype: str, base_provenance: dict, prepared: Prepared, shard_docs: int | None) -> int:
+    """The runs row (with the inputs) and the run's shard folder with its manifest; returns the run id."""
     spec = prepared.module.SPEC
+    plan = shard_plan(prepared.module, prepared.inputs, shard_docs)
     run_id = store.begin_run(
-        spec.name, model.name, params_to_dict(prepared.params), model.device, model.dtype,
-        provenance(model, prepared.params, {}), inputs=inputs_table(prepared.inputs),
+        spec.name, model_name, params_to_dict(prepared.params), device, dtype,
+        base_provenance, inputs=inputs_table(prepared.inputs), n_shards=len(plan),
     )
+    store.run_folder(run_id).create({
+        "run_id": run_id,
+        "analysis": spec.name,
+        "n_shards": len(plan),
+        "shard_docs": shard_docs or DEFAULT_SHARD_DOCS,
+        "shards": plan,
+        "tables": {table.name: [list(pair) for pair in table.columns] for table in spec.tables},
+    })
+    return run_id
+
+
+def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel: threading.Event | None = None,
+            shard_docs: int | None = None) -> int:
+    """Store a running row, compute the run shard by shard (each on disk, then registered), mark
+    it done; return the run id. Cancelled and failed runs keep their completed shards."""
+    check_with_model(model, prepared)
+    run_id = begin(store, model.name, model.device, model.dtype, provenance(model, prepared.params, {}), prepared, shard_docs)
+    drive(store, run_id, prepared, InlineCompute(model), progress, cancel or threading.Event())
+    return run_id
+
+
+def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:
+    """Compute the shards of a run that are not on disk yet, then its final tables, and register
+    everything. Raises store.errors.ResultsPending when only the registration is left."""
+    from store.shards import FINAL
+
+    folder = store.run_folder(run_id)
+    manifest = folder.manifest()
+    plan = manifest["shards"]
+    by_id = {item.input_id: item for item in prepared.inputs}
+    n_shards = len(plan)
+    total = max(1, len(prepared.inputs))
+    done_inputs = [sum(len(plan[i]) for i in range(n_shards) if folder.has_shard(i))]
+
+    def progress_of(index: int) -> Progress:
+        if n_shards == 1:
+            return progress
+        size = len(plan[index])
+
+        def report(done: int, shard_total: int, note: str = "") -> None:
+            part = int(size * done / shard_total) if shard_total else 0
+            progress(min(total - 1, done_inputs[0] + part), total, f"shard {index + 1}/{n_shards}: {note}".rstrip(": "))
+
+        return report
+
+    def on_done(index: int, result: Result) -> None:
+        tables = dict(result.tables)
+        tables["tokens"] = result.tokens
+        folder.write_shard(index, tables, {"notes": result.notes})
+        done_inputs[0] += len(plan[index])
+        if n_shards > 1:
+            progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored")
+            store.try_register(run_id, 0.2)  # shows partial results; a locked database only delays this
+
     try:
-        result = prepared.module.run(model, list(prepared.inputs), prepared.params, progress, cancel)
-        tables = {name: (spec.table(name).columns, table) for name, table in result.tables.items()}
-        store.finish_run(run_id, None, result.tokens, tables, provenance(model, prepared.params, result.notes))
+        if folder.has_state():
+            state = folder.load_state()
+        else:
+            state = compute.prepare(prepared, lambda d, t, note="": progress(0, total, f"preparing: {note}"), cancel)
+            folder.save_state(state)
+        todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in range(n_shards) if not folder.has_shard(i)]
+        compute.shards(prepared, todo, state, progress_of, cancel, on_done)
+        if not folder.has_shard(FINAL):
+            finalize = getattr(prepared.module, "finalize", None)
+            final = finalize(prepared.params, state, folder.read, progress, cancel) if finalize else Result({}, None, {})
+            folder.write_shard(FINAL, dict(final.tables), {"notes": final.notes})
+        notes: dict = {}
+        for index in list(range(n_shards)) + [FINAL]:
+            notes.update(folder.shard_meta(index).get("notes") or {})
+        notes["shards"] = {"n_shards": n_shards, "docs_per_shard": manifest.get("shard_docs")}
+        folder.mark_complete({"provenance": compute.provenance(prepared.params, notes), "finished_at": utc_now_text()})
     except (Cancelled, KeyboardInterrupt):
-        store.end_run(run_id, "cancelled", "cancelled by the user")
+        _stop(store, run_id, "cancelled", "cancelled by the user")
         raise
     except BaseException as error:
         cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        store.end_run(run_id, "failed", cause + "\n" + traceback.format_exc(limit=8))
+        _stop(store, run_id, "failed", cause + "\n" + traceback.format_exc(limit=8))
         raise
+    progress(total, total, "registering results")
+    store.register(run_id)
+
+
+def utc_now_text() -> str:
+    from store.db import utc_now
+
+    return utc_now().isoformat()
+
+
+def _stop(store: Store, run_id: int, status: str, cause: str) -> None:
+    """Keep the shards done so far (registered when the database can be had) and mark the run."""
+    try:
+        store.try_register(run_id, 2.0)
+        store.end_run(run_id, status, cause)
+    except Exception:
+        pass  # the database is locked: the next open marks the run interrupted; its shards stay on disk
+
+
+def resumable(store: Store, run_id: int) -> Prepared:
+    """What an interrupted, failed or cancelled run ran on (model, params, inputs), to finish it."""
+    import json
+
+    from analyses.core.params import param_infos
+
+    row = store.run_row(run_id)
+    if row is None:
+        raise BadInput(f"run {run_id} does not exist in {store.path}")
+    if row["status"] == "done":
+        raise BadInput(f"run {run_id} is done; there is nothing to resume")
+    if row["status"] == "running":
+        raise BadInput(f"run {run_id} is still running (process {row.get('pid')} on {row.get('host')})")
+    folder = store.run_folder(run_id)
+    if folder.manifest() is None:
+        raise BadInput(f"run {run_id} has no shard folder ({folder.path}) to resume from; run it again")
+    module = get_analysis(row["analysis"])
+    known = {info.name for info in param_infos(module.Params)}
+    stored = json.loads(row["params"]) if row["params"] else {}
+    params = module.Params(**{key: value for key, value in stored.items() if key in known})
+    check = getattr(params, "check", None)
+    if callable(check):
+        check()
+    rows = store.query("SELECT input_id, source, text, meta FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows
+    inputs = tuple(Input(int(i), source, text, json.loads(meta) if meta else {}) for i, source, text, meta in rows)
+    return Prepared(module, params, inputs)
+
+
+def check_same_model(model: Any, row: dict) -> None:
+    """A resumed run must use the model its shards were computed with."""
+    import json
+
+    stored = json.loads(row["provenance"]) if row.get("provenance") else {}
+    mine = model.provenance()
+    for key in ("model_name", "model_revision", "n_layers", "d_model"):
+        if key in stored and stored[key] != mine.get(key):
+            raise BadInput(f"run {row['run_id']} was computed with {key} {stored[key]!r}; this model has {mine.get(key)!r}")
+    if row.get("dtype") and row["dtype"] != model.dtype:
+        raise BadInput(f"run {row['run_id']} was computed in {row['dtype']}; this model is loaded in {model.dtype} (use --dtype {row['dtype']})")
+
+
+def resume(store: Store, model: Any, run_id: int, progress: Progress, cancel: threading.Event | None = None) -> int:
+    """Compute only the missing shards of a run and finish it with the same results an uninterrupted
+    run gives."""
+    prepared = resumable(store, run_id)
+    check_same_model(model, store.run_row(run_id))
+    check_with_model(model, prepared)
+    store.reopen_run(run_id)
+    drive(store, run_id, prepared, InlineCompute(model), progress, cancel or threading.Event())
     return run_id

@@ -18,15 +18,31 @@ from typing import Any, Iterator
 
 import duckdb
 
-from store.errors import StoreError
+from store.errors import ResultsPending, StoreError
 from store.reading import READ_ONLY_CONFIG, interruptible
 from store.schema import RUN_STATUSES, ensure_result_table, migrate, signature_problem
+from store.shards import FINAL, RunFolder, run_folders
 
 LOCK_RETRY_SECONDS = 30.0
 
 
+def lock_retry_window() -> float:
+    """Seconds a write retries a database locked by another process: $IWB_LOCK_RETRY_S, else 30."""
+    try:
+        return max(0.0, float(os.environ.get("IWB_LOCK_RETRY_S", LOCK_RETRY_SECONDS)))
+    except ValueError:
+        return LOCK_RETRY_SECONDS
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _timestamp(text: str | None) -> datetime:
+    try:
+        return datetime.fromisoformat(text) if text else utc_now()
+    except ValueError:
+        return utc_now()
 
 
 def _is_lock_conflict(error: Exception) -> bool:
@@ -55,9 +71,9 @@ class Store:
     """One DuckDB file. Opening it migrates the schema and marks dead in-flight runs interrupted;
     ``read_only=True`` (for `iwb runs/show/sql/export`) neither creates, migrates nor alters it."""
 
-    def __init__(self, path: str | Path, lock_retry_seconds: float = LOCK_RETRY_SECONDS, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, lock_retry_seconds: float | None = None, read_only: bool = False) -> None:
         self.path = Path(path).expanduser()
-        self.lock_retry_seconds = lock_retry_seconds
+        self.lock_retry_seconds = lock_retry_window() if lock_retry_seconds is None else lock_retry_seconds
         self.read_only = read_only
         if read_only:
             self._check_readable()
@@ -68,6 +84,8 @@ class Store:
             self._check_signature(allow_empty=True)
         with self.write() as conn:
             migrate(conn)
+            # Results a finished run left on disk while the database was locked are registered now.
+            self._register_folders(conn, run_folders(self.path))
             self._mark_interrupted(conn)
 
     def _check_readable(self) -> None:
@@ -99,9 +117,10 @@ class Store:
         elif not os.access(parent, os.W_OK):
             raise StoreError(f"cannot create {self.path}: folder {parent} is not writable")
 
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _connect(self, read_only: bool, retry_seconds: float | None = None) -> duckdb.DuckDBPyConnection:
         delay = 0.02
-        deadline = time.monotonic() + self.lock_retry_seconds
+        retry_seconds = self.lock_retry_seconds if retry_seconds is None else retry_seconds
+        deadline = time.monotonic() + retry_seconds
         while True:
             try:
                 if read_only:
@@ -113,17 +132,17 @@ class Store:
                     delay = min(delay * 2, 0.5)
                     continue
                 if _is_lock_conflict(error):
-                    raise StoreError(f"database {self.path} stayed locked by another process for {self.lock_retry_seconds:.0f} s") from None
+                    raise StoreError(f"database {self.path} stayed locked by another process for {retry_seconds:.0f} s") from None
                 raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
             except duckdb.Error as error:
                 raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def write(self, retry_seconds: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived read-write connection; keep the body brief."""
         if self.read_only:
             raise StoreError(f"database {self.path} was opened read-only")
-        conn = self._connect(read_only=False)
+        conn = self._connect(read_only=False, retry_seconds=retry_seconds)
         try:
             yield conn
         finally:
@@ -144,11 +163,12 @@ class Store:
         dead = [run_id for run_id, run_host, pid in rows if run_host == host and (pid is None or not _pid_alive(pid))]
         for run_id in dead:
             conn.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the process running it ended before it finished' WHERE run_id = ?",
-                [utc_now(), run_id],
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ? WHERE run_id = ?",
+                [utc_now(), f"the process running it ended before it finished; `iwb resume {run_id}` computes only its missing shards", run_id],
             )
 
-    def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict, inputs: Any = None) -> int:
+    def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict, inputs: Any = None,
+                  n_shards: int | None = None) -> int:
         """Record a run as running, with its inputs (Arrow) when given, in one transaction; return its id.
 
         The inputs go in here so that a run that fails or is cancelled still shows what it ran on.
@@ -158,9 +178,9 @@ class Store:
             try:
                 run_id = int(conn.execute("SELECT nextval('run_id_seq')").fetchone()[0])
                 conn.execute(
-                    "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid) "
-                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid()],
+                    "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid, n_shards, shards_done) "
+                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0)",
+                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid(), n_shards],
                 )
                 if inputs is not None:
                     self._insert_arrow(conn, "inputs", inputs, run_id)
@@ -204,6 +224,95 @@ class Store:
         finally:
             conn.unregister("_iwb_incoming")
 
+    # -- shards ---------------------------------------------------------------------------------
+
+    def run_folder(self, run_id: int) -> RunFolder:
+        return RunFolder(self.path, run_id)
+
+    def register(self, run_id: int, retry_seconds: float | None = None) -> dict:
+        """Register the run's shards that are on disk and not yet in the database, and mark the run
+        done when its folder is complete. Raises ResultsPending when the database stays locked."""
+        folder = self.run_folder(run_id)
+        try:
+            with self.write(retry_seconds) as conn:
+                return self._register_folders(conn, [folder]).get(run_id, {})
+        except StoreError as error:
+            if "locked" not in str(error):
+                raise
+            raise ResultsPending(
+                f"run {run_id}: its results are safe on disk in {folder.path}, but the database stayed locked by another "
+                f"process, so they are not registered yet; the next iwb command that writes to {self.path.name} "
+                f"registers them, or `iwb resume {run_id}`"
+            ) from None
+
+    def try_register(self, run_id: int, retry_seconds: float = 0.5) -> bool:
+        """Register what is on disk now if the database can be had within retry_seconds; False when not."""
+        try:
+            self.register(run_id, retry_seconds)
+        except ResultsPending:
+            return False
+        return True
+
+    def _register_folders(self, conn, folders: list[RunFolder]) -> dict:
+        """Register every whole shard of these run folders not yet registered (each shard in its own
+        transaction, so a shard is stored once), mark complete runs done and remove their folders."""
+        outcome: dict[int, dict] = {}
+        for folder in folders:
+            manifest = folder.manifest()
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", [folder.run_id]).fetchone()
+            if manifest is None or row is None:
+                continue  # not a run of this database (or its row was deleted): leave it alone
+            registered = {r[0] for r in conn.execute("SELECT shard FROM shards WHERE run_id = ?", [folder.run_id]).fetchall()}
+            added = 0
+            for index in folder.shards_on_disk():
+                if index in registered:
+                    continue
+                self._register_shard(conn, folder, manifest, index)
+                registered.add(index)
+                added += 1
+            status = row[0]
+            complete = folder.complete()
+            n_shards = int(manifest.get("n_shards", 0))
+            whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
+            if whole and status != "done":
+                conn.execute(
+                    "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ? WHERE run_id = ?",
+                    [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}), folder.run_id],
+                )
+                status = "done"
+            if status == "done" and whole:
+                folder.remove()
+            outcome[folder.run_id] = {"registered": added, "status": status}
+        return outcome
+
+    @staticmethod
+    def _register_shard(conn, folder: RunFolder, manifest: dict, index: int) -> None:
+        tables = folder.shard_tables(index)
+        meta = folder.shard_meta(index)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for name, path in tables.items():
+                if name not in ("tokens", "inputs"):
+                    ensure_result_table(conn, name, tuple(tuple(c) for c in manifest["tables"][name]))
+                conn.execute(f"INSERT INTO {name} BY NAME SELECT ?::BIGINT AS run_id, * FROM read_parquet(?)", [folder.run_id, str(path)])
+            conn.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [folder.run_id, index, json.dumps(meta.get("rows", {})), utc_now()])
+            conn.execute(
+                "UPDATE runs SET shards_done = (SELECT count(*) FROM shards WHERE run_id = ? AND shard >= 0) WHERE run_id = ?",
+                [folder.run_id, folder.run_id],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def reopen_run(self, run_id: int) -> None:
+        """Mark an interrupted, failed or cancelled run running again, owned by this process (resume)."""
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, host = ?, pid = ? WHERE run_id = ?",
+                [socket.gethostname(), os.getpid(), run_id],
+            )
+
     def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES or status in ("running", "done"):
             raise ValueError(f"end_run takes failed, cancelled or interrupted, not {status!r}")
@@ -219,13 +328,14 @@ class Store:
             existing = {row[0] for row in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
             conn.execute("BEGIN TRANSACTION")
             try:
-                for name in ["inputs", "tokens"] + [t for t in result_tables if t in existing]:
+                for name in ["inputs", "tokens", "shards"] + [t for t in result_tables if t in existing]:
                     conn.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
                 conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        self.run_folder(run_id).remove()
 
     def run_row(self, run_id: int) -> dict | None:
         result = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])

@@ -6,3 +6,10 @@ class StoreError(Exception):
     """A store problem the user can act on (bad path, bad SQL, unknown run); exit code 2."""
 
     exit_code = 2
+
+
+class ResultsPending(StoreError):
+    """A run finished and its results are safe on disk, but the database stayed locked, so they
+    are not registered yet; the next command that opens the database (or `iwb resume`) does it."""
+
+    exit_code = 3

@@ -43,18 +43,33 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "result shards: runs are written shard by shard and can be resumed",
+        [
+            "ALTER TABLE runs ADD COLUMN n_shards INTEGER",
+            "ALTER TABLE runs ADD COLUMN shards_done INTEGER",
+            """CREATE TABLE IF NOT EXISTS shards (
+                run_id BIGINT NOT NULL,
+                shard INTEGER NOT NULL,
+                rows JSON,
+                registered_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (run_id, shard)
+            )""",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 RUN_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
-CORE_TABLES = ("runs", "inputs", "tokens", "schema_version")
+CORE_TABLES = ("runs", "inputs", "tokens", "schema_version", "shards")
 _SIGNATURE_COLUMNS = {
     "runs": ("run_id", "analysis", "model", "params", "status", "created_at", "provenance"),
     "inputs": ("run_id", "input_id", "source", "text"),
     "tokens": ("run_id", "input_id", "pos", "token_id", "token"),
 }
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_TYPES = {"INTEGER", "BIGINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
+_TYPES = {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
 
 
 def migrate(conn) -> int:

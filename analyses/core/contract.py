@@ -5,6 +5,17 @@ An analysis module exposes a frozen ``Params`` dataclass, a ``SPEC`` and
 ``validate(model, inputs, params)`` that raises BadInput before anything is stored.
 Analysis modules never import torch at module level, so that listing analyses,
 building parameter forms and drawing charts stay light.
+
+Runs are computed in shards (batches of inputs), each stored on disk as soon as it is done, so a
+run over a corpus keeps bounded memory and can be resumed or spread over several machines:
+- ``SHARD_BY_INPUT = True``: ``run`` on any subset of the inputs gives exactly the rows of those
+  inputs (no table depends on several inputs), so the runner calls it shard by shard;
+- or the three-step form: ``prepare_run(model, inputs, params, progress, cancel) -> state`` (the
+  run-level state every shard needs, picklable, e.g. a mean over all inputs), ``run_shard(model,
+  inputs, params, state, progress, cancel) -> Result`` and ``finalize(params, state, read, progress,
+  cancel) -> Result`` for the tables computed from every shard, where ``read(table, columns,
+  where)`` returns a table over the stored shards as Arrow (no model needed);
+- otherwise the whole run is one shard.
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ SPEC = AnalysisSpec(
         ResultTable(
             "truncation",
             (("input_id", "INTEGER"), ("pos", "INTEGER"), ("token", "VARCHAR"), ("category", "VARCHAR"),
-             ("layer", "INTEGER"), ("context", "INTEGER"), ("cos", "DOUBLE")),
-            "layer = block whose resid_post is compared; context = k tokens kept (the token included); pos counts BOS",
+             ("layer", "SMALLINT"), ("context", "SMALLINT"), ("cos", "FLOAT")),
+            "layer = block whose resid_post is compared; context = k tokens kept (the token included); pos counts BOS; cos in float32 as computed",
         ),
         ResultTable(
             "truncation_summary",
@@ -131,35 +131,78 @@ def bos_token_id(model, params: Params) -> int | None:
     return document_separator_id(model) if params.start_token else None
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+def prepare_run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+    """The run-level state: the per-layer mean of full-context residuals over every analysed token
+    of every input (the centring all shards share)."""
     import torch
 
-    from analyses.truncation.engine import count_forwards, full_context_mean, truncated_cosines
-    from analyses.truncation.tables import build_tables
+    from analyses.truncation.engine import full_context_mean, length_batch_count
+
+    analysed = [doc for doc in analysed_documents(model, inputs, params) if doc.positions]
+    total = max(1, length_batch_count(analysed, params.batch_tokens))
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        progress(min(done[0], total), total, "full-context mean")
+
+    with torch.inference_mode():
+        mean = full_context_mean(model, analysed, params.batch_tokens, cancel, tick)
+    return {"mean": mean.cpu().numpy()}
+
+
+def run_shard(model, inputs: list[Input], params: Params, state: dict, progress: Progress, cancel: CancelEvent) -> Result:
+    """Per-token cosines of these inputs, centred with the run's mean."""
+    import torch
+
+    from analyses.truncation.engine import count_window_forwards, truncated_cosines
+    from analyses.truncation.tables import detail_table
 
     docs = analysed_documents(model, inputs, params)
     analysed = [doc for doc in docs if doc.positions]
     bos_id = bos_token_id(model, params)
-    total = count_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens)
+    total = max(1, count_window_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens))
     done = [0]
 
-    def tick(note: str) -> None:
+    def tick() -> None:
         done[0] += 1
-        progress(min(done[0], total), total, note)
+        progress(min(done[0], total), total, "truncated windows")
 
+    mean = torch.as_tensor(state["mean"], device=model.device)
     with torch.inference_mode():
-        mean = full_context_mean(model, analysed, params.batch_tokens, cancel, lambda: tick("full-context mean"))
-        cosines = truncated_cosines(model, analysed, params.k_max, bos_id, mean, params.batch_tokens, cancel, lambda: tick("truncated windows"))
-    tables, tokens = build_tables(model, docs, cosines, params, token_category)
-    progress(total, total, "done")
+        cosines = truncated_cosines(model, analysed, params.k_max, bos_id, mean, params.batch_tokens, cancel, tick)
+    detail, tokens = detail_table(model, docs, cosines, params, token_category)
     notes = {
         "start_token": params.start_token,
         "bos_token_id": bos_id,
         "min_context": min_context_of(params),
-        "analysed_tokens": sum(len(doc.positions) for doc in analysed),
-        "documents_without_analysed_tokens": len(docs) - len(analysed),
-        "centring": "per-layer mean of full-context resid_post over analysed tokens (BOS excluded)",
+        "centring": "per-layer mean of full-context resid_post over analysed tokens of the whole run (BOS excluded)",
         "positional_embedding": str(getattr(model.bridge.cfg, "positional_embedding_type", "unknown")),
         "positions_under_truncation": "truncated contexts start at position 0 (BOS); absolute-position models see shifted positions",
     }
-    return Result(tables=tables, tokens=tokens, notes=notes)
+    return Result(tables={"truncation": detail}, tokens=tokens, notes=notes)
+
+
+def finalize(params: Params, state: dict, read, progress: Progress, cancel: CancelEvent) -> Result:
+    """Summary quantiles and the lowest tokens, read back layer by layer from the stored shards."""
+    from analyses.truncation.tables import lowest_table, summary_table
+
+    n_layers = int(state["mean"].shape[0])
+    summary, n_tokens = summary_table(read, n_layers, params.k_max, cancel)
+    lowest = lowest_table(read, n_layers, params.k_max, params.n_lowest)
+    token_inputs = read("tokens", ["input_id"])
+    detail_inputs = read("truncation", ["input_id"])
+    n_docs = len(set(token_inputs["input_id"].to_pylist())) if token_inputs is not None else 0
+    n_analysed_docs = len(set(detail_inputs["input_id"].to_pylist())) if detail_inputs is not None else 0
+    progress(1, 1, "summaries")
+    notes = {"analysed_tokens": n_tokens, "documents_without_analysed_tokens": n_docs - n_analysed_docs}
+    return Result(tables={"truncation_summary": summary, "truncation_lowest": lowest}, tokens=None, notes=notes)
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    """The whole run in memory (the runner computes it shard by shard instead)."""
+    from analyses.core.sharding import run_whole
+
+    import sys
+
+    return run_whole(sys.modules[__name__], model, inputs, params, progress, cancel)

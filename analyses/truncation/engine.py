@@ -62,12 +62,17 @@ def _length_batches(docs: list[DocTokens], batch_tokens: int) -> list[list[DocTo
     return [[docs[i] for i in group] for group in length_batches([len(d.ids) for d in docs], batch_tokens)]
 
 
-def count_forwards(docs: list[DocTokens], k_max: int, with_bos: bool, batch_tokens: int) -> int:
-    """Progress units: one per full-context batch in the mean pass, one per window forward."""
+def length_batch_count(docs: list[DocTokens], batch_tokens: int) -> int:
+    """Progress units of the mean pass: one per full-context batch."""
+    return len(_length_batches(docs, batch_tokens))
+
+
+def count_window_forwards(docs: list[DocTokens], k_max: int, with_bos: bool, batch_tokens: int) -> int:
+    """Progress units of the cosine pass: one per window forward."""
     per_forward = max(1, batch_tokens // (k_max + int(with_bos)))
     batches = _length_batches(docs, batch_tokens)
     windows = [sum(len(window_starts(d, k_max)) for d in batch) for batch in batches]
-    return len(batches) + sum(-(-n // per_forward) for n in windows)
+    return sum(-(-n // per_forward) for n in windows)
 
 
 def window_starts(doc: DocTokens, k_max: int) -> list[int]:
