@@ -172,8 +172,10 @@ def cmd_show(args) -> int:
     for input_id, source, text in inputs:
         print(f"input {input_id} ({source}): {text!r}")
     if row["status"] != "done":
-        print(f"error: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")
-        return 0
+        print(f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")
+        if not row.get("shards_done"):
+            return 0
+        print(f"partial results: {row['shards_done']} of {row['n_shards']} shards stored")
     print()
     print_charts(store, row["analysis"], args.run_id, args, args.input)
     return 0

@@ -30,6 +30,7 @@ class Job:
     inputs: tuple[Input, ...]
     raw_params: dict = field(default_factory=dict)
     model: ModelChoice = ModelChoice("smollm2-135m")
+    resume_run: int | None = None  # finish this interrupted, failed or cancelled run instead
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class _WorkerLoop:
         from analyses.core.errors import BadInput
         from analyses.core.errors import Cancelled as CancelledError
         from app.runner import RunRequest, execute, prepare
+        from store.errors import ResultsPending
 
         started = time.monotonic()  # the host clears the cancel event before handing over a job
         run_ids: list[int] = []
@@ -202,19 +204,36 @@ class _WorkerLoop:
                 events.put(Progress(job_id, done, total, note))
 
         try:
-            prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
-            model = self.ensure_model(job.model, job_id)
-            run_id = execute(_ReportingStore(self.store, on_begin), model, prepared, progress, self.cancel)
+            if job.resume_run is not None:
+                run_id = self.resume_job(job, on_begin, progress)
+            else:
+                prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
+                model = self.ensure_model(job.model, job_id)
+                run_id = execute(_ReportingStore(self.store, on_begin), model, prepared, progress, self.cancel)
         except CancelledError as error:
             events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
-        except BadInput as error:
+        except (BadInput, ResultsPending) as error:
             events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), "", expected=True))
             return
         except Exception as error:
             events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), traceback.format_exc(limit=12)))
             return
-        events.put(Finished(job_id, run_id, self.count_rows(prepared.module.SPEC.tables, run_id), time.monotonic() - started))
+        from analyses.core.registry import get_analysis
+
+        events.put(Finished(job_id, run_id, self.count_rows(get_analysis(job.analysis).SPEC.tables, run_id), time.monotonic() - started))
+
+    def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
+        """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""
+        from analyses.core.errors import BadInput
+        from app.runner import resume
+
+        row = self.store.run_row(job.resume_run)
+        if row is None:
+            raise BadInput(f"run {job.resume_run} no longer exists")
+        model = self.ensure_model(ModelChoice(row["model"], job.model.device, job.model.dtype), job.job_id)
+        on_begin(job.resume_run)
+        return resume(self.store, model, job.resume_run, progress, self.cancel)
 
     def count_rows(self, tables: Any, run_id: int) -> dict:
         """Rows stored per result table; a store locked right now leaves the counts out, not the run."""

@@ -107,6 +107,15 @@ class WorkerHost:
         self._wake.set()
         return job.job_id
 
+    def submit_resume(self, run_id: int, analysis: str) -> int:
+        """Queue a job that finishes a stored run (only its missing shards)."""
+        job = Job(next(self._job_ids), analysis, (), {}, self.model, resume_run=run_id)
+        with self._lock:
+            self._pending.append(job)
+        self._emit(Submitted(job.job_id, analysis))
+        self._wake.set()
+        return job.job_id
+
     def cancel(self, job_id: int | None = None) -> None:
         """Cancel a queued job at once, or ask the running one to stop (terminated after the grace)."""
         with self._lock:

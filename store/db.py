@@ -345,7 +345,8 @@ class Store:
 
     def list_runs(self, limit: int = 50, text_filter: str = "") -> QueryResult:
         sql = (
-            "SELECT r.run_id, r.created_at, r.analysis, r.model, r.status, "
+            "SELECT r.run_id, r.created_at, r.analysis, r.model, "
+            "CASE WHEN r.status <> 'done' AND r.n_shards > 1 THEN r.status || ' ' || coalesce(r.shards_done, 0) || '/' || r.n_shards || ' shards' ELSE r.status END AS status, "
             "round(epoch(r.finished_at) - epoch(r.created_at), 2) AS seconds, "
             "(SELECT count(*) FROM inputs i WHERE i.run_id = r.run_id) AS n_inputs, "
             "(SELECT left(replace(i.text, chr(10), ' '), 60) FROM inputs i WHERE i.run_id = r.run_id ORDER BY i.input_id LIMIT 1) AS first_input "

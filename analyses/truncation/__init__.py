@@ -78,6 +78,9 @@ SPEC = AnalysisSpec(
               x="layer", series="category", filters=(Filter("context", "=", 10),), per_input=False),
         Chart("table", "Lowest-cosine tokens at the longest truncated context", "truncation_lowest", "cos",
               per_input=False, order="rank", limit=15),
+        # From the per-token rows, so a running or interrupted run draws the shards stored so far.
+        Chart("line", "Mean cosine per layer and k, over the per-token rows stored so far", "truncation", "cos",
+              x="layer", series="context", per_input=False),
     ),
 )
 

@@ -19,7 +19,7 @@ from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
 from app.tui.screens.sql import SqlScreen
 from app.tui.settings import Settings
-from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Started, Submitted
+from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Progress, Started, Submitted
 
 HostFactory = Callable[[Any, Callable, ModelChoice], Any]
 
@@ -118,6 +118,11 @@ class Workbench(App):
             probe.log_line(plain(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
         elif isinstance(event, Log):
             probe.log_line(plain(event.text, style="" if event.level == "info" else "yellow"))
+        elif isinstance(event, Progress) and event.note.endswith("stored") and self.job_state.run_id is not None:
+            # A shard of the running job is stored: a results view showing that run draws it now.
+            results = self.get_screen("results")
+            if results.is_mounted and results.run_id == self.job_state.run_id:
+                results.load_run(self, self.job_state.run_id, results.input_index)
 
     def refresh_job_widgets(self) -> None:
         probe = self.get_screen("probe")
@@ -126,6 +131,10 @@ class Workbench(App):
 
     def submit_job(self, analysis: str, inputs: tuple, raw_params: dict) -> None:
         self.host.submit(analysis, inputs, raw_params)
+
+    def resume_run(self, run_id: int, analysis: str) -> None:
+        """Finish an interrupted, failed or cancelled run in the worker: only its missing shards."""
+        self.host.submit_resume(run_id, analysis)
 
     def cancel_job(self) -> None:
         if self.job_state.running:

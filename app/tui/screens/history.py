@@ -21,6 +21,7 @@ class HistoryScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
         Binding("delete,d", "delete_run", "Delete", tooltip="Delete the selected run (asks first)"),
+        Binding("R", "resume_run", "Resume", tooltip="Finish an interrupted, failed or cancelled run: only its missing shards are computed"),
         Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
         Binding("ctrl+l", "refresh", "Refresh", tooltip="Read the runs again"),
     ]
@@ -29,6 +30,7 @@ class HistoryScreen(WorkbenchScreen):
         super().__init__(name="history")
         self.errors: dict[int, str] = {}
         self.analyses: dict[int, str] = {}
+        self.statuses: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -57,13 +59,14 @@ class HistoryScreen(WorkbenchScreen):
     @background("history")
     def load_runs(self, app: Any, text_filter: str) -> None:
         result = app.store.list_runs(limit=500, text_filter=text_filter)
-        rows, errors, analyses = [], {}, {}
+        rows, errors, analyses, statuses = [], {}, {}, {}
         names = result.columns
         for values in result.rows:
             run = dict(zip(names, values))
             run_id = run["run_id"]
             errors[run_id] = ""
             analyses[run_id] = run["analysis"]
+            statuses[run_id] = run["status"].split(" ")[0]
             rows.append((run_id, tuple(plain(cell) for cell in (
                 str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
                 "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
@@ -72,10 +75,10 @@ class HistoryScreen(WorkbenchScreen):
             ids = ",".join(str(run_id) for run_id, _ in rows)
             for run_id, error in app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
                 errors[run_id] = error.splitlines()[0]
-        app.call_from_thread(self.show_runs, rows, errors, analyses)
+        app.call_from_thread(self.show_runs, rows, errors, analyses, statuses)
 
-    def show_runs(self, rows: list, errors: dict, analyses: dict) -> None:
-        self.errors, self.analyses = errors, analyses
+    def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None) -> None:
+        self.errors, self.analyses, self.statuses = errors, analyses, statuses or {}
         table = self.query_one("#runs", DataTable)
         selected = self.selected_run()
         table.clear()
@@ -96,7 +99,8 @@ class HistoryScreen(WorkbenchScreen):
     def show_detail(self) -> None:
         run_id = self.selected_run()
         table = self.query_one("#runs", DataTable)
-        text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}" if run_id is not None else "")
+        text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}"
+                                                 + (" · R resumes it" if self.statuses.get(run_id) in ("interrupted", "failed", "cancelled") else "") if run_id is not None else "")
         self.query_one("#run-detail", Static).update(plain(text), layout=False)
 
     def show_problem(self, message: str) -> None:
@@ -113,6 +117,17 @@ class HistoryScreen(WorkbenchScreen):
         run_id = self.selected_run()
         if run_id is not None:
             self.app.open_run(run_id)
+
+    def action_resume_run(self) -> None:
+        run_id = self.selected_run()
+        if run_id is None:
+            return
+        status = self.statuses.get(run_id, "")
+        if status not in ("interrupted", "failed", "cancelled"):
+            self.notify(f"Run {run_id} is {status or 'unknown'}; only interrupted, failed or cancelled runs resume.", severity="warning")
+            return
+        self.app.resume_run(run_id, self.analyses.get(run_id, ""))
+        self.notify(f"Resuming run {run_id}: its missing shards are queued.")
 
     def action_focus_filter(self) -> None:
         self.query_one("#history-filter", Input).focus()

@@ -70,11 +70,14 @@ class ResultsScreen(WorkbenchScreen):
         input_id = input_ids[index] if input_ids else None
         first = store.query("SELECT left(replace(text, chr(10), ' '), 70) FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
         prompt = first[0][0] if first else ""
+        partial = row["status"] != "done" and (row.get("shards_done") or 0) > 0
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
+        if partial:
+            status += f" · {row['shards_done']}/{row['n_shards']} shards stored"
         inputs_note = f" · input {index + 1}/{len(input_ids)} ([ ] switch)" if len(input_ids) > 1 else ""
         info = plain(f"run {run_id} · {row['analysis']} · {row['model']} · {status}{inputs_note}\n", (prompt, "dim"))
         loaded: list[charts.ChartData | None] = []
-        if row["status"] == "done":
+        if row["status"] == "done" or partial:
             try:
                 spec = get_analysis(row["analysis"]).SPEC
                 loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]

@@ -1,0 +1,455 @@
+"""A pool of warm Ray actors: each loads its state once (a model), then serves payloads (shards).
+
+`run_on_actors` starts the actors, keeps each one busy, and hands every result to `on_result` in
+the calling thread, so that this process alone writes the database. An actor that dies (kill -9,
+OOM, lost node) has its in-flight payloads sent again to another actor or to itself once Ray has
+restarted it; an exception raised by `work` itself is not retried: the pool stops and raises it.
+
+Ray is imported inside the functions only: `import app.ray_pool` imports neither ray nor torch.
+
+Authentication (Ray >= 2.52 turns token auth on by default for a cluster that `ray.init()` starts):
+RAY_AUTH_MODE is `token` or `disabled`. Where it is unset, the driver copies `ray start`'s own rule:
+token mode as soon as a token is available (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+~/.ray/auth_token), else disabled. A token-mode driver also joins a head whose auth is disabled.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from analyses.core.errors import BadInput, Cancelled, IwbError
+
+LOCAL = "local"
+AUTO = "auto"
+
+
+class PoolError(IwbError):
+    """The pool could not run: no cluster, no actor could start, or a payload kept losing its actor."""
+
+    title = "Cluster error"
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How many actors, where, and with what.
+
+    address: "local" (a private Ray instance started by this call, shut down at the end), "auto" (the running cluster: RAY_ADDRESS, else the one started on this machine), or
+    an address: "host:6379" (joins as a driver; this machine must be able to reach every node) or
+    "ray://host:10001" (Ray Client; needs the ray[client] extra).
+    """
+
+    address: str = LOCAL
+    actors: int | None = None          # default: one per GPU; where the cluster has none, one per CPU
+    num_gpus: float | None = None      # per actor; default 1 where the cluster has GPUs, else 0
+    num_cpus: float | None = None      # per actor; default 0 with GPUs, else half of an even share (never all)
+    threads_per_actor: int | None = None  # torch/OpenMP threads in each actor; default: 1 with GPUs, else CPUs // actors
+    in_flight: int = 2                 # payloads queued on each actor (one running, one waiting)
+    max_actor_restarts: int = 3        # Ray restarts a dead actor (and its init) this many times
+    max_payload_attempts: int = 3      # a payload whose actor died this many times stops the pool
+    start_timeout_s: float | None = 900.0  # no actor ready after this long: PoolError
+    local_cpus: int | None = None      # address="local" only: logical CPUs/GPUs of the private instance
+    local_gpus: int | None = None      # (default: what Ray detects)
+    runtime_env: dict | None = None    # passed to ray.init, e.g. {"env_vars": {"HF_HOME": "/scratch/hf"}}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What run_on_actors decided to start, from the options and the cluster's resources."""
+
+    actors: int
+    num_gpus: float
+    num_cpus: float
+    threads: int | None
+
+
+def plan(options: PoolOptions, resources: dict) -> Plan:
+    """Fill the options' defaults from the cluster's resources (ray.cluster_resources())."""
+    total_gpus = float(resources.get("GPU", 0) or 0)
+    total_cpus = float(resources.get("CPU", 0) or 0)
+    num_gpus = options.num_gpus if options.num_gpus is not None else (1.0 if total_gpus >= 1 else 0.0)
+    if options.actors is not None:
+        actors = options.actors
+    elif num_gpus > 0:
+        actors = max(1, int(total_gpus // num_gpus))
+    else:
+        actors = max(1, int(total_cpus))
+    if actors < 1:
+        raise BadInput(f"--actors must be at least 1, not {actors}")
+    if num_gpus < 0 or (options.num_cpus is not None and options.num_cpus < 0):
+        raise BadInput("an actor's CPUs and GPUs cannot be negative")
+    if options.num_cpus is not None:
+        num_cpus = options.num_cpus
+    elif num_gpus > 0:
+        num_cpus = 0.0
+    else:
+        # Half of an even share: the actors always fit, and CPU is left for anything else Ray
+        # schedules (on 2 cores, actors that claim every CPU starve other tasks).
+        share = total_cpus / actors if total_cpus else 1.0
+        num_cpus = math.floor(min(1.0, share) / 2 * 1000) / 1000 or 0.001
+    if options.threads_per_actor is not None:
+        threads = options.threads_per_actor
+        if threads < 1:
+            raise BadInput(f"threads per actor must be at least 1, not {threads}")
+    elif num_gpus > 0:
+        threads = None  # Ray's own setting: OMP_NUM_THREADS=1 for an actor with num_cpus < 2
+    else:
+        threads = max(1, int(total_cpus // actors)) if total_cpus else 1
+    return Plan(actors=actors, num_gpus=float(num_gpus), num_cpus=float(num_cpus), threads=threads)
+
+
+# --- the actor -------------------------------------------------------------------------------
+
+class _Host:
+    """One warm actor: init once, then work(state, payload) per call. Wrapped by ray.remote lazily."""
+
+    def __init__(self, index: int, init: Callable[..., Any], init_args: tuple, work: Callable, threads: int | None):
+        started = time.monotonic()
+        self._index = index
+        self._work = work
+        self._state = None
+        self._init_error: BaseException | None = None
+        if threads:
+            for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                os.environ[name] = str(threads)
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)
+        try:
+            self._state = init(*init_args)
+        except BaseException as error:  # reported by ready(), so it surfaces with its own class
+            self._init_error = error
+        if threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        self._init_s = time.monotonic() - started
+
+    def ready(self) -> dict:
+        if self._init_error is not None:
+            raise self._init_error
+        import ray
+
+        context = ray.get_runtime_context()
+        torch = sys.modules.get("torch")
+        return {
+            "pid": os.getpid(),
+            "node": ray.util.get_node_ip_address(),
+            "node_id": context.get_node_id(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+            "threads": torch.get_num_threads() if torch is not None else None,
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+            "init_s": round(self._init_s, 2),
+        }
+
+    def work(self, payload: Any) -> Any:
+        return self._work(self._state, payload)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+@dataclass
+class _Slot:
+    index: int
+    handle: Any
+    state: str = "starting"            # starting | ready | recovering | dead
+    info: dict | None = None
+    probe: Any = None                  # ObjectRef of the pending ready() call
+    in_flight: dict = None             # ObjectRef -> key
+    started_at: float = 0.0
+    probe_failures: int = 0
+    retry_at: float = 0.0
+
+    def __post_init__(self):
+        self.in_flight = {}
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BadInput("Ray is not installed: pip install 'iwb[cluster]' (ray==2.60.0)") from None
+    return ray
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return Path(path).expanduser().is_file()
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _settle_auth_mode(ray) -> None:
+    """RAY_AUTH_MODE unset: token when a token is at hand (as `ray start --head` decides), else leave it."""
+    if os.environ.get("RAY_AUTH_MODE") or not _token_available():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # refresh Ray's cached config, as ray's own _enable_token_auth does
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except Exception:
+        pass
+
+
+class _Connection:
+    """ray.init for this call, and undoing exactly that."""
+
+    def __init__(self, options: PoolOptions, on_event: Callable[[str], None]):
+        self.ray = ray = _import_ray()
+        self.owned = False
+        self.local = False
+        address = options.address.strip() if options.address else LOCAL
+        if ray.is_initialized():
+            on_event("using this process's existing Ray connection")
+            return
+        common = dict(
+            log_to_driver=False, logging_level=logging.WARNING, namespace="iwb",
+            runtime_env=options.runtime_env,
+        )
+        if address == LOCAL:
+            self.local = True
+            # Ray binds its ports on every interface whatever node IP it is given; its default token
+            # auth (a token in ~/.ray/auth_token, made once) keeps others out. Its notice is muted.
+            notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+            level = notice.level
+            notice.setLevel(logging.ERROR)
+            try:
+                ray.init(
+                    address="local", num_cpus=options.local_cpus, num_gpus=options.local_gpus,
+                    include_dashboard=False, **common,
+                )
+            finally:
+                notice.setLevel(level)
+        else:
+            if address == AUTO:
+                address = os.environ.get("RAY_ADDRESS") or AUTO
+            if address.startswith("ray://"):
+                try:
+                    import grpc  # noqa: F401  (Ray Client's transport)
+                except ImportError:
+                    raise BadInput("a ray:// address needs the Ray Client: pip install 'ray[client]==2.60.0'") from None
+            _settle_auth_mode(ray)
+            try:
+                ray.init(address=address, **common)
+            except ConnectionError as error:
+                hint = ""
+                if os.environ.get("RAY_AUTH_MODE", "") != "token":
+                    hint = " (if the head uses token auth, set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+                raise PoolError(f"cannot join the Ray cluster at {address}: {error}{hint}") from None
+        self.owned = True
+
+    def close(self) -> None:
+        if self.owned:
+            self.owned = False
+            self.ray.shutdown()
+
+
+_RETRYABLE_NAMES = (
+    "RayActorError", "WorkerCrashedError", "ObjectLostError", "OwnerDiedError", "NodeDiedError",
+    "OutOfMemoryError", "LocalRayletDiedError", "ObjectReconstructionFailedError", "ObjectFetchTimedOutError",
+)
+
+
+def _retryable(ray) -> tuple[type, ...]:
+    return tuple(getattr(ray.exceptions, name) for name in _RETRYABLE_NAMES if hasattr(ray.exceptions, name))
+
+
+def _unwrap(ray, error: BaseException) -> BaseException:
+    """The user's own exception out of a RayTaskError, with the remote traceback as its cause."""
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, BaseException):
+            return cause
+        try:
+            return error.as_instanceof_cause()
+        except Exception:
+            return error
+    return error
+
+
+def _describe(info: dict | None) -> str:
+    if not info:
+        return ""
+    bits = [f"pid {info['pid']}"]
+    if info.get("gpus"):
+        bits.append("GPU " + ",".join(info["gpus"]))
+    threads = info.get("threads") or info.get("omp")
+    if threads:
+        bits.append(f"{threads} thread{'s' if str(threads) != '1' else ''}")
+    bits.append(f"init {info['init_s']} s")
+    return f"on node {info['node']} ({', '.join(bits)})"
+
+
+def run_on_actors(
+    options: PoolOptions,
+    init: Callable[..., Any],
+    init_args: tuple,
+    work: Callable[[Any, Any], Any],
+    payloads: list[tuple[int, Any]],
+    on_result: Callable[[int, Any], None],
+    on_event: Callable[[str], None] = lambda text: None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Compute work(state, payload) for every (key, payload) on warm actors; results to on_result.
+
+    Each actor runs `state = init(*init_args)` once in its own process; `init` and `work` must be
+    importable module-level functions (they are pickled by reference). on_result(key, result) and
+    on_event(text) are called in this thread only, in completion order. Payloads whose actor died
+    are sent again (at most options.max_payload_attempts times each). Returns when every payload
+    has a result. Raises: the exception `work` or `init` raised (its own class, e.g. ValueError),
+    Cancelled when `cancel` is set (nothing more is sent; actors are killed at once), PoolError when
+    no actor could start or all died, KeyboardInterrupt as usual. Whatever this call started
+    (actors; for "local" the whole Ray instance) is stopped before it returns or raises.
+    """
+    keys = [key for key, _ in payloads]
+    if len(set(keys)) != len(keys):
+        raise BadInput("payload keys must be unique")
+    if options.in_flight < 1:
+        raise BadInput("in_flight must be at least 1")
+    if not payloads:
+        return
+    connection = _Connection(options, on_event)
+    ray = connection.ray
+    slots: list[_Slot] = []
+    try:
+        chosen = plan(options, ray.cluster_resources())
+        on_event(
+            f"starting {chosen.actors} actor{'s' if chosen.actors != 1 else ''} "
+            f"({chosen.num_gpus:g} GPU, {chosen.num_cpus:g} CPU each"
+            + (f", {chosen.threads} thread{'s' if chosen.threads != 1 else ''}" if chosen.threads else "") + ")"
+        )
+        remote_host = ray.remote(_Host).options(
+            num_gpus=chosen.num_gpus, num_cpus=chosen.num_cpus,
+            max_restarts=options.max_actor_restarts, max_task_retries=0,
+            scheduling_strategy="SPREAD",
+        )
+        now = time.monotonic()
+        for index in range(chosen.actors):
+            handle = remote_host.remote(index, init, init_args, work, chosen.threads)
+            slot = _Slot(index=index, handle=handle, started_at=now)
+            slot.probe = handle.ready.remote()
+            slots.append(slot)
+        _drive(ray, options, slots, payloads, on_result, on_event, cancel)
+    finally:
+        for slot in slots:
+            try:
+                ray.kill(slot.handle, no_restart=True)
+            except Exception:
+                pass
+        connection.close()
+
+
+def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
+    retryable = _retryable(ray)
+    queue = collections.deque(payloads)
+    attempts: dict[int, int] = collections.Counter()
+    pending: dict[Any, tuple[str, _Slot, Any]] = {}   # ref -> (kind, slot, key)
+    for slot in slots:
+        pending[slot.probe] = ("probe", slot, None)
+    remaining = len(queue)
+    began = time.monotonic()
+    last_wait_note = began
+
+    def fail_slot(slot: _Slot, error: BaseException) -> None:
+        if slot.state in ("recovering", "dead"):
+            return
+        was = _describe(slot.info)
+        slot.state = "recovering"
+        slot.probe_failures = 0
+        on_event(f"actor {slot.index} died ({type(error).__name__}{'; was ' + was if was else ''})")
+        probe(slot)
+
+    def probe(slot: _Slot) -> None:
+        slot.probe = slot.handle.ready.remote()
+        pending[slot.probe] = ("probe", slot, None)
+
+    while remaining:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+        for slot in slots:
+            if slot.state == "recovering" and slot.probe is None and time.monotonic() >= slot.retry_at:
+                probe(slot)
+            while slot.state == "ready" and queue and len(slot.in_flight) < options.in_flight:
+                key, payload = queue.popleft()
+                ref = slot.handle.work.remote(payload)
+                slot.in_flight[ref] = key
+                pending[ref] = ("work", slot, key)
+        if not pending and not any(s.state == "recovering" for s in slots):
+            raise PoolError("every actor has died; no actor is left to compute the remaining payloads")
+        if not pending:
+            time.sleep(0.1)
+            continue
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+        now = time.monotonic()
+        if not done:
+            if not any(s.state == "ready" for s in slots):
+                if options.start_timeout_s is not None and now - began > options.start_timeout_s:
+                    raise PoolError(
+                        f"no actor became ready in {options.start_timeout_s:g} s: the cluster may lack the "
+                        "GPUs/CPUs asked for (see `ray status`), or init is stuck"
+                    )
+                if now - last_wait_note > 30:
+                    last_wait_note = now
+                    on_event(f"waiting for actors to start ({now - began:.0f} s)")
+            continue
+        for ref in done:
+            kind, slot, key = pending.pop(ref)
+            if kind == "work":
+                slot.in_flight.pop(ref, None)
+            try:
+                value = ray.get(ref)
+            except retryable as error:
+                if isinstance(error, ray.exceptions.RayActorError) and getattr(error, "actor_init_failed", False):
+                    raise PoolError(f"actor {slot.index} failed while starting: {error}") from None
+                if kind == "work":
+                    attempts[key] += 1
+                    if attempts[key] >= options.max_payload_attempts:
+                        raise PoolError(
+                            f"payload {key} lost its actor {attempts[key]} times ({type(error).__name__}); stopping"
+                        ) from None
+                    queue.appendleft((key, _payload_of(payloads, key)))
+                    fail_slot(slot, error)
+                    on_event(f"retrying payload {key} (its actor {slot.index} died)")
+                    continue
+                # A probe failed: the actor is restarting, or out of restarts. Ask again a few times,
+                # after a pause; a task sent just as it died can fail though Ray restarts it.
+                slot.state = "recovering"
+                slot.probe, slot.probe_failures = None, slot.probe_failures + 1
+                if slot.probe_failures <= options.max_actor_restarts + 2:
+                    slot.retry_at = time.monotonic() + min(5.0, 0.5 * slot.probe_failures)
+                else:
+                    slot.state = "dead"
+                    for lost in slot.in_flight.values():
+                        queue.appendleft((lost, _payload_of(payloads, lost)))
+                    for other in slot.in_flight:
+                        pending.pop(other, None)
+                    slot.in_flight.clear()
+                    on_event(f"actor {slot.index} is gone for good ({type(error).__name__}); "
+                             f"{sum(s.state != 'dead' for s in slots)} left")
+                continue
+            except ray.exceptions.RayTaskError as error:
+                raise _unwrap(ray, error) from error
+            if kind == "probe":
+                restarted = slot.state == "recovering"
+                slot.info, slot.state, slot.probe = value, "ready", None
+                verb = "restarted" if restarted else "started"
+                on_event(f"actor {slot.index} {verb} {_describe(value)}")
+            else:
+                remaining -= 1
+                on_result(key, value)
+                del value
+
+
+def _payload_of(payloads: list[tuple[int, Any]], key: int) -> Any:
+    # Payloads are few (shards); a linear scan only on the rare retry keeps no second copy.
+    for candidate, payload in payloads:
+        if candidate == key:
+            return payload
+    raise KeyError(key)
