@@ -115,6 +115,33 @@ def cmd_run(args) -> int:
     return 0
 
 
+def pool_options(args):
+    from app.ray_pool import PoolOptions
+
+    return PoolOptions(address=args.ray, actors=args.actors, num_gpus=args.gpus_per_actor, num_cpus=args.cpus_per_actor,
+                       threads_per_actor=args.threads_per_actor)
+
+
+def cmd_sweep(args) -> int:
+    """`iwb run`, with the shards computed on Ray actors; this process writes the store."""
+    from app.progress import StderrProgress
+    from app.runner import RunRequest, prepare
+    from app.sweep import sweep
+
+    prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
+    store = open_store(args)
+    progress = StderrProgress(f"sweep {prepared.module.SPEC.name}")
+    try:
+        run_id = sweep(store, prepared, pool_options(args), args.model, args.device, args.dtype, args.shard_docs, progress,
+                       on_event=lambda text: progress.message(f"ray: {text}"))
+    finally:
+        progress.close()
+    if not args.no_chart:
+        print_charts(store, args.analysis, run_id, args)
+    print(f"run {run_id}")
+    return 0
+
+
 def cmd_resume(args) -> int:
     """Finish an interrupted, failed or cancelled run: only its missing shards are computed."""
     from app.progress import StderrProgress
@@ -131,10 +158,11 @@ def cmd_resume(args) -> int:
     print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {folder.manifest()['n_shards']} shards to compute", file=sys.stderr)
     progress = StderrProgress(f"resume {args.run_id}")
     try:
-        if getattr(args, "ray", None):
+        if args.ray:
             from app.sweep import sweep_resume
 
-            sweep_resume(store, args, args.run_id, progress)
+            sweep_resume(store, args.run_id, pool_options(args), args.device, args.dtype, progress,
+                         on_event=lambda text: progress.message(f"ray: {text}"))
         else:
             from analyses.model.loading import load_model
             from app.runner import resume
@@ -287,16 +315,27 @@ def add_common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--height", type=bounded_int(8, MAX_CHART_HEIGHT), default=default(None), help=f"chart height in rows (8..{MAX_CHART_HEIGHT})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="iwb", description="Interpretability workbench: run analyses on language models, store every result in DuckDB, chart them in the terminal.")
-    add_common_options(parser, suppress=False)
-    common = OneLineParser(add_help=False)
-    add_common_options(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
-    _add_parser = sub.add_parser
-    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"expected a number, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise BadInput(f"expected a finite number >= 0, not {text!r}")
+    return value
 
-    run = sub.add_parser("run", help="run an analysis, store it, draw its charts")
+
+def add_ray_options(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--ray", required=required, metavar="local|auto|ADDRESS",
+                        help="where the actors run: local (a private Ray on this machine), auto (the running cluster, $RAY_ADDRESS) or host:port / ray://host:10001")
+    parser.add_argument("--actors", type=bounded_int(1, 4096), help="actors (default: one per GPU, else one per CPU)")
+    parser.add_argument("--gpus-per-actor", type=_positive_float, help="default 1 where the cluster has GPUs, else 0")
+    parser.add_argument("--cpus-per-actor", type=_positive_float, help="default: 0 with GPUs, else a share that lets every actor fit")
+    parser.add_argument("--threads-per-actor", type=bounded_int(1, 1024), help="torch threads in each actor")
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    """What to run on: the options `iwb run` and `iwb sweep` share."""
     run.add_argument("analysis", help="analysis name (see `iwb analyses`)")
     run.add_argument("--prompt", help="a prompt to analyse")
     run.add_argument("--prompts", help="a prompt-set file (CSV or JSONL: prompt, subject, answer, category)")
@@ -309,11 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
     run.add_argument("--shard-docs", type=bounded_int(1), help="inputs per shard for analyses computed shard by shard (default 16); each shard is stored as soon as it is done")
     run.add_argument("--no-chart", action="store_true", help="print only the run id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="iwb", description="Interpretability workbench: run analyses on language models, store every result in DuckDB, chart them in the terminal.")
+    add_common_options(parser, suppress=False)
+    common = OneLineParser(add_help=False)
+    add_common_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add_parser(*a, parents=[common], **k)
+
+    run = sub.add_parser("run", help="run an analysis, store it, draw its charts")
+    add_run_options(run)
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser("sweep", help="like run, with the shards computed on Ray actors (one warm model per GPU); see docs/cluster.md")
+    add_run_options(sweep)
+    add_ray_options(sweep, required=True)
+    sweep.set_defaults(func=cmd_sweep)
 
     resume = sub.add_parser("resume", help="finish an interrupted, failed or cancelled run: compute only its missing shards")
     resume.add_argument("run_id", type=bounded_int(0))
     resume.add_argument("--no-chart", action="store_true", help="print only the run id")
+    add_ray_options(resume, required=False)
     resume.set_defaults(func=cmd_resume)
 
     runs = sub.add_parser("runs", help="list stored runs, newest first")

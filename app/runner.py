@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import Input, Progress, Result
+from analyses.core.contract import Input, Progress, Result, no_progress
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
 from analyses.core.errors import BadInput, Cancelled
@@ -96,6 +96,7 @@ def inputs_table(inputs: tuple[Input, ...]) -> Any:
 
 
 DEFAULT_SHARD_DOCS = 16
+NEEDED = object()  # the run-level state is not on disk yet
 
 
 def sharding(module: Any) -> str:
@@ -135,10 +136,13 @@ class InlineCompute:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def prepare(self, prepared: Prepared, progress: Progress, cancel: Any) -> Any:
-        return prepare_state(prepared.module, self.model, prepared.params, list(prepared.inputs), progress, cancel)
-
-    def shards(self, prepared: Prepared, todo: list, state: Any, progress_of: Any, cancel: Any, on_done: Any) -> None:
+    def run(self, prepared: Prepared, state: Any, todo: list, progress: Progress, progress_of: Any, cancel: Any,
+            on_state: Any, on_done: Any) -> None:
+        """Compute the run-level state when it is NEEDED (handing it to on_state), then each shard
+        of todo [(index, inputs)] (handing its Result to on_done)."""
+        if state is NEEDED:
+            state = prepare_state(prepared.module, self.model, prepared.params, list(prepared.inputs), progress, cancel)
+            on_state(state)
         for index, shard_inputs in todo:
             if cancel.is_set():
                 raise Cancelled("cancelled")
@@ -210,14 +214,18 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
             progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored")
             store.try_register(run_id, 0.2)  # shows partial results; a locked database only delays this
 
+    states: list = [folder.load_state() if folder.has_state() else NEEDED]
+
+    def on_state(state: Any) -> None:
+        folder.save_state(state)
+        states[0] = state
+
     try:
-        if folder.has_state():
-            state = folder.load_state()
-        else:
-            state = compute.prepare(prepared, lambda d, t, note="": progress(0, total, f"preparing: {note}"), cancel)
-            folder.save_state(state)
         todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in range(n_shards) if not folder.has_shard(i)]
-        compute.shards(prepared, todo, state, progress_of, cancel, on_done)
+        compute.run(prepared, states[0], todo, lambda d, t, note="": progress(0, total, f"preparing: {note}"), progress_of, cancel, on_state, on_done)
+        if states[0] is NEEDED:  # nothing was left to compute, but finalize needs the state
+            on_state(prepare_state(prepared.module, getattr(compute, "model", None), prepared.params, list(prepared.inputs), no_progress, cancel))
+        state = states[0]
         if not folder.has_shard(FINAL):
             finalize = getattr(prepared.module, "finalize", None)
             final = finalize(prepared.params, state, folder.read, progress, cancel) if finalize else Result({}, None, {})
@@ -226,7 +234,8 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
         for index in list(range(n_shards)) + [FINAL]:
             notes.update(folder.shard_meta(index).get("notes") or {})
         notes["shards"] = {"n_shards": n_shards, "docs_per_shard": manifest.get("shard_docs")}
-        folder.mark_complete({"provenance": compute.provenance(prepared.params, notes), "finished_at": utc_now_text()})
+        placement = getattr(compute, "placement", dict)()
+        folder.mark_complete({"provenance": compute.provenance(prepared.params, notes), "finished_at": utc_now_text(), **placement})
     except (Cancelled, KeyboardInterrupt):
         _stop(store, run_id, "cancelled", "cancelled by the user")
         raise

@@ -276,8 +276,10 @@ class Store:
             whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
             if whole and status != "done":
                 conn.execute(
-                    "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ? WHERE run_id = ?",
-                    [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}), folder.run_id],
+                    "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ?, "
+                    "device = coalesce(?, device), dtype = coalesce(?, dtype) WHERE run_id = ?",
+                    [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}),
+                     complete.get("device"), complete.get("dtype"), folder.run_id],
                 )
                 status = "done"
             if status == "done" and whole:
