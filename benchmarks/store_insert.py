@@ -5,7 +5,7 @@ DuckDB (the path every run takes), against the naive reference: row-by-row INSER
 Prints rows/s of the shard write, of the registration and of both together, rows/s of the naive
 loop on a sample, the ratio, and checks that the stored rows equal the generated ones (count and
 sums). The target: registration at least 1M rows/s.
-    python benchmarks/store_insert.py [--shards 8] [--rows-per-shard 1000000] [--naive-rows 20000]
+    python benchmarks/store_insert.py [--shards 8] [--rows-per-shard 1000000] [--naive-rows 5000]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--rows-per-shard", type=int, default=1_000_200)
-    parser.add_argument("--naive-rows", type=int, default=20_000)
+    parser.add_argument("--naive-rows", type=int, default=5_000)
     args = parser.parse_args()
 
     import duckdb
