@@ -18,12 +18,14 @@ import collections
 import logging
 import math
 import os
+import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from analyses.core.errors import BadInput, Cancelled, IwbError
 
@@ -50,7 +52,7 @@ class PoolOptions:
     actors: int | None = None          # default: one per GPU; where the cluster has none, one per CPU
     num_gpus: float | None = None      # per actor; default 1 where the cluster has GPUs, else 0
     num_cpus: float | None = None      # per actor; default 0 with GPUs, else half of an even share (never all)
-    threads_per_actor: int | None = None  # torch/OpenMP threads in each actor; default: 1 with GPUs, else CPUs // actors
+    threads_per_actor: int | None = None  # torch/OpenMP threads per actor; default 1 on CPUs, Ray's (1) with GPUs
     in_flight: int = 2                 # payloads queued on each actor (one running, one waiting)
     max_actor_restarts: int = 3        # Ray restarts a dead actor (and its init) this many times
     max_payload_attempts: int = 3      # a payload whose actor died this many times stops the pool
@@ -99,9 +101,12 @@ def plan(options: PoolOptions, resources: dict) -> Plan:
         if threads < 1:
             raise BadInput(f"threads per actor must be at least 1, not {threads}")
     elif num_gpus > 0:
-        threads = None  # Ray's own setting: OMP_NUM_THREADS=1 for an actor with num_cpus < 2
+        threads = None  # Ray's own setting: OMP_NUM_THREADS=1 for num_cpus < 2 (unless the environment sets it)
     else:
-        threads = max(1, int(total_cpus // actors)) if total_cpus else 1
+        # One each: CPU work scales by adding actors. OpenMP threads that share cores with other
+        # busy processes spin at their barriers; measured here, 1 actor with 2 threads on 2 busy
+        # cores ran 3x slower than with 1 thread.
+        threads = 1
     return Plan(actors=actors, num_gpus=float(num_gpus), num_cpus=float(num_cpus), threads=threads)
 
 
@@ -115,7 +120,7 @@ class _Host:
         self._index = index
         self._work = work
         self._state = None
-        self._init_error: BaseException | None = None
+        self._init_error: Exception | None = None
         if threads:
             for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 os.environ[name] = str(threads)
@@ -123,7 +128,7 @@ class _Host:
                 sys.modules["torch"].set_num_threads(threads)
         try:
             self._state = init(*init_args)
-        except BaseException as error:  # reported by ready(), so it surfaces with its own class
+        except Exception as error:  # reported by ready(), so it surfaces with its own class
             self._init_error = error
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
@@ -159,13 +164,9 @@ class _Slot:
     state: str = "starting"            # starting | ready | recovering | dead
     info: dict | None = None
     probe: Any = None                  # ObjectRef of the pending ready() call
-    in_flight: dict = None             # ObjectRef -> key
-    started_at: float = 0.0
+    in_flight: dict = field(default_factory=dict)   # ObjectRef -> key
     probe_failures: int = 0
     retry_at: float = 0.0
-
-    def __post_init__(self):
-        self.in_flight = {}
 
 
 def _import_ray():
@@ -198,6 +199,22 @@ def _settle_auth_mode(ray) -> None:
         pass
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds where nothing listens: ray.init retries an unreachable GCS for many minutes."""
+    target = address.removeprefix("ray://")
+    if target == AUTO or ":" not in target:
+        return
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit():
+        raise BadInput(f"a Ray address is host:port or ray://host:port, not {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as error:
+        raise PoolError(f"nothing answers at {address} ({error.strerror or error}): is the Ray head running there?") from None
+
+
 class _Connection:
     """ray.init for this call, and undoing exactly that."""
 
@@ -209,10 +226,10 @@ class _Connection:
         if ray.is_initialized():
             on_event("using this process's existing Ray connection")
             return
-        common = dict(
-            log_to_driver=False, logging_level=logging.WARNING, namespace="iwb",
-            runtime_env=options.runtime_env,
-        )
+        common = {
+            "log_to_driver": False, "logging_level": logging.WARNING, "namespace": "iwb",
+            "runtime_env": options.runtime_env,
+        }
         if address == LOCAL:
             self.local = True
             # Ray binds its ports on every interface whatever node IP it is given; its default token
@@ -235,6 +252,7 @@ class _Connection:
                     import grpc  # noqa: F401  (Ray Client's transport)
                 except ImportError:
                     raise BadInput("a ray:// address needs the Ray Client: pip install 'ray[client]==2.60.0'") from None
+            _check_reachable(address)
             _settle_auth_mode(ray)
             try:
                 ray.init(address=address, **common)
@@ -293,11 +311,14 @@ def run_on_actors(
     init_args: tuple,
     work: Callable[[Any, Any], Any],
     payloads: list[tuple[int, Any]],
-    on_result: Callable[[int, Any], None],
+    on_result: Callable[[int, Any], list[tuple[int, Any]] | None],
     on_event: Callable[[str], None] = lambda text: None,
     cancel: threading.Event | None = None,
 ) -> None:
     """Compute work(state, payload) for every (key, payload) on warm actors; results to on_result.
+
+    on_result may return more (key, payload) pairs (new, unique keys): they are queued on the same
+    warm actors and the call returns only when they are done too.
 
     Each actor runs `state = init(*init_args)` once in its own process; `init` and `work` must be
     importable module-level functions (they are pickled by reference). on_result(key, result) and
@@ -330,10 +351,9 @@ def run_on_actors(
             max_restarts=options.max_actor_restarts, max_task_retries=0,
             scheduling_strategy="SPREAD",
         )
-        now = time.monotonic()
         for index in range(chosen.actors):
             handle = remote_host.remote(index, init, init_args, work, chosen.threads)
-            slot = _Slot(index=index, handle=handle, started_at=now)
+            slot = _Slot(index=index, handle=handle)
             slot.probe = handle.ready.remote()
             slots.append(slot)
         _drive(ray, options, slots, payloads, on_result, on_event, cancel)
@@ -348,14 +368,15 @@ def run_on_actors(
 
 def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
     retryable = _retryable(ray)
+    by_key = dict(payloads)
     queue = collections.deque(payloads)
     attempts: dict[int, int] = collections.Counter()
     pending: dict[Any, tuple[str, _Slot, Any]] = {}   # ref -> (kind, slot, key)
     for slot in slots:
         pending[slot.probe] = ("probe", slot, None)
     remaining = len(queue)
-    began = time.monotonic()
-    last_wait_note = began
+    idle_since = time.monotonic()      # when no actor was last ready
+    last_wait_note = idle_since
 
     def fail_slot(slot: _Slot, error: BaseException) -> None:
         if slot.state in ("recovering", "dead"):
@@ -388,16 +409,18 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
             continue
         done, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
         now = time.monotonic()
+        if any(s.state == "ready" for s in slots):
+            idle_since = now
+        elif not done:
+            if options.start_timeout_s is not None and now - idle_since > options.start_timeout_s:
+                raise PoolError(
+                    f"no actor has been ready for {options.start_timeout_s:g} s: the cluster may lack the "
+                    "GPUs/CPUs asked for (see `ray status`), or init is stuck"
+                )
+            if now - last_wait_note > 30:
+                last_wait_note = now
+                on_event(f"waiting for actors to start ({now - idle_since:.0f} s)")
         if not done:
-            if not any(s.state == "ready" for s in slots):
-                if options.start_timeout_s is not None and now - began > options.start_timeout_s:
-                    raise PoolError(
-                        f"no actor became ready in {options.start_timeout_s:g} s: the cluster may lack the "
-                        "GPUs/CPUs asked for (see `ray status`), or init is stuck"
-                    )
-                if now - last_wait_note > 30:
-                    last_wait_note = now
-                    on_event(f"waiting for actors to start ({now - began:.0f} s)")
             continue
         for ref in done:
             kind, slot, key = pending.pop(ref)
@@ -414,7 +437,7 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
                         raise PoolError(
                             f"payload {key} lost its actor {attempts[key]} times ({type(error).__name__}); stopping"
                         ) from None
-                    queue.appendleft((key, _payload_of(payloads, key)))
+                    queue.appendleft((key, by_key[key]))
                     fail_slot(slot, error)
                     on_event(f"retrying payload {key} (its actor {slot.index} died)")
                     continue
@@ -427,7 +450,7 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
                 else:
                     slot.state = "dead"
                     for lost in slot.in_flight.values():
-                        queue.appendleft((lost, _payload_of(payloads, lost)))
+                        queue.appendleft((lost, by_key[lost]))
                     for other in slot.in_flight:
                         pending.pop(other, None)
                     slot.in_flight.clear()
@@ -443,13 +466,92 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
                 on_event(f"actor {slot.index} {verb} {_describe(value)}")
             else:
                 remaining -= 1
-                on_result(key, value)
+                more = on_result(key, value)
                 del value
+                # on_result may return more (key, payload) pairs: e.g. the shards, once the run-level
+                # prepare step they need has come back; they go to the same warm actors.
+                for extra_key, extra_payload in more or ():
+                    if extra_key in by_key:
+                        raise BadInput(f"on_result returned payload key {extra_key!r}, which is already taken")
+                    by_key[extra_key] = extra_payload
+                    queue.append((extra_key, extra_payload))
+                    remaining += 1
 
 
-def _payload_of(payloads: list[tuple[int, Any]], key: int) -> Any:
-    # Payloads are few (shards); a linear scan only on the rare retry keeps no second copy.
-    for candidate, payload in payloads:
-        if candidate == key:
-            return payload
-    raise KeyError(key)
+# --- `python -m app.ray_pool`: wait for a cluster's nodes, and check that actors start everywhere ---
+
+def probe_init(tag: str) -> dict:
+    """A trivial init for --check: importing it on a node proves that iwb is installed there."""
+    return {"tag": tag, "host": os.uname().nodename}
+
+
+def probe_work(state: dict, payload: int) -> dict:
+    time.sleep(1.0)  # long enough for every actor to come up and take a payload
+    return {"host": state["host"], "pid": os.getpid(), "payload": payload}
+
+
+def _wait_for_nodes(ray, nodes: int, timeout: float, say: Callable[[str], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        if alive >= nodes:
+            say(f"{alive} node{'s' if alive != 1 else ''} up")
+            return
+        if time.monotonic() > deadline:
+            raise PoolError(f"only {alive} of {nodes} nodes joined in {timeout:g} s")
+        time.sleep(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m app.ray_pool",
+        description="Join a Ray cluster, wait for its nodes, and (with --check) start one warm actor per GPU "
+        "(or CPU) running iwb's code, to see that every node can run a sweep.",
+    )
+    parser.add_argument("address", help="local, auto, host:port or ray://host:10001")
+    parser.add_argument("--wait-nodes", type=int, default=0, help="wait until this many nodes are alive")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the nodes (default 300)")
+    parser.add_argument("--check", action="store_true", help="start the actors and run one payload on each")
+    parser.add_argument("--actors", type=int, default=None)
+    args = parser.parse_args(argv)
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    try:
+        connection = _Connection(PoolOptions(address=args.address), say)
+        try:
+            ray = connection.ray
+            if args.wait_nodes:
+                _wait_for_nodes(ray, args.wait_nodes, args.timeout, say)
+            resources = ray.cluster_resources()
+            alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+            say(f"cluster: {alive} node{'s' if alive != 1 else ''}, {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+            if args.check:
+                options = PoolOptions(address=args.address, actors=args.actors)
+                actors = plan(options, resources).actors
+                started: set[str] = set()
+                seen: list[dict] = []
+
+                def on_event(text: str) -> None:
+                    say(text)
+                    if " started on node " in text:
+                        started.add(text.split()[1])
+
+                run_on_actors(options, probe_init, ("check",), probe_work, [(i, i) for i in range(actors * 2)],
+                              lambda key, value: seen.append(value), on_event)
+                hosts = dict(collections.Counter(item["host"] for item in seen))
+                say(f"{len(started)} of {actors} actors started; {len(seen)} payloads done on hosts {hosts}")
+                if len(started) < actors:
+                    raise PoolError(f"{actors - len(started)} actor(s) did not start in time")
+        finally:
+            connection.close()
+    except IwbError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

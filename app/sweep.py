@@ -1,0 +1,106 @@
+"""`iwb sweep`: a run's shards computed on Ray actors, one warm model per actor (per GPU).
+
+This process alone writes the store: it starts the run row, hands each actor the run-level
+prepare step or a shard (inputs + parameters + run state), receives each shard's Arrow tables,
+writes them to the run's folder and registers them, exactly as an inline run does (app.runner.drive);
+a shard whose actor died is sent again (app.ray_pool), and `iwb resume RUN_ID --ray ...` computes
+only the missing shards of an interrupted sweep.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from analyses.core.contract import Result, no_progress
+from app.ray_pool import PoolOptions, run_on_actors
+from app.runner import NEEDED, Prepared, check_with_model, compute_shard, prepare_state, provenance
+
+PREPARE = -1
+
+
+def actor_init(model_name: str, device: str, dtype: str) -> dict:
+    """Runs once in each actor: load the model and keep it warm."""
+    from analyses.model.loading import load_model
+
+    return {"model": load_model(model_name, device=device, dtype=dtype)}
+
+
+def actor_work(state: dict, payload: tuple) -> dict:
+    """One unit on an actor: ("prepare", module name, params, inputs) or ("shard", ..., run state)."""
+    from analyses.core.registry import get_analysis
+
+    kind, analysis, params, inputs = payload[:4]
+    module, model = get_analysis(analysis), state["model"]
+    never = threading.Event()
+    check_with_model(model, Prepared(module, params, tuple(inputs)))
+    info = {"model": model.name, "device": model.device, "dtype": model.dtype, "provenance": provenance(model, params, {})}
+    if kind == "prepare":
+        return {**info, "state": prepare_state(module, model, params, list(inputs), no_progress, never)}
+    return {**info, "result": compute_shard(module, model, params, list(inputs), payload[4], no_progress, never)}
+
+
+class RayCompute:
+    """The compute backend of app.runner.drive on a pool of Ray actors."""
+
+    def __init__(self, options: PoolOptions, model_name: str, device: str, dtype: str, on_event: Any = None) -> None:
+        self.options, self.model_name, self.device, self.dtype = options, model_name, device, dtype
+        self.on_event = on_event or (lambda text: None)
+        self.info: dict = {}
+        self.actors_seen: set[str] = set()
+
+    def run(self, prepared: Prepared, state: Any, todo: list, progress: Any, progress_of: Any, cancel: Any,
+            on_state: Any, on_done: Any) -> None:
+        name = prepared.module.SPEC.name
+        current = [state]
+
+        def shard_payloads() -> list[tuple[int, tuple]]:
+            return [(index, ("shard", name, prepared.params, list(inputs), current[0])) for index, inputs in todo]
+
+        def on_result(key: int, value: dict) -> list | None:
+            self.info = {k: value[k] for k in ("model", "device", "dtype", "provenance")}
+            if key == PREPARE:
+                current[0] = value["state"]
+                on_state(current[0])
+                return shard_payloads()
+            result: Result = value["result"]
+            on_done(key, result)
+            return None
+
+        payloads = [(PREPARE, ("prepare", name, prepared.params, list(prepared.inputs)))] if state is NEEDED else shard_payloads()
+        if state is NEEDED:
+            progress(0, 1, "preparing on an actor")
+        run_on_actors(self.options, actor_init, (self.model_name, self.device, self.dtype), actor_work,
+                      payloads, on_result, self.on_event, cancel)
+
+    def placement(self) -> dict:
+        """Where the shards ran, for the runs row (known once an actor has answered)."""
+        return {key: self.info[key] for key in ("device", "dtype") if key in self.info}
+
+    def provenance(self, params: Any, notes: dict) -> dict:
+        base = dict(self.info.get("provenance") or {})
+        return {**base, **notes, "executor": {"kind": "ray", "address": self.options.address, "actors": self.options.actors}}
+
+
+def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
+          shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None) -> int:
+    """A new run computed on Ray; returns its id (raises ResultsPending like an inline run)."""
+    from app.runner import begin, drive
+
+    compute = RayCompute(options, model_name, device, dtype, on_event)
+    run_id = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
+    drive(store, run_id, prepared, compute, progress, cancel or threading.Event())
+    return run_id
+
+
+def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
+                 on_event: Any = None, cancel: Any = None) -> int:
+    """Finish a stored run on Ray: only its missing shards."""
+    from app.runner import drive, resumable
+
+    prepared = resumable(store, run_id)
+    row = store.run_row(run_id)
+    store.reopen_run(run_id)
+    compute = RayCompute(options, row["model"], device, dtype, on_event)
+    drive(store, run_id, prepared, compute, progress, cancel or threading.Event())
+    return run_id
+

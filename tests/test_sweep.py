@@ -1,0 +1,105 @@
+"""`iwb sweep` on a real local Ray cluster (2 CPUs, 2 logical GPUs, started with `ray start` as
+docs/cluster.md says, off the machine's network where namespaces allow; see tests/test_ray_pool.py):
+the sweep equals the inline run, survives kill -9 of an actor, and `iwb resume --ray` finishes it
+after kill -9 of the driver."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from store.shards import RunFolder  # noqa: E402
+from tests.test_cli import iwb, iwb_command  # noqa: E402
+from tests.test_ray_pool import REPO, Head, _child_of  # noqa: E402
+from tests.test_shards import same_results  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+RUN = ["truncation", "--n-docs", "12", "--max-tokens", "16", "--param", "k_max=3", "--shard-docs", "2", "--no-chart"]
+
+
+@pytest.fixture(scope="module")
+def head():
+    folder = Path(tempfile.mkdtemp(prefix="iwb-sweep-"))  # short: Ray's socket paths must fit 107 bytes
+    started = Head(folder)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def in_cluster(head: Head, args: list[str]) -> list[str]:
+    """The command line of an `iwb` that runs beside the head (inside its namespaces when isolated)."""
+    enter = ["nsenter", "-t", str(head.inner), "--preserve-credentials", "-U", "-n", "-p", "-m", "--wd=" + str(REPO)]
+    return [*(enter if head.isolated else []), *iwb_command(), *args]
+
+
+def cluster_env(head: Head) -> dict:
+    return {**head.driver_env, "NO_COLOR": "1"}
+
+
+def test_a_sweep_over_two_actors_equals_the_inline_run(head, tmp_path):
+    db = tmp_path / "sweep.duckdb"
+    inline = iwb("run", *RUN, db=db)
+    assert inline.returncode == 0, inline.stderr
+    swept = subprocess.run(in_cluster(head, ["--db", str(db), "sweep", *RUN, "--ray", head.address, "--actors", "2"]),
+                           env=cluster_env(head), capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    started = re.findall(r"ray: actor \d started .*?GPU (\d)", swept.stderr)
+    assert sorted(started) == ["0", "1"], swept.stderr  # one logical GPU each
+    same_results(db, 1, 2)
+    import duckdb
+
+    conn = duckdb.connect(str(db), read_only=True)
+    executor, device = conn.execute("SELECT provenance->'executor'->>'kind', device FROM runs WHERE run_id = 2").fetchone()
+    conn.close()
+    assert executor == "ray" and device == "cpu"
+
+
+def test_an_actor_killed_mid_sweep_and_a_killed_driver_lose_nothing(head, tmp_path):
+    db = tmp_path / "kills.duckdb"
+    inline = iwb("run", *RUN, db=db)
+    assert inline.returncode == 0, inline.stderr
+
+    # 1. kill -9 of an actor once the first shard is stored: its shards go to the restarted actor.
+    sweep = subprocess.Popen(in_cluster(head, ["--db", str(db), "sweep", *RUN, "--ray", head.address, "--actors", "2"]),
+                             env=cluster_env(head), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines, killed = [], False
+    for line in sweep.stderr:
+        lines.append(line)
+        if not killed and "stored" in line:
+            pid = re.findall(r"ray: actor \d started .*?\(pid (\d+)", "".join(lines))[0]
+            kill = ["nsenter", "-t", str(head.inner), "--preserve-credentials", "-U", "-p", "-m", "kill", "-9", pid] if head.isolated else ["kill", "-9", pid]
+            subprocess.run(kill, check=True, env=cluster_env(head))
+            killed = True
+    assert sweep.wait(timeout=600) == 0, "".join(lines)[-3000:]
+    assert killed and any("died" in line for line in lines), "".join(lines)
+    same_results(db, 1, 2)
+
+    # 2. kill -9 of the driver (the process that writes the store) part way: resume on Ray finishes it.
+    driver = subprocess.Popen(in_cluster(head, ["--db", str(db), "sweep", *RUN, "--ray", head.address, "--actors", "2"]),
+                              env=cluster_env(head), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    target = _child_of(driver.pid) if head.isolated else driver.pid  # nsenter forks the real driver
+    folder = RunFolder(db, 3)
+    deadline = time.monotonic() + 600
+    while not [i for i in folder.shards_on_disk() if i >= 0]:
+        assert driver.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(target, signal.SIGKILL)
+    driver.wait(timeout=60)
+    assert folder.complete() is None
+    resumed = subprocess.run(in_cluster(head, ["--db", str(db), "resume", "3", "--no-chart", "--ray", head.address, "--actors", "2"]),
+                             env=cluster_env(head), capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert re.search(r"\d of 6 shards to compute", resumed.stderr), resumed.stderr
+    same_results(db, 1, 3)
