@@ -7,7 +7,7 @@ restarted it; an exception raised by `work` itself is not retried: the pool stop
 
 Ray is imported inside the functions only: `import app.ray_pool` imports neither ray nor torch.
 
-Authentication (Ray >= 2.52 turns token auth on by default for a cluster that `ray.init()` starts):
+Authentication (Ray 2.60 turns token auth on by default for a cluster that `ray.init()` starts):
 RAY_AUTH_MODE is `token` or `disabled`. Where it is unset, the driver copies `ray start`'s own rule:
 token mode as soon as a token is available (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
 ~/.ray/auth_token), else disabled. A token-mode driver also joins a head whose auth is disabled.
@@ -43,8 +43,8 @@ class PoolError(IwbError):
 class PoolOptions:
     """How many actors, where, and with what.
 
-    address: "local" (a private Ray instance started by this call, shut down at the end), "auto" (the running cluster: RAY_ADDRESS, else the one started on this machine), or
-    an address: "host:6379" (joins as a driver; this machine must be able to reach every node) or
+    address: "local" (a private Ray instance started by this call, shut down at the end), "auto"
+    (the running cluster: RAY_ADDRESS, else the one started on this machine), or an address: "host:6379" (joins as a driver; this machine must be able to reach every node) or
     "ray://host:10001" (Ray Client; needs the ray[client] extra).
     """
 
