@@ -196,3 +196,20 @@ def test_a_notebook_holding_the_file_delays_registration_and_loses_nothing(db_pa
     assert rows(db_path, "SELECT status, shards_done FROM runs") == [("done", 6)]
     assert rows(db_path, "SELECT count(DISTINCT input_id) FROM truncation") == [(12,)]
     assert rows(db_path, "SELECT count(*) FROM truncation_summary") != [(0,)]
+
+
+def test_the_readme_notebook_helpers_never_hold_the_file(db_path):
+    from store.notebook import query, snapshot
+
+    store = Store(db_path, lock_retry_seconds=0.2)
+    folder = _toy_run(store, 1)
+    assert query("SELECT count(*) AS n FROM runs", db=db_path).to_pydict() == {"n": [1]}
+    con = snapshot(db=db_path)  # kept open, like a notebook's connection
+    try:
+        folder.write_shard(0, _shard(2))
+        store.register(folder.run_id, retry_seconds=0.2)  # not blocked by the snapshot
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+        assert con.execute("SELECT count(*) FROM shards").fetchone() == (0,)  # the copy as it was
+    finally:
+        con.close()
+    assert rows(db_path, "SELECT count(*) FROM shards") == [(1,)]
