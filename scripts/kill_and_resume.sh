@@ -20,7 +20,7 @@ n_shards=$(( (495 + SHARD_DOCS - 1) / SHARD_DOCS ))
 until [ "$(ls -d "$DB.runs/run-000002/shard-0"* 2>/dev/null | wc -l)" -ge $(( n_shards / 2 )) ]; do sleep 0.1; done
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 echo "run 2 killed with $(ls -d "$DB.runs/run-000002/shard-0"* | wc -l) of $n_shards shards on disk"
-t0=$(seconds); $IWB --db "$DB" resume 2; t1=$(seconds)
+t0=$(seconds); $IWB --db "$DB" resume 2 --no-chart 2>/dev/null; t1=$(seconds)
 echo "run 2 resumed in $(echo "$t1 - $t0" | bc) s"
 
 t0=$(seconds); $IWB --db "$DB" sweep "${ARGS[@]}" --ray local --actors 2 2>/dev/null; t1=$(seconds)
