@@ -109,8 +109,13 @@ def cmd_run(args) -> int:
         run_id = execute(store, model, prepared, progress, shard_docs=args.shard_docs)
     finally:
         progress.close()
+    return _print_run(store, prepared.module.SPEC.name, run_id, args)
+
+
+def _print_run(store, analysis: str, run_id: int, args) -> int:
+    """The end of run, sweep and resume: the run's charts (unless --no-chart), then `run N`."""
     if not args.no_chart:
-        print_charts(store, args.analysis, run_id, args)
+        print_charts(store, analysis, run_id, args)
     print(f"run {run_id}")
     return 0
 
@@ -136,10 +141,7 @@ def cmd_sweep(args) -> int:
                        on_event=lambda text: progress.message(f"ray: {text}"))
     finally:
         progress.close()
-    if not args.no_chart:
-        print_charts(store, args.analysis, run_id, args)
-    print(f"run {run_id}")
-    return 0
+    return _print_run(store, prepared.module.SPEC.name, run_id, args)
 
 
 def cmd_resume(args) -> int:
@@ -154,27 +156,25 @@ def cmd_resume(args) -> int:
         return 0
     prepared = resumable(store, args.run_id)
     folder = store.run_folder(args.run_id)
-    missing = [i for i in range(folder.manifest()["n_shards"]) if not folder.has_shard(i)]
-    print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {folder.manifest()['n_shards']} shards to compute", file=sys.stderr)
+    n_shards = folder.manifest()["n_shards"]
+    missing = [i for i in range(n_shards) if not folder.has_shard(i)]
+    print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {n_shards} shards to compute", file=sys.stderr)
     progress = StderrProgress(f"resume {args.run_id}")
     try:
         if args.ray:
             from app.sweep import sweep_resume
 
             sweep_resume(store, args.run_id, pool_options(args), args.device, args.dtype, progress,
-                         on_event=lambda text: progress.message(f"ray: {text}"))
+                         on_event=lambda text: progress.message(f"ray: {text}"), prepared=prepared)
         else:
             from analyses.model.loading import load_model
             from app.runner import resume
 
             model = load_model(row["model"], device=args.device, dtype=args.dtype)
-            resume(store, model, args.run_id, progress)
+            resume(store, model, args.run_id, progress, prepared=prepared)
     finally:
         progress.close()
-    if not args.no_chart:
-        print_charts(store, prepared.module.SPEC.name, args.run_id, args)
-    print(f"run {args.run_id}")
-    return 0
+    return _print_run(store, prepared.module.SPEC.name, args.run_id, args)
 
 
 def cmd_runs(args) -> int:

@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import Input, Progress, Result, no_progress
+from analyses.core.contract import Input, Progress, Result
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
 from analyses.core.errors import BadInput, Cancelled
@@ -222,9 +222,8 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
 
     try:
         todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in range(n_shards) if not folder.has_shard(i)]
+        # Every backend computes the state first when it is NEEDED and hands it to on_state.
         compute.run(prepared, states[0], todo, lambda d, t, note="": progress(0, total, f"preparing: {note}"), progress_of, cancel, on_state, on_done)
-        if states[0] is NEEDED:  # nothing was left to compute, but finalize needs the state
-            on_state(prepare_state(prepared.module, getattr(compute, "model", None), prepared.params, list(prepared.inputs), no_progress, cancel))
         state = states[0]
         if not folder.has_shard(FINAL):
             finalize = getattr(prepared.module, "finalize", None)
@@ -303,10 +302,11 @@ def check_same_model(model: Any, row: dict) -> None:
         raise BadInput(f"run {row['run_id']} was computed in {row['dtype']}; this model is loaded in {model.dtype} (use --dtype {row['dtype']})")
 
 
-def resume(store: Store, model: Any, run_id: int, progress: Progress, cancel: threading.Event | None = None) -> int:
+def resume(store: Store, model: Any, run_id: int, progress: Progress, cancel: threading.Event | None = None,
+           prepared: Prepared | None = None) -> int:
     """Compute only the missing shards of a run and finish it with the same results an uninterrupted
-    run gives."""
-    prepared = resumable(store, run_id)
+    run gives; ``prepared`` is resumable(store, run_id) when the caller has it already."""
+    prepared = prepared or resumable(store, run_id)
     check_same_model(model, store.run_row(run_id))
     check_with_model(model, prepared)
     store.reopen_run(run_id)

@@ -225,15 +225,13 @@ class _WorkerLoop:
 
     def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
         """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""
-        from analyses.core.errors import BadInput
-        from app.runner import resume
+        from app.runner import resumable, resume
 
+        prepared = resumable(self.store, job.resume_run)  # refuses an unknown, done or running run before loading a model
         row = self.store.run_row(job.resume_run)
-        if row is None:
-            raise BadInput(f"run {job.resume_run} no longer exists")
         model = self.ensure_model(ModelChoice(row["model"], job.model.device, job.model.dtype), job.job_id)
         on_begin(job.resume_run)
-        return resume(self.store, model, job.resume_run, progress, self.cancel)
+        return resume(self.store, model, job.resume_run, progress, self.cancel, prepared=prepared)
 
     def count_rows(self, tables: Any, run_id: int) -> dict:
         """Rows stored per result table; a store locked right now leaves the counts out, not the run."""

@@ -130,17 +130,16 @@ class RunFolder:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        filters = None
+        if where:
+            filters = [(name, "in", list(value)) if isinstance(value, (list, tuple, set)) else (name, "=", value) for name, value in where.items()]
         parts = []
         for index in self.shards_on_disk():
             if index == FINAL:
                 continue
             path = self.shard_path(index) / f"{table}.parquet"
-            if not path.is_file():
-                continue
-            filters = None
-            if where:
-                filters = [(name, "in", list(value)) if isinstance(value, (list, tuple, set)) else (name, "=", value) for name, value in where.items()]
-            parts.append(pq.read_table(path, columns=list(columns) if columns else None, filters=filters))
+            if path.is_file():
+                parts.append(pq.read_table(path, columns=list(columns) if columns else None, filters=filters))
         if not parts:
             return None
         return pa.concat_tables(parts)

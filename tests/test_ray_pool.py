@@ -214,17 +214,23 @@ class Head:
         self.log.close()
 
 
+def running_head(prefix: str):
+    """A module fixture's body: a head in a fresh short temporary folder (Ray's socket paths must
+    fit 107 bytes), stopped and removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    started = Head(folder)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 if __name__ != "__main__":
 
     @pytest.fixture(scope="module")
     def head():
-        folder = Path(tempfile.mkdtemp(prefix="iwb-ray-"))  # short: Ray's socket paths must fit 107 bytes
-        started = Head(folder)
-        try:
-            yield started
-        finally:
-            started.stop()
-            shutil.rmtree(folder, ignore_errors=True)
+        yield from running_head("iwb-ray-")
 
     def _rows(report: dict) -> dict:
         return {int(key): {"i": value["i"], "v": value["v"]} for key, value in report["results"].items()}
