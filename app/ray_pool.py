@@ -18,6 +18,7 @@ import collections
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -199,15 +200,20 @@ def _settle_auth_mode(ray) -> None:
         pass
 
 
-def _check_reachable(address: str) -> None:
-    """Fail in seconds where nothing listens: ray.init retries an unreachable GCS for many minutes."""
-    target = address.removeprefix("ray://")
-    if target == AUTO or ":" not in target:
+_HOST = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+def check_address(address: str) -> None:
+    """Refuse a malformed --ray address (BadInput), and fail in seconds where nothing listens at a
+    host:port (PoolError): ray.init retries an unreachable GCS for many minutes. Cheap enough to
+    run before anything is stored."""
+    if address in (LOCAL, AUTO):
         return
+    target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
-    if not port.isdigit():
-        raise BadInput(f"a Ray address is host:port or ray://host:port, not {address!r}")
+    if not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"a Ray address is local, auto, host:port or ray://host:port, not {address!r}")
     try:
         with socket.create_connection((host, int(port)), timeout=5):
             pass
@@ -252,7 +258,7 @@ class _Connection:
                     import grpc  # noqa: F401  (Ray Client's transport)
                 except ImportError:
                     raise BadInput("a ray:// address needs the Ray Client: pip install 'ray[client]==2.60.0'") from None
-            _check_reachable(address)
+            check_address(address)
             _settle_auth_mode(ray)
             try:
                 ray.init(address=address, **common)

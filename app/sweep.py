@@ -84,8 +84,10 @@ class RayCompute:
 def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
           shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None) -> int:
     """A new run computed on Ray; returns its id (raises ResultsPending like an inline run)."""
+    from app.ray_pool import check_address
     from app.runner import begin, drive
 
+    check_address(options.address.strip())  # a bad or unreachable address stores nothing
     compute = RayCompute(options, model_name, device, dtype, on_event)
     run_id = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
     drive(store, run_id, prepared, compute, progress, cancel or threading.Event())
@@ -93,11 +95,14 @@ def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str,
 
 
 def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
-                 on_event: Any = None, cancel: Any = None) -> int:
+                 on_event: Any = None, cancel: Any = None, prepared: Prepared | None = None) -> int:
     """Finish a stored run on Ray: only its missing shards."""
     from app.runner import drive, resumable
 
-    prepared = resumable(store, run_id)
+    from app.ray_pool import check_address
+
+    check_address(options.address.strip())
+    prepared = prepared or resumable(store, run_id)
     row = store.run_row(run_id)
     store.reopen_run(run_id)
     compute = RayCompute(options, row["model"], device, dtype, on_event)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ pytest.importorskip("ray")
 
 from store.shards import RunFolder  # noqa: E402
 from tests.test_cli import iwb, iwb_command  # noqa: E402
-from tests.test_ray_pool import REPO, Head, _child_of  # noqa: E402
+from tests.test_ray_pool import REPO, Head, _child_of, running_head  # noqa: E402
 from tests.test_shards import same_results  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -29,13 +27,7 @@ RUN = ["truncation", "--n-docs", "12", "--max-tokens", "16", "--param", "k_max=3
 
 @pytest.fixture(scope="module")
 def head():
-    folder = Path(tempfile.mkdtemp(prefix="iwb-sweep-"))  # short: Ray's socket paths must fit 107 bytes
-    started = Head(folder)
-    try:
-        yield started
-    finally:
-        started.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from running_head("iwb-sweep-")
 
 
 def in_cluster(head: Head, args: list[str]) -> list[str]:
@@ -103,3 +95,27 @@ def test_an_actor_killed_mid_sweep_and_a_killed_driver_lose_nothing(head, tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert re.search(r"\d of 6 shards to compute", resumed.stderr), resumed.stderr
     same_results(db, 1, 3)
+
+
+@pytest.mark.parametrize("address, code, fragment", [
+    ("[bold]x", 2, "a Ray address is local, auto, host:port or ray://host:port"),
+    ("127.0.0.1:notaport", 2, "a Ray address is local, auto, host:port or ray://host:port"),
+    ("127.0.0.1:1", 1, "nothing answers at 127.0.0.1:1"),
+])
+def test_a_bad_or_unreachable_ray_address_is_one_line_and_stores_nothing(tmp_path, address, code, fragment):
+    db = tmp_path / "bad.duckdb"
+    result = iwb("sweep", *RUN, "--ray", address, db=db)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert not db.exists() or rows_of(db) == 0
+
+
+def rows_of(db: Path) -> int:
+    import duckdb
+
+    conn = duckdb.connect(str(db), read_only=True)
+    try:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+    finally:
+        conn.close()
