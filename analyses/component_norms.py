@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, param, Progress, Result, ResultTable
 
 
 @dataclass(frozen=True)

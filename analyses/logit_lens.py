@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 LOG2 = 0.6931471805599453
 # Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable
-from analyses.core.tables import tokens_table_of
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
+from analyses.core.tables import tokens_table_of
 
 CLASSES = ("prediction", "suppression", "none")
 # Upper bound on cosines held at once (neurons x vocabulary).

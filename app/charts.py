@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from analyses.core.contract import Chart, Filter, FILTER_OPS, RunValue
+from analyses.core.contract import FILTER_OPS, Chart, Filter, RunValue
 
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]

@@ -12,13 +12,21 @@ import shutil
 import sys
 
 try:
+    from analyses.core.errors import BadInput, IwbError
     from analyses.core.params import param_infos
     from analyses.core.registry import analysis_names, get_analysis
-    from analyses.core.errors import BadInput, IwbError
     from app import charts
     from app.cli_io import (
-        MAX_CHART_HEIGHT, MAX_CHART_WIDTH, bounded_int, check_utf8, export_target, read_only_hint, single_statement,
-        silence_closed_stdout, strict_json, write_export,
+        MAX_CHART_HEIGHT,
+        MAX_CHART_WIDTH,
+        bounded_int,
+        check_utf8,
+        export_target,
+        read_only_hint,
+        silence_closed_stdout,
+        single_statement,
+        strict_json,
+        write_export,
     )
     from store.db import StoreError
     from store.paths import resolve_db_path

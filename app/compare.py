@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses.core.contract import Chart
-from analyses.core.registry import get_analysis
 from analyses.core.errors import BadInput
+from analyses.core.registry import get_analysis
 from app import charts
 
 

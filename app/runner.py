@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.core.contract import Input, Progress, Result
+from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
-from analyses.core.errors import BadInput, Cancelled
 from store import Store
 
 

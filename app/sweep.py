@@ -97,9 +97,8 @@ def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str,
 def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
                  on_event: Any = None, cancel: Any = None, prepared: Prepared | None = None) -> int:
     """Finish a stored run on Ray: only its missing shards."""
-    from app.runner import drive, resumable
-
     from app.ray_pool import check_address
+    from app.runner import drive, resumable
 
     check_address(options.address.strip())
     prepared = prepared or resumable(store, run_id)

@@ -10,19 +10,32 @@ from __future__ import annotations
 import collections
 import itertools
 import multiprocessing
-from multiprocessing import resource_tracker
 import queue
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Callable
+from multiprocessing import resource_tracker
+from typing import Any
 
 from analyses.core.contract import Input
 from app.worker import (
-    Cancelled, Event, Failed, Finished, Job, LoadModel, Log, ModelChoice, ModelStatus, Progress, Started, Stop,
-    Submitted, worker_main,
+    Cancelled,
+    Event,
+    Failed,
+    Finished,
+    Job,
+    LoadModel,
+    Log,
+    ModelChoice,
+    ModelStatus,
+    Progress,
+    Started,
+    Stop,
+    Submitted,
+    worker_main,
 )
 
 CANCEL_GRACE_S = 3.0

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def naive(model, encoded) -> "object":
+def naive(model, encoded) -> object:
     import torch
 
     n, n_layers = len(encoded.ids), model.n_layers
@@ -47,9 +47,9 @@ def main() -> int:
 
     import torch
 
-    from analyses.inputs.entities import ALL_ATHLETES, load_entities
     from analyses.fact_lookup import engine
     from analyses.fact_lookup.lookup import capture
+    from analyses.inputs.entities import ALL_ATHLETES, load_entities
     from analyses.model.loading import load_model
 
     torch.set_grad_enabled(False)

@@ -59,9 +59,9 @@ def main() -> int:
     from analyses.contextual_neurons import engine as neuron_engine
     from analyses.contextual_neurons.compute import token_contributions
     from analyses.first_layer_heads import engine
+    from analyses.model.loading import load_model
     from analyses.model.tiny import build_tiny
     from analyses.model.weights import model_weights, norm_scale
-    from analyses.model.loading import load_model
 
     torch.set_grad_enabled(False)
     folder = Path(tempfile.mkdtemp(prefix="iwb-bench-gpt2-small-"))

@@ -36,10 +36,10 @@ def main() -> int:
 
     from analyses import layer_interventions as li
     from analyses.inputs.corpus import sample_documents
-    from analyses.model.adapters import adapter_for
-    from analyses.model.tokens import pad_id
     from analyses.layer_interventions.reference import naive_batch_sums
+    from analyses.model.adapters import adapter_for
     from analyses.model.loading import load_model
+    from analyses.model.tokens import pad_id
 
     torch.set_grad_enabled(False)
     model = load_model(args.model, device=args.device)

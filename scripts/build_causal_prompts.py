@@ -26,8 +26,8 @@ def main() -> int:
     import torch
 
     from analyses import causal_trace
-    from analyses.inputs.corpus import load_prompt_set
     from analyses.core.errors import BadInput
+    from analyses.inputs.corpus import load_prompt_set
     from analyses.model.loading import load_model
 
     model = load_model(args.model, device="cpu", dtype="float32")

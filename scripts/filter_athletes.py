@@ -16,8 +16,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, load_entities
     from analyses.fact_lookup import engine
+    from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, load_entities
     from analyses.model.loading import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

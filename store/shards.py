@@ -19,8 +19,9 @@ import os
 import pickle
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 FINAL = -1
 _MANIFEST, _STATE, _COMPLETE, _META = "manifest.json", "state.pkl", "complete.json", "meta.json"

@@ -44,14 +44,14 @@ def tiny_model(tmp_path_factory):
     return load_model(str(folder), device="cpu", dtype="float32")
 
 
-FAMILIES = ("gpt2", "neox", "gptj", "phi", "llama", "gemma3")
+from analyses.model.families import FAMILIES
 
 
 @pytest.fixture(scope="session", params=FAMILIES)
 def family_model(request, tmp_path_factory):
     """A seeded random 3-layer model of each supported family, booted like any local model."""
-    from analyses.model.tiny import build_tiny
     from analyses.model.loading import load_model
+    from analyses.model.tiny import build_tiny
 
     folder = build_tiny(request.param, tmp_path_factory.mktemp(f"tiny-{request.param}"))
     return load_model(str(folder), device="cpu", dtype="float32")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, Chart, Input, param, Result, ResultTable
+from analyses.core.contract import AnalysisSpec, Chart, Input, Result, ResultTable, param
 from analyses.core.errors import Cancelled
 
 

@@ -9,8 +9,8 @@ from analyses import causal_trace
 from analyses.causal_trace import engine as causal_engine
 from analyses.causal_trace import reference as causal_reference
 from analyses.core.contract import Input, no_progress
-from analyses.core.params import parse_params
 from analyses.core.errors import BadInput
+from analyses.core.params import parse_params
 from app import charts
 from app.runner import RunRequest, execute, prepare
 
@@ -55,26 +55,49 @@ def test_fast_path_equals_naive_reference(family_model, kinds):
         assert np.ptp(naive.probs[kind]) > 200 * 1e-5 * naive.low, kind
 
 
+def _clean_prob(model, setup) -> float:
+    """p(answer) at the last position from a plain Hugging Face forward: independent of both paths."""
+    import torch
+
+    from analyses.model.families import hf_model
+
+    with torch.no_grad():
+        logits = hf_model(model)(setup.tokens, use_cache=False).logits
+    return float(torch.softmax(logits[0, -1].double(), dim=-1)[setup.answer_id])
+
+
 def test_exact_invariants(family_model):
     setup = _setup(family_model, PROMPT, "Eiffel Tower", samples=4)
     begin, _ = setup.subject_range
     fast = causal_engine.trace_fast(family_model, setup, ("resid",), window=2)
     naive = causal_reference.trace_naive(family_model, setup, ("resid",), window=2)
-    assert fast.probs["resid"][-1, -1] == fast.high
-    assert np.all(fast.probs["resid"][:begin] == fast.low)
-    # The naive path computes the rows before the subject; they are the corrupted run itself.
-    assert np.all(naive.probs["resid"][:begin] == naive.low)
-    assert naive.probs["resid"][-1, -1] == pytest.approx(naive.high, rel=1e-5)
+    clean = _clean_prob(family_model, setup)
+    # Restoring the whole clean residual after the last block at the last token is the clean run.
+    assert fast.high == pytest.approx(clean, rel=1e-5)
+    assert fast.probs["resid"][-1, -1] == pytest.approx(clean, rel=1e-5)
+    assert naive.probs["resid"][-1, -1] == pytest.approx(clean, rel=1e-5)
+    # Before the subject the corrupted run equals the clean one, so restoring there changes nothing:
+    # the naive path computes those rows, the fast path skips them.
+    np.testing.assert_allclose(naive.probs["resid"][:begin], naive.low, rtol=1e-5)
+    np.testing.assert_allclose(fast.probs["resid"][:begin], naive.probs["resid"][:begin], rtol=1e-5)
 
 
 def test_restoration_is_one_at_high_and_zero_at_low(tiny_model, store):
+    import torch
+
     prepared = prepare(RunRequest("causal-trace", (Input(0, "prompt", PROMPT),), {"subject": "Eiffel Tower", "samples": "2", "kinds": "resid", "threshold": "-1"}))
     run_id = execute(store, tiny_model, prepared, no_progress)
-    last = store.query("SELECT max(pos) FROM tokens WHERE run_id = ?", [run_id]).rows[0][0]
+    token_ids = [row[0] for row in store.query("SELECT token_id FROM tokens WHERE run_id = ? ORDER BY pos", [run_id]).rows]
+    last = len(token_ids) - 1
+    answer_id, high, low, subject_start = store.query(
+        "SELECT answer_token_id, high_prob, low_prob, subject_start FROM causal_trace_inputs WHERE run_id = ?", [run_id]).rows[0]
+    setup = causal_engine.TraceSetup(torch.tensor([token_ids]), (subject_start, subject_start), answer_id, None)
+    assert high == pytest.approx(_clean_prob(tiny_model, setup), rel=1e-5)
+    assert low != pytest.approx(high, rel=1e-3)
     cell = store.query("SELECT restoration FROM causal_trace WHERE run_id = ? AND pos = ? AND layer = 2", [run_id, last]).rows[0][0]
-    assert cell == 1.0
-    before = store.query("SELECT DISTINCT restoration FROM causal_trace t JOIN causal_trace_inputs c USING (run_id, input_id) WHERE run_id = ? AND pos < c.subject_start", [run_id]).rows
-    assert before == [(0.0,)]
+    assert cell == pytest.approx(1.0, abs=1e-4)
+    before = store.query("SELECT max(abs(restoration)) FROM causal_trace t JOIN causal_trace_inputs c USING (run_id, input_id) WHERE run_id = ? AND pos < c.subject_start", [run_id]).rows
+    assert before[0][0] == pytest.approx(0.0, abs=1e-9)
     counts = {name: store.query(f"SELECT count(*) FROM {name} WHERE run_id = ?", [run_id]).rows[0][0] for name in ("causal_trace", "trace_attention", "trace_hidden", "causal_trace_buckets")}
     assert counts == {"causal_trace": 3 * (last + 1), "trace_attention": 9, "trace_hidden": 3 * (last + 1), "causal_trace_buckets": 6 * 3}
 

@@ -105,10 +105,10 @@ def test_a_prompt_set_that_is_not_utf8_names_line_and_byte(db_path, tmp_path):
 
 
 def test_a_prompt_set_with_a_byte_order_mark_is_read():
-    from analyses.inputs import corpus
-
     import tempfile
     from pathlib import Path
+
+    from analyses.inputs import corpus
 
     with tempfile.TemporaryDirectory() as folder:
         excel = Path(folder) / "excel.csv"
@@ -155,8 +155,8 @@ def test_a_zst_file_of_several_frames_reads_every_frame(tmp_path):
 
 
 def test_non_finite_floats_are_refused_at_parsing():
-    from analyses.core.params import coerce_value, ParamInfo
     from analyses.core.errors import BadInput
+    from analyses.core.params import ParamInfo, coerce_value
 
     info = ParamInfo("noise", "float", 3.0, "", False)
     for text in ("nan", "NaN", "inf", "-Infinity", "1e999"):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from analyses.core.errors import BadInput
 from analyses.inputs import corpus
 from analyses.inputs.corpus_sources import iter_records
-from analyses.core.errors import BadInput
 
 RECORDS = [
     {"text": "First document.\nWith two lines.", "meta": {"pile_set_name": "Wiki"}},

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.inputs.entities import ALL_ATHLETES, Entity, entity_inputs, load_entities
 from analyses.core.errors import BadInput
 from analyses.fact_lookup import Params, engine
 from analyses.fact_lookup.lookup import compute
-from analyses.model.adapters import family_of
+from analyses.inputs.entities import ALL_ATHLETES, Entity, entity_inputs, load_entities
+from analyses.model.families import family_of
 
 # Where each family's MLP / attention output enters the residual stream, as HF module paths.
 RESIDUAL_WRITERS = {
@@ -132,8 +132,8 @@ def test_a_planted_attribute_is_found_and_the_control_stays_at_chance(tiny_model
 
 
 def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
-    from app.runner import Prepared, execute
     from analyses import fact_lookup
+    from app.runner import Prepared, execute
 
     inputs = tuple(entity_inputs(small_table(4)))
     params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)

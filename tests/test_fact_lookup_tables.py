@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, check_counts, entity_inputs, load_entities, recombine, split_name
 from analyses.core.errors import BadInput
 from analyses.fact_lookup import probes
+from analyses.inputs.entities import ALL_ATHLETES, KNOWN_ATHLETES, check_counts, entity_inputs, load_entities, recombine, split_name
 
 
 def test_shipped_tables_are_balanced_and_the_known_one_is_a_subset():

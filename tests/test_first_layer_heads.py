@@ -24,8 +24,8 @@ def planted_gpt2(folder):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from analyses.model.tiny import build_tiny
     from analyses.model.loading import load_model
+    from analyses.model.tiny import build_tiny
 
     build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
     model = GPT2LMHeadModel.from_pretrained(folder)
@@ -219,8 +219,8 @@ def test_paths_agree_where_the_positional_part_is_nil(tmp_path):
     import torch
     from transformers import GPT2LMHeadModel
 
-    from analyses.model.tiny import build_tiny
     from analyses.model.loading import load_model
+    from analyses.model.tiny import build_tiny
 
     folder = build_tiny("gpt2", tmp_path / "no-positions", seed=2, n_layers=1)
     hf = GPT2LMHeadModel.from_pretrained(folder)

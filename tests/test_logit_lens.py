@@ -17,7 +17,8 @@ PROMPT = "The Eiffel Tower is located in the city of"
 
 def _reference(model, text: str) -> dict:
     """Per layer: HF hidden states (resid_pre of each block), final norm, unembedding; float64 stats."""
-    from analyses.model.adapters import adapter_for, unwrap
+    from analyses.model.adapters import adapter_for
+    from analyses.model.families import unwrap
 
     hf = unwrap(model.bridge.original_model)
     head = adapter_for(model)

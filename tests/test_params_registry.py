@@ -6,9 +6,9 @@ from dataclasses import FrozenInstanceError, dataclass
 import pytest
 
 from analyses.core.contract import INPUT_KINDS, param
+from analyses.core.errors import BadInput
 from analyses.core.params import param_infos, parse_params
 from analyses.core.registry import analysis_names, get_analysis
-from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)

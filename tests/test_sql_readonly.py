@@ -102,9 +102,9 @@ def test_the_engine_is_the_guard_not_the_parser(seeded_db, other_db):
 
 
 def test_read_only_commands_change_nothing_even_on_a_chmod_444_file(seeded_db, tmp_path):
-    from store import Store
-
     import socket
+
+    from store import Store
 
     running = Store(seeded_db).begin_run("logit-lens", "m", {}, "cpu", "float32", {})
     # A dead run of this host: a writing open would mark it interrupted, reading must leave it.

@@ -104,7 +104,7 @@ def test_planted_prediction_and_suppression_neurons_are_classified():
 
 
 def test_neuron_classes_run_counts_every_neuron_on_every_family(family_model, cancel):
-    from analyses.model.adapters import unwrap
+    from analyses.model.families import unwrap
 
     hf = unwrap(family_model.bridge.original_model)
     d_mlp = getattr(hf.config, "intermediate_size", None) or getattr(hf.config, "n_inner", None) or 4 * family_model.d_model

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses.inputs import corpus
 from analyses.core.contract import Input
 from analyses.core.errors import BadInput
+from analyses.inputs import corpus
 from analyses.truncation import Params, token_category
-from analyses.truncation.engine import analysed_positions, DocTokens, full_context_mean, truncated_cosines
+from analyses.truncation.engine import DocTokens, analysed_positions, full_context_mean, truncated_cosines
 from analyses.truncation.reference import naive_cosines
 
 
@@ -158,10 +158,10 @@ def test_cli_uses_the_default_corpus_for_document_only_analyses():
 
 @pytest.mark.integration
 def test_truncation_on_the_embedded_model(embedded_model, store):
+    from analyses import truncation
     from analyses.core.contract import no_progress
     from app import charts
     from app.runner import RunRequest, execute, prepare
-    from analyses import truncation
 
     inputs, _ = corpus.sample_documents(None, 2, seed=0, set_name="PSF docs", max_tokens=22)
     run_id = execute(store, embedded_model, prepare(RunRequest("truncation", tuple(inputs), {})), no_progress)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Mark, param, Progress, Result, ResultTable
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 SIGMA_SOURCES = ("subject", "embedding")
 SUBJECT_MARK = Mark("causal_trace_inputs", "subject_start", "subject_end")

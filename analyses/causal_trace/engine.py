@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import CancelEvent, no_progress, Progress
+from analyses.core.contract import CancelEvent, Progress, no_progress
 from analyses.core.errors import Cancelled
 
 KINDS = ("resid", "mlp", "attn")
@@ -188,18 +188,18 @@ def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, pr
         high = float(answer_probs(adapter, clean.resid[-1][:, -1], setup.answer_id)[0])
         low = float(answer_probs(adapter, corrupted.resid[-1][:, -1], setup.answer_id).mean())
         probs = {kind: np.full((seq_len, n_layers), low) for kind in kinds}
-        # A resid cell at the last layer runs no block: it is the clean run at the last token, else
-        # the corrupted run (the last position does not see a later token).
-        cells_all = [(kind, layer) for kind in kinds for layer in range(n_layers) if (kind, layer) != ("resid", n_layers - 1)]
-        if "resid" in kinds:
-            probs["resid"][seq_len - 1, n_layers - 1] = high
+        # A resid cell at the last layer runs no block: before the last token it is the corrupted
+        # run (the last position does not see a later state); at the last token it is computed.
+        last_resid = ("resid", n_layers - 1)
+        cells_all = [(kind, layer) for kind in kinds for layer in range(n_layers) if (kind, layer) != last_resid]
         for t in range(begin, seq_len):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             progress(t - begin, seq_len - begin, f"token {t + 1}/{seq_len}")
             per_chunk = max(1, limit // max(1, samples * (seq_len - t)))
-            for start in range(0, len(cells_all), per_chunk):
-                chunk = cells_all[start : start + per_chunk]
+            cells = cells_all + [last_resid] if t == seq_len - 1 and "resid" in kinds else cells_all
+            for start in range(0, len(cells), per_chunk):
+                chunk = cells[start : start + per_chunk]
                 means = _pipeline(adapter, t, chunk, clean, corrupted, window, setup.answer_id)
                 for (kind, layer), value in zip(chunk, means):
                     probs[kind][t, layer] = value

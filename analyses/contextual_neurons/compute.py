@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.contextual_neurons import engine
+from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.core.errors import Cancelled
 
 

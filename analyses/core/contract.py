@@ -19,9 +19,9 @@ run over a corpus keeps bounded memory and can be resumed or spread over several
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
-
+from typing import Any, Protocol
 
 # "weights": the analysis reads the model only and takes no input; the first kind is the default.
 INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")

@@ -9,6 +9,7 @@ from typing import Any
 
 from analyses.core.errors import BadInput
 
+
 @dataclass(frozen=True)
 class ParamInfo:
     name: str

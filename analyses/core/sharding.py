@@ -5,7 +5,8 @@ shards; ``run_whole`` gives the same tables without a store, for ``run()`` and t
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from analyses.core.contract import Input, Progress, Result
 

@@ -1,7 +1,8 @@
 """Result-table helpers: the tokens table every run stores."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from analyses.core.contract import Input
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, param
 from analyses.core.errors import BadInput
 from analyses.fact_lookup.tables import TABLES
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 SITES = ("resid_post", "attn_out", "mlp_out")
 COMPONENTS = ("mlp", "attn")
@@ -81,8 +81,8 @@ SPEC = AnalysisSpec(
 
 def validate(model, inputs: list[Input], params: Params) -> None:
     """Refuse, before anything is stored, tables a probe cannot be fitted on and bad answer tokens."""
-    from analyses.inputs.entities import check_counts, entities_of_inputs
     from analyses.fact_lookup.engine import answer_token_ids
+    from analyses.inputs.entities import check_counts, entities_of_inputs
 
     entities = entities_of_inputs(inputs)
     check_counts([entity.value for entity in entities], params.folds)

@@ -8,8 +8,9 @@ straight into one preallocated tensor per site, indexed [layer, entity, ...].
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from analyses.core.errors import BadInput, Cancelled
 

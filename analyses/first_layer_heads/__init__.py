@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, columns, Filter, Input, param, Progress, Result, ResultTable, RunValue
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, columns, param
 from analyses.core.errors import BadInput
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 METHODS = ("auto", "additive", "measured")
 # The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.

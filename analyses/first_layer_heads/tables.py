@@ -105,7 +105,7 @@ def class_table(anatomies: list[LayerAnatomy], first_pos: int) -> Any:
             for name, value in zip(columns, values):
                 rows[name].append(value)
     i32, f64, s = pa.int32(), pa.float64(), pa.string()
-    types = {name: f64 for name in columns}
+    types = dict.fromkeys(columns, f64)
     types.update({"layer": i32, "head": i32, "class": s, "method": s, "duplicate_pairs": pa.int64()})
     return _table(rows, types)
 

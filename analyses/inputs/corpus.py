@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analyses.core.contract import Input
+from analyses.core.errors import BadInput
 from analyses.inputs.corpus_sources import CorpusRecord, is_hf_name, iter_records
 from analyses.inputs.tables import table_rows
-from analyses.core.errors import BadInput
 
 MAX_PROMPT_CHARS = 100_000
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "pile_sample.jsonl.zst"

@@ -7,9 +7,9 @@ fewer than two values are refused with BadInput; the per-value minimum is checke
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from analyses.core.contract import Input
 from analyses.core.errors import BadInput

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, param, Progress, Result, ResultTable
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
+from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 LOG2 = 0.6931471805599453
 KINDS = ("block", "attn", "mlp", "swap")
@@ -255,8 +255,8 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     import torch
 
     from analyses.core.tables import tokens_table
-    from analyses.model.hooks import document_tokens
     from analyses.model.adapters import adapter_for
+    from analyses.model.hooks import document_tokens
     from analyses.model.tokens import pad_id
 
     adapter = adapter_for(model)

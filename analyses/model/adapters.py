@@ -1,5 +1,5 @@
-"""One adapter per architecture family: the model driven piece by piece, exactly as its own
-Hugging Face forward computes it.
+"""The adapter: every supported family driven piece by piece, exactly as its own Hugging Face
+forward computes it in the installed transformers version.
 
 The analyses get one API whatever the family: embed tokens; build the per-call context
 (positions, rotary tables, causal / sliding-window masks) for queries at positions
@@ -16,41 +16,22 @@ Batches are right-padded: a causal mask keeps real positions from ever seeing a 
 from __future__ import annotations
 
 import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import BadInput
+from analyses.model.families import family_of, unwrap
 
-FAMILY_OF_ARCHITECTURE = {
-    "GPT2LMHeadModel": "gpt2",
-    "GPTNeoXForCausalLM": "neox",
-    "GPTJForCausalLM": "gptj",
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
-    "Qwen2ForCausalLM": "llama",
-    "Qwen3ForCausalLM": "llama",
-    "Gemma3ForCausalLM": "gemma3",
-    "PhiForCausalLM": "phi",
-}
-SUPPORTED = "GPT-2, GPT-NeoX (Pythia), GPT-J, Phi, Llama family (Llama 2/3, SmolLM2, Mistral, Qwen 2/3), Gemma 3"
+if TYPE_CHECKING:
+    from analyses.model.loading import LoadedModel
+
 SITES = ("attn_out", "mlp_out")
 Edit = Callable[[Any], Any]
-
-
-def unwrap(module: Any) -> Any:
-    """The original Hugging Face module inside a bridge component (or the module itself)."""
-    while hasattr(module, "_original_component"):
-        module = module._original_component
-    return module
-
-
-def family_of(model: Any) -> str:
-    """The adapter family of a loaded model; BadInput naming its architecture otherwise."""
-    architecture = type(unwrap(model.bridge.original_model)).__name__
-    family = FAMILY_OF_ARCHITECTURE.get(architecture)
-    if family is None:
-        raise BadInput(f"model {model.name!r} has architecture {architecture}, which iwb does not support; supported: {SUPPORTED}")
-    return family
+# The cache argument of a Hugging Face attention module, newest name first: transformers 5.24
+# renamed past_key_values to cache (the old name warns, and goes in 5.40); NeoX keeps layer_past.
+CACHE_ARGUMENTS = ("cache", "past_key_values", "layer_past")
 
 
 @dataclass
@@ -74,33 +55,95 @@ class LayerParts:
     post_mlp: Any = None
 
 
+@dataclass(frozen=True)
+class AttentionCall:
+    """How the model's own decoder layer calls its attention module, in the installed transformers."""
+
+    cache_argument: str
+    position_embeddings: bool
+    position_ids: bool
+
+    @classmethod
+    def of(cls, attention: Any) -> AttentionCall:
+        parameters = inspect.signature(type(attention).forward).parameters
+        cache_argument = next((name for name in CACHE_ARGUMENTS if name in parameters), None)
+        if cache_argument is None:
+            raise BadInput(f"{type(attention).__name__}.forward takes none of {CACHE_ARGUMENTS}: this transformers version is not supported")
+        return cls(cache_argument, "position_embeddings" in parameters, "position_ids" in parameters)
+
+
+def _resolve(root: Any, path: str) -> Any:
+    """root.a.b... for a dotted path of the bridge's component mapping, through bridge wrappers."""
+    module = unwrap(root)
+    for step in path.split("."):
+        module = unwrap(getattr(module, step))
+    return module
+
+
 class Adapter:
-    """The model's embedding, blocks, final norm and unembedding, callable piecewise."""
+    """The model's embedding, blocks, final norm and unembedding, callable piecewise.
 
-    family = ""
-    parallel = False
+    Module paths come from TransformerBridge's own component mapping (``bridge.adapter``); how
+    attention is called (cache argument, rotary tables or positions) from the attention module's
+    signature in the installed transformers, so one class serves every family."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: LoadedModel) -> None:
         self.model = model
+        self.family = family_of(model)
         self.hf = unwrap(model.bridge.original_model)
         self.config = self.hf.config
         self.n_layers = model.n_layers
         self.d_model = model.d_model
         self.device = model.device
-        raw_layers = self._layer_list()
-        self.layers = [self._parts(unwrap(layer)) for layer in raw_layers]
+        mapping = model.bridge.adapter.component_mapping
+        missing = {"embed", "blocks", "ln_final", "unembed"} - set(mapping)
+        if missing:
+            raise BadInput(f"model {model.name!r}: the bridge maps none of {sorted(missing)}; iwb cannot drive it piecewise")
+        self.paths = {name: component.name for name, component in mapping.items()}
+        self.block_parts = {name: part.name for name, part in (mapping["blocks"].submodules or {}).items()}
+        self.layers = [self._parts(unwrap(layer)) for layer in self._layer_list()]
+        self.parallel = "ln2" not in self.block_parts or bool(getattr(self.config, "use_parallel_residual", False))
+        self.attention_call = AttentionCall.of(self.layers[0].attn)
         types = getattr(self.config, "layer_types", None) or ["full_attention"] * self.n_layers
         self.layer_types = list(types)[: self.n_layers]
         self.sliding_window = getattr(self.config, "sliding_window", None)
+        if getattr(self.config, "use_bidirectional_attention", False):
+            raise BadInput(f"model {model.name!r}: bidirectional attention is not supported")
+        self.rotary_module = self._rotary_module()
 
-    # -- per family ----------------------------------------------------------------------
+    def _module(self, name: str) -> Any:
+        return _resolve(self.hf, self.paths[name])
+
     def _layer_owner(self) -> tuple[Any, str]:
         """The module holding the decoder-layer list and that list's attribute name."""
-        raise NotImplementedError
+        owner_path, _, name = self.paths["blocks"].rpartition(".")
+        return (_resolve(self.hf, owner_path) if owner_path else self.hf), name
 
     def _layer_list(self) -> Any:
         owner, name = self._layer_owner()
         return getattr(owner, name)
+
+    def _parts(self, layer: Any) -> LayerParts:
+        def part(name: str) -> Any:
+            path = self.block_parts.get(name)
+            return _resolve(layer, path) if path else None
+
+        ln1 = part("ln1")
+        ln2 = part("ln2")
+        return LayerParts(part("attn"), part("mlp"), ln1, ln2 if ln2 is not None else ln1, part("ln1_post"), part("ln2_post"))
+
+    def _rotary_module(self) -> Any:
+        """The model's rotary-embedding module: the bridge maps it for most families; GPT-J's lives
+        beside its blocks from transformers 5.24 on (before, its attention computed the rotation)."""
+        if "rotary_emb" in self.paths:
+            return self._module("rotary_emb")
+        if self.attention_call.position_embeddings:
+            owner, _ = self._layer_owner()
+            rotary = getattr(owner, "rotary_emb", None)
+            if rotary is None:
+                raise BadInput(f"model {self.model.name!r}: its attention takes rotary tables but no rotary module was found")
+            return unwrap(rotary)
+        return None
 
     @contextlib.contextmanager
     def blocks_in_order(self, order: list[int]) -> Iterator[None]:
@@ -121,37 +164,43 @@ class Adapter:
             if types is not None:
                 self.config.layer_types = types
 
-    def _parts(self, layer: Any) -> LayerParts:
-        raise NotImplementedError
-
-    def _token_embedding(self) -> Any:
-        raise NotImplementedError
-
     def token_embed(self, tokens: Any) -> Any:
         """Token embeddings only (what causal tracing corrupts), [B, T, d]; Gemma's scale included."""
-        return self._token_embedding()(tokens)
+        return self._module("embed")(tokens)
 
     def embedding_matrix(self) -> Any:
         """[d_vocab, d_model]: the vectors token_embed returns, for every token."""
-        module = self._token_embedding()
+        module = self._module("embed")
         scale = getattr(module, "embed_scale", None)
         return module.weight * scale.to(module.weight.dtype) if scale is not None else module.weight
 
     def add_positions(self, token_embeds: Any, first_pos: int = 0) -> Any:
-        """Add learned absolute position embeddings where the family has them."""
-        return token_embeds
+        """Add learned absolute position embeddings where the family has them (GPT-2)."""
+        if "pos_embed" not in self.paths:
+            return token_embeds
+        import torch
+
+        positions = torch.arange(first_pos, first_pos + token_embeds.shape[1], device=token_embeds.device)
+        return token_embeds + self._module("pos_embed")(positions)[None]
 
     def _rotary(self, hidden: Any, position_ids: Any) -> dict:
-        return {}
+        """Rotary tables per layer type, as the model's forward computes them once per call."""
+        if self.rotary_module is None:
+            return {}
+        if "layer_type" in inspect.signature(type(self.rotary_module).forward).parameters:
+            return {layer_type: self.rotary_module(hidden, position_ids, layer_type) for layer_type in set(self.layer_types)}
+        table = self.rotary_module(hidden, position_ids)
+        return dict.fromkeys(set(self.layer_types), table)
 
     def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
-        raise NotImplementedError
-
-    def _final_norm_module(self) -> Any:
-        raise NotImplementedError
-
-    def _unembed_module(self) -> Any:
-        return unwrap(self.hf.lm_head)
+        layer_type = self.layer_types[layer]
+        call = self.attention_call
+        kwargs: dict[str, Any] = {"attention_mask": ctx.masks[layer_type], call.cache_argument: cache}
+        if call.position_embeddings:
+            kwargs["position_embeddings"] = ctx.rotary[layer_type]
+        elif call.position_ids:
+            kwargs["position_ids"] = ctx.position_ids.expand(normed.shape[0], -1)
+        return self.layers[layer].attn(normed, **kwargs)[0]
 
     # -- generic ---------------------------------------------------------------------------
     def embed(self, tokens: Any, first_pos: int = 0) -> Any:
@@ -215,10 +264,10 @@ class Adapter:
         return resid
 
     def final_norm(self, resid: Any) -> Any:
-        return self._final_norm_module()(resid)
+        return self._module("ln_final")(resid)
 
     def unembed(self, normed: Any) -> Any:
-        logits = self._unembed_module()(normed)
+        logits = self._module("unembed")(normed)
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             import torch
@@ -230,149 +279,10 @@ class Adapter:
         return self.unembed(self.final_norm(resid))
 
 
-class GPT2Adapter(Adapter):
-    family = "gpt2"
-
-    def _layer_owner(self) -> tuple[Any, str]:
-        return self.hf.transformer, "h"
-
-    def _parts(self, layer: Any) -> LayerParts:
-        return LayerParts(unwrap(layer.attn), unwrap(layer.mlp), unwrap(layer.ln_1), unwrap(layer.ln_2))
-
-    def _token_embedding(self) -> Any:
-        return unwrap(self.hf.transformer.wte)
-
-    def add_positions(self, token_embeds: Any, first_pos: int = 0) -> Any:
-        import torch
-
-        positions = torch.arange(first_pos, first_pos + token_embeds.shape[1], device=token_embeds.device)
-        return token_embeds + unwrap(self.hf.transformer.wpe)(positions)[None]
-
-    def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
-        return self.layers[layer].attn(normed, past_key_values=cache, attention_mask=ctx.masks[self.layer_types[layer]])[0]
-
-    def _final_norm_module(self) -> Any:
-        return unwrap(self.hf.transformer.ln_f)
-
-
-class NeoXAdapter(Adapter):
-    family = "neox"
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        self.parallel = bool(getattr(self.config, "use_parallel_residual", True))
-
-    def _layer_owner(self) -> tuple[Any, str]:
-        return self.hf.gpt_neox, "layers"
-
-    def _parts(self, layer: Any) -> LayerParts:
-        return LayerParts(unwrap(layer.attention), unwrap(layer.mlp), unwrap(layer.input_layernorm), unwrap(layer.post_attention_layernorm))
-
-    def _token_embedding(self) -> Any:
-        return unwrap(self.hf.gpt_neox.embed_in)
-
-    def _rotary(self, hidden: Any, position_ids: Any) -> dict:
-        return {"full_attention": unwrap(self.hf.gpt_neox.rotary_emb)(hidden, position_ids)}
-
-    def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
-        attn = self.layers[layer].attn
-        return attn(normed, attention_mask=ctx.masks[self.layer_types[layer]], layer_past=cache, position_embeddings=ctx.rotary["full_attention"])[0]
-
-    def _final_norm_module(self) -> Any:
-        return unwrap(self.hf.gpt_neox.final_layer_norm)
-
-
-class GPTJAdapter(Adapter):
-    family = "gptj"
-    parallel = True
-
-    def _layer_owner(self) -> tuple[Any, str]:
-        return self.hf.transformer, "h"
-
-    def _parts(self, layer: Any) -> LayerParts:
-        norm = unwrap(layer.ln_1)
-        return LayerParts(unwrap(layer.attn), unwrap(layer.mlp), norm, norm)
-
-    def _token_embedding(self) -> Any:
-        return unwrap(self.hf.transformer.wte)
-
-    def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
-        attn = self.layers[layer].attn
-        position_ids = ctx.position_ids.expand(normed.shape[0], -1)
-        return attn(hidden_states=normed, layer_past=cache, attention_mask=ctx.masks[self.layer_types[layer]], position_ids=position_ids)[0]
-
-    def _final_norm_module(self) -> Any:
-        return unwrap(self.hf.transformer.ln_f)
-
-
-class LlamaAdapter(Adapter):
-    family = "llama"
-
-    def _layer_owner(self) -> tuple[Any, str]:
-        return self.hf.model, "layers"
-
-    def _parts(self, layer: Any) -> LayerParts:
-        return LayerParts(unwrap(layer.self_attn), unwrap(layer.mlp), unwrap(layer.input_layernorm), unwrap(layer.post_attention_layernorm))
-
-    def _token_embedding(self) -> Any:
-        return unwrap(self.hf.model.embed_tokens)
-
-    def _rotary(self, hidden: Any, position_ids: Any) -> dict:
-        table = unwrap(self.hf.model.rotary_emb)(hidden, position_ids)
-        return {layer_type: table for layer_type in set(self.layer_types)}
-
-    def _attention(self, layer: int, normed: Any, ctx: Context, cache: Any) -> Any:
-        layer_type = self.layer_types[layer]
-        return self.layers[layer].attn(
-            hidden_states=normed, position_embeddings=ctx.rotary[layer_type], attention_mask=ctx.masks[layer_type], past_key_values=cache,
-        )[0]
-
-    def _final_norm_module(self) -> Any:
-        return unwrap(self.hf.model.norm)
-
-
-class Gemma3Adapter(LlamaAdapter):
-    family = "gemma3"
-
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
-        if getattr(self.config, "use_bidirectional_attention", False):
-            raise BadInput(f"model {model.name!r}: Gemma 3 with bidirectional attention is not supported")
-
-    def _parts(self, layer: Any) -> LayerParts:
-        return LayerParts(
-            unwrap(layer.self_attn), unwrap(layer.mlp), unwrap(layer.input_layernorm), unwrap(layer.pre_feedforward_layernorm),
-            post_attn=unwrap(layer.post_attention_layernorm), post_mlp=unwrap(layer.post_feedforward_layernorm),
-        )
-
-    def _rotary(self, hidden: Any, position_ids: Any) -> dict:
-        rotary = unwrap(self.hf.model.rotary_emb)
-        return {layer_type: rotary(hidden, position_ids, layer_type) for layer_type in set(self.layer_types)}
-
-
-class PhiAdapter(LlamaAdapter):
-    """Phi: one LayerNorm feeds attention and MLP in parallel (as GPT-J), Llama-style rotary attention."""
-
-    family = "phi"
-    parallel = True
-
-    def _parts(self, layer: Any) -> LayerParts:
-        norm = unwrap(layer.input_layernorm)
-        return LayerParts(unwrap(layer.self_attn), unwrap(layer.mlp), norm, norm)
-
-    def _final_norm_module(self) -> Any:
-        return unwrap(self.hf.model.final_layernorm)
-
-
-ADAPTERS = {
-    "gpt2": GPT2Adapter, "neox": NeoXAdapter, "gptj": GPTJAdapter, "phi": PhiAdapter, "llama": LlamaAdapter, "gemma3": Gemma3Adapter,
-}
-
-
-def adapter_for(model: Any) -> Adapter:
+def adapter_for(model: LoadedModel) -> Adapter:
     """The adapter of a loaded model, built once and kept on it."""
     cached = getattr(model, "_adapter", None)
     if cached is None:
-        cached = ADAPTERS[family_of(model)](model)
+        cached = Adapter(model)
         model._adapter = cached
     return cached

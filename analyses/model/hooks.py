@@ -2,7 +2,8 @@
 hooked forward per document with progress and cancel between documents."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from analyses.core.contract import CancelEvent, Input, Progress
 from analyses.core.errors import Cancelled

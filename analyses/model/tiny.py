@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("gpt2", "neox", "gptj", "phi", "llama", "gemma3")
+from analyses.model.families import FAMILIES
+
 VOCAB = 49152  # the embedded SmolLM2 tokenizer's vocabulary
 
 

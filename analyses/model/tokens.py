@@ -9,8 +9,9 @@ attention mask (exact on a causal model: real positions never see a pad).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from analyses.core.errors import BadInput
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses.core.errors import BadInput
-from analyses.model.adapters import unwrap
+from analyses.model.families import family_of, unwrap
 
 
 @dataclass(frozen=True)
@@ -298,16 +298,6 @@ def _phi(hf: Any) -> ModelWeights:
 
 
 _READERS = {"gpt2": _gpt2, "neox": _neox, "gptj": _gptj, "phi": _phi}
-
-
-def family_of(hf: Any) -> str:
-    """The family of a bare HF causal LM (the adapters' table: one list of supported architectures)."""
-    from analyses.model.adapters import FAMILY_OF_ARCHITECTURE, SUPPORTED
-
-    architecture = type(unwrap(hf)).__name__
-    if architecture not in FAMILY_OF_ARCHITECTURE:
-        raise BadInput(f"architecture {architecture} is not supported; supported: {SUPPORTED}")
-    return FAMILY_OF_ARCHITECTURE[architecture]
 
 
 def model_weights(model: Any) -> ModelWeights:

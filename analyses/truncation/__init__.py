@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, param, Progress, Result, ResultTable
-from analyses.model.tokens import document_separator_id
+from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput
+from analyses.model.tokens import document_separator_id
 
 COMMON_WORDS = frozenset(
     "and of or in to that which with for the a an they on is their but are its i we it at".split()
@@ -108,7 +108,7 @@ def min_context_of(params: Params) -> int:
 
 
 def analysed_documents(model, inputs: list[Input], params: Params) -> list:
-    from analyses.truncation.engine import analysed_positions, DocTokens
+    from analyses.truncation.engine import DocTokens, analysed_positions
 
     start = [document_separator_id(model)] if params.start_token else []
     docs = []
@@ -204,8 +204,8 @@ def finalize(params: Params, state: dict, read, progress: Progress, cancel: Canc
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
     """The whole run in memory (the runner computes it shard by shard instead)."""
-    from analyses.core.sharding import run_whole
-
     import sys
+
+    from analyses.core.sharding import run_whole
 
     return run_whole(sys.modules[__name__], model, inputs, params, progress, cancel)

@@ -14,8 +14,9 @@ Cosines are reduced inside the hooks, so no residual stack is ever kept beyond o
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from analyses.core.errors import Cancelled
 

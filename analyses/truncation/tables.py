@@ -1,7 +1,8 @@
 """Arrow tables of the truncation analysis: per token, summary per (layer, k, category), lowest tokens."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from analyses.core.tables import tokens_table_of
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from analyses.core.errors import BadInput
 from app.cli_io import single_statement
 

@@ -7,7 +7,8 @@ what it would read after a real run.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from app.worker import Cancelled, Finished, ModelChoice, ModelStatus, Progress, Started, Submitted
 

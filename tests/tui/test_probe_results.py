@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
 from app.charts import label_token
+from app.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
 from tests.tui.conftest import make_app, settle
 from tests.tui.fakes import TOKENS
 

@@ -1,7 +1,7 @@
 """What every workbench screen shares: background work whose errors are shown in place."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual import work
 from textual.screen import Screen

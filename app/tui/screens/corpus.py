@@ -9,9 +9,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Header, Input, Static, TextArea
 
 from analyses.core.errors import BadInput
-from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
+from app.tui.widgets.key_bar import KeyBar
 
 COLUMNS = ("doc", "set", "chars", "start of the text")
 PAGE_SIZE = 100

@@ -8,11 +8,11 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
-from analyses.core.registry import get_analysis, REGISTRY
-from app.tui.widgets.key_bar import KeyBar
+from analyses.core.registry import REGISTRY, get_analysis
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
+from app.tui.widgets.key_bar import KeyBar
 
 COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
 

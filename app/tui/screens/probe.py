@@ -8,14 +8,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
+from analyses.core.errors import BadInput
 from analyses.core.registry import analysis_names, get_analysis
 from analyses.inputs.corpus import InputChoice
-from analyses.core.errors import BadInput
 from app.runner import RunRequest, prepare
-from app.tui.widgets.key_bar import KeyBar
 from app.tui.events import JobState
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
+from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.param_form import ParamForm
 
 SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)", "entities": "entity table (empty path: shipped athletes)"}

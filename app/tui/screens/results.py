@@ -11,10 +11,10 @@ from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
 from analyses.core.registry import get_analysis
 from app import charts
-from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.key_bar import KeyBar
 
 
 class ResultsScreen(WorkbenchScreen):

@@ -12,12 +12,12 @@ from textual.widgets import DataTable, Header, Static, TextArea
 from analyses.core.contract import Chart
 from analyses.core.errors import BadInput
 from app import charts
-from app.tui.widgets.key_bar import KeyBar
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.sql_pages import Page, fetch_for_chart, fetch_page
 from app.tui.widgets.chart_picker import ChartChoice, ChartPickerModal
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.key_bar import KeyBar
 from store import StoreError
 
 EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"

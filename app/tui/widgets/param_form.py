@@ -8,8 +8,8 @@ from textual.containers import Horizontal, Vertical
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, Static
 
-from analyses.core.params import coerce_value, param_infos, ParamInfo
 from analyses.core.errors import BadInput
+from analyses.core.params import ParamInfo, coerce_value, param_infos
 from app.tui.plain import plain
 
 
