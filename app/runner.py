@@ -5,6 +5,7 @@ leaves the database untouched; a failure after that is stored as a failed run.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import threading
 import traceback
@@ -63,16 +64,23 @@ def check_with_model(model, prepared: Prepared) -> None:
         validate(model, list(prepared.inputs), prepared.params)
 
 
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def provenance(model, params: Any, notes: dict) -> dict:
     import torch
-    import transformer_lens
 
     from app import __version__
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "transformer_lens": _version("transformer-lens"),
+        "transformers": _version("transformers"),
         "iwb": __version__,
         **model.provenance(),
         "seed": getattr(params, "seed", None),

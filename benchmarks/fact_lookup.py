@@ -28,7 +28,7 @@ def naive(model, encoded) -> object:
             for layer in range(n_layers):
                 captured = {}
 
-                def keep(act, hook, row=row):
+                def keep(act, hook, row=row, captured=captured):
                     captured["act"] = act[0, encoded.last_name_pos[row]].float().clone()
 
                 hook = (f"blocks.{layer}.hook_resid_post", keep)

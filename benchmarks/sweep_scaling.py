@@ -55,11 +55,11 @@ def main() -> int:
         finished: list[tuple[float, int]] = []
         results = {}
 
-        def on_event(text: str) -> None:
+        def on_event(text: str, ready: list[float] = ready) -> None:
             if " started " in text:
                 ready.append(time.perf_counter())
 
-        def on_result(key, value) -> None:
+        def on_result(key, value, finished: list = finished, results: dict = results) -> None:
             table = value["result"].tables["truncation"]
             finished.append((time.perf_counter(), table.num_rows))
             results[key] = table

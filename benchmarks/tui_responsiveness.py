@@ -78,7 +78,7 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
             key = "abcdefghij"[index % 10]
             area.cursor_blink = False
             before = area.text
-            delays.append(await clock.time_key(pilot, key, lambda: area.text != before))
+            delays.append(await clock.time_key(pilot, key, lambda area=area, before=before: area.text != before))
             by_kind["type a character"].append(delays[-1])
             ok &= area.text == before + key if area.cursor_location[1] == len(before) else key in area.text
             typed += key
@@ -91,7 +91,7 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
             view.focus()
             before = view.cursor
             key = "left" if before[1] > 0 else "right"
-            delays.append(await clock.time_key(pilot, key, lambda: view.cursor != before and view.painted_cursor == view.cursor))
+            delays.append(await clock.time_key(pilot, key, lambda view=view, before=before: view.cursor != before and view.painted_cursor == view.cursor))
             by_kind["move the heatmap cursor"].append(delays[-1])
             ok &= view.cursor != before
         elif phase == 3:
@@ -99,13 +99,13 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
             await pilot.pause()
             results = app.screen
             before = results.chart_index
-            delays.append(await clock.time_key(pilot, "tab", lambda: results.chart_index != before))
+            delays.append(await clock.time_key(pilot, "tab", lambda results=results, before=before: results.chart_index != before))
             by_kind["next chart (tab)"].append(delays[-1])
             ok &= results.chart_index != before
         else:
             target = "f4" if app.screen.name != "history" else "f5"
             wanted = {"f4": "history", "f5": "sql"}[target]
-            delays.append(await clock.time_key(pilot, target, lambda: app.screen.name == wanted))
+            delays.append(await clock.time_key(pilot, target, lambda wanted=wanted: app.screen.name == wanted))
             by_kind["switch screen"].append(delays[-1])
             ok &= app.screen.name == {"f4": "history", "f5": "sql"}[target]
     return delays, ok, by_kind

@@ -6,6 +6,8 @@ import threading
 
 import pytest
 
+from analyses.model.families import FAMILIES
+
 
 @pytest.fixture
 def db_path(tmp_path):
@@ -43,8 +45,6 @@ def tiny_model(tmp_path_factory):
     AutoTokenizer.from_pretrained(prepare_embedded()).save_pretrained(folder)
     return load_model(str(folder), device="cpu", dtype="float32")
 
-
-from analyses.model.families import FAMILIES
 
 
 @pytest.fixture(scope="session", params=FAMILIES)

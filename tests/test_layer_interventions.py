@@ -23,9 +23,9 @@ def tiny_setup(family_model):
 
     from analyses.model.adapters import adapter_for
 
-    torch.set_grad_enabled(False)
-    rows = [family_model.to_tokens(text) for text in TEXTS]
-    return family_model, adapter_for(family_model), rows
+    with torch.no_grad():
+        rows = [family_model.to_tokens(text) for text in TEXTS]
+        yield family_model, adapter_for(family_model), rows
 
 
 def full_logits(model, tokens, order=None):

@@ -75,7 +75,11 @@ def test_invariants_on_the_embedded_model(embedded_model):
     with torch.inference_mode():
         logits = embedded_model.bridge(embedded_model.to_tokens(PROMPT))[0]
     assert final["top_token_id"].tolist() == logits.argmax(-1).tolist()
-    assert (final["kl_to_final"] == 0).all()
+    # The last row is the model's own output: its entropy is that of the logits computed here.
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    entropy_bits = (-(log_probs.exp() * log_probs).sum(-1) / np.log(2)).numpy()
+    np.testing.assert_allclose(final["entropy_bits"].to_numpy(), entropy_bits, rtol=1e-4, atol=1e-4)
+    assert final["kl_to_final"].abs().max() < 1e-6
     assert np.isfinite(table["entropy_bits"]).all() and (table["entropy_bits"] >= 0).all()
     assert (table["kl_to_final"] >= 0).all()
     last = final.iloc[-1]

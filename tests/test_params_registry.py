@@ -30,8 +30,11 @@ def test_every_registered_analysis_honours_the_contract():
         for chart in spec.charts:
             assert chart.kind in ("heatmap", "line", "table") and chart.table in table_names
             columns = {c for c, _ in spec.table(chart.table).columns} | {"run_id"}
-            for column in (chart.value, chart.x, chart.y, chart.series):
-                assert column is None or chart.kind == "table" or column in columns or column == "pos"
+            # A table chart reads its value and order columns; the others their axes and series too.
+            order = [part.split()[0] for part in chart.order.split(",") if part.strip()]
+            read = [chart.value, *order] if chart.kind == "table" else [chart.value, chart.x, chart.y, chart.series, *order]
+            for column in read:
+                assert column is None or column in columns or column == "pos", f"{name}: {chart.title} reads {column!r}"
         for info in param_infos(module.Params):
             assert info.doc, f"{name}.{info.name} has no doc"
         defaults = module.Params()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -130,11 +131,15 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
     prepared = prepare(RunRequest(name, () if weights_only else docs, raw_params))
     run_id = execute(store, embedded_model, prepared, no_progress)
     provenance = store.run_row(run_id)["provenance"]
-    assert "weight_processing" in str(provenance)
+    provenance = json.loads(provenance) if isinstance(provenance, str) else provenance
+    assert provenance["weight_processing"] == embedded_model.flags and provenance["model_name"] == embedded_model.name
     for chart in prepared.module.SPEC.charts:
         data = charts.load_chart(store, chart, run_id)
         assert data is not None, chart.title
-        assert charts.render_text(data, 80, 20, use_colour=False)
+        values = [v for row in data.matrix for v in row if v is not None] + [v for _, ys in data.series.values() for v in ys] + [v for row in data.rows for v in row]
+        assert values, f"{chart.title}: no values"
+        text = charts.render_text(data, 80, 20, use_colour=False)
+        assert len(text.splitlines()) >= 5 and any(ch not in " \n" for ch in text), chart.title
 
 
 def test_neuron_classes_layers_param_is_checked(tiny_model):

@@ -136,7 +136,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
         else:
             state = torch.zeros(1, n, model.d_model)
             spec = [(f"blocks.{layer}.attn.hook_pattern", lambda batch: engine.hide_name_hook(batch)) for layer in range(through + 1)]
-            spec.append((engine.SITE_HOOKS["resid_post"].format(layer=concat_layer), lambda batch: engine.capture_hook(state, 0, batch, "last_name")))
+            spec.append((engine.SITE_HOOKS["resid_post"].format(layer=concat_layer), lambda batch, state=state: engine.capture_hook(state, 0, batch, "last_name")))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 engine.run_batches(model, all_batches, engine.hooks_for(spec), None, cancel, tick, stop_at_layer=concat_layer + 1)

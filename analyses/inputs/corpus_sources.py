@@ -164,8 +164,7 @@ def _hf_rows(name: str) -> Iterator[tuple[int, Any]]:
     dataset_name, _, config = name.partition(":")
     try:
         stream = datasets.load_dataset(dataset_name, config or None, split="train", streaming=True)
-        for row_no, row in enumerate(stream, start=1):
-            yield row_no, row
+        yield from enumerate(stream, start=1)
     except Exception as error:  # datasets raises many kinds; the user needs one line
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise BadInput(f"corpus {name!r} cannot be streamed from the Hugging Face hub: {first_line}") from None

@@ -124,6 +124,16 @@ def _unit(x):
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-30)
 
 
+def _keep_unit(full_unit, mean, layer, resid) -> None:
+    full_unit[layer] = _unit(resid - mean[layer])
+
+
+def _reduce_cosines(cos, full_unit, mean, offset: int, valid, rows, ks, resid, layer) -> None:
+    """cos[row, layer, k] for the truncated windows of one forward, against the full-context states."""
+    truncated = _unit(resid[:, offset:, :].float() - mean[layer])
+    cos[rows, layer, ks] = (truncated[valid] * full_unit[layer][rows]).sum(-1)
+
+
 def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | None, mean, batch_tokens: int, cancel=None, tick=None) -> dict[int, Any]:
     """Fast path: {input_id: cos [n positions, n_layers, k_max] float32 numpy}, k along the last axis."""
     import torch
@@ -135,10 +145,7 @@ def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | No
         n_rows = sum(len(d.positions) for d in batch)
         full_unit = torch.zeros((model.n_layers, n_rows, model.d_model), dtype=torch.float32, device=model.device)
 
-        def keep(layer, resid):
-            full_unit[layer] = _unit(resid - mean[layer])
-
-        _full_residuals(model, batch, keep)
+        _full_residuals(model, batch, functools.partial(_keep_unit, full_unit, mean))
         windows: list[list[int]] = []
         targets: list[list[int]] = []
         row_base = 0
@@ -160,12 +167,7 @@ def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | No
             rows = target[valid]
             ks = torch.arange(k_max, device=model.device).expand_as(target)[valid]
 
-            def reduce(resid, layer):
-                truncated = _unit(resid[:, offset:, :].float() - mean[layer])
-                dots = (truncated[valid] * full_unit[layer][rows]).sum(-1)
-                cos[rows, layer, ks] = dots
-
-            _run_blocks(model, tokens, mask, reduce)
+            _run_blocks(model, tokens, mask, functools.partial(_reduce_cosines, cos, full_unit, mean, offset, valid, rows, ks))
             if tick:
                 tick()
         cos_cpu = cos.cpu().numpy()
