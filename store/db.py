@@ -21,7 +21,7 @@ import duckdb
 
 from store.errors import ResultsPending, StoreError
 from store.reading import READ_ONLY_CONFIG, interruptible
-from store.schema import RUN_STATUSES, ensure_result_table, migrate, signature_problem
+from store.schema import RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
 from store.shards import FINAL, RunFolder, run_folders
 
 LOCK_RETRY_SECONDS = 30.0
@@ -158,7 +158,7 @@ class Store:
         finally:
             conn.close()
 
-    def _mark_interrupted(self, conn) -> None:
+    def _mark_interrupted(self, conn: duckdb.DuckDBPyConnection) -> None:
         host = socket.gethostname()
         rows = conn.execute("SELECT run_id, host, pid FROM runs WHERE status = 'running'").fetchall()
         dead = [run_id for run_id, run_host, pid in rows if run_host == host and (pid is None or not _pid_alive(pid))]
@@ -177,7 +177,7 @@ class Store:
         with self.write() as conn:
             conn.execute("BEGIN TRANSACTION")
             try:
-                run_id = int(conn.execute("SELECT nextval('run_id_seq')").fetchone()[0])
+                run_id = int(first_value(conn.execute("SELECT nextval('run_id_seq')")))
                 conn.execute(
                     "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid, n_shards, shards_done) "
                     "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0)",
@@ -215,7 +215,7 @@ class Store:
                 raise
 
     @staticmethod
-    def _insert_arrow(conn, name: str, arrow_table: Any, run_id: int) -> None:
+    def _insert_arrow(conn: duckdb.DuckDBPyConnection, name: str, arrow_table: Any, run_id: int) -> None:
         import pyarrow as pa
 
         with_run = arrow_table.add_column(0, "run_id", pa.array([run_id] * arrow_table.num_rows, type=pa.int64()))
@@ -254,7 +254,7 @@ class Store:
             return False
         return True
 
-    def _register_folders(self, conn, folders: list[RunFolder]) -> dict:
+    def _register_folders(self, conn: duckdb.DuckDBPyConnection, folders: list[RunFolder]) -> dict:
         """Register every whole shard of these run folders not yet registered (each shard in its own
         transaction, so a shard is stored once), mark complete runs done and remove their folders."""
         outcome: dict[int, dict] = {}
@@ -275,7 +275,7 @@ class Store:
             complete = folder.complete()
             n_shards = int(manifest.get("n_shards", 0))
             whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
-            if whole and status != "done":
+            if complete is not None and whole and status != "done":
                 conn.execute(
                     "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ?, "
                     "device = coalesce(?, device), dtype = coalesce(?, dtype) WHERE run_id = ?",
@@ -289,7 +289,7 @@ class Store:
         return outcome
 
     @staticmethod
-    def _register_shard(conn, folder: RunFolder, manifest: dict, index: int) -> None:
+    def _register_shard(conn: duckdb.DuckDBPyConnection, folder: RunFolder, manifest: dict, index: int) -> None:
         tables = folder.shard_tables(index)
         meta = folder.shard_meta(index)
         conn.execute("BEGIN TRANSACTION")
@@ -368,7 +368,7 @@ class Store:
         if not self.path.exists():
             raise StoreError(f"database {self.path} does not exist yet")
 
-        def fetch(conn) -> QueryResult:
+        def fetch(conn: duckdb.DuckDBPyConnection) -> QueryResult:
             cursor = conn.execute(sql, values or [])
             if cursor.description is None:
                 return QueryResult([], [], [])

@@ -19,7 +19,7 @@ READ_ONLY_CONFIG = {
 }
 
 
-def interruptible(conn, work: Callable[[Any], Any]) -> Any:
+def interruptible(conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
     """work(conn), with DuckDB errors as StoreError and Ctrl-C stopping the query.
 
     DuckDB does not look at Python's signals while it runs, so on the main thread the query runs

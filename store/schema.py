@@ -5,6 +5,10 @@ Timestamps are UTC. JSON columns hold params, provenance and input meta.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -72,10 +76,17 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TYPES = {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
 
 
-def migrate(conn) -> int:
+def first_value(cursor: duckdb.DuckDBPyConnection) -> Any:
+    """The first value of a query that always returns one row (an aggregate, nextval)."""
+    row = cursor.fetchone()
+    assert row is not None, "a one-row query returned no row"
+    return row[0]
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Apply every migration newer than the file's version, each in its own transaction."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, description VARCHAR, applied_at TIMESTAMP)")
-    current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    current = first_value(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version"))
     for version, description, statements in MIGRATIONS:
         if version <= current:
             continue
@@ -94,7 +105,7 @@ def migrate(conn) -> int:
     return current
 
 
-def signature_problem(conn, allow_empty: bool) -> str | None:
+def signature_problem(conn: duckdb.DuckDBPyConnection, allow_empty: bool) -> str | None:
     """Why this database is not an iwb results store (None when it is, or is empty and may become one).
 
     Checked on a read-only connection before anything is written, so that another application's
@@ -114,7 +125,7 @@ def signature_problem(conn, allow_empty: bool) -> str | None:
     missing = [name for name, columns in _SIGNATURE_COLUMNS.items() if not set(columns) <= set(tables.get(name, []))]
     if missing:
         return f"its {', '.join(missing)} table{'s do' if len(missing) > 1 else ' does'} not have iwb's columns"
-    version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    version = first_value(conn.execute("SELECT max(version) FROM schema_version"))
     if version > SCHEMA_VERSION:
         return f"it was written by a newer iwb (schema {version}; this one knows up to {SCHEMA_VERSION})"
     return None
@@ -126,7 +137,7 @@ def check_identifier(name: str) -> str:
     return name
 
 
-def ensure_result_table(conn, name: str, columns: tuple[tuple[str, str], ...]) -> None:
+def ensure_result_table(conn: duckdb.DuckDBPyConnection, name: str, columns: tuple[tuple[str, str], ...]) -> None:
     """Create a result table (run_id first) or add the columns a newer analysis version has."""
     check_identifier(name)
     for column, column_type in columns:

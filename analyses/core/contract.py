@@ -36,7 +36,8 @@ def param(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
 
 def columns(*pairs: str) -> tuple[tuple[str, str], ...]:
     """ResultTable columns from "name:TYPE" strings."""
-    return tuple(tuple(pair.split(":", 1)) for pair in pairs)
+    split = [pair.split(":", 1) for pair in pairs]
+    return tuple((name, column_type) for name, column_type in split)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,14 @@ shards; ``run_whole`` gives the same tables without a store, for ``run()`` and t
 """
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from analyses.core.contract import Input, Progress, Result
+from analyses.core.contract import CancelEvent, Input, Progress, Result
+
+if TYPE_CHECKING:
+    from analyses.model.loading import LoadedModel
 
 
 def table_reader(tables: dict[str, Any]) -> Callable[..., Any]:
@@ -32,7 +36,7 @@ def table_reader(tables: dict[str, Any]) -> Callable[..., Any]:
     return read
 
 
-def run_whole(module: Any, model: Any, inputs: list[Input], params: Any, progress: Progress, cancel: Any) -> Result:
+def run_whole(module: types.ModuleType, model: LoadedModel, inputs: list[Input], params: Any, progress: Progress, cancel: CancelEvent) -> Result:
     """prepare_run, one run_shard over every input, finalize: the run's tables in one Result."""
     state = module.prepare_run(model, inputs, params, progress, cancel)
     shard = module.run_shard(model, inputs, params, state, progress, cancel)

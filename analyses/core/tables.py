@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.contract import Input
+
+if TYPE_CHECKING:
+    from analyses.model.loading import LoadedModel
 
 
 def tokens_table_of(sequences: Iterable[tuple[int, Sequence[int], Sequence[str]]]) -> Any:
@@ -21,7 +24,7 @@ def tokens_table_of(sequences: Iterable[tuple[int, Sequence[int], Sequence[str]]
     return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
 
 
-def tokens_table(model, inputs: list[Input], token_rows: list) -> Any:
+def tokens_table(model: LoadedModel, inputs: list[Input], token_rows: list) -> Any:
     """The tokens table for these inputs and their token tensors, decoded token by token."""
     sequences = []
     for item, tokens in zip(inputs, token_rows):

@@ -95,11 +95,13 @@ class Adapter:
         self.n_layers = model.n_layers
         self.d_model = model.d_model
         self.device = model.device
-        mapping = model.bridge.adapter.component_mapping
+        mapping = model.bridge.adapter.get_component_mapping()
         missing = {"embed", "blocks", "ln_final", "unembed"} - set(mapping)
         if missing:
             raise BadInput(f"model {model.name!r}: the bridge maps none of {sorted(missing)}; iwb cannot drive it piecewise")
-        self.paths = {name: component.name for name, component in mapping.items()}
+        # A component mapped with name=None (a containerless part, as in OPT or BERT) has no module
+        # path; every top-level component of a supported family (family_of checked it above) has one.
+        self.paths = {name: component.name for name, component in mapping.items() if component.name is not None}
         self.block_parts = {name: part.name for name, part in (mapping["blocks"].submodules or {}).items()}
         self.layers = [self._parts(unwrap(layer)) for layer in self._layer_list()]
         self.parallel = "ln2" not in self.block_parts or bool(getattr(self.config, "use_parallel_residual", False))
@@ -281,7 +283,7 @@ class Adapter:
 
 def adapter_for(model: LoadedModel) -> Adapter:
     """The adapter of a loaded model, built once and kept on it."""
-    cached = getattr(model, "_adapter", None)
+    cached = model._adapter
     if cached is None:
         cached = Adapter(model)
         model._adapter = cached

@@ -1,9 +1,14 @@
 """The one table of supported architecture families, shared by the adapters and the weights API."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
+
+    from analyses.model.loading import LoadedModel
 
 FAMILY_OF_ARCHITECTURE: dict[str, str] = {
     "GPT2LMHeadModel": "gpt2",
@@ -27,13 +32,13 @@ def unwrap(module: Any) -> Any:
     return module
 
 
-def hf_model(model: Any) -> Any:
+def hf_model(model: LoadedModel | torch.nn.Module) -> Any:
     """The bare Hugging Face causal LM of a LoadedModel, a bridge, or an HF model itself."""
     bridge = getattr(model, "bridge", model)
     return unwrap(getattr(bridge, "original_model", bridge))
 
 
-def family_of(model: Any) -> str:
+def family_of(model: LoadedModel | torch.nn.Module) -> str:
     """The family of a LoadedModel or a bare HF causal LM; BadInput naming its architecture otherwise."""
     architecture = type(hf_model(model)).__name__
     family = FAMILY_OF_ARCHITECTURE.get(architecture)

@@ -3,19 +3,22 @@ hooked forward per document with progress and cancel between documents."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.contract import CancelEvent, Input, Progress
 from analyses.core.errors import Cancelled
 
+if TYPE_CHECKING:
+    from analyses.model.loading import LoadedModel
 
-def document_tokens(model, inputs: list[Input], prepend_bos: str) -> list:
+
+def document_tokens(model: LoadedModel, inputs: list[Input], prepend_bos: str) -> list:
     """Token ids [1, T] per input, cut to its meta max_tokens and to the model's context."""
     return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
 
 
 def run_hooked_documents(
-    model, token_rows: list, hooks: list, progress: Progress, cancel: CancelEvent,
+    model: LoadedModel, token_rows: list, hooks: list, progress: Progress, cancel: CancelEvent,
     after_each: Callable[[Any], None] | None = None,
 ) -> None:
     """One forward per document with the hooks, checking cancel and reporting progress between them."""

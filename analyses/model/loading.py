@@ -18,9 +18,16 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import BadInput, ModelUnavailable
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from analyses.model.adapters import Adapter
+    from analyses.model.tokens import BosChoice
+    from analyses.model.weights import ModelWeights
 
 DEFAULT_MODEL = "smollm2-135m"
 HUB_HOST = "huggingface.co"
@@ -171,7 +178,8 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
             tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
             hf_model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
         # The weights are de-quantised to float32 on load; the quantizer only blocks saving.
-        hf_model.hf_quantizer = None
+        # torch types Module.__setattr__ for tensors and modules only; a plain attribute is fine at runtime.
+        hf_model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(hf_model.config, "quantization_config"):
             del hf_model.config.quantization_config
         hf_model.save_pretrained(staging)
@@ -192,7 +200,7 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
 class LoadedModel:
     """A booted TransformerBridge with what every run records about it."""
 
-    bridge: Any
+    bridge: TransformerBridge
     name: str
     source: str
     location: str
@@ -205,14 +213,18 @@ class LoadedModel:
     d_vocab: int
     flags: dict = field(default_factory=lambda: dict(WEIGHT_PROCESSING))
     hf_tokenizer: Any = None
-    _bos_choices: dict = field(default_factory=dict, repr=False)
+    _bos_choices: dict[tuple[int, str], BosChoice] = field(default_factory=dict, repr=False)
+    # Built on first use and kept (analyses.model.adapters.adapter_for, analyses.model.weights.model_weights);
+    # not constructor arguments, so dataclasses.replace never carries one over to another bridge.
+    _adapter: Adapter | None = field(default=None, init=False, repr=False, compare=False)
+    _weights: ModelWeights | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tokenizer(self) -> Any:
         """The model's own tokenizer as Hugging Face loads it (the bridge's copy is set to add a BOS)."""
         return self.hf_tokenizer if self.hf_tokenizer is not None else self.bridge.tokenizer
 
-    def bos(self, setting: str | bool = "auto") -> Any:
+    def bos(self, setting: str | bool = "auto") -> BosChoice:
         """The BOS choice for a prepend_bos setting (auto: as the model's own tokenizer does)."""
         from analyses.model.tokens import bos_choice
 

@@ -4,22 +4,28 @@ the same loader as a real model. Tests and benchmarks use them to cover every fa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.model.families import FAMILIES
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 VOCAB = 49152  # the embedded SmolLM2 tokenizer's vocabulary
 
 
-def tiny_config(family: str, n_layers: int = 3, d_model: int = 64, n_heads: int = 4, n_ctx: int = 256, **overrides: Any) -> Any:
+def tiny_config(family: str, n_layers: int = 3, d_model: int = 64, n_heads: int = 4, n_ctx: int = 256, **overrides: Any) -> PreTrainedConfig:
     """A transformers config of a small random model of that family."""
     import transformers
 
-    common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    common: dict[str, Any] = {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    config: PreTrainedConfig
     if family == "gpt2":
         config = transformers.GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_positions=n_ctx, n_inner=4 * d_model, **common)
     elif family == "neox":
-        config = transformers.GPTNeoXConfig(
+        # rotary_pct (like Phi's partial_rotary_factor below) is a legacy keyword the config's __post_init__
+        # still reads from **kwargs; the dataclass __init__ transformers types does not list it.
+        config = transformers.GPTNeoXConfig(  # type: ignore[call-arg]
             num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads, intermediate_size=4 * d_model,
             max_position_embeddings=n_ctx, rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False, **common,
         )
@@ -29,7 +35,7 @@ def tiny_config(family: str, n_layers: int = 3, d_model: int = 64, n_heads: int 
             n_inner=4 * d_model, tie_word_embeddings=False, **common,
         )
     elif family == "phi":
-        config = transformers.PhiConfig(
+        config = transformers.PhiConfig(  # type: ignore[call-arg]
             num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads, intermediate_size=4 * d_model,
             max_position_embeddings=n_ctx, partial_rotary_factor=0.5, tie_word_embeddings=False, **common,
         )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import BadInput
+
+if TYPE_CHECKING:
+    from analyses.model.loading import LoadedModel
 
 BOS_CHOICES = ("auto", "true", "false")
 BOS_DOC = "BOS: auto (as the model's own tokenizer does), true or false"
@@ -47,7 +50,7 @@ class BosChoice:
         return {"prepend_bos": self.prepend, "bos_token_id": self.token_id, "bos_setting": self.setting, "bos_reason": self.reason}
 
 
-def bos_choice(model: Any, setting: str | bool = "auto") -> BosChoice:
+def bos_choice(model: LoadedModel, setting: str | bool = "auto") -> BosChoice:
     tokenizer = model.tokenizer
     text = str(setting).strip().lower()
     check_bos(text)
@@ -63,7 +66,7 @@ def bos_choice(model: Any, setting: str | bool = "auto") -> BosChoice:
     return BosChoice(prepend, None if token_id is None else int(token_id), text, reason)
 
 
-def document_separator_id(model: Any) -> int:
+def document_separator_id(model: LoadedModel) -> int:
     """The start-of-context token for truncated contexts."""
     tokenizer = model.tokenizer
     if tokenizer_adds_bos(tokenizer):
@@ -76,7 +79,7 @@ def document_separator_id(model: Any) -> int:
     raise BadInput(f"model {model.name!r}: its tokenizer has no BOS, <|endoftext|> or EOS token to start a context with")
 
 
-def encode(model: Any, text: str, bos: BosChoice, max_tokens: int | None = None) -> list[int]:
+def encode(model: LoadedModel, text: str, bos: BosChoice, max_tokens: int | None = None) -> list[int]:
     """Token ids of a text as the model sees it: BOS by the choice, cut to max_tokens (BOS
     included) and to the model's context."""
     ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -86,7 +89,7 @@ def encode(model: Any, text: str, bos: BosChoice, max_tokens: int | None = None)
     return ids[:limit]
 
 
-def pad_id(model: Any) -> int:
+def pad_id(model: LoadedModel) -> int:
     tokenizer = model.tokenizer
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:
@@ -107,7 +110,7 @@ def length_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def pad_right(model: Any, rows: Sequence[Sequence[int]], width: int | None = None) -> tuple[Any, Any]:
+def pad_right(model: LoadedModel, rows: Sequence[Sequence[int]], width: int | None = None) -> tuple[Any, Any]:
     """Right-padded token ids [B, W] and the attention mask [B, W] on the model's device."""
     import torch
 
@@ -120,7 +123,7 @@ def pad_right(model: Any, rows: Sequence[Sequence[int]], width: int | None = Non
     return tokens.to(model.device), mask.to(model.device)
 
 
-def token_budget(model: Any, bytes_per_token: int, cpu_default: int = CPU_BATCH_TOKENS, fraction: float = 0.6) -> int:
+def token_budget(model: LoadedModel, bytes_per_token: int, cpu_default: int = CPU_BATCH_TOKENS, fraction: float = 0.6) -> int:
     """Tokens per forward: a fixed default on the CPU, from free memory on CUDA."""
     import torch
 
@@ -130,7 +133,7 @@ def token_budget(model: Any, bytes_per_token: int, cpu_default: int = CPU_BATCH_
     return max(256, int(free * fraction) // max(1, bytes_per_token))
 
 
-def activation_bytes_per_token(model: Any, extra_floats: int = 0) -> int:
+def activation_bytes_per_token(model: LoadedModel, extra_floats: int = 0) -> int:
     """Rough live bytes per token in one block (doubled for temporaries)."""
     cfg = model.bridge.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * model.d_model

@@ -23,11 +23,17 @@ n_kv_heads, d = d_model, h = d_head, m = d_mlp, V = d_vocab):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import BadInput
 from analyses.model.families import family_of, unwrap
+
+if TYPE_CHECKING:
+    import torch
+
+    from analyses.model.loading import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -170,9 +176,9 @@ def _gpt2(hf: Any) -> ModelWeights:
         scale = (d_model // n) ** -0.5 if config.scale_attn_weights else 1.0
         if config.scale_attn_by_inverse_layer_idx:
             scale /= index + 1
-        heads = [_heads_in(w.T, n) for w in (w_q, w_k, w_v)]
+        h_q, h_k, h_v = (_heads_in(w.T, n) for w in (w_q, w_k, w_v))
         layers.append(LayerWeights(
-            *heads, _heads_out(_f(_sub(attn, "c_proj").weight).T, n), b_q.reshape(n, -1), b_k.reshape(n, -1),
+            h_q, h_k, h_v, _heads_out(_f(_sub(attn, "c_proj").weight).T, n), b_q.reshape(n, -1), b_k.reshape(n, -1),
             b_v.reshape(n, -1), _f(_sub(attn, "c_proj").bias), None, None, scale, None, None,
             _f(_sub(mlp, "c_fc").weight), None, _f(_sub(mlp, "c_fc").bias), _f(_sub(mlp, "c_proj").weight), _f(_sub(mlp, "c_proj").bias),
             _activation(config), _layernorm(_sub(block, "ln_1")), _layernorm(_sub(block, "ln_2")), None, None,
@@ -243,7 +249,11 @@ def _llama_like(hf: Any, family: str) -> ModelWeights:
     n, k = config.num_attention_heads, config.num_key_value_heads
     layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     rotary_emb = _sub(body, "rotary_emb")
-    norm = (lambda module: _rmsnorm(module, plus_one=True)) if gemma else _rmsnorm
+
+    def gemma_norm(module: Any) -> Norm:
+        return _rmsnorm(module, plus_one=True)
+
+    norm: Callable[[Any], Norm] = gemma_norm if gemma else _rmsnorm
     layers = []
     for index, block in enumerate(_sub(body, "layers")):
         block = unwrap(block)
@@ -300,18 +310,20 @@ def _phi(hf: Any) -> ModelWeights:
 _READERS = {"gpt2": _gpt2, "neox": _neox, "gptj": _gptj, "phi": _phi}
 
 
-def model_weights(model: Any) -> ModelWeights:
-    """The raw weights of a LoadedModel (or a bare HF causal LM), as described in the module doc."""
+def model_weights(model: LoadedModel | torch.nn.Module) -> ModelWeights:
+    """The raw weights of a LoadedModel (or a bare HF causal LM), as described in the module doc;
+    kept on a LoadedModel, read afresh from a bare module."""
     import torch
 
-    cached = getattr(model, "_weights", None)
-    if cached is not None:
-        return cached
-    hf = getattr(getattr(model, "bridge", None), "original_model", model)
+    from analyses.model.loading import LoadedModel
+
+    if isinstance(model, LoadedModel) and model._weights is not None:
+        return model._weights
+    hf = model.bridge.original_model if isinstance(model, LoadedModel) else model
     family = family_of(hf)
     with torch.no_grad():
         weights = _READERS[family](hf) if family in _READERS else _llama_like(hf, family)
-    if hasattr(model, "bridge"):
+    if isinstance(model, LoadedModel):
         model._weights = weights
     return weights
 
@@ -376,7 +388,7 @@ def attention_scores(layer: LayerWeights, resid: Any) -> tuple[Any, Any]:
     k = torch.einsum("td,kdh->kth", x, layer.W_K.double())
     if layer.b_Q is not None:
         q, k = q + layer.b_Q.double()[:, None], k + layer.b_K.double()[:, None]
-    if layer.q_norm is not None:
+    if layer.q_norm is not None and layer.k_norm is not None:  # set together (Gemma 3)
         q, k = apply_norm(layer.q_norm, q).double(), apply_norm(layer.k_norm, k).double()
     positions = torch.arange(resid.shape[0])
     if layer.rotary is not None:
