@@ -53,11 +53,25 @@ def _parse_param_pairs(pairs: list[str]) -> dict[str, str]:
     return raw
 
 
+_OPENED: list = []
+
+
 def open_store(args, read_only: bool = False):
     """The results database; read-only commands never create, migrate or alter the file."""
     from store import Store
 
-    return Store(resolve_db_path(args.db), read_only=read_only)
+    store = Store(resolve_db_path(args.db), read_only=read_only)
+    _OPENED.append(store)
+    return store
+
+
+def print_notices() -> None:
+    """Each store's one-line notices (run folders set aside, shards quarantined), once, on stderr."""
+    for store in _OPENED:
+        for notice in store.notices:
+            print(f"iwb: note: {notice}", file=sys.stderr)
+        store.notices.clear()
+    _OPENED.clear()
 
 
 def _use_colour() -> bool:
@@ -78,8 +92,15 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
     width, height = _chart_size(args)
     if input_id is None:
         input_id = charts.first_input_id(store, run_id)
+    existing = {row[0] for row in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").rows}
+    status = (store.run_row(run_id) or {}).get("status")
     for chart in module.SPEC.charts:
-        for data in charts.load_charts(store, chart, run_id, input_id):
+        loaded = charts.load_charts(store, chart, run_id, input_id) if chart.table in existing else []
+        if not loaded and status != "done":
+            # A stopped run has its per-shard tables only; summaries are written when it finishes.
+            print(f"{chart.title}: not drawn yet, {chart.table} has no rows for run {run_id} (`iwb resume {run_id}` finishes it)")
+            print()
+        for data in loaded:
             chart_height = height if args.height else charts.fitting_height(data, height)
             print(charts.render_text(data, width, chart_height, use_colour=_use_colour()))
             print()
@@ -186,6 +207,18 @@ def cmd_resume(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    if args.mark_stale:
+        marked = open_store(args).mark_stale()
+        print(f"marked interrupted: {', '.join(f'run {run_id}' for run_id in marked)}" if marked else "no stale runs")
+        return 0
+    if args.strays or args.remove_strays:
+        from store.shards import remove_strays, stray_folders
+
+        path = resolve_db_path(args.db)
+        found = remove_strays(path) if args.remove_strays else stray_folders(path)
+        verb = "removed" if args.remove_strays else "stray"
+        print("\n".join(f"{verb}: {folder}" for folder in found) if found else "no stray run folders")
+        return 0
     store = open_store(args, read_only=True)
     result = store.list_runs(limit=args.limit, text_filter=args.filter or "")
     print(charts.format_table(result.columns, result.rows, max_width=60))
@@ -385,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list stored runs, newest first")
     runs.add_argument("--limit", type=bounded_int(0), default=30)
     runs.add_argument("--filter", help="only runs whose analysis, model, params or inputs contain this text")
+    runs.add_argument("--mark-stale", action="store_true",
+                      help="mark running runs whose process is gone (killed, a reused pid, another host's) interrupted")
+    runs.add_argument("--strays", action="store_true", help="list run folders set aside because they belonged to no run of this database")
+    runs.add_argument("--remove-strays", action="store_true", help="delete those folders")
     runs.set_defaults(func=cmd_runs)
 
     show = sub.add_parser("show", help="redraw a stored run's charts")
@@ -441,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iwb: interrupted", file=sys.stderr)
         return 130
+    finally:
+        print_notices()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ leaves the database untouched; a failure after that is stored as a failed run.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import platform
 import threading
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,8 +92,6 @@ def provenance(model, params: Any, notes: dict) -> dict:
 
 
 def inputs_table(inputs: tuple[Input, ...]) -> Any:
-    import json
-
     import pyarrow as pa
 
     return pa.table(
@@ -164,19 +165,34 @@ def begin(store: Store, model_name: str, device: str, dtype: str, base_provenanc
     """The runs row (with the inputs) and the run's shard folder with its manifest; returns the run id."""
     spec = prepared.module.SPEC
     plan = shard_plan(prepared.module, prepared.inputs, shard_docs)
+    # The folder's identity: the runs row holds the same id, so a folder from another database
+    # at this path (deleted, replaced) is never taken for this run's.
+    folder_id = uuid.uuid4().hex
+    params = params_to_dict(prepared.params)
     run_id = store.begin_run(
-        spec.name, model_name, params_to_dict(prepared.params), device, dtype,
-        base_provenance, inputs=inputs_table(prepared.inputs), n_shards=len(plan),
+        spec.name, model_name, params, device, dtype,
+        base_provenance, inputs=inputs_table(prepared.inputs), n_shards=len(plan), folder_id=folder_id,
     )
-    store.run_folder(run_id).create({
+    notice = store.run_folder(run_id).create({
         "run_id": run_id,
+        "folder_id": folder_id,
         "analysis": spec.name,
+        "model": model_name,
+        "model_revision": base_provenance.get("model_revision"),
+        "params_sha256": _digest(params),
+        "inputs_sha256": _digest([[item.input_id, item.source, item.text, item.meta] for item in prepared.inputs]),
         "n_shards": len(plan),
         "shard_docs": shard_docs or DEFAULT_SHARD_DOCS,
         "shards": plan,
         "tables": {table.name: [list(pair) for pair in table.columns] for table in spec.tables},
     })
+    if notice:
+        store.notices.append(notice)
     return run_id
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel: threading.Event | None = None,
@@ -222,10 +238,16 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
             progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored")
             store.try_register(run_id, 0.2)  # shows partial results; a locked database only delays this
 
-    states: list = [folder.load_state() if folder.has_state() else NEEDED]
+    saved = None
+    if folder.has_state():
+        saved = folder.load_state()
+        if saved is None:
+            store.notices.append(f"run {run_id}: its saved run-level state was not plain arrays or was damaged; it was quarantined and is computed again")
+    states: list = [saved if saved is not None else NEEDED]
 
     def on_state(state: Any) -> None:
-        folder.save_state(state)
+        if state is not None:  # an analysis without run-level state gets None again, for free
+            folder.save_state(state)
         states[0] = state
 
     try:
@@ -271,8 +293,6 @@ def _stop(store: Store, run_id: int, status: str, cause: str) -> None:
 
 def resumable(store: Store, run_id: int) -> Prepared:
     """What an interrupted, failed or cancelled run ran on (model, params, inputs), to finish it."""
-    import json
-
     from analyses.core.params import param_infos
 
     row = store.run_row(run_id)
@@ -285,6 +305,9 @@ def resumable(store: Store, run_id: int) -> Prepared:
     folder = store.run_folder(run_id)
     if folder.manifest() is None:
         raise BadInput(f"run {run_id} has no shard folder ({folder.path}) to resume from; run it again")
+    problem = store.run_folder_problem(run_id)
+    if problem is not None:
+        raise BadInput(f"run {run_id}: the folder {folder.path} is not this run's ({problem}); run the analysis again")
     module = get_analysis(row["analysis"])
     known = {info.name for info in param_infos(module.Params)}
     stored = json.loads(row["params"]) if row["params"] else {}
@@ -299,14 +322,14 @@ def resumable(store: Store, run_id: int) -> Prepared:
 
 def check_same_model(model: Any, row: dict) -> None:
     """A resumed run must use the model its shards were computed with."""
-    import json
-
     stored = json.loads(row["provenance"]) if row.get("provenance") else {}
     mine = model.provenance()
     for key in ("model_name", "model_revision", "n_layers", "d_model"):
         if key in stored and stored[key] != mine.get(key):
             raise BadInput(f"run {row['run_id']} was computed with {key} {stored[key]!r}; this model has {mine.get(key)!r}")
-    if row.get("dtype") and row["dtype"] != model.dtype:
+    # A sweep records the dtype it was asked for; "auto" is what the loader resolves it to.
+    recorded = "float32" if row.get("dtype") == "auto" else row.get("dtype")
+    if recorded and recorded != model.dtype:
         raise BadInput(f"run {row['run_id']} was computed in {row['dtype']}; this model is loaded in {model.dtype} (use --dtype {row['dtype']})")
 
 

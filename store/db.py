@@ -61,6 +61,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_started(pid: int) -> datetime | None:
+    """When a process started (UTC), from /proc; None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return datetime.fromtimestamp(started, timezone.utc).replace(tzinfo=None)
+
+
+def owner_alive(host: str | None, pid: int | None, created_at: datetime | None) -> bool:
+    """Whether the process that began a run (on this host) still runs: its pid is alive and was not
+    reused by a process started after the run began. A run of another host cannot be checked: False."""
+    if host != socket.gethostname() or pid is None or not _pid_alive(pid):
+        return False
+    started = _process_started(pid)
+    # Clock ticks and the boot time are coarse: a process started within 2 s of the run is its owner.
+    return started is None or created_at is None or (started - created_at).total_seconds() < 2.0
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
@@ -76,6 +97,8 @@ class Store:
         self.path = Path(path).expanduser()
         self.lock_retry_seconds = lock_retry_window() if lock_retry_seconds is None else lock_retry_seconds
         self.read_only = read_only
+        # One-line notices about run folders set aside (stray, damaged): the faces show them once.
+        self.notices: list[str] = []
         if read_only:
             self._check_readable()
             self._check_signature(allow_empty=False)
@@ -158,18 +181,35 @@ class Store:
         finally:
             conn.close()
 
-    def _mark_interrupted(self, conn: duckdb.DuckDBPyConnection) -> None:
+    def _mark_interrupted(self, conn: duckdb.DuckDBPyConnection, other_hosts: bool = False) -> list[int]:
+        """Mark running runs whose process is gone interrupted (this host's; every host's when
+        other_hosts, for runs whose owner cannot be checked from here); their ids."""
         host = socket.gethostname()
-        rows = conn.execute("SELECT run_id, host, pid FROM runs WHERE status = 'running'").fetchall()
-        dead = [run_id for run_id, run_host, pid in rows if run_host == host and (pid is None or not _pid_alive(pid))]
+        rows = conn.execute("SELECT run_id, host, pid, created_at FROM runs WHERE status = 'running'").fetchall()
+        dead = [run_id for run_id, run_host, pid, created in rows
+                if (run_host == host or other_hosts) and not owner_alive(run_host, pid, created)]
         for run_id in dead:
             conn.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ? WHERE run_id = ?",
                 [utc_now(), f"the process running it ended before it finished; `iwb resume {run_id}` computes only its missing shards", run_id],
             )
+        return dead
+
+    def mark_stale(self) -> list[int]:
+        """`iwb runs --mark-stale`: every running run whose owner is not a live process of this host
+        (a killed run, a reused pid, a run of another host that never came back) becomes interrupted."""
+        with self.write() as conn:
+            return self._mark_interrupted(conn, other_hosts=True)
+
+    def stale_runs(self) -> dict[int, str]:
+        """Running runs whose owner cannot be seen alive from here: run id -> why (for read-only listings)."""
+        rows = self.query("SELECT run_id, host, pid, created_at FROM runs WHERE status = 'running'").rows
+        here = socket.gethostname()
+        return {run_id: ("stale?" if run_host == here else f"on {run_host}") for run_id, run_host, pid, created in rows
+                if not owner_alive(run_host, pid, created)}
 
     def begin_run(self, analysis: str, model: str, params: dict, device: str, dtype: str, provenance: dict, inputs: Any = None,
-                  n_shards: int | None = None) -> int:
+                  n_shards: int | None = None, folder_id: str | None = None) -> int:
         """Record a run as running, with its inputs (Arrow) when given, in one transaction; return its id.
 
         The inputs go in here so that a run that fails or is cancelled still shows what it ran on.
@@ -179,9 +219,10 @@ class Store:
             try:
                 run_id = int(first_value(conn.execute("SELECT nextval('run_id_seq')")))
                 conn.execute(
-                    "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid, n_shards, shards_done) "
-                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0)",
-                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid(), n_shards],
+                    "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid, n_shards, shards_done, folder_id) "
+                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid(), n_shards,
+                     folder_id],
                 )
                 if inputs is not None:
                     self._insert_arrow(conn, "inputs", inputs, run_id)
@@ -254,39 +295,74 @@ class Store:
             return False
         return True
 
+    def run_folder_problem(self, run_id: int) -> str | None:
+        """Why run_id's folder on disk is not that run's (None when it is)."""
+        with self.read() as conn:
+            return self.folder_problem(conn, self.run_folder(run_id))
+
+    def folder_problem(self, conn: duckdb.DuckDBPyConnection, folder: RunFolder) -> str | None:
+        """Why a run folder is not its runs row's (None when it is): no such run, or another run's."""
+        row = conn.execute("SELECT analysis, folder_id FROM runs WHERE run_id = ?", [folder.run_id]).fetchone()
+        if row is None:
+            return f"this database has no run {folder.run_id}"
+        return folder.identity_problem(folder.run_id, row[0], row[1])
+
     def _register_folders(self, conn: duckdb.DuckDBPyConnection, folders: list[RunFolder]) -> dict:
-        """Register every whole shard of these run folders not yet registered (each shard in its own
-        transaction, so a shard is stored once), mark complete runs done and remove their folders."""
+        """Register every whole, intact shard of these run folders not yet registered (each shard in
+        its own transaction, so a shard is stored once), mark complete runs done and remove their
+        folders. A folder that is not its run's goes to stray/ and a damaged shard to its run's
+        quarantine/, each with one notice: neither is ever registered or blocks anything else."""
         outcome: dict[int, dict] = {}
         for folder in folders:
-            manifest = folder.manifest()
-            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", [folder.run_id]).fetchone()
-            if manifest is None or row is None:
-                continue  # not a run of this database (or its row was deleted): leave it alone
-            registered = {r[0] for r in conn.execute("SELECT shard FROM shards WHERE run_id = ?", [folder.run_id]).fetchall()}
-            added = 0
-            for index in folder.shards_on_disk():
-                if index in registered:
-                    continue
-                self._register_shard(conn, folder, manifest, index)
-                registered.add(index)
-                added += 1
-            status = row[0]
-            complete = folder.complete()
-            n_shards = int(manifest.get("n_shards", 0))
-            whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
-            if complete is not None and whole and status != "done":
-                conn.execute(
-                    "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ?, "
-                    "device = coalesce(?, device), dtype = coalesce(?, dtype) WHERE run_id = ?",
-                    [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}),
-                     complete.get("device"), complete.get("dtype"), folder.run_id],
-                )
-                status = "done"
-            if status == "done" and whole:
-                folder.remove()
-            outcome[folder.run_id] = {"registered": added, "status": status}
+            try:
+                outcome.update(self._register_folder(conn, folder))
+            except (OSError, duckdb.Error) as error:
+                self.notices.append(f"run {folder.run_id}: its folder {folder.path} could not be registered ({str(error).splitlines()[0]})")
         return outcome
+
+    def _register_folder(self, conn: duckdb.DuckDBPyConnection, folder: RunFolder) -> dict:
+        row = conn.execute("SELECT status, pid, host FROM runs WHERE run_id = ?", [folder.run_id]).fetchone()
+        if row is not None and folder.manifest() is None and row[0] == "running":
+            return {}  # being created by the process that runs it (the manifest comes right after the folder)
+        problem = self.folder_problem(conn, folder)
+        if problem is not None:
+            moved = folder.move_to_stray()
+            self.notices.append(f"run folder {folder.path.name} was set aside as {moved} and not used: {problem}")
+            return {}
+        assert row is not None
+        manifest = folder.manifest() or {}
+        registered = {r[0] for r in conn.execute("SELECT shard FROM shards WHERE run_id = ?", [folder.run_id]).fetchall()}
+        added = 0
+        for index in folder.shards_on_disk():
+            if index in registered:
+                continue
+            damage = folder.shard_problem(index)
+            if damage is None:
+                try:
+                    self._register_shard(conn, folder, manifest, index)
+                except duckdb.Error as error:
+                    damage = f"the database could not read it ({str(error).splitlines()[0]})"
+            if damage is not None:
+                moved = folder.quarantine_shard(index)
+                self.notices.append(f"run {folder.run_id}: shard {index} was quarantined in {moved}: {damage}; `iwb resume {folder.run_id}` computes it again")
+                continue
+            registered.add(index)
+            added += 1
+        status = row[0]
+        complete = folder.complete()
+        n_shards = int(manifest.get("n_shards", 0))
+        whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
+        if complete is not None and whole and status != "done":
+            conn.execute(
+                "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ?, "
+                "device = coalesce(?, device), dtype = coalesce(?, dtype) WHERE run_id = ?",
+                [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}),
+                 complete.get("device"), complete.get("dtype"), folder.run_id],
+            )
+            status = "done"
+        if status == "done" and whole:
+            folder.remove()
+        return {folder.run_id: {"registered": added, "status": status}}
 
     @staticmethod
     def _register_shard(conn: duckdb.DuckDBPyConnection, folder: RunFolder, manifest: dict, index: int) -> None:
@@ -361,7 +437,13 @@ class Store:
             values.append(f"%{text_filter}%")
         sql += " ORDER BY r.run_id DESC LIMIT ?"
         values.append(limit)
-        return self.query(sql, values)
+        result = self.query(sql, values)
+        stale = self.stale_runs()
+        if not stale:
+            return result
+        rows = [tuple(f"{value} ({stale[row[0]]})" if column == "status" and row[0] in stale else value
+                      for column, value in zip(result.columns, row)) for row in result.rows]
+        return QueryResult(result.columns, result.types, rows)
 
     def query(self, sql: str, values: list | None = None, max_rows: int | None = None) -> QueryResult:
         """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError."""

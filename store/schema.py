@@ -62,6 +62,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        3,
+        "run folder identity: a run's folder on disk is its own only when the folder ids match",
+        ["ALTER TABLE runs ADD COLUMN folder_id VARCHAR"],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -299,6 +299,45 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over a local model folder's weight files (names and contents), so that a checkpoint
+    swapped in under the same name is told apart; cached per file by size and modification time."""
+    cache_path = cache_dir().parent / "weights-fingerprints.json"
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    digest = hashlib.sha256()
+    changed = False
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        file_hash = cache.get(key)
+        if not isinstance(file_hash, str):
+            file_hash = _sha256_file(path)
+            cache[key] = file_hash
+            changed = True
+        digest.update(f"{path.name}:{file_hash}\n".encode())
+    if changed:
+        with contextlib.suppress(OSError):
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, cache_path)
+    return "weights-sha256:" + digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _locate(name: str) -> tuple[str, str, str | None]:
     """(source, location to boot from, revision or file hash) for a model name."""
     if name in EMBEDDED:
@@ -309,7 +348,7 @@ def _locate(name: str) -> tuple[str, str, str | None]:
     if path.exists() or name.startswith((".", "/", "~")):
         if not (path / "config.json").is_file():
             raise ModelUnavailable(f"model {name!r}: not a Hugging Face model folder (no config.json)")
-        return "local", str(path.resolve()), None
+        return "local", str(path.resolve()), weights_fingerprint(path.resolve())
     if name.count("/") > 1 or not name.strip():
         raise ModelUnavailable(f"unknown model {name!r}: not an embedded model, a folder or a Hugging Face name")
     quiet_hf()
