@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tests.test_cli import assert_bad_input, iwb, iwb_command, runs_in
-from tests.tui.fakes import seed_lens_run
+from tests.helpers.cli import assert_bad_input, iwb, iwb_command, runs_in
+from tests.helpers.fakes import seed_lens_run
 
 
 def env(**extra: str) -> dict:

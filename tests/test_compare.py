@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tests.test_cli import assert_bad_input, iwb
-from tests.tui.fakes import seed_lens_run
+from tests.helpers.cli import assert_bad_input, iwb
+from tests.helpers.fakes import seed_lens_run
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -10,7 +10,7 @@ from analyses import contextual_neurons as cn
 from analyses import first_layer_heads as flh
 from analyses.core.contract import no_progress
 from analyses.core.errors import BadInput
-from tests.test_first_layer_heads import planted_gpt2, word_documents
+from tests.helpers.planted import planted_gpt2, word_documents
 
 
 @pytest.fixture(scope="module")

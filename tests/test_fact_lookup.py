@@ -71,7 +71,7 @@ def test_batched_clean_and_ablated_runs_equal_unpadded_hf_runs(family_model):
     mean = torch.randn(model.d_model) * 0.5
     for slot, (site, path) in enumerate(zip(("mlp_out", "attn_out"), RESIDUAL_WRITERS[family])):
         hook_name = engine.SITE_HOOKS[site].format(layer=layer)
-        ablated = engine.run_batches(model, batches, lambda batch: [(hook_name, engine.replace_hook(mean, batch))], answer_ids, threading.Event(), lambda: None)
+        ablated = engine.run_batches(model, batches, lambda batch, hook_name=hook_name: [(hook_name, engine.replace_hook(mean, batch))], answer_ids, threading.Event(), lambda: None)
         for row, ids in enumerate(encoded.ids):
             if slot == 0:
                 assert torch.allclose(clean[row], reference_logprobs(hf, ids, answer_ids), atol=1e-4)
@@ -96,8 +96,8 @@ def test_hiding_the_first_name_makes_the_last_name_state_independent_of_it(famil
     states = {}
     for hide in (False, True):
         state = torch.zeros(1, 2, model.d_model)
-        spec = [(f"blocks.{l}.attn.hook_pattern", lambda batch: engine.hide_name_hook(batch)) for l in range(layer + 1)] if hide else []
-        spec.append((engine.SITE_HOOKS["resid_post"].format(layer=layer), lambda batch: engine.capture_hook(state, 0, batch, "last_name")))
+        spec = [(f"blocks.{block}.attn.hook_pattern", engine.hide_name_hook) for block in range(layer + 1)] if hide else []
+        spec.append((engine.SITE_HOOKS["resid_post"].format(layer=layer), lambda batch, state=state: engine.capture_hook(state, 0, batch, "last_name")))
         engine.run_batches(model, batches, engine.hooks_for(spec), None, threading.Event(), lambda: None, stop_at_layer=layer + 1)
         states[hide] = state[0]
     assert not torch.allclose(states[False][0], states[False][1], atol=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analyses.inputs.entities import load_entities
-from tests.tui.conftest import make_app, settle
+from tests.helpers.tui import make_app, settle
 
 
 @pytest.mark.tui

@@ -3,83 +3,18 @@ on the embedded model through the real store."""
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 
 from analyses import first_layer_heads as flh
 from analyses.core.contract import Input, no_progress
 from analyses.core.errors import BadInput
-
-WORDS = ("cat dog tree house river stone cloud bird fish road hill lake star moon sun rain snow wind fire door "
-         "window table chair book paper pen light dark green blue red yellow black white small large old new").split()
-OMEGA = 2 * math.pi / 8
-
-
-def planted_gpt2(folder):
-    """A one-layer GPT-2 (d_model 64, 4 heads of 16) whose layer norms are linear (eps 1e8 swamps
-    the variance in float32) and whose heads are set by hand:
-    0 previous-token (score 50 cos(w(d - s - 1)) + s), 1 decaying with distance and blind to
-    content (score 0.05 s), 2 duplicate-token (content only), 3 uniform. Only head 1 writes."""
-    import torch
-    from transformers import GPT2LMHeadModel
-
-    from analyses.model.loading import load_model
-    from analyses.model.tiny import build_tiny
-
-    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
-    model = GPT2LMHeadModel.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(3)
-    scale = 16 ** -0.5
-    with torch.no_grad():
-        body, d = model.transformer, 64
-        positions = torch.arange(256, dtype=torch.float32)
-        wpe = torch.zeros(256, d)
-        wpe[:, 0] = positions / 256
-        wpe[:, 1], wpe[:, 2] = torch.cos(OMEGA * positions), torch.sin(OMEGA * positions)
-        wpe[:, 63] = -wpe[:, :63].sum(-1)  # rows of zero mean: centring leaves the planted dims alone
-        wte = torch.zeros_like(body.wte.weight)
-        wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
-        wte[:, 62] = -wte[:, :62].sum(-1)
-        body.wpe.weight.copy_(wpe)
-        body.wte.weight.copy_(wte)
-        block = body.h[0]
-        for norm in (block.ln_1, block.ln_2, body.ln_f):
-            norm.weight.fill_(1e4)
-            norm.bias.zero_()
-        w = torch.zeros(d, 3 * d)
-        bias = torch.zeros(3 * d)
-        q, k, v = 0, d, 2 * d
-        # Head 0: q . k = 50 cos(w (d - s - 1)); the ramp adds s (query bias on the key's ramp).
-        w[1, q + 0], w[2, q + 1] = 50 / scale, 50 / scale
-        w[1, k + 0], w[1, k + 1] = math.cos(OMEGA), math.sin(OMEGA)
-        w[2, k + 0], w[2, k + 1] = -math.sin(OMEGA), math.cos(OMEGA)
-        w[0, k + 2], bias[q + 2] = 256.0, 1 / scale
-        # Head 1: score 0.05 s from the query bias and the ramp only.
-        w[0, k + 16], bias[q + 16] = 256.0, 0.05 / scale
-        # Head 2: q . k = 6 e_d . e_s over token dims 16..31.
-        for i in range(16):
-            w[16 + i, q + 32 + i] = w[16 + i, k + 32 + i] = 6 ** 0.5 / scale ** 0.5
-        w[16:48, v + 16:v + 32] = torch.randn(32, 16, generator=generator) / 4
-        block.attn.c_attn.weight.copy_(w)
-        block.attn.c_attn.bias.copy_(bias)
-        c_proj = torch.zeros(d, d)
-        c_proj[16:32, 48:62] = torch.randn(16, 14, generator=generator)
-        block.attn.c_proj.weight.copy_(c_proj)
-        block.attn.c_proj.bias.copy_(0.1 * torch.randn(d, generator=generator))
-    model.save_pretrained(folder)
-    return load_model(str(folder), device="cpu", dtype="float32")
+from tests.helpers.planted import planted_gpt2, word_documents
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     return planted_gpt2(tmp_path_factory.mktemp("planted-gpt2"))
-
-
-def word_documents(n_docs: int = 6, n_words: int = 230, seed: int = 0) -> list[Input]:
-    rng = random.Random(seed)
-    return [Input(i, "pile", " ".join(rng.choice(WORDS) for _ in range(n_words)), {"pile_set_name": "words" if i % 2 else "more words"})
-            for i in range(n_docs)]
 
 
 def run(model, inputs, **params):

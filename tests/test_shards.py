@@ -10,35 +10,19 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pytest
 
-from analyses.core.contract import Input
 from app.runner import RunRequest, execute, prepare, resume
 from store import Store
 from store.errors import ResultsPending
 from store.shards import FINAL, RunFolder, runs_root
-from tests.test_cli import iwb, iwb_command
+from tests.helpers.cli import iwb, iwb_command
+from tests.helpers.shards import pile_inputs, rows, same_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUNCATION = ["truncation", "--n-docs", "12", "--max-tokens", "16", "--param", "k_max=3", "--shard-docs", "2", "--no-chart"]
 COLUMNS = "input_id, pos, token, category, layer, context, cos"
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    conn = duckdb.connect(str(db), read_only=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def same_results(db: Path, run_a: int, run_b: int, tables=("truncation", "truncation_summary", "truncation_lowest", "tokens")) -> None:
-    for table in tables:
-        a = rows(db, f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = {run_a} ORDER BY ALL")
-        b = rows(db, f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = {run_b} ORDER BY ALL")
-        assert a and a == b, table
 
 
 # -- the folder and the registration, no model ------------------------------------------------
@@ -48,10 +32,10 @@ def _shard(i: int) -> dict:
 
 
 def _toy_run(store: Store, n_shards: int) -> RunFolder:
-    run_id = store.begin_run("toy", "m", {}, "cpu", "float32", {}, n_shards=n_shards)
+    run_id = store.begin_run("toy", "m", {}, "cpu", "float32", {}, n_shards=n_shards, folder_id=f"toy-{n_shards}")
     folder = store.run_folder(run_id)
-    folder.create({"run_id": run_id, "n_shards": n_shards, "shards": [[i] for i in range(n_shards)],
-                   "tables": {"toy": [["input_id", "INTEGER"], ["value", "FLOAT"]]}})
+    folder.create({"run_id": run_id, "folder_id": f"toy-{n_shards}", "analysis": "toy", "n_shards": n_shards,
+                   "shards": [[i] for i in range(n_shards)], "tables": {"toy": [["input_id", "INTEGER"], ["value", "FLOAT"]]}})
     return folder
 
 
@@ -94,17 +78,10 @@ def test_results_left_on_disk_under_a_lock_are_registered_at_the_next_open(db_pa
 
 # -- real runs on the embedded model -------------------------------------------------------------
 
-def _inputs(n: int) -> tuple[Input, ...]:
-    from analyses.inputs.corpus import InputChoice, build_inputs
-
-    inputs, _ = build_inputs(InputChoice("pile", None, None, n, 16, 0, None), ("pile",))
-    return inputs
-
-
 @pytest.mark.integration
 def test_logit_lens_shard_by_shard_equals_one_shard(embedded_model, db_path):
     store = Store(db_path)
-    prepared = prepare(RunRequest("logit-lens", _inputs(5), {}))
+    prepared = prepare(RunRequest("logit-lens", pile_inputs(5), {}))
     whole = execute(store, embedded_model, prepared, lambda *a: None, shard_docs=100)
     sharded = execute(store, embedded_model, prepared, lambda *a: None, shard_docs=2)
     assert rows(db_path, f"SELECT n_shards, shards_done FROM runs WHERE run_id = {sharded}") == [(3, 3)]
@@ -114,7 +91,7 @@ def test_logit_lens_shard_by_shard_equals_one_shard(embedded_model, db_path):
 @pytest.mark.integration
 def test_a_cancelled_run_keeps_its_shards_and_resume_finishes_it_exactly(embedded_model, db_path):
     store = Store(db_path)
-    prepared = prepare(RunRequest("truncation", _inputs(8), {"k_max": "3"}))
+    prepared = prepare(RunRequest("truncation", pile_inputs(8), {"k_max": "3"}))
     reference = execute(store, embedded_model, prepared, lambda *a: None, shard_docs=2)
     cancel = threading.Event()
 

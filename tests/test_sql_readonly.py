@@ -8,8 +8,8 @@ import os
 import duckdb
 import pytest
 
-from tests.test_cli import assert_bad_input, iwb
-from tests.tui.fakes import seed_lens_run
+from tests.helpers.cli import assert_bad_input, iwb
+from tests.helpers.fakes import seed_lens_run
 
 
 def digest(path) -> str:

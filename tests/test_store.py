@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -52,9 +53,11 @@ def test_failure_mid_write_leaves_no_rows_of_that_run(store):
     store.finish_run(first, _inputs(), _tokens(), {"demo_values": (COLUMNS, _values())})
     second = store.begin_run("demo", "m", {}, "cpu", "float32", {})
     broken = pa.table({"input_id": [0], "layer": ["not a number"], "value": [1.0]})
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.Error) as failed:
         # The first table goes in, then the second fails: the whole write must roll back.
         store.finish_run(second, _inputs(), _tokens(), {"demo_values": (COLUMNS, _values()), "demo_other": (COLUMNS, broken)})
+    # The cause is the value that does not convert (duckdb may report it as the transaction it aborted).
+    assert any(isinstance(error, duckdb.ConversionException) and "not a number" in str(error) for error in (failed.value, failed.value.__context__))
     for table in ("inputs", "tokens", "demo_values"):
         assert _count(store, f"SELECT count(*) FROM {table} WHERE run_id = {second}") == 0
     assert store.run_row(second)["status"] == "running"

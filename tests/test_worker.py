@@ -22,9 +22,9 @@ from app.worker import (
     Started,
     Submitted,
 )
-from tests.worker_events import wait_for
+from tests.helpers.worker_events import wait_for
 
-SLOW = {"slow-steps": "tests.slow_analysis"}
+SLOW = {"slow-steps": "tests.helpers.slow_analysis"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
 
 

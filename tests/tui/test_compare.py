@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.conftest import make_app, settle
-from tests.tui.fakes import seed_lens_run
+from tests.helpers.fakes import seed_lens_run
+from tests.helpers.tui import make_app, settle
 
 pytestmark = pytest.mark.tui
 

@@ -5,7 +5,7 @@ import pytest
 from textual.widgets import DataTable, Static, TextArea
 
 from analyses.inputs.corpus import list_documents, read_document
-from tests.tui.conftest import make_app, settle
+from tests.helpers.tui import make_app, settle
 
 pytestmark = pytest.mark.tui
 

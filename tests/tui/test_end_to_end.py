@@ -6,7 +6,7 @@ import time
 import pytest
 
 from app.worker import Failed, Finished, Started, Submitted
-from tests.tui.conftest import settle
+from tests.helpers.tui import settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.tui]
 PROMPT = "The Eiffel Tower is located in the city of"

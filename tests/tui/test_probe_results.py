@@ -5,8 +5,8 @@ import pytest
 
 from app.charts import label_token
 from app.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
-from tests.tui.conftest import make_app, settle
-from tests.tui.fakes import TOKENS
+from tests.helpers.fakes import TOKENS
+from tests.helpers.tui import make_app, settle
 
 pytestmark = pytest.mark.tui
 PROMPT = "The Eiffel Tower is located in the city of"

@@ -11,10 +11,10 @@ import pytest
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
 from app.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
-from tests.tui.conftest import make_app, settle
-from tests.worker_events import wait_for
+from tests.helpers.tui import make_app, settle
+from tests.helpers.worker_events import wait_for
 
-SLOW = {"slow-steps": "tests.slow_analysis"}
+SLOW = {"slow-steps": "tests.helpers.slow_analysis"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
 
 
@@ -83,11 +83,12 @@ async def test_a_crash_that_ends_the_app_exits_non_zero_and_logs_its_traceback(t
 
     app = make_app(tui_store)
     app.settings = replace(app.settings, crash_log=tmp_path / "state" / "crash.log")
-    with pytest.raises(Exception):
+    # The malformed event's handler raises (its tables are None); run_test re-raises that error.
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'items'"):
         async with app.run_test(size=(100, 32)) as pilot:
             await settle(app, pilot)
             app.post_job_event(Submitted(3, "logit-lens"))
-            app.post_job_event(Finished(3, 1, None, 1.0))  # a malformed event: its handler raises
+            app.post_job_event(Finished(3, 1, None, 1.0))  # a malformed event
             await settle(app, pilot)
     assert app.return_code == 1
     log = (tmp_path / "state" / "crash.log").read_text()

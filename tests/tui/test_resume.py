@@ -11,9 +11,8 @@ from analyses.core.errors import Cancelled
 from app.runner import RunRequest, execute, prepare
 from app.worker import Failed, Finished
 from store import Store
-from tests.test_shards import _inputs, same_results
-from tests.tui.conftest import settle
-from tests.tui.test_real_session import painted
+from tests.helpers.shards import pile_inputs, same_results
+from tests.helpers.tui import row_by_label, settle, shown
 
 pytestmark = [pytest.mark.integration, pytest.mark.tui]
 
@@ -25,7 +24,7 @@ async def test_history_resumes_a_cancelled_run_with_the_real_worker(tmp_path, em
 
     db = tmp_path / "resume.duckdb"
     writer = Store(db)
-    prepared = prepare(RunRequest("truncation", _inputs(6), {"k_max": "2"}))
+    prepared = prepare(RunRequest("truncation", pile_inputs(6), {"k_max": "2"}))
     reference = execute(writer, embedded_model, prepared, lambda *a: None, shard_docs=2)
     cancel = threading.Event()
     with pytest.raises(Cancelled):
@@ -41,13 +40,13 @@ async def test_history_resumes_a_cancelled_run_with_the_real_worker(tmp_path, em
         await settle(app, pilot)
         history = app.screen
         table = history.query_one("#runs")
-        assert "cancelled 1/3 shards" in str(table.get_row(str(cancelled)))
+        assert "cancelled 1/3 shards" in row_by_label(table, str(cancelled))["status"]
         table.move_cursor(row=table.get_row_index(str(cancelled)))
         await settle(app, pilot)
-        assert "R resumes it" in painted(history.query_one("#run-detail"))
+        assert "R resumes it" in shown(history.query_one("#run-detail"))
         await pilot.press("enter")  # the partial results draw
         await settle(app, pilot)
-        assert "1/3 shards stored" in " ".join(painted(app.screen.query_one("#run-info")).split())
+        assert "1/3 shards stored" in " ".join(shown(app.screen.query_one("#run-info")).split())
         assert any(data is not None for data in app.screen.loaded)
         await pilot.press("f4")
         await settle(app, pilot)

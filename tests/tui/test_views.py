@@ -7,8 +7,8 @@ import math
 import pytest
 
 from app import charts
-from tests.tui.conftest import make_app, settle
-from tests.tui.fakes import TOKENS, seed_lens_run
+from tests.helpers.fakes import TOKENS, seed_lens_run
+from tests.helpers.tui import make_app, settle
 
 pytestmark = pytest.mark.tui
 

@@ -1,4 +1,4 @@
-"""A fake worker host for Pilot tests where the model is not the point, and synthetic stored runs.
+"""A fake worker host for Pilot and CLI tests where the model is not the point, and synthetic stored runs.
 
 The fake speaks the same protocol as app.worker_host.WorkerHost and stores real rows through the
 real Store (a run shaped like a logit-lens run, with made-up numbers), so every screen reads
