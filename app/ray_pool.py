@@ -97,6 +97,11 @@ def plan(options: PoolOptions, resources: dict) -> Plan:
         # schedules (on 2 cores, actors that claim every CPU starve other tasks).
         share = total_cpus / actors if total_cpus else 1.0
         num_cpus = math.floor(min(1.0, share) / 2 * 1000) / 1000 or 0.001
+    # Checked before anything waits: an actor that no node can hold would wait start_timeout_s.
+    if num_gpus > total_gpus:
+        raise BadInput(f"each actor asks for {num_gpus:g} GPU but the Ray cluster has {total_gpus:g}; use --gpus-per-actor 0 (or fewer) here")
+    if total_cpus and num_cpus > total_cpus:
+        raise BadInput(f"each actor asks for {num_cpus:g} CPUs but the Ray cluster has {total_cpus:g}")
     if options.threads_per_actor is not None:
         threads = options.threads_per_actor
         if threads < 1:

@@ -19,6 +19,10 @@ SIGMA_SOURCES = ("subject", "embedding")
 SUBJECT_MARK = Mark("causal_trace_inputs", "subject_start", "subject_end")
 
 
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are unsigned 32-bit
+MAX_SAMPLES = 10_000  # noise draws are held in memory: samples x subject tokens x d_model
+
+
 @dataclass(frozen=True)
 class Params:
     subject: str | None = param(None, "subject substring whose token embeddings are noised (prompt sets: each row's subject)")
@@ -44,8 +48,10 @@ class Params:
         kinds = self.kind_list()
         if not kinds or any(kind not in KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
             raise BadInput(f"parameter 'kinds' takes a comma-separated subset of {', '.join(KINDS)}, not {self.kinds!r}")
-        if self.samples < 1:
-            raise BadInput(f"parameter 'samples' must be at least 1, not {self.samples}")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise BadInput(f"parameter 'samples' must be between 1 and {MAX_SAMPLES}, not {self.samples}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise BadInput(f"parameter 'seed' must be between 0 and {MAX_SEED}, not {self.seed}")
         if self.window < 1:
             raise BadInput(f"parameter 'window' must be at least 1, not {self.window}")
         if self.noise < 0 or (self.sigma is not None and self.sigma < 0):

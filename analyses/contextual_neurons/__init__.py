@@ -15,6 +15,8 @@ from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Inp
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
+MAX_CURVE_BINS = 1000  # a curve drawn in a terminal; more bins than that hold a token or two each
+
 
 @dataclass(frozen=True)
 class Params:
@@ -38,6 +40,8 @@ class Params:
         int_list(self.dest_positions, "dest_positions")
         if self.top_k < 1 or self.min_count < 0 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2:
             raise BadInput("top_k must be at least 1, min_count at least 0, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, default_max_tokens at least 2")
+        if self.curve_bins > MAX_CURVE_BINS:
+            raise BadInput(f"curve_bins must be at most {MAX_CURVE_BINS}, not {self.curve_bins}")
 
     def heads_params(self):
         from analyses.first_layer_heads import Params as HeadsParams
@@ -80,11 +84,16 @@ SPEC = AnalysisSpec(
 
 def validate(model, inputs: list[Input], params: Params) -> None:
     from analyses import first_layer_heads
+    from analyses.model.weights import model_weights
 
     first_layer_heads.validate(model, inputs, params.heads_params())
+    # Bounds from the model: more tokens than the vocabulary, or curves than neurons, do not exist.
+    if params.top_k > model.d_vocab:
+        raise BadInput(f"top_k must be at most the vocabulary of {model.name} ({model.d_vocab}), not {params.top_k}")
+    d_mlp = int(model_weights(model).layers[0].W_in.shape[1])
+    if params.n_curves > d_mlp:
+        raise BadInput(f"n_curves must be at most the layer-0 MLP width of {model.name} ({d_mlp}), not {params.n_curves}")
     if params.heads.strip():
-        from analyses.model.weights import model_weights
-
         n_heads = model_weights(model).layers[0].n_heads
         chosen = first_layer_heads.int_list(params.heads, "heads")
         if max(chosen) >= n_heads:

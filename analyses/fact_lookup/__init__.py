@@ -47,6 +47,8 @@ class Params:
         for name in ("batch_size", "layer_stride", "n_neurons"):
             if getattr(self, name) < 1:
                 raise BadInput(f"parameter {name!r} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.seed <= 2**32 - 1:
+            raise BadInput(f"parameter 'seed' must be between 0 and {2**32 - 1} (scikit-learn's range), not {self.seed}")
         if self.intervention_entities < 0 or self.c <= 0:
             raise BadInput("parameter 'intervention_entities' must not be negative and 'c' must be positive")
 

@@ -1,0 +1,48 @@
+"""Every parameter that scales work or output is bounded (by the model, the inputs or a fixed
+limit) and refused in one line before anything is stored; a sweep that no node can hold is
+refused before it waits."""
+from __future__ import annotations
+
+import pytest
+
+from analyses.core.contract import Input
+from analyses.core.errors import BadInput
+from app.runner import RunRequest, check_with_model, prepare
+from tests.helpers.cli import assert_bad_input, iwb, runs_in
+
+TEXT = "The river flows north through a wide valley before it turns east and reaches the sea."
+
+
+@pytest.mark.parametrize(("analysis", "param", "fragment"), [
+    ("fact-lookup", "seed=-1", "'seed' must be between 0"),
+    ("causal-trace", "seed=-1", "'seed' must be between 0"),
+    ("causal-trace", "samples=1000000000", "'samples' must be between 1"),
+    ("contextual-neurons", "curve_bins=10000000", "curve_bins must be at most"),
+])
+def test_unbounded_parameters_are_refused_in_one_line_and_nothing_is_stored(tmp_path, analysis, param, fragment):
+    db = tmp_path / "results.duckdb"
+    extra = ["--param", "subject=river"] if analysis == "causal-trace" else []
+    result = iwb("run", analysis, "--prompt", TEXT, "--param", param, *extra, db=db)
+    assert_bad_input(result, fragment)
+    assert runs_in(db) == 0
+
+
+def test_model_bounds_of_contextual_neurons(tiny_model):
+    inputs = (Input(0, "prompt", TEXT),)
+    fits = {"dest_positions": "5"}
+    for raw, fragment in (({"top_k": str(tiny_model.d_vocab + 1)}, "top_k must be at most the vocabulary"),
+                          ({"n_curves": "100000"}, "n_curves must be at most the layer-0 MLP width")):
+        prepared = prepare(RunRequest("contextual-neurons", inputs, {**fits, **raw}))
+        with pytest.raises(BadInput, match=fragment):
+            check_with_model(tiny_model, prepared)
+    check_with_model(tiny_model, prepare(RunRequest("contextual-neurons", inputs, {**fits, "top_k": str(tiny_model.d_vocab)})))
+
+
+def test_a_sweep_asking_for_gpus_a_cpu_cluster_lacks_is_refused_before_it_waits():
+    from app.ray_pool import PoolOptions, plan
+
+    with pytest.raises(BadInput, match="asks for 1 GPU but the Ray cluster has 0"):
+        plan(PoolOptions(address="local", num_gpus=1), {"CPU": 2.0})
+    with pytest.raises(BadInput, match="asks for 8 CPUs"):
+        plan(PoolOptions(address="local", num_gpus=0, num_cpus=8), {"CPU": 2.0})
+    assert plan(PoolOptions(address="local", num_gpus=1), {"CPU": 2.0, "GPU": 2.0}).actors == 2
