@@ -264,7 +264,10 @@ class Store:
         try:
             conn.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _iwb_incoming")
         finally:
-            conn.unregister("_iwb_incoming")
+            # After a failed insert the transaction is aborted and unregister raises too: the
+            # insert's own error is the one to see.
+            with contextlib.suppress(duckdb.Error):
+                conn.unregister("_iwb_incoming")
 
     # -- shards ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,13 +181,26 @@ def test_attention_window_bounded_by_the_longest_input(tiny_model, window):
     check_with_model(tiny_model, fitting)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a runner started in the background ignores SIGINT
+
+
 def test_ctrl_c_during_a_query_exits_130(seeded_db):
     process = subprocess.Popen(
         iwb_command() + ["--db", str(seeded_db), "sql", "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=_default_sigint,
     )
     try:
-        time.sleep(2.0)  # past start-up, inside the query (which would run for hours)
+        # Inside the query (which would run for hours), whatever the machine's load: start-up costs
+        # about a second of CPU, the query burns every core.
+        deadline = time.monotonic() + 120
+        while _cpu_seconds(process.pid) < 3.0 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:
@@ -200,7 +214,7 @@ def test_ctrl_c_during_a_query_exits_130(seeded_db):
 def test_ctrl_c_during_a_run_exits_130_and_stores_it_cancelled(db_path):
     process = subprocess.Popen(
         iwb_command() + ["--db", str(db_path), "run", "attention-locality", "--n-docs", "64", "--max-tokens", "256"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=_default_sigint,
     )
     seen = []
     for line in process.stderr:  # the progress line appears once the analysis is under way
