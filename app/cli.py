@@ -77,7 +77,10 @@ def print_notices() -> None:
 def _use_colour() -> bool:
     if os.environ.get("NO_COLOR"):
         return False
-    return sys.stdout.isatty() or bool(os.environ.get("FORCE_COLOR"))
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    # A dumb terminal (TERM=dumb: Emacs shells, some CI logs) shows escape codes as text.
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def _chart_size(args) -> tuple[int, int]:
@@ -127,13 +130,15 @@ def build_inputs(args) -> tuple:
 def cmd_run(args) -> int:
     from app.progress import StderrProgress
     from app.runner import RunRequest, execute, prepare
+    from store import Store
 
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
-    store = open_store(args)
+    Store.check_usable(resolve_db_path(args.db))  # a bad --db fails before the model loads, creating nothing
     progress = StderrProgress(prepared.module.SPEC.name)
     from analyses.model.loading import load_model
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
+    store = open_store(args)
     try:
         run_id = execute(store, model, prepared, progress, shard_docs=args.shard_docs)
     finally:
@@ -178,6 +183,7 @@ def cmd_resume(args) -> int:
     from app.progress import StderrProgress
     from app.runner import resumable
 
+    _run_or_fail(open_store(args, read_only=True), args.run_id)  # no database or no such run: nothing is created
     store = open_store(args)  # opening registers results a finished run left on disk
     row = _run_or_fail(store, args.run_id)
     if row["status"] == "done":

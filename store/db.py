@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from store.errors import ResultsPending, StoreError
+from store.errors import ResultsPending, RunBusy, StoreError
 from store.reading import READ_ONLY_CONFIG, interruptible
 from store.schema import RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
 from store.shards import FINAL, RunFolder, run_folders
@@ -111,6 +111,17 @@ class Store:
             # Results a finished run left on disk while the database was locked are registered now.
             self._register_folders(conn, run_folders(self.path))
             self._mark_interrupted(conn)
+
+    @classmethod
+    def check_usable(cls, path: str | Path) -> None:
+        """What a read-write open checks (a usable path; an iwb file, or none yet), creating nothing:
+        a command that may still fail before its first write calls this, then opens the store."""
+        probe = cls.__new__(cls)
+        probe.path, probe.read_only, probe.notices = Path(path).expanduser(), True, []
+        probe.lock_retry_seconds = lock_retry_window()
+        probe._check_path()
+        if probe.path.exists() and probe.path.stat().st_size > 0:
+            probe._check_signature(allow_empty=True)
 
     def _check_readable(self) -> None:
         if self.path.is_dir():
@@ -388,12 +399,16 @@ class Store:
             raise
 
     def reopen_run(self, run_id: int) -> None:
-        """Mark an interrupted, failed or cancelled run running again, owned by this process (resume)."""
+        """Mark an interrupted, failed or cancelled run running again, owned by this process (resume).
+        One statement claims it, so of two resumes started together exactly one gets it."""
         with self.write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, host = ?, pid = ? WHERE run_id = ?",
+            claimed = conn.execute(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, host = ?, pid = ? "
+                "WHERE run_id = ? AND status IN ('interrupted', 'failed', 'cancelled') RETURNING run_id",
                 [socket.gethostname(), os.getpid(), run_id],
-            )
+            ).fetchall()
+        if not claimed:
+            raise RunBusy(f"run {run_id} is being resumed or run by another process; wait for it, or `iwb runs` to see its status")
 
     def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES or status in ("running", "done"):

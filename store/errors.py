@@ -13,3 +13,9 @@ class ResultsPending(StoreError):
     are not registered yet; the next command that opens the database (or `iwb resume`) does it."""
 
     exit_code = 3
+
+
+class RunBusy(StoreError):
+    """The run is being computed by another process (a second resume of one run); exit code 3, busy."""
+
+    exit_code = 3

@@ -46,3 +46,10 @@ def test_a_sweep_asking_for_gpus_a_cpu_cluster_lacks_is_refused_before_it_waits(
     with pytest.raises(BadInput, match="asks for 8 CPUs"):
         plan(PoolOptions(address="local", num_gpus=0, num_cpus=8), {"CPU": 2.0})
     assert plan(PoolOptions(address="local", num_gpus=1), {"CPU": 2.0, "GPU": 2.0}).actors == 2
+
+
+def test_a_command_that_fails_before_its_first_write_creates_no_database(tmp_path):
+    db = tmp_path / "results.duckdb"
+    assert_bad_input(iwb("run", "logit-lens", "--prompt", TEXT, "--model", str(tmp_path / "no-model"), db=db), "not a Hugging Face model folder")
+    assert_bad_input(iwb("resume", "3", db=db), "does not exist")
+    assert not db.exists() and not (tmp_path / "results.duckdb.runs").exists()

@@ -225,3 +225,21 @@ def test_stray_folders_are_listed_and_removed(tmp_path):
     assert listed.returncode == 0 and "stray: " in listed.stdout and "run-000007" in listed.stdout
     removed = iwb("runs", "--remove-strays", db=db)
     assert "removed: " in removed.stdout and stray_folders(db) == [] and store.path.exists()
+
+
+def test_of_two_resumes_of_one_run_one_claims_it_and_the_other_is_told_it_is_busy(tiny_model, tmp_path):
+    from store.errors import RunBusy
+
+    db = tmp_path / "results.duckdb"
+    prepared = _truncation()
+    run_id = _cancelled_after_first_shard(Store(db), tiny_model, prepared)
+    first, second = Store(db), Store(db)
+    from app.runner import resumable
+
+    seen_by_second = resumable(second, run_id)  # both resumes have read the run as stopped
+    first.reopen_run(run_id)  # the first one's claim, as resume() makes it
+    with pytest.raises(RunBusy, match="another process") as refused:
+        resume(second, tiny_model, run_id, lambda *a: None, prepared=seen_by_second)
+    assert refused.value.exit_code == 3
+    assert rows(db, f"SELECT status, pid FROM runs WHERE run_id = {run_id}")[0][0] == "running"
+    assert RunFolder(db, run_id).exists()  # the refused resume touched nothing
