@@ -13,6 +13,7 @@ import pytest
 from analyses.core.errors import BadInput, Cancelled
 from app.runner import RunRequest, execute, prepare, resume
 from store import Store
+from store.errors import StoreError
 from store.shards import RunFolder, runs_root, stray_folders
 from tests.helpers.shards import pile_inputs, rows
 
@@ -243,3 +244,60 @@ def test_of_two_resumes_of_one_run_one_claims_it_and_the_other_is_told_it_is_bus
     assert refused.value.exit_code == 3
     assert rows(db, f"SELECT status, pid FROM runs WHERE run_id = {run_id}")[0][0] == "running"
     assert RunFolder(db, run_id).exists()  # the refused resume touched nothing
+
+
+def _tamper(kind: str, folder: RunFolder, marker: Path) -> None:
+    missing = next(i for i in range(3) if not folder.has_shard(i))
+    if kind in ("damaged shard", "planted file"):
+        shutil.copytree(folder.shard_path(0), folder.shard_path(missing))
+        if kind == "damaged shard":
+            target = folder.shard_path(missing) / "truncation.parquet"
+            target.write_bytes(target.read_bytes()[: len(target.read_bytes()) // 2])
+        else:
+            (folder.shard_path(missing) / "extra.parquet").write_bytes(b"PAR1")
+    elif kind == "garbage state":
+        (folder.path / "state.npz").write_bytes(b"\x00" * 64)
+    elif kind == "pickled state":
+        (folder.path / "state.npz").write_bytes(pickle.dumps(_Planted(marker)))
+    elif kind == "foreign manifest":
+        manifest = folder.path / "manifest.json"
+        manifest.write_text(manifest.read_text().replace('"folder_id": "', '"folder_id": "other-'))
+
+
+def test_interleaved_stops_tamperings_and_resumes_end_equal_to_the_twin_or_refused(tiny_model, tmp_path):
+    """Property-style: seeded random stops and tamperings; every run that finishes equals its
+    uninterrupted twin, every refusal is one line, and nothing planted ever runs."""
+    import random
+
+    prepared = _truncation()
+    twin = _clean_twin(tiny_model, prepared, tmp_path, "twin.duckdb")
+    kinds = ["none", "damaged shard", "planted file", "garbage state", "pickled state", "foreign manifest"]
+    marker = tmp_path / "executed"
+    tried = set()
+    for seed in range(8):
+        rng = random.Random(seed)
+        db = tmp_path / f"property-{seed}.duckdb"
+        cancel = threading.Event()
+        stop_after = rng.choice([1, 2])
+
+        def progress(done, total, note="", stop_after=stop_after, cancel=cancel):
+            if f"shard {stop_after}/3 stored" in note:
+                cancel.set()
+
+        with pytest.raises(Cancelled):
+            execute(Store(db), tiny_model, prepared, progress, cancel, shard_docs=2)
+        run_id = rows(db, "SELECT max(run_id) FROM runs")[0][0]
+        kind = rng.choice(kinds)
+        tried.add(kind)
+        _tamper(kind, RunFolder(db, run_id), marker)
+        try:
+            resume(Store(db), tiny_model, run_id, lambda *a: None)
+        except (BadInput, StoreError) as refused:
+            assert kind == "foreign manifest" and "\n" not in str(refused), (seed, kind, str(refused))
+            assert execute(Store(db), tiny_model, prepared, lambda *a: None, shard_docs=2) == run_id + 1
+            _same_as_twin(db, run_id + 1, twin)
+        else:
+            assert kind != "foreign manifest", seed
+            _same_as_twin(db, run_id, twin)
+        assert not marker.exists(), (seed, kind)
+    assert tried == set(kinds)  # the seeds cover every kind of tampering
