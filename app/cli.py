@@ -25,7 +25,7 @@ try:
         read_only_hint,
         silence_closed_stdout,
         single_statement,
-        strict_json,
+        strict_json_pieces,
         write_export,
     )
     from store.db import StoreError
@@ -256,19 +256,45 @@ def cmd_show(args) -> int:
     return 0
 
 
-def _print_result(result, fmt: str, max_rows: int) -> None:
-    if fmt == "json":
-        print(strict_json(result.columns, result.rows))
-    elif fmt == "csv":
+# Cells per batch of `iwb sql` output: about a megabyte or two of Python values and text at a time.
+SQL_BATCH_CELLS = 50_000
+
+
+def _sql_rows_per_batch(n_columns: int) -> int:
+    return max(64, SQL_BATCH_CELLS // max(1, n_columns))
+
+
+def _write_csv(columns: list[str], batches) -> None:
+    """The header, then each batch as it comes; csv.writer's bytes (\\r\\n rows), batch by batch."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(columns)
+    sys.stdout.write(buffer.getvalue())
+    for rows in batches:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
+        csv.writer(buffer).writerows(rows)
         sys.stdout.write(buffer.getvalue())
+
+
+def _print_result(result, fmt: str, max_rows: int) -> None:
+    """An open query's rows (a store QueryStream) on stdout, batch by batch: memory stays bounded
+    however many rows there are. The text is what printing the whole result at once gave: csv and
+    json whole, table the first max_rows rows and a line with the count of all of them."""
+    size = _sql_rows_per_batch(len(result.columns))
+    if fmt == "json":
+        for piece in strict_json_pieces(result.columns, result.batches(size)):
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
+    elif fmt == "csv":
+        _write_csv(result.columns, result.batches(size))
     else:
-        print(charts.format_table(result.columns, result.rows[:max_rows]))
-        if len(result.rows) > max_rows:
-            print(f"({len(result.rows)} rows, first {max_rows} shown; use --format csv for all)")
+        shown = result.fetch(max_rows)
+        print(charts.format_table(result.columns, shown))
+        if len(shown) < max_rows:
+            return
+        sys.stdout.flush()  # the rows are there to read while the rest is counted
+        total = len(shown) + result.count_rest(size)
+        if total > max_rows:
+            print(f"({total} rows, first {max_rows} shown; use --format csv for all)")
 
 
 def cmd_sql(args) -> int:
@@ -276,10 +302,10 @@ def cmd_sql(args) -> int:
     sql = args.query
     store = open_store(args, read_only=True)
     try:
-        result = store.query(sql)
+        with store.stream(sql) as result:
+            _print_result(result, args.format, args.max_rows)
     except StoreError as error:
         raise StoreError(read_only_hint(str(error))) from None
-    _print_result(result, args.format, args.max_rows)
     return 0
 
 
@@ -484,6 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("iwb: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        # A full disk or a vanished folder mid-run: one line; what was stored stays, and the run
+        # (failed, or interrupted at the next open) resumes once the cause is gone.
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"iwb: {error.strerror or error}{where}; results stored so far are kept: see `iwb runs`, then `iwb resume RUN_ID` once it is fixed",
+              file=sys.stderr)
+        return 1
     finally:
         print_notices()
 

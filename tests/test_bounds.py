@@ -53,3 +53,33 @@ def test_a_command_that_fails_before_its_first_write_creates_no_database(tmp_pat
     assert_bad_input(iwb("run", "logit-lens", "--prompt", TEXT, "--model", str(tmp_path / "no-model"), db=db), "not a Hugging Face model folder")
     assert_bad_input(iwb("resume", "3", db=db), "does not exist")
     assert not db.exists() and not (tmp_path / "results.duckdb.runs").exists()
+
+
+@pytest.mark.integration
+def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(monkeypatch, tmp_path, capsys):
+    """ENOSPC while a shard is written: one line, exit 1, and `iwb resume` finishes the run."""
+    import errno
+
+    from app import cli
+    from store.shards import RunFolder
+
+    db = tmp_path / "results.duckdb"
+    real_write = RunFolder.write_shard
+    calls = []
+
+    def full_after_one(self, index, tables, meta=None):
+        calls.append(index)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.shard_path(index)))
+        return real_write(self, index, tables, meta)
+
+    monkeypatch.setattr(RunFolder, "write_shard", full_after_one)
+    from analyses.inputs.corpus import DEFAULT_CORPUS
+
+    args = ["--db", str(db), "run", "logit-lens", "--pile", str(DEFAULT_CORPUS), "--n-docs", "3", "--max-tokens", "8", "--shard-docs", "1", "--no-chart"]
+    assert cli.main(args) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iwb:")]
+    assert len(err) == 1 and "No space left on device" in err[0] and "iwb resume" in err[0] and "Traceback" not in err[0]
+    monkeypatch.setattr(RunFolder, "write_shard", real_write)
+    assert cli.main(["--db", str(db), "resume", "1", "--no-chart"]) == 0
+    assert runs_in(db) == 1
