@@ -28,6 +28,7 @@ try:
         strict_json_pieces,
         write_export,
     )
+    from app.errors import cli_line
     from store.db import StoreError
     from store.paths import resolve_db_path
 except KeyboardInterrupt:
@@ -35,7 +36,6 @@ except KeyboardInterrupt:
     sys.stderr.write("iwb: interrupted\n")
     raise SystemExit(130) from None
 
-SAMPLE_PROMPT = "The Eiffel Tower is located in the city of"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -369,11 +369,9 @@ def cmd_models(args) -> int:
 def cmd_tui(args) -> int:
     try:
         from app.tui.main import run_tui
-    except ImportError:
-        print("The TUI is not built yet; showing the logit-lens demo instead.", file=sys.stderr)
-        args.analysis, args.prompt, args.prompts, args.pile = "logit-lens", SAMPLE_PROMPT, None, None
-        args.param, args.no_chart = ['target= Paris'], False
-        return cmd_run(args)
+    except ImportError as error:
+        # A broken install (Textual missing or mismatched) is said as such, never hidden.
+        raise IwbError(f"the workbench cannot start: {error}; `make setup` installs what it needs") from None
     return run_tui(resolve_db_path(args.db), args.model, args.device, args.dtype)
 
 
@@ -502,11 +500,10 @@ def main(argv: list[str] | None = None) -> int:
         # The reader (`| head`) has what it wanted; a closed pipe is not an error.
         silence_closed_stdout()
         return 0
-    except (IwbError, StoreError) as error:
-        # One line on stderr; DuckDB's multi-line context (LINE 1: ...) stays for the TUI.
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"iwb: {first_line}", file=sys.stderr)
-        return getattr(error, "exit_code", 1)
+    except IwbError as error:
+        line, code = cli_line(error)
+        print(line, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("iwb: interrupted", file=sys.stderr)
         return 130

@@ -106,6 +106,12 @@ class Failed:
     message: str
     traceback: str = ""
     expected: bool = False
+    title: str = ""  # the error tree's title for an expected failure ("Bad input", "Database busy")
+
+    @property
+    def heading(self) -> str:
+        """What the TUI names the failure by: the tree's title, else (a bug) the class."""
+        return self.title or self.error_class
 
 
 @dataclass(frozen=True)
@@ -182,10 +188,9 @@ class _WorkerLoop:
         return model
 
     def run_job(self, job: Job) -> None:
-        from analyses.core.errors import BadInput
         from analyses.core.errors import Cancelled as CancelledError
+        from analyses.core.errors import IwbError
         from app.runner import RunRequest, execute, prepare
-        from store.errors import ResultsPending
 
         started = time.monotonic()  # the host clears the cancel event before handing over a job
         run_ids: list[int] = []
@@ -213,8 +218,8 @@ class _WorkerLoop:
         except CancelledError as error:
             events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
-        except (BadInput, ResultsPending) as error:
-            events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), "", expected=True))
+        except IwbError as error:
+            events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), "", expected=True, title=error.title))
             return
         except Exception as error:
             events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), traceback.format_exc(limit=12)))

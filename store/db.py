@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from store.errors import ResultsPending, RunBusy, StoreError
+from store.errors import DatabaseBusy, ResultsPending, RunBusy, StoreError
 from store.reading import READ_ONLY_CONFIG, interruptible
 from store.schema import RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
 from store.shards import FINAL, RunFolder, run_folders
@@ -87,6 +87,47 @@ class QueryResult:
     columns: list[str]
     types: list[str]
     rows: list[tuple]
+
+
+class QueryStream:
+    """An open query's rows, read a batch at a time (Store.stream): DuckDB holds the result and hands
+    over only the rows asked for, so a result of any size is read in bounded memory. The values are
+    DuckDB's own Python values, the very ones `Store.query` returns (Arrow's conversion differs for
+    intervals, maps, arrays, TIME WITH TIME ZONE, TIMESTAMP_NS, BIT, BIGNUM and infinite dates)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, description: Any) -> None:
+        self._conn = conn
+        self.columns: list[str] = [d[0] for d in description] if description else []
+        self.types: list[str] = [str(d[1]) for d in description] if description else []
+        self._exhausted = not description
+
+    def fetch(self, size: int) -> list[tuple]:
+        """The next rows, at most size; [] once the result is used up. Ctrl-C stops the query."""
+        if self._exhausted or size <= 0:
+            return []
+        rows: list[tuple] = interruptible(self._conn, lambda c: c.fetchmany(size))
+        self._exhausted = not rows
+        return rows
+
+    def batches(self, size: int) -> Iterator[list[tuple]]:
+        """The remaining rows, size at a time (only the last batch is shorter)."""
+        while rows := self.fetch(size):
+            yield rows
+
+    def count_rest(self, size: int) -> int:
+        """How many rows are left, read through and dropped batch by batch, never held together."""
+        if self._exhausted:
+            return 0
+
+        def count(conn: duckdb.DuckDBPyConnection) -> int:
+            total = 0
+            while batch := conn.fetchmany(size):
+                total += len(batch)
+            return total
+
+        total: int = interruptible(self._conn, count)
+        self._exhausted = True
+        return total
 
 
 class Store:
@@ -167,7 +208,7 @@ class Store:
                     delay = min(delay * 2, 0.5)
                     continue
                 if _is_lock_conflict(error):
-                    raise StoreError(f"database {self.path} stayed locked by another process for {retry_seconds:.0f} s") from None
+                    raise DatabaseBusy(f"database {self.path} stayed locked by another process for {retry_seconds:.0f} s") from None
                 raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
             except duckdb.Error as error:
                 raise StoreError(f"cannot open database {self.path}: {str(error).splitlines()[0]}") from None
@@ -292,9 +333,7 @@ class Store:
         try:
             with self.write(retry_seconds) as conn:
                 return self._register_folders(conn, [folder]).get(run_id, {})
-        except StoreError as error:
-            if "locked" not in str(error):
-                raise
+        except DatabaseBusy:
             raise ResultsPending(
                 f"run {run_id}: its results are safe on disk in {folder.path}, but the database stayed locked by another "
                 f"process, so they are not registered yet; the next iwb command that writes to {self.path.name} "
@@ -479,6 +518,17 @@ class Store:
 
         with self.read() as conn:
             return interruptible(conn, fetch)
+
+    @contextlib.contextmanager
+    def stream(self, sql: str, values: list | None = None) -> Iterator[QueryStream]:
+        """`query`, with the rows read a batch at a time while the block runs (`iwb sql`): the same
+        read-only connection, the same values and errors (StoreError), Ctrl-C stops each fetch."""
+        if not self.path.exists():
+            raise StoreError(f"database {self.path} does not exist yet")
+        with self.read() as conn:
+            # DuckDB streams a DB-API result: execute runs the statement up to its first rows.
+            description = interruptible(conn, lambda c: c.execute(sql, values or []).description)
+            yield QueryStream(conn, description)
 
     def arrow(self, sql: str, values: list | None = None) -> Any:
         with self.read() as conn:

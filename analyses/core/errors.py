@@ -1,4 +1,19 @@
-"""One error hierarchy for what a user can cause; foreign exceptions are wrapped at the boundary."""
+"""The one error tree of iwb, for what a user can cause or act on; foreign exceptions are wrapped
+at the boundary. Each class carries its exit code and a title; the CLI prints ``iwb: <message>``
+and exits with the code, the TUI shows the title and the message in place (app.errors).
+
+    IwbError (1, an internal failure the user can act on)
+    ├── BadInput (2): a prompt, parameter, model, path or SQL that cannot be used
+    │   ├── ModelUnavailable (2)
+    │   └── StoreError (2, store.errors): a bad database path or file, bad SQL, an unknown run
+    │       ├── DatabaseBusy (3): the database stayed locked by another process
+    │       ├── ResultsPending (3): results safe on disk, registration waits for the lock
+    │       └── RunBusy (3): another process is computing that run
+    └── Cancelled (130): stopped by the user
+
+This module imports nothing, so that the store (which knows nothing else of the engine) can
+build its errors on it.
+"""
 from __future__ import annotations
 
 
@@ -25,4 +40,5 @@ class ModelUnavailable(BadInput):
 class Cancelled(IwbError):
     """The job was cancelled between units of work."""
 
+    exit_code = 130
     title = "Cancelled"

@@ -111,8 +111,8 @@ class Workbench(App):
             self.open_run(event.run_id, switch=self.screen is probe)
         elif isinstance(event, Failed):
             message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
-            probe.log_line(plain(f"job {event.job_id} failed: {event.error_class}: {message}", style="red"))
-            self.notify(message, title=f"Job failed ({event.error_class})", severity="error", timeout=8)
+            probe.log_line(plain(f"job {event.job_id} failed: {event.heading}: {message}", style="red"))
+            self.notify(message, title=f"Job failed ({event.heading})", severity="error", timeout=8)
         elif isinstance(event, Cancelled):
             probe.log_line(plain(f"job {event.job_id}: {event.reason}"))
         elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):

@@ -54,7 +54,7 @@ def apply(state: JobState, event: Event) -> JobState:
     if isinstance(event, Finished):
         return replace(state, phase="finished", run_id=event.run_id, done=state.total or 1, total=state.total or 1, note=f"run {event.run_id} done in {event.seconds:.1f} s")
     if isinstance(event, Failed):
-        return replace(state, phase="failed", run_id=event.run_id, note=f"{event.error_class}: {event.message}")
+        return replace(state, phase="failed", run_id=event.run_id, note=f"{event.heading}: {event.message}")
     if isinstance(event, Cancelled):
         return replace(state, phase="cancelled", run_id=event.run_id, note=event.reason)
     return state

@@ -7,6 +7,8 @@ from textual import work
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from app.errors import tui_line
+
 
 def background(group: str, exclusive: bool = True) -> Callable:
     """A thread worker that never closes the app: its error goes to the screen's show_problem."""
@@ -14,12 +16,8 @@ def background(group: str, exclusive: bool = True) -> Callable:
 
 
 def describe_error(error: BaseException, db_path: object = None) -> str:
-    """One line for the screen; the database is named by its file name (its folder is known)."""
-    name = type(error).__name__
-    text = (str(error).strip() or name).splitlines()[0]
-    if db_path is not None:
-        text = text.replace(str(db_path), getattr(db_path, "name", str(db_path)))
-    return text if name in ("StoreError", "BadInput") else f"{name}: {text}"
+    """One line for the screen (app.errors.tui_line: the tree's own message, else the class too)."""
+    return tui_line(error, db_path)
 
 
 class WorkbenchScreen(Screen):
