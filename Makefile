@@ -45,11 +45,12 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q -m "$(UNIT_TIER)"
 
-# ruff, the import contracts, mypy, and the lock in step with pyproject.toml.
+# ruff, the import contracts, SQL on the store's own tables only in store/, mypy, and the lock in step with pyproject.toml.
 lint: setup
 	$(PY) scripts/lockfile.py check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_store_sql.py
 	$(VENV)/bin/mypy
 
 # Re-resolve the lock from pyproject.toml's ranges (newest versions allowed), for CPython 3.11 on

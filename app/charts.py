@@ -149,8 +149,7 @@ def _condition(chart: Chart, condition: Filter, alias: str, depth: int = 0) -> t
 
 
 def first_input_id(store, run_id: int) -> int | None:
-    result = store.query("SELECT min(input_id) FROM inputs WHERE run_id = ?", [run_id])
-    return result.rows[0][0] if result.rows else None
+    return store.first_input_id(run_id)
 
 
 def load_charts(store, chart: Chart, run_id: int, input_id: int | None = None) -> list[ChartData]:

@@ -243,8 +243,8 @@ def cmd_show(args) -> int:
     row = _run_or_fail(store, args.run_id)
     print(f"run {row['run_id']}: {row['analysis']} on {row['model']} ({row['status']}), {row['created_at']:%Y-%m-%d %H:%M:%S} UTC, {row['device']}/{row['dtype']}")
     print(f"params: {row['params']}")
-    inputs = store.query("SELECT input_id, source, left(text, 100) FROM inputs WHERE run_id = ? ORDER BY input_id LIMIT 5", [args.run_id]).rows
-    for input_id, source, text in inputs:
+    for input_id, source, text, _ in store.run_inputs(args.run_id, limit=5):
+        text = text[:100]
         print(f"input {input_id} ({source}): {text!r}")
     if row["status"] != "done":
         print(f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")

@@ -86,7 +86,7 @@ def _done_run(store: Any, run_id: int) -> dict:
 def _input_of(store: Any, run_id: int, input_id: int | None) -> int | None:
     if input_id is None:
         return charts.first_input_id(store, run_id)
-    if not store.query("SELECT 1 FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows:
+    if store.input_text(run_id, input_id, preview=1) is None:
         raise CompareError(f"run {run_id} has no input {input_id}")
     return input_id
 
@@ -185,5 +185,5 @@ def _differences(store: Any, row_a: dict, row_b: dict, input_a: int | None, inpu
 
 
 def _input_text(store: Any, run_id: int, input_id: int | None) -> str | None:
-    rows = store.query("SELECT left(text, 80) FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
-    return rows[0][0] if rows else None
+    text = store.input_text(run_id, input_id)
+    return None if text is None else text[:80]

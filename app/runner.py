@@ -315,7 +315,7 @@ def resumable(store: Store, run_id: int) -> Prepared:
     check = getattr(params, "check", None)
     if callable(check):
         check()
-    rows = store.query("SELECT input_id, source, text, meta FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows
+    rows = store.run_inputs(run_id)
     inputs = tuple(Input(int(i), source, text, json.loads(meta) if meta else {}) for i, source, text, meta in rows)
     return Prepared(module, params, inputs)
 

@@ -473,6 +473,37 @@ class Store:
                 raise
         self.run_folder(run_id).remove()
 
+    # -- reading the store's own tables (the faces never write SQL on runs, shards or inputs) ------
+
+    def run_inputs(self, run_id: int, limit: int | None = None, preview: int | None = None) -> list[tuple]:
+        """(input_id, source, text, meta) of a run's inputs in order; text cut to ``preview``
+        characters (newlines shown as spaces) when given."""
+        text = "text" if preview is None else f"left(replace(text, chr(10), ' '), {int(preview)})"
+        sql = f"SELECT input_id, source, {text}, meta FROM inputs WHERE run_id = ? ORDER BY input_id"
+        values: list = [run_id]
+        if limit is not None:
+            sql += " LIMIT ?"
+            values.append(int(limit))
+        return self.query(sql, values).rows
+
+    def input_text(self, run_id: int, input_id: int | None, preview: int | None = None) -> str | None:
+        """One input's text (cut to ``preview`` characters, newlines as spaces); None when the run has no such input."""
+        text = "text" if preview is None else f"left(replace(text, chr(10), ' '), {int(preview)})"
+        rows = self.query(f"SELECT {text} FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
+        return rows[0][0] if rows else None
+
+    def first_input_id(self, run_id: int) -> int | None:
+        rows = self.query("SELECT min(input_id) FROM inputs WHERE run_id = ?", [run_id]).rows
+        return rows[0][0] if rows else None
+
+    def run_errors(self, run_ids: list[int]) -> dict[int, str]:
+        """The first line of each of these runs' stored error (runs without one are left out)."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({marks}) AND error IS NOT NULL", [int(r) for r in run_ids]).rows
+        return {run_id: error.splitlines()[0] for run_id, error in rows if error}
+
     def run_row(self, run_id: int) -> dict | None:
         result = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
         if not result.rows:

@@ -72,9 +72,7 @@ class HistoryScreen(WorkbenchScreen):
                 "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
             ))))
         if rows:
-            ids = ",".join(str(run_id) for run_id, _ in rows)
-            for run_id, error in app.store.query(f"SELECT run_id, error FROM runs WHERE run_id IN ({ids}) AND error IS NOT NULL").rows:
-                errors[run_id] = error.splitlines()[0]
+            errors.update(app.store.run_errors([run_id for run_id, _ in rows]))
         app.call_from_thread(self.show_runs, rows, errors, analyses, statuses)
 
     def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None) -> None:

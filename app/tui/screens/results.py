@@ -65,11 +65,10 @@ class ResultsScreen(WorkbenchScreen):
         if row is None:
             app.call_from_thread(self.show_problem, f"run {run_id} no longer exists")
             return
-        input_ids = [r[0] for r in store.query("SELECT input_id FROM inputs WHERE run_id = ? ORDER BY input_id", [run_id]).rows]
+        input_ids = [r[0] for r in store.run_inputs(run_id, preview=0)]
         index = input_index or 0
         input_id = input_ids[index] if input_ids else None
-        first = store.query("SELECT left(replace(text, chr(10), ' '), 70) FROM inputs WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
-        prompt = first[0][0] if first else ""
+        prompt = store.input_text(run_id, input_id, preview=70) or ""
         partial = row["status"] != "done" and (row.get("shards_done") or 0) > 0
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
         if partial:

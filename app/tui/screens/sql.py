@@ -20,7 +20,7 @@ from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
 from store import StoreError
 
-EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"
+EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"  # store-sql: shown to the user
 
 
 def sql_editor() -> TextArea:
