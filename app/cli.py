@@ -227,7 +227,12 @@ def cmd_runs(args) -> int:
         return 0
     store = open_store(args, read_only=True)
     result = store.list_runs(limit=args.limit, text_filter=args.filter or "")
-    print(charts.format_table(result.columns, result.rows, max_width=60))
+    # The fidelity badge after the status: ok, skipped: CHECK, FAILED: CHECK (blank: no record).
+    badges = store.check_badges([row[0] for row in result.rows])
+    at = result.columns.index("status") + 1
+    columns = result.columns[:at] + ["checks"] + result.columns[at:]
+    rows = [row[:at] + (badges.get(row[0], ""),) + row[at:] for row in result.rows]
+    print(charts.format_table(columns, rows, max_width=60))
     return 0
 
 
@@ -243,6 +248,11 @@ def cmd_show(args) -> int:
     row = _run_or_fail(store, args.run_id)
     print(f"run {row['run_id']}: {row['analysis']} on {row['model']} ({row['status']}), {row['created_at']:%Y-%m-%d %H:%M:%S} UTC, {row['device']}/{row['dtype']}")
     print(f"params: {row['params']}")
+    checks = store.run_checks(args.run_id)
+    if checks:
+        badge = store.check_badges([args.run_id]).get(args.run_id, "")
+        measured = ", ".join(f"{name} {value:.3g} (tolerance {tolerance:g})" for name, value, tolerance, ok, _ in checks if value is not None and tolerance is not None)
+        print(f"checks: {badge}" + (f"; {measured}" if measured else ""))
     for input_id, source, text, _ in store.run_inputs(args.run_id, limit=5):
         text = text[:100]
         print(f"input {input_id} ({source}): {text!r}")
@@ -343,6 +353,25 @@ def cmd_compare(args) -> int:
 
 
 def cmd_analyses(args) -> int:
+    if args.markdown is not None:
+        from pathlib import Path
+
+        from app import docs
+
+        if args.markdown == "-":
+            sys.stdout.write(docs.concatenated())
+            return 0
+        folder = Path(args.markdown)
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"--markdown {args.markdown}: not a folder")
+        try:
+            written, removed = docs.write_pages(folder)
+        except OSError as error:
+            raise BadInput(f"--markdown {args.markdown}: {error.strerror or error}") from None
+        for path in removed:
+            print(f"removed {path} (no such analysis any more)")
+        print(f"wrote {len(written)} pages to {folder} (the index: {folder / docs.INDEX})")
+        return 0
     for name in analysis_names():
         spec = get_analysis(name).SPEC
         print(f"{spec.name}: {spec.title}  (inputs: {', '.join(spec.input_kinds)}; tables: {', '.join(t.name for t in spec.tables)})")
@@ -479,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
 
     analyses = sub.add_parser("analyses", help="list analyses and their parameters")
+    analyses.add_argument("--markdown", metavar="DIR|-",
+                          help="write one Markdown reference page per analysis and an index (README.md) into DIR (e.g. docs/analyses), or print them all with -")
     analyses.set_defaults(func=cmd_analyses)
 
     models = sub.add_parser("models", help="list models that can be loaded here")

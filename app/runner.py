@@ -201,8 +201,19 @@ def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel:
     it done; return the run id. Cancelled and failed runs keep their completed shards."""
     check_with_model(model, prepared)
     run_id = begin(store, model.name, model.device, model.dtype, provenance(model, prepared.params, {}), prepared, shard_docs)
+    record_fidelity(store, run_id, model, prepared)
     drive(store, run_id, prepared, InlineCompute(model), progress, cancel or threading.Event())
     return run_id
+
+
+def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -> None:
+    """The run's fidelity record (analyses.model.fidelity) on its first input, in run_checks."""
+    from analyses.model.fidelity import model_checks
+
+    first = prepared.inputs[0].text if prepared.inputs else None
+    setting = getattr(prepared.params, "prepend_bos", "auto")
+    checks = model_checks(model, first, setting if isinstance(setting, str) else "auto")
+    store.write_checks(run_id, [(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
 
 
 def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:

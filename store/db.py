@@ -464,7 +464,7 @@ class Store:
             existing = {row[0] for row in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
             conn.execute("BEGIN TRANSACTION")
             try:
-                for name in ["inputs", "tokens", "shards"] + [t for t in result_tables if t in existing]:
+                for name in ["inputs", "tokens", "shards", "run_checks"] + [t for t in result_tables if t in existing]:
                     conn.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
                 conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 conn.execute("COMMIT")
@@ -495,6 +495,26 @@ class Store:
     def first_input_id(self, run_id: int) -> int | None:
         rows = self.query("SELECT min(input_id) FROM inputs WHERE run_id = ?", [run_id]).rows
         return rows[0][0] if rows else None
+
+    def write_checks(self, run_id: int, checks: list[tuple]) -> None:
+        """A run's fidelity record: (check, value, tolerance, ok, detail) rows; ok None = skipped."""
+        with self.write() as conn:
+            conn.executemany("INSERT INTO run_checks VALUES (?, ?, ?, ?, ?, ?)", [[run_id, *check] for check in checks])
+
+    def run_checks(self, run_id: int) -> list[tuple]:
+        return self.query('SELECT "check", value, tolerance, ok, detail FROM run_checks WHERE run_id = ? ORDER BY rowid', [run_id]).rows
+
+    def check_badges(self, run_ids: list[int]) -> dict[int, str]:
+        """Per run: "ok" when every check passed, "skipped: NAME" when one was skipped, "FAILED:
+        NAME" when one failed; runs with no record are left out."""
+        if not run_ids:
+            return {}
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self.query(
+            f'SELECT run_id, list("check" ORDER BY "check") FILTER (WHERE ok = false), list("check" ORDER BY "check") FILTER (WHERE ok IS NULL) '
+            f"FROM run_checks WHERE run_id IN ({marks}) GROUP BY run_id", [int(r) for r in run_ids]).rows
+        return {run_id: f"FAILED: {', '.join(failed)}" if failed else f"skipped: {', '.join(skipped)}" if skipped else "ok"
+                for run_id, failed, skipped in rows}
 
     def run_errors(self, run_ids: list[int]) -> dict[int, str]:
         """The first line of each of these runs' stored error (runs without one are left out)."""

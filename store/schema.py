@@ -67,11 +67,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "run folder identity: a run's folder on disk is its own only when the folder ids match",
         ["ALTER TABLE runs ADD COLUMN folder_id VARCHAR"],
     ),
+    (
+        4,
+        "run_checks: each run's fidelity record (model vs plain Hugging Face, fingerprints, invariants)",
+        ["""CREATE TABLE IF NOT EXISTS run_checks (
+            run_id BIGINT NOT NULL,
+            "check" VARCHAR NOT NULL,
+            value DOUBLE,
+            tolerance DOUBLE,
+            ok BOOLEAN,
+            detail VARCHAR
+        )"""],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 RUN_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
-CORE_TABLES = ("runs", "inputs", "tokens", "schema_version", "shards")
+CORE_TABLES = ("runs", "inputs", "tokens", "schema_version", "shards", "run_checks")
 _SIGNATURE_COLUMNS = {
     "runs": ("run_id", "analysis", "model", "params", "status", "created_at", "provenance"),
     "inputs": ("run_id", "input_id", "source", "text"),

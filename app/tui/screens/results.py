@@ -71,6 +71,9 @@ class ResultsScreen(WorkbenchScreen):
         prompt = store.input_text(run_id, input_id, preview=70) or ""
         partial = row["status"] != "done" and (row.get("shards_done") or 0) > 0
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
+        badge = store.check_badges([run_id]).get(run_id)
+        if badge:
+            status += f" · checks {badge}"
         if partial:
             status += f" · {row['shards_done']}/{row['n_shards']} shards stored"
         inputs_note = f" · input {index + 1}/{len(input_ids)} ([ ] switch)" if len(input_ids) > 1 else ""

@@ -1,0 +1,59 @@
+"""Every run checks itself: its fidelity record (the model layer against a plain Hugging Face
+forward on the first input, fingerprints, versions) is stored in run_checks, and the badge says
+ok, skipped or FAILED in `iwb runs` and `iwb show`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analyses.core.contract import Input, no_progress
+from analyses.model.fidelity import model_checks
+from app.runner import RunRequest, execute, prepare
+from store import Store
+from tests.helpers.cli import iwb
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def test_the_model_layer_agrees_with_hugging_face_on_every_family(family_model):
+    checks = {check.name: check for check in model_checks(family_model, PROMPT)}
+    assert checks["model_vs_hf_top1_agreement"].ok and checks["model_vs_hf_top1_agreement"].value == 1.0
+    assert checks["model_vs_hf_max_abs_logit_diff"].ok and checks["model_vs_hf_max_kl"].ok
+    assert len(checks["tokenizer_fingerprint"].detail) == 64
+    assert "transformers" in json.loads(checks["library_versions"].detail)
+
+
+def test_a_broken_model_layer_is_caught(tiny_model, monkeypatch):
+    """A plausible bug (a block skipped in the model layer's forward) fails the record."""
+    from analyses.model.adapters import Adapter
+
+    real_run = Adapter.run
+    monkeypatch.setattr(Adapter, "run", lambda self, resid, layers, ctx, caches=None: real_run(self, resid, list(layers)[1:], ctx, caches))
+    checks = {check.name: check for check in model_checks(tiny_model, PROMPT)}
+    assert checks["model_vs_hf_max_abs_logit_diff"].ok is False and checks["model_vs_hf_max_abs_logit_diff"].value > 1e-2
+
+
+def test_every_run_stores_its_record_and_the_badge_shows_it(tiny_model, tmp_path):
+    db = tmp_path / "results.duckdb"
+    store = Store(db)
+    lens = execute(store, tiny_model, prepare(RunRequest("logit-lens", (Input(0, "prompt", PROMPT),), {})), no_progress)
+    weights = execute(store, tiny_model, prepare(RunRequest("neuron-classes", (), {})), no_progress)
+    names = [row[0] for row in store.run_checks(lens)]
+    assert names[:4] == ["tokenizer_fingerprint", "bos", "weights_fingerprint", "library_versions"] and "model_vs_hf_max_kl" in names
+    badges = store.check_badges([lens, weights])
+    assert badges[lens] == "ok" and badges[weights] == "skipped: model_vs_hf"
+    with store.write() as conn:  # a failed check, as a broken model layer would leave it
+        conn.execute("UPDATE run_checks SET ok = false WHERE run_id = ? AND \"check\" = 'model_vs_hf_max_kl'", [lens])
+    listed = iwb("runs", db=db)
+    assert listed.returncode == 0, listed.stderr
+    lines = {int(line.split()[0]): line for line in listed.stdout.splitlines()[2:]}
+    assert "FAILED: model_vs_hf_max_kl" in lines[lens] and "skipped: model_vs_hf" in lines[weights]
+    shown = iwb("show", str(lens), "--width", "60", db=db)
+    assert "checks: FAILED: model_vs_hf_max_kl" in shown.stdout
+
+
+@pytest.mark.integration
+def test_the_embedded_model_passes_its_own_record(embedded_model):
+    failed = [check for check in model_checks(embedded_model, PROMPT) if check.ok is False]
+    assert not failed
