@@ -373,10 +373,15 @@ def cmd_analyses(args) -> int:
         print(f"wrote {len(written)} pages to {folder} (the index: {folder / docs.INDEX})")
         return 0
     for name in analysis_names():
-        spec = get_analysis(name).SPEC
+        try:
+            module = get_analysis(name)
+        except BadInput as error:  # a broken plugin is named, and the others still listed
+            print(f"{name}: cannot be loaded: {error}")
+            continue
+        spec = module.SPEC
         print(f"{spec.name}: {spec.title}  (inputs: {', '.join(spec.input_kinds)}; tables: {', '.join(t.name for t in spec.tables)})")
         print(f"    {spec.description}")
-        for info in param_infos(get_analysis(name).Params):
+        for info in param_infos(module.Params):
             print(f"    --param {info.name}=<{info.type_name}{' or none' if info.optional else ''}>  default {info.default!r}: {info.doc}")
     return 0
 
