@@ -212,6 +212,35 @@ def cmd_resume(args) -> int:
     return _print_run(store, prepared.module.SPEC.name, args.run_id, args)
 
 
+def cmd_verify(args) -> int:
+    """Exit 0 when every recomputed cell equals the stored one within tolerance, 1 listing the differences."""
+    from analyses.model.loading import load_model
+    from app.verify import MAX_LISTED, done_runs, verify
+
+    if (args.run_id is None) == (not args.all):
+        raise BadInput("give a run id or --all")
+    store = open_store(args, read_only=True)
+    run_ids = done_runs(store) if args.all else [_run_or_fail(store, args.run_id)["run_id"]]
+    models: dict = {}
+    failed = 0
+    for run_id in run_ids:
+        row = store.run_row(run_id) or {}
+        key = (row.get("model"), row.get("dtype"))
+        if key not in models:
+            models[key] = load_model(row["model"], device=args.device, dtype=row.get("dtype") if row.get("dtype") not in (None, "auto") else args.dtype)
+        verdict = verify(store, models[key], run_id, args.sample)
+        if verdict.differences:
+            failed += 1
+            print(f"run {run_id}: {len(verdict.differences)} differences in {verdict.table} (inputs {verdict.inputs}):")
+            for line in verdict.differences[:MAX_LISTED]:
+                print(f"  {line}")
+            if len(verdict.differences) > MAX_LISTED:
+                print(f"  ... and {len(verdict.differences) - MAX_LISTED} more")
+        else:
+            print(f"run {run_id}: {verdict.table}: {verdict.cells} cells of inputs {verdict.inputs} recomputed, all equal within rtol 1e-4")
+    return 1 if failed else 0
+
+
 def cmd_runs(args) -> int:
     if args.mark_stale:
         marked = open_store(args).mark_stale()
@@ -478,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-chart", action="store_true", help="print only the run id")
     add_ray_options(resume, required=False)
     resume.set_defaults(func=cmd_resume)
+
+    verify = sub.add_parser("verify", help="recompute a done run's main table on sampled inputs and compare it with what is stored")
+    verify.add_argument("run_id", nargs="?", type=bounded_int(0))
+    verify.add_argument("--all", action="store_true", help="every done run of the database")
+    verify.add_argument("--sample", type=bounded_int(1), default=3, help="inputs recomputed per run (default 3)")
+    verify.set_defaults(func=cmd_verify)
 
     runs = sub.add_parser("runs", help="list stored runs, newest first")
     runs.add_argument("--limit", type=bounded_int(0), default=30)

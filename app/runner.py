@@ -304,8 +304,6 @@ def _stop(store: Store, run_id: int, status: str, cause: str) -> None:
 
 def resumable(store: Store, run_id: int) -> Prepared:
     """What an interrupted, failed or cancelled run ran on (model, params, inputs), to finish it."""
-    from analyses.core.params import param_infos
-
     row = store.run_row(run_id)
     if row is None:
         raise BadInput(f"run {run_id} does not exist in {store.path}")
@@ -319,6 +317,14 @@ def resumable(store: Store, run_id: int) -> Prepared:
     problem = store.run_folder_problem(run_id)
     if problem is not None:
         raise BadInput(f"run {run_id}: the folder {folder.path} is not this run's ({problem}); run the analysis again")
+    return stored_request(store, row)
+
+
+def stored_request(store: Store, row: dict) -> Prepared:
+    """The analysis, parameters and inputs a stored run ran on (for resume and verify)."""
+    from analyses.core.params import param_infos
+
+    run_id = row["run_id"]
     module = get_analysis(row["analysis"])
     known = {info.name for info in param_infos(module.Params)}
     stored = json.loads(row["params"]) if row["params"] else {}

@@ -1,0 +1,92 @@
+"""`iwb verify RUN_ID`: recompute a stored run's main table on a sample of its inputs, through the
+same analysis and the run's own model, parameters and inputs, and compare it cell by cell with
+what is stored. A value changed by hand, a changed model or a changed code path shows up as a
+differing cell; a model whose revision or fingerprint differs is refused before anything runs."""
+from __future__ import annotations
+
+import math
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from analyses.core.contract import no_progress
+from analyses.core.errors import BadInput
+from app.runner import check_same_model, compute_shard, prepare_state, sharding, stored_request
+from store import Store
+
+RTOL, ATOL = 1e-4, 1e-6
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    run_id: int
+    table: str
+    inputs: list[int]
+    cells: int
+    differences: list[str]
+
+
+def _key(row: dict, columns: list[str]) -> tuple:
+    return tuple(str(row[c]) for c in columns)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is b
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+    return bool(a == b)
+
+
+def verify(store: Store, model: Any, run_id: int, sample: int, seed: int = 0) -> Verdict:
+    row = store.run_row(run_id)
+    if row is None:
+        raise BadInput(f"run {run_id} does not exist in {store.path}")
+    if row["status"] != "done":
+        raise BadInput(f"run {run_id} is {row['status']}; only a done run can be verified (`iwb resume {run_id}` first)")
+    check_same_model(model, row)
+    prepared = stored_request(store, row)
+    module, params = prepared.module, prepared.params
+    table = module.SPEC.tables[0]
+    per_input = "input_id" in {name for name, _ in table.columns}
+    inputs = list(prepared.inputs)
+    if per_input and sharding(module) != "whole" and len(inputs) > sample:
+        inputs = sorted(random.Random(seed).sample(inputs, sample), key=lambda item: item.input_id)
+    cancel = threading.Event()
+    # A run-level state (truncation's mean) is over every input, as in the run itself.
+    state = prepare_state(module, model, params, list(prepared.inputs), no_progress, cancel)
+    computed = compute_shard(module, model, params, inputs, state, no_progress, cancel).tables.get(table.name)
+    if computed is None:
+        raise BadInput(f"run {run_id}: {table.name} is written by the run's final step; verify compares per-input tables only")
+    ids = [item.input_id for item in inputs]
+    where = f" AND input_id IN ({', '.join(str(int(i)) for i in ids)})" if per_input and ids else ""
+    stored = store.query(f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?{where}", [run_id])
+    stored_rows = [dict(zip(stored.columns, values)) for values in stored.rows]
+    fresh_rows = computed.to_pylist()
+    columns = [name for name, _ in table.columns]
+    keys = [name for name, kind in table.columns if kind not in ("DOUBLE", "FLOAT")]
+    differences: list[str] = []
+    if len(stored_rows) != len(fresh_rows):
+        differences.append(f"{table.name}: {len(stored_rows)} rows stored, {len(fresh_rows)} recomputed")
+    fresh_by_key = {_key(r, keys): r for r in fresh_rows}
+    cells = 0
+    for old in stored_rows:
+        new = fresh_by_key.get(_key(old, keys))
+        if new is None:
+            where_row = ", ".join(f"{k}={old[k]}" for k in keys)
+            differences.append(f"{table.name}: stored row [{where_row}] was not recomputed")
+            continue
+        for column in columns:
+            cells += 1
+            if not _same(old.get(column), new.get(column)):
+                where_cell = ", ".join(f"{k}={old[k]}" for k in keys)
+                differences.append(f"{table.name} [{where_cell}] {column}: stored {old.get(column)!r}, recomputed {new.get(column)!r}")
+    return Verdict(run_id, table.name, ids, cells, differences)
+
+
+def done_runs(store: Store) -> list[int]:
+    return [row[0] for row in store.list_runs(limit=1_000_000).rows if row[4] == "done"]
