@@ -8,6 +8,7 @@ layer's cached scale. Reductions run in float32 whatever the model dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
@@ -126,6 +127,18 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
         if target_id is not None:
             out["target_prob"].append(p[..., target_id])
     return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items() if parts}
+
+
+def invariants(params: Params, read: Any) -> list[tuple]:
+    """The exact invariant on the stored numbers: at the final row (the model's own resid_post
+    through the lens) the KL to the model's logits is 0, for every input and position."""
+    table = read("logit_lens", ["layer", "kl_to_final"])
+    if table is None or table.num_rows == 0:
+        return [("invariant_final_layer_kl", None, 1e-6, None, "skipped: no rows")]
+    layers, kls = table.column("layer").to_pylist(), table.column("kl_to_final").to_pylist()
+    last = max(layers)
+    worst = max(abs(kl) for layer, kl in zip(layers, kls) if layer == last)
+    return [("invariant_final_layer_kl", worst, 1e-6, worst <= 1e-6, f"max |KL| at layer {last} over every input and position")]
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:

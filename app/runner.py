@@ -19,7 +19,7 @@ from analyses.core.contract import Input, Progress, Result
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
-from store import Store
+from store import Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,19 @@ def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel:
     return run_id
 
 
+def record_invariants(store: Store, run_id: int, prepared: Prepared, read: Any) -> None:
+    """An analysis' exact invariants (its optional ``invariants(params, read)``), checked on the
+    stored numbers once every shard is on disk, added to the run's fidelity record."""
+    invariants = getattr(prepared.module, "invariants", None)
+    if invariants is None:
+        return
+    checks = invariants(prepared.params, read)
+    try:
+        store.write_checks(run_id, checks)
+    except StoreError:
+        pass  # a locked database: the run's results still register; only these rows of its record are missing
+
+
 def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -> None:
     """The run's fidelity record (analyses.model.fidelity) on its first input, in run_checks."""
     from analyses.model.fidelity import model_checks
@@ -270,6 +283,7 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
             finalize = getattr(prepared.module, "finalize", None)
             final = finalize(prepared.params, state, folder.read, progress, cancel) if finalize else Result({}, None, {})
             folder.write_shard(FINAL, dict(final.tables), {"notes": final.notes})
+            record_invariants(store, run_id, prepared, folder.read)
         notes: dict = {}
         for index in list(range(n_shards)) + [FINAL]:
             notes.update(folder.shard_meta(index).get("notes") or {})

@@ -57,3 +57,23 @@ def test_every_run_stores_its_record_and_the_badge_shows_it(tiny_model, tmp_path
 def test_the_embedded_model_passes_its_own_record(embedded_model):
     failed = [check for check in model_checks(embedded_model, PROMPT) if check.ok is False]
     assert not failed
+
+
+def test_exact_invariants_are_checked_on_the_stored_numbers(tiny_model, tmp_path):
+    import pyarrow as pa
+
+    from analyses import causal_trace, logit_lens
+
+    store = Store(tmp_path / "results.duckdb")
+    lens = execute(store, tiny_model, prepare(RunRequest("logit-lens", (Input(0, "prompt", PROMPT),), {})), no_progress)
+    trace = execute(store, tiny_model, prepare(RunRequest("causal-trace", (Input(0, "prompt", PROMPT),),
+                                                          {"subject": "Eiffel Tower", "samples": "2", "kinds": "resid", "threshold": "-1"})), no_progress)
+    for run_id, name in ((lens, "invariant_final_layer_kl"), (trace, "invariant_last_resid_restoration")):
+        record = {row[0]: row for row in store.run_checks(run_id)}
+        assert record[name][3] is True and record[name][1] is not None, record[name]
+    assert store.check_badges([lens, trace]) == {lens: "ok", trace: "ok"}
+    # The checkers themselves fail on numbers that break the invariant.
+    broken = pa.table({"layer": [0, 3, 3], "kl_to_final": [0.4, 0.0, 0.02]})
+    assert logit_lens.invariants(logit_lens.Params(), lambda *args, **kwargs: broken)[0][3] is False
+    off = pa.table({"input_id": [0, 0], "kind": ["resid", "resid"], "layer": [2, 2], "pos": [0, 1], "restoration": [0.0, 0.9]})
+    assert causal_trace.invariants(causal_trace.Params(subject="x"), lambda *args, **kwargs: off)[0][3] is False

@@ -10,6 +10,7 @@ states are those of the clean and corrupted runs alike) and are not recomputed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
@@ -163,6 +164,27 @@ def token_char_spans(tokenizer, text: str, ids: list[int]) -> list[tuple[int, in
 def validate(model, inputs: list[Input], params: Params) -> None:
     for item in inputs:
         locate(model, item, params)
+
+
+def invariants(params: Params, read: Any) -> list[tuple]:
+    """The exact invariant on the stored numbers: restoring the whole clean residual after the
+    last block at the last token is the clean run, so that cell's restoration is 1 (computed, not
+    set), for every included input."""
+    if "resid" not in params.kind_list():
+        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no resid kind in this run")]
+    table = read("causal_trace", ["input_id", "kind", "layer", "pos", "restoration"])
+    if table is None or table.num_rows == 0:
+        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no rows")]
+    rows = [r for r in table.to_pylist() if r["kind"] == "resid"]
+    last_layer = max(r["layer"] for r in rows)
+    last_pos = {}
+    for r in rows:
+        last_pos[r["input_id"]] = max(last_pos.get(r["input_id"], -1), r["pos"])
+    cells = [r["restoration"] for r in rows if r["layer"] == last_layer and r["pos"] == last_pos[r["input_id"]] and r["restoration"] == r["restoration"]]
+    if not cells:
+        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no input with a finite restoration")]
+    worst = max(abs(value - 1.0) for value in cells)
+    return [("invariant_last_resid_restoration", worst, 1e-4, worst <= 1e-4, f"max |restoration - 1| at the last resid cell over {len(cells)} inputs")]
 
 
 def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
