@@ -224,19 +224,29 @@ def test_json_pieces_join_into_strict_json():
 BIG = "SELECT range AS input_id, (range % 30)::INTEGER AS layer, ((range % 9973) / 9973)::DOUBLE AS value, 'tok ' || (range % 5000) AS token FROM range({n})"
 
 
+# The command runs under a small launcher that waits for it: Linux carries a forking parent's
+# peak RSS into the child's ru_maxrss across exec, and this test process may hold 1.5 GiB of models.
+LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "sys.stderr.write(f'\\nIWB_PEAK_KIB {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}\\n')\n"
+)
+
+
 def peak_rss_mib(command: list[str], timeout: float = 300) -> tuple[int, float, str]:
-    """Run a command with stdout to /dev/null; its exit code, its own peak RSS (wait4) and stderr."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
-    watchdog = threading.Timer(timeout, process.kill)
-    watchdog.start()
+    """Run a command with stdout to /dev/null; its exit code, its own peak RSS and its stderr."""
+    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=child_env(), cwd=ROOT)
     try:
-        stderr = process.stderr.read().decode()
-        _, status, usage = os.wait4(process.pid, 0)
+        stderr = process.communicate(timeout=timeout)[1].decode()
     finally:
-        watchdog.cancel()
-        process.stderr.close()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss / 1024, stderr
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text, _, marker = stderr.rpartition("\nIWB_PEAK_KIB ")
+    peak_kib, code = (int(part) for part in marker.split())
+    return code, peak_kib / 1024, text.strip("\n") + ("\n" if text.strip("\n") else "")
 
 
 @pytest.fixture(scope="module")
