@@ -19,7 +19,7 @@ from analyses.core.contract import Input, Progress, Result
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
-from store import Store, StoreError
+from store import Store
 
 
 @dataclass(frozen=True)
@@ -212,11 +212,7 @@ def record_invariants(store: Store, run_id: int, prepared: Prepared, read: Any) 
     invariants = getattr(prepared.module, "invariants", None)
     if invariants is None:
         return
-    checks = invariants(prepared.params, read)
-    try:
-        store.write_checks(run_id, checks)
-    except StoreError:
-        pass  # a locked database: the run's results still register; only these rows of its record are missing
+    store.run_folder(run_id).add_checks(invariants(prepared.params, read))
 
 
 def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -> None:
@@ -226,7 +222,8 @@ def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -
     first = prepared.inputs[0].text if prepared.inputs else None
     setting = getattr(prepared.params, "prepend_bos", "auto")
     checks = model_checks(model, first, setting if isinstance(setting, str) else "auto")
-    store.write_checks(run_id, [(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
+    # Through the run folder, like a shard: registered with the first shard, and a lock only delays it.
+    store.run_folder(run_id).add_checks([(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
 
 
 def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:

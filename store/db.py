@@ -401,6 +401,7 @@ class Store:
                 continue
             registered.add(index)
             added += 1
+        self._register_checks(conn, folder)
         status = row[0]
         complete = folder.complete()
         n_shards = int(manifest.get("n_shards", 0))
@@ -416,6 +417,17 @@ class Store:
         if status == "done" and whole:
             folder.remove()
         return {folder.run_id: {"registered": added, "status": status}}
+
+    @staticmethod
+    def _register_checks(conn: duckdb.DuckDBPyConnection, folder: RunFolder) -> None:
+        """The run's fidelity-record rows on disk that the database does not hold yet (by check name)."""
+        pending = folder.checks()
+        if not pending:
+            return
+        held = {r[0] for r in conn.execute('SELECT "check" FROM run_checks WHERE run_id = ?', [folder.run_id]).fetchall()}
+        new = [[folder.run_id, *row] for row in pending if row[0] not in held]
+        if new:
+            conn.executemany("INSERT INTO run_checks VALUES (?, ?, ?, ?, ?, ?)", new)
 
     @staticmethod
     def _register_shard(conn: duckdb.DuckDBPyConnection, folder: RunFolder, manifest: dict, index: int) -> None:
@@ -495,11 +507,6 @@ class Store:
     def first_input_id(self, run_id: int) -> int | None:
         rows = self.query("SELECT min(input_id) FROM inputs WHERE run_id = ?", [run_id]).rows
         return rows[0][0] if rows else None
-
-    def write_checks(self, run_id: int, checks: list[tuple]) -> None:
-        """A run's fidelity record: (check, value, tolerance, ok, detail) rows; ok None = skipped."""
-        with self.write() as conn:
-            conn.executemany("INSERT INTO run_checks VALUES (?, ?, ?, ?, ?, ?)", [[run_id, *check] for check in checks])
 
     def run_checks(self, run_id: int) -> list[tuple]:
         return self.query('SELECT "check", value, tolerance, ok, detail FROM run_checks WHERE run_id = ? ORDER BY rowid', [run_id]).rows

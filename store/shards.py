@@ -31,7 +31,7 @@ from typing import Any
 
 FINAL = -1
 _MANIFEST, _STATE, _COMPLETE, _META = "manifest.json", "state.npz", "complete.json", "meta.json"
-_QUARANTINE, _STRAY = "quarantine", "stray"
+_QUARANTINE, _STRAY, _CHECKS = "quarantine", "stray", "checks.json"
 _HASH_CHUNK = 1 << 20
 
 
@@ -266,6 +266,18 @@ class RunFolder:
         if not parts:
             return None
         return pa.concat_tables(parts)
+
+    def add_checks(self, checks: list[tuple]) -> None:
+        """Rows of the run's fidelity record (check, value, tolerance, ok, detail), kept on disk
+        like a shard until the database registers them (a lock only delays them)."""
+        _write_json_atomic(self.path / _CHECKS, self.checks() + [list(check) for check in checks])
+
+    def checks(self) -> list[list]:
+        try:
+            value = json.loads((self.path / _CHECKS).read_text())
+        except (OSError, ValueError):
+            return []
+        return [row for row in value if isinstance(row, list) and len(row) == 5] if isinstance(value, list) else []
 
     def mark_complete(self, info: dict) -> None:
         _write_json_atomic(self.path / _COMPLETE, info)

