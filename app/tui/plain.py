@@ -23,3 +23,8 @@ def plain(*parts: Part, style: str = "") -> Text:
         else:
             text.append(str(part))
     return text
+
+
+def badge_style(badge: str) -> str:
+    """The colour of a run's fidelity badge (ok, skipped: CHECK, FAILED: CHECK)."""
+    return "green" if badge == "ok" else "bold red" if badge.startswith("FAILED") else "yellow"

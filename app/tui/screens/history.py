@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
 from analyses.core.registry import REGISTRY, get_analysis
-from app.tui.plain import plain
+from app.tui.plain import badge_style, plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
@@ -78,7 +78,7 @@ class HistoryScreen(WorkbenchScreen):
                 if badge != "ok":
                     index = next(i for i, (rid, _) in enumerate(rows) if rid == run_id)
                     cells = rows[index][1]
-                    rows[index] = (run_id, cells[:3] + (plain(f"{cells[3].plain} ({badge})"),) + cells[4:])
+                    rows[index] = (run_id, cells[:3] + (plain(cells[3].plain, (f" ({badge})", badge_style(badge))),) + cells[4:])
         app.call_from_thread(self.show_runs, rows, errors, analyses, statuses)
 
     def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None) -> None:

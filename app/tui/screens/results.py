@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
 from analyses.core.registry import get_analysis
 from app import charts
-from app.tui.plain import plain
+from app.tui.plain import badge_style, plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
@@ -72,12 +72,12 @@ class ResultsScreen(WorkbenchScreen):
         partial = row["status"] != "done" and (row.get("shards_done") or 0) > 0
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
         badge = store.check_badges([run_id]).get(run_id)
-        if badge:
-            status += f" · checks {badge}"
         if partial:
             status += f" · {row['shards_done']}/{row['n_shards']} shards stored"
         inputs_note = f" · input {index + 1}/{len(input_ids)} ([ ] switch)" if len(input_ids) > 1 else ""
-        info = plain(f"run {run_id} · {row['analysis']} · {row['model']} · {status}{inputs_note}\n", (prompt, "dim"))
+        # The fidelity badge: green when every check passed, amber when one was skipped, red when one failed.
+        badge_part = (f" · checks {badge}", badge_style(badge)) if badge else ""
+        info = plain(f"run {run_id} · {row['analysis']} · {row['model']} · {status}", badge_part, f"{inputs_note}\n", (prompt, "dim"))
         loaded: list[charts.ChartData | None] = []
         if row["status"] == "done" or partial:
             try:
