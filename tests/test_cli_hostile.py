@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import assert_bad_input, iwb, iwb_command, runs_in
+from tests.helpers.cli import assert_bad_input, default_sigint, iwb, iwb_command, runs_in
 from tests.helpers.fakes import seed_lens_run
 
 
@@ -186,14 +186,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a runner started in the background ignores SIGINT
-
-
 def test_ctrl_c_during_a_query_exits_130(seeded_db):
     process = subprocess.Popen(
         iwb_command() + ["--db", str(seeded_db), "sql", "SELECT sum(a.range * b.range) FROM range(10000000) a, range(10000000) b"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=_default_sigint,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=default_sigint,
     )
     try:
         # Inside the query (which would run for hours), whatever the machine's load: start-up costs
@@ -214,7 +210,7 @@ def test_ctrl_c_during_a_query_exits_130(seeded_db):
 def test_ctrl_c_during_a_run_exits_130_and_stores_it_cancelled(db_path):
     process = subprocess.Popen(
         iwb_command() + ["--db", str(db_path), "run", "attention-locality", "--n-docs", "64", "--max-tokens", "256"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=_default_sigint,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(NO_COLOR="1"), preexec_fn=default_sigint,
     )
     seen = []
     for line in process.stderr:  # the progress line appears once the analysis is under way

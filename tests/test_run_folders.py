@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.errors import BadInput
 from app.runner import RunRequest, execute, prepare, resume
 from store import Store
 from store.errors import StoreError
 from store.shards import RunFolder, runs_root, stray_folders
-from tests.helpers.shards import pile_inputs, rows
+from tests.helpers.shards import pile_inputs, rows, stop_after_shard
 
 TABLES = ("truncation", "truncation_summary", "truncation_lowest", "tokens")
 
@@ -26,15 +25,7 @@ def _truncation(k_max: int = 3):
 
 def _cancelled_after_first_shard(store: Store, model, prepared) -> int:
     """A run stopped by the user once its first of three shards is stored (its state saved)."""
-    cancel = threading.Event()
-
-    def progress(done, total, note=""):
-        if "shard 1/3 stored" in note:
-            cancel.set()
-
-    with pytest.raises(Cancelled):
-        execute(store, model, prepared, progress, cancel, shard_docs=2)
-    run_id = rows(store.path, "SELECT max(run_id) FROM runs")[0][0]
+    run_id = stop_after_shard(store, model, prepared, stored=1, n_shards=3)
     assert rows(store.path, f"SELECT status, shards_done FROM runs WHERE run_id = {run_id}") == [("cancelled", 1)]
     return run_id
 
@@ -277,16 +268,7 @@ def test_interleaved_stops_tamperings_and_resumes_end_equal_to_the_twin_or_refus
     for seed in range(8):
         rng = random.Random(seed)
         db = tmp_path / f"property-{seed}.duckdb"
-        cancel = threading.Event()
-        stop_after = rng.choice([1, 2])
-
-        def progress(done, total, note="", stop_after=stop_after, cancel=cancel):
-            if f"shard {stop_after}/3 stored" in note:
-                cancel.set()
-
-        with pytest.raises(Cancelled):
-            execute(Store(db), tiny_model, prepared, progress, cancel, shard_docs=2)
-        run_id = rows(db, "SELECT max(run_id) FROM runs")[0][0]
+        run_id = stop_after_shard(Store(db), tiny_model, prepared, stored=rng.choice([1, 2]), n_shards=3)
         kind = rng.choice(kinds)
         tried.add(kind)
         _tamper(kind, RunFolder(db, run_id), marker)

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from store import Store
 from store.errors import ResultsPending
 from store.shards import FINAL, RunFolder, runs_root
 from tests.helpers.cli import iwb, iwb_command
-from tests.helpers.shards import pile_inputs, rows, same_results
+from tests.helpers.shards import pile_inputs, rows, same_results, stop_after_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUNCATION = ["truncation", "--n-docs", "12", "--max-tokens", "16", "--param", "k_max=3", "--shard-docs", "2", "--no-chart"]
@@ -93,17 +92,8 @@ def test_a_cancelled_run_keeps_its_shards_and_resume_finishes_it_exactly(embedde
     store = Store(db_path)
     prepared = prepare(RunRequest("truncation", pile_inputs(8), {"k_max": "3"}))
     reference = execute(store, embedded_model, prepared, lambda *a: None, shard_docs=2)
-    cancel = threading.Event()
-
-    def progress(done, total, note=""):
-        if "shard 2/4 stored" in note:
-            cancel.set()
-
-    from analyses.core.errors import Cancelled
-
-    with pytest.raises(Cancelled):
-        execute(store, embedded_model, prepared, progress, cancel, shard_docs=2)
-    run_id = reference + 1
+    run_id = stop_after_shard(store, embedded_model, prepared, stored=2, n_shards=4)
+    assert run_id == reference + 1
     status, shards_done = rows(db_path, f"SELECT status, shards_done FROM runs WHERE run_id = {run_id}")[0]
     assert status == "cancelled" and shards_done == 2
     assert rows(db_path, f"SELECT count(DISTINCT input_id) FROM truncation WHERE run_id = {run_id}") == [(4,)]  # partial results

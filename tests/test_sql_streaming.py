@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.helpers.cli import iwb_command
+from tests.helpers.cli import default_sigint, iwb_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,15 +301,11 @@ def test_a_reader_that_stops_early_ends_it_quietly(empty_db, fmt):
     assert stderr == "" and all(head)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a runner started in the background ignores SIGINT
-
-
 @pytest.mark.parametrize("fmt", ["csv", "table"])
 def test_ctrl_c_mid_stream_exits_130(empty_db, fmt):
     # csv: rows flowing; table: its first rows shown, the rest being counted.
     process = subprocess.Popen(iwb_command() + ["--db", str(empty_db), "sql", BIG.format(n=500_000_000), "--format", fmt],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), preexec_fn=_default_sigint)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), preexec_fn=default_sigint)
     try:
         assert process.stdout.readline()  # under way
         time.sleep(0.5)

@@ -11,7 +11,7 @@ import hashlib
 import importlib.metadata
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from analyses.model.loading import LoadedModel
@@ -33,8 +33,15 @@ class Check:
 
 
 def tokenizer_fingerprint(model: LoadedModel) -> str:
-    """sha256 of the vocabulary (token -> id) and the special tokens the tokenizer declares."""
-    tokenizer = model.tokenizer
+    """sha256 of the vocabulary (token -> id) and the special tokens the tokenizer declares;
+    computed once per tokenizer of a loaded model."""
+    key = id(model.tokenizer)
+    if key not in model._tokenizer_fingerprints:
+        model._tokenizer_fingerprints[key] = _vocabulary_hash(model.tokenizer)
+    return model._tokenizer_fingerprints[key]
+
+
+def _vocabulary_hash(tokenizer: Any) -> str:
     vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     special = {name: str(value) for name, value in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
     return hashlib.sha256(json.dumps([vocabulary, special], ensure_ascii=False).encode()).hexdigest()

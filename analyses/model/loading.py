@@ -226,6 +226,9 @@ class LoadedModel:
     # not constructor arguments, so dataclasses.replace never carries one over to another bridge.
     _adapter: Adapter | None = field(default=None, init=False, repr=False, compare=False)
     _weights: ModelWeights | None = field(default=None, init=False, repr=False, compare=False)
+    # sha256 of the tokenizer's vocabulary (analyses.model.fidelity), keyed by the tokenizer: a warm
+    # worker model computes it once, not once per run.
+    _tokenizer_fingerprints: dict[int, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def tokenizer(self) -> Any:
@@ -325,7 +328,7 @@ def weights_fingerprint(folder: Path) -> str:
         key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
         file_hash = cache.get(key)
         if not isinstance(file_hash, str):
-            file_hash = _sha256_file(path)
+            file_hash = file_sha256(path)
             cache[key] = file_hash
             changed = True
         digest.update(f"{path.name}:{file_hash}\n".encode())
@@ -336,14 +339,6 @@ def weights_fingerprint(folder: Path) -> str:
             tmp.write_text(json.dumps(cache))
             os.replace(tmp, cache_path)
     return "weights-sha256:" + digest.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _locate(name: str) -> tuple[str, str, str | None]:

@@ -9,6 +9,13 @@ from pathlib import Path
 import duckdb
 
 
+def default_sigint() -> None:
+    """preexec_fn for a child that must take Ctrl-C: a runner started in the background ignores SIGINT."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def iwb_command() -> list[str]:
     script = Path(sys.executable).parent / "iwb"
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]

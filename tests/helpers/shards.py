@@ -30,3 +30,24 @@ def pile_inputs(n: int) -> tuple[Input, ...]:
 
     inputs, _ = build_inputs(InputChoice("pile", None, None, n, 16, 0, None), ("pile",))
     return inputs
+
+
+def stop_after_shard(store, model, prepared, stored: int, n_shards: int, shard_docs: int = 2) -> int:
+    """Run prepared, stopped by the user (the cancel event) once shard ``stored`` of ``n_shards``
+    is stored; the stopped run's id."""
+    import threading
+
+    import pytest
+
+    from analyses.core.errors import Cancelled
+    from app.runner import execute
+
+    cancel = threading.Event()
+
+    def progress(done, total, note=""):
+        if f"shard {stored}/{n_shards} stored" in note:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        execute(store, model, prepared, progress, cancel, shard_docs=shard_docs)
+    return int(rows(store.path, "SELECT max(run_id) FROM runs")[0][0])

@@ -74,11 +74,9 @@ class HistoryScreen(WorkbenchScreen):
         if rows:
             errors.update(app.store.run_errors([run_id for run_id, _ in rows]))
             # A run whose fidelity record is not all ok says so in its status cell.
-            for run_id, badge in app.store.check_badges([run_id for run_id, _ in rows]).items():
-                if badge != "ok":
-                    index = next(i for i, (rid, _) in enumerate(rows) if rid == run_id)
-                    cells = rows[index][1]
-                    rows[index] = (run_id, cells[:3] + (plain(cells[3].plain, (f" ({badge})", badge_style(badge))),) + cells[4:])
+            badges = app.store.check_badges([run_id for run_id, _ in rows])
+            rows = [(run_id, cells[:3] + (plain(cells[3].plain, (f" ({badges[run_id]})", badge_style(badges[run_id]))),) + cells[4:])
+                    if badges.get(run_id, "ok") != "ok" else (run_id, cells) for run_id, cells in rows]
         app.call_from_thread(self.show_runs, rows, errors, analyses, statuses)
 
     def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None) -> None:
