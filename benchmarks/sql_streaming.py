@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 QUERY = ("SELECT range AS input_id, (range % 30)::INTEGER AS layer, ((range % 9973) / 9973)::DOUBLE AS value, "
          "'tok ' || (range % 5000) AS token FROM range({n})")
 
-# `iwb sql` before streaming (git f8f087e, app/cli.py: cmd_sql and _print_result), verbatim.
+# `iwb sql` before streaming (git f8f087e, app/cli/main.py: cmd_sql and _print_result), verbatim.
 OLD = '''
 import csv, io, sys
 from app import charts
-from app.cli_io import strict_json
+from app.cli.io import strict_json
 from store import Store
 
 def _print_result(result, fmt: str, max_rows: int) -> None:

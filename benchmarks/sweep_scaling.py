@@ -35,9 +35,9 @@ def main() -> int:
     from analyses.core.contract import no_progress
     from analyses.inputs.corpus import InputChoice, build_inputs
     from analyses.model.loading import load_model
-    from app.ray_pool import PoolOptions, run_on_actors
-    from app.runner import RunRequest, prepare, prepare_state, shard_plan
-    from app.sweep import actor_init, actor_work
+    from app.run.ray_pool import PoolOptions, run_on_actors
+    from app.run.runner import RunRequest, prepare, prepare_state, shard_plan
+    from app.run.sweep import actor_init, actor_work
 
     inputs, _ = build_inputs(InputChoice("pile", None, None, args.n_docs, args.max_tokens, 0, None), ("pile",))
     prepared = prepare(RunRequest("truncation", inputs, {"k_max": str(args.k_max)}))

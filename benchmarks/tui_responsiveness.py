@@ -112,10 +112,10 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
 
 
 async def main(args: argparse.Namespace) -> int:
+    from app.run.worker import Cancelled, Failed, Finished, Started
     from app.tui.app import Workbench
     from app.tui.settings import Settings
     from app.tui.store_access import SerialStore
-    from app.worker import Cancelled, Failed, Finished, Started
 
     folder = Path(tempfile.mkdtemp(prefix="iwb-bench-"))
     settings = Settings(folder / "bench.duckdb", model=args.model, device="cpu", dtype="float32", worker_log=folder / "worker.log")

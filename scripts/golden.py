@@ -37,7 +37,7 @@ def measure() -> dict[str, float]:
 
     from analyses.core.contract import Input, no_progress
     from analyses.model.loading import load_model
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
     from store import Store
     from tests.helpers.shards import pile_inputs
 

@@ -7,7 +7,7 @@ import pytest
 
 from analyses.core.contract import Input
 from analyses.core.errors import BadInput
-from app.runner import RunRequest, check_with_model, prepare
+from app.run.runner import RunRequest, check_with_model, prepare
 from tests.helpers.cli import assert_bad_input, iwb, runs_in
 
 TEXT = "The river flows north through a wide valley before it turns east and reaches the sea."
@@ -39,7 +39,7 @@ def test_model_bounds_of_contextual_neurons(tiny_model):
 
 
 def test_a_sweep_asking_for_gpus_a_cpu_cluster_lacks_is_refused_before_it_waits():
-    from app.ray_pool import PoolOptions, plan
+    from app.run.ray_pool import PoolOptions, plan
 
     with pytest.raises(BadInput, match="asks for 1 GPU but the Ray cluster has 0"):
         plan(PoolOptions(address="local", num_gpus=1), {"CPU": 2.0})
@@ -60,7 +60,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(monkeypatch, tmp_pa
     """ENOSPC while a shard is written: one line, exit 1, and `iwb resume` finishes the run."""
     import errno
 
-    from app import cli
+    from app.cli import main as cli
     from store.shards import RunFolder
 
     db = tmp_path / "results.duckdb"

@@ -12,7 +12,7 @@ from analyses.core.contract import Input, no_progress
 from analyses.core.errors import BadInput
 from analyses.core.params import parse_params
 from app import charts
-from app.runner import RunRequest, execute, prepare
+from app.run.runner import RunRequest, execute, prepare
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

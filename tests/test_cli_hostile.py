@@ -170,7 +170,7 @@ def test_non_finite_floats_are_refused_at_parsing():
 def test_attention_window_bounded_by_the_longest_input(tiny_model, window):
     from analyses.core.contract import Input
     from analyses.core.errors import BadInput
-    from app.runner import RunRequest, check_with_model, prepare
+    from app.run.runner import RunRequest, check_with_model, prepare
 
     prompt = "The Eiffel Tower is located in the city of"
     n_tokens = tiny_model.to_tokens(prompt).shape[-1]  # as the run tokenises it: BOS by the model

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import cli
+from app.cli import main as cli
 
 
 @pytest.mark.parametrize(("tty", "environment", "expected"), [

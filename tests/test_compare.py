@@ -33,7 +33,7 @@ def assert_matches(data, expected: dict) -> None:
 
 
 def test_heatmap_is_b_minus_a_and_curves_share_a_chart(store):
-    from app.compare import compare_runs
+    from app.run.compare import compare_runs
 
     run_a = seed_lens_run(store)
     run_b = seed_lens_run(store, "The Louvre is located in the city of")
@@ -47,7 +47,7 @@ def test_heatmap_is_b_minus_a_and_curves_share_a_chart(store):
 
 
 def test_positions_align_only_where_the_tokens_match(store):
-    from app.compare import CompareError, compare_runs
+    from app.run.compare import CompareError, compare_runs
 
     run_a, run_b = seed_lens_run(store), seed_lens_run(store)
     with store.write() as conn:
@@ -64,7 +64,7 @@ def test_positions_align_only_where_the_tokens_match(store):
 
 
 def test_runs_that_cannot_be_compared(store):
-    from app.compare import CompareError, compare_runs
+    from app.run.compare import CompareError, compare_runs
 
     done, failed = seed_lens_run(store), seed_lens_run(store, status="failed")
     other = store.begin_run("attention-locality", "m", {}, "cpu", "float32", {})
@@ -80,7 +80,7 @@ def test_runs_that_cannot_be_compared(store):
 
 
 def test_different_layer_counts_are_refused(store):
-    from app.compare import CompareError, compare_runs
+    from app.run.compare import CompareError, compare_runs
 
     run_a, run_b = seed_lens_run(store), seed_lens_run(store)
     with store.write() as conn:
@@ -102,13 +102,13 @@ def test_iwb_compare_prints_both_runs_and_refuses_in_one_line(store, db_path):
 
 def _real_run(store, model, analysis: str, prompt: str, **params: str) -> int:
     from analyses.core.contract import Input, no_progress
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     return execute(store, model, prepare(RunRequest(analysis, (Input(0, "prompt", prompt),), params)), no_progress)
 
 
 def test_real_runs_that_differ_in_a_parameter(store, tiny_model):
-    from app.compare import compare_runs
+    from app.run.compare import compare_runs
 
     tiny_a = _real_run(store, tiny_model, "logit-lens", PROMPT, target=" Paris")
     tiny_b = _real_run(store, tiny_model, "logit-lens", PROMPT, target=" London")
@@ -123,7 +123,7 @@ def test_real_runs_that_differ_in_a_parameter(store, tiny_model):
 def test_real_runs_on_a_shared_prefix_agree_there(store, embedded_model, tiny_model):
     """A causal model sees the same prefix the same way: the difference is zero up to where the
     prompts part, and the comparison stops there."""
-    from app.compare import CompareError, compare_runs
+    from app.run.compare import CompareError, compare_runs
 
     run_a = _real_run(store, embedded_model, "logit-lens", PROMPT)
     run_b = _real_run(store, embedded_model, "logit-lens", "The Eiffel Tower is a landmark")

@@ -82,7 +82,7 @@ def test_validate_refuses_heads_the_model_lacks(planted):
 
 
 def test_runs_and_stores_on_every_family(family_model, store):
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs = tuple(word_documents(3, 60))
     # Head 0 given by hand: random tiny models have no contextual heads to find.
@@ -97,7 +97,7 @@ def test_runs_and_stores_on_every_family(family_model, store):
 @pytest.mark.integration
 def test_embedded_model_through_the_real_store(embedded_model, store):
     from analyses.inputs.corpus import sample_documents
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs, _ = sample_documents(None, 3, seed=0, max_tokens=128)
     prepared = prepare(RunRequest("contextual-neurons", tuple(inputs), {"dest_positions": "60,120", "top_k": "5", "n_curves": "2"}))

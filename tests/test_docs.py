@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from analyses.core.registry import BUILTIN, discover
-from app import docs
+from app.cli import docs
 from tests.helpers.cli import iwb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ REGENERATE = "run `iwb analyses --markdown docs/analyses` and commit the pages"
 
 
 def expected_pages() -> dict[str, str]:
-    """The pages of the built-in analyses as app/docs.py generates them now."""
+    """The pages of the built-in analyses as app/cli/docs.py generates them now."""
     return docs.pages(sorted(BUILTIN))
 
 

@@ -133,7 +133,7 @@ def test_a_planted_attribute_is_found_and_the_control_stays_at_chance(tiny_model
 
 def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
     from analyses import fact_lookup
-    from app.runner import Prepared, execute
+    from app.run.runner import Prepared, execute
 
     inputs = tuple(entity_inputs(small_table(4)))
     params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_fact_lookup_stores_and_draws_on_the_embedded_model(embedded_model, store):
     from analyses import fact_lookup
     from app import charts
-    from app.runner import Prepared, execute
+    from app.run.runner import Prepared, execute
 
     known = load_entities(None)
     table = [e for e in known if e.value == "baseball"][:6] + [e for e in known if e.value == "football"][:6]

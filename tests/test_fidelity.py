@@ -9,7 +9,7 @@ import pytest
 
 from analyses.core.contract import Input, no_progress
 from analyses.model.fidelity import model_checks
-from app.runner import RunRequest, execute, prepare
+from app.run.runner import RunRequest, execute, prepare
 from store import Store
 from tests.helpers.cli import iwb
 

@@ -123,7 +123,7 @@ def test_cancel_stops_between_documents(planted):
 
 
 def test_runs_and_stores_on_every_family(family_model, store):
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs = tuple(word_documents(3, 60))
     prepared = prepare(RunRequest("first-layer-heads", inputs, {"dest_positions": "10,40", "layers": "0,1"}))
@@ -138,7 +138,7 @@ def test_runs_and_stores_on_every_family(family_model, store):
 @pytest.mark.integration
 def test_embedded_model_through_the_real_store(embedded_model, store):
     from analyses.inputs.corpus import sample_documents
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs, _ = sample_documents(None, 3, seed=0, max_tokens=128)
     inputs = tuple(inputs)

@@ -151,7 +151,7 @@ def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel
 def test_layer_interventions_store_and_draw_on_the_embedded_model(embedded_model, store):
     from analyses.inputs.corpus import sample_documents
     from app import charts
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs, _ = sample_documents(str(PILE_SAMPLE), 2, seed=0)
     inputs = tuple(type(i)(i.input_id, i.source, i.text, {**i.meta, "max_tokens": 16}) for i in inputs)

@@ -70,7 +70,7 @@ def test_unknown_analysis_names_the_known_ones():
 
 def test_no_input_means_the_analysis_first_input_kind():
     from analyses.inputs.corpus import InputChoice, build_inputs
-    from app.runner import RunRequest, prepare
+    from app.run.runner import RunRequest, prepare
 
     assert build_inputs(InputChoice(), ("weights",)) == ((), 0)
     assert prepare(RunRequest("neuron-classes", ())).inputs == ()

@@ -260,7 +260,7 @@ def test_iwb_export_writes_the_plugin_table(plugin_site, stored, tmp_path):
 
 
 def test_iwb_compare_two_plugin_runs(plugin_site, stored, on_path):
-    from app.compare import compare_runs
+    from app.run.compare import compare_runs
     from store import Store
 
     db, _, _ = stored
@@ -284,7 +284,7 @@ from analyses.core.errors import Cancelled
 from analyses.core.registry import get_analysis
 from analyses.inputs.corpus import InputChoice, build_inputs
 from analyses.model.loading import load_model
-from app.runner import RunRequest, execute, prepare
+from app.run.runner import RunRequest, execute, prepare
 from store import Store
 
 db, model, prompts = sys.argv[1:4]

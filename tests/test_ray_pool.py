@@ -1,4 +1,4 @@
-"""app.ray_pool on a real Ray cluster (tests/helpers/ray_cluster.py: a head started as
+"""app.run.ray_pool on a real Ray cluster (tests/helpers/ray_cluster.py: a head started as
 docs/cluster.md tells users, off the machine's network where namespaces allow, with token auth).
 
 Each test's driver runs beside the head (inside its namespaces when isolated) and runs this file as
@@ -66,7 +66,7 @@ def _expected() -> dict:
 # --- the driver, run as `python tests/test_ray_pool.py SCENARIO ADDRESS` ---------------------------
 
 def _drive(scenario: str, address: str) -> dict:
-    from app.ray_pool import PoolOptions, run_on_actors
+    from app.run.ray_pool import PoolOptions, run_on_actors
 
     started = time.monotonic()
     events: list[str] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analyses.core.errors import BadInput
-from app.runner import RunRequest, execute, prepare, resume
+from app.run.runner import RunRequest, execute, prepare, resume
 from store import Store
 from store.errors import StoreError
 from store.shards import RunFolder, runs_root, stray_folders
@@ -226,7 +226,7 @@ def test_of_two_resumes_of_one_run_one_claims_it_and_the_other_is_told_it_is_bus
     prepared = _truncation()
     run_id = _cancelled_after_first_shard(Store(db), tiny_model, prepared)
     first, second = Store(db), Store(db)
-    from app.runner import resumable
+    from app.run.runner import resumable
 
     seen_by_second = resumable(second, run_id)  # both resumes have read the run as stopped
     first.reopen_run(run_id)  # the first one's claim, as resume() makes it

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from app.runner import RunRequest, execute, prepare, resume
+from app.run.runner import RunRequest, execute, prepare, resume
 from store import Store
 from store.errors import ResultsPending
 from store.shards import FINAL, RunFolder, runs_root

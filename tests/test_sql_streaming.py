@@ -64,12 +64,12 @@ QUERIES = [
     "SELECT i, s FROM varied ORDER BY i LIMIT 200",  # exactly --max-rows
 ]
 
-# `iwb sql` before streaming (git f8f087e, app/cli.py), verbatim: what the output must stay.
+# `iwb sql` before streaming (git f8f087e, app/cli/main.py), verbatim: what the output must stay.
 
 
 def old_print_result(result, fmt: str, max_rows: int) -> None:
     from app import charts
-    from app.cli_io import strict_json
+    from app.cli.io import strict_json
 
     if fmt == "json":
         print(strict_json(result.columns, result.rows))
@@ -206,7 +206,7 @@ def _random_value(rnd: random.Random, depth: int = 0):
 
 def test_json_pieces_join_into_strict_json():
     """The streamed JSON writer against strict_json itself, on values of every shape, cut into batches anywhere."""
-    from app.cli_io import strict_json, strict_json_pieces
+    from app.cli.io import strict_json, strict_json_pieces
 
     rnd = random.Random(20260512)
     for _ in range(2000):

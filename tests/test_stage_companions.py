@@ -122,7 +122,7 @@ def test_neuron_classes_run_counts_every_neuron_on_every_family(family_model, ca
 def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, name):
     from analyses.inputs.corpus import sample_documents
     from app import charts
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     docs, _ = sample_documents(str(PILE_SAMPLE), 2, seed=0)
     docs = tuple(Input(i.input_id, i.source, i.text, {**i.meta, "max_tokens": 24}) for i in docs)

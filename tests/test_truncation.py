@@ -117,7 +117,7 @@ def test_short_documents_are_refused_before_storing(tiny_model):
 
 def test_run_stores_consistent_tables(tiny_model, store):
     from analyses.core.contract import no_progress
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs, _ = corpus.sample_documents(None, 3, seed=5, max_tokens=24)
     prepared = prepare(RunRequest("truncation", tuple(inputs), {"k_max": "5", "batch_tokens": "64", "n_lowest": "4"}))
@@ -145,7 +145,7 @@ def test_run_stores_consistent_tables(tiny_model, store):
 
 
 def test_cli_uses_the_default_corpus_for_document_only_analyses():
-    from app.cli import build_inputs, build_parser
+    from app.cli.main import build_inputs, build_parser
 
     args = build_parser().parse_args(["run", "truncation", "--n-docs", "3", "--max-tokens", "40", "--pile-set", "PSF docs"])
     inputs = build_inputs(args)
@@ -161,7 +161,7 @@ def test_truncation_on_the_embedded_model(embedded_model, store):
     from analyses import truncation
     from analyses.core.contract import no_progress
     from app import charts
-    from app.runner import RunRequest, execute, prepare
+    from app.run.runner import RunRequest, execute, prepare
 
     inputs, _ = corpus.sample_documents(None, 2, seed=0, set_name="PSF docs", max_tokens=22)
     run_id = execute(store, embedded_model, prepare(RunRequest("truncation", tuple(inputs), {})), no_progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 from analyses.core.contract import Input, no_progress
-from app.runner import RunRequest, execute, prepare
+from app.run.runner import RunRequest, execute, prepare
 from store import Store
 from tests.helpers.cli import assert_bad_input, iwb
 from tests.helpers.shards import pile_inputs

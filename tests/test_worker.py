@@ -13,7 +13,7 @@ import pytest
 
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
-from app.worker import (
+from app.run.worker import (
     Cancelled,
     Failed,
     Finished,
@@ -30,7 +30,7 @@ PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
 
 @pytest.fixture
 def host(tiny_model, store, monkeypatch):
-    from app.worker_host import WorkerHost
+    from app.run.worker_host import WorkerHost
 
     monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
     events: queue.Queue = queue.Queue()

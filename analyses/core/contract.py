@@ -65,7 +65,7 @@ class RunValue:
 @dataclass(frozen=True)
 class Filter:
     """A chart's row condition as data: ``column op value`` (``in`` takes a tuple; the value may
-    be a RunValue). app/charts.py writes the SQL."""
+    be a RunValue). app/charts/__init__.py writes the SQL."""
 
     column: str
     op: str

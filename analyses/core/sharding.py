@@ -1,6 +1,6 @@
 """Running a three-step (prepare_run / run_shard / finalize) analysis in memory, as one shard.
 
-The runner (app/runner.py) stores each shard on disk and hands finalize a reader over the stored
+The runner (app/run/runner.py) stores each shard on disk and hands finalize a reader over the stored
 shards; ``run_whole`` gives the same tables without a store, for ``run()`` and the tests.
 """
 from __future__ import annotations

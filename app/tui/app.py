@@ -10,6 +10,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
+from app.run.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Progress, Started, Submitted
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
 from app.tui.plain import plain
@@ -20,14 +21,13 @@ from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
 from app.tui.screens.sql import SqlScreen
 from app.tui.settings import Settings
-from app.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Progress, Started, Submitted
 
 HostFactory = Callable[[Any, Callable, ModelChoice], Any]
 
 
 def worker_host_factory(settings: Settings) -> HostFactory:
     def make(store: Any, on_event: Callable, model: ModelChoice) -> Any:
-        from app.worker_host import WorkerHost
+        from app.run.worker_host import WorkerHost
 
         log_path = settings.worker_log
         if log_path is not None:
@@ -203,6 +203,6 @@ def append_traceback(path: Path | None, title: str, error: BaseException) -> Non
 
 
 def _model_switching(name: str) -> Any:
-    from app.worker import ModelStatus
+    from app.run.worker import ModelStatus
 
     return ModelStatus(name, "switching")

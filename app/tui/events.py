@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from textual.message import Message
 
-from app.worker import Cancelled, Event, Failed, Finished, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Cancelled, Event, Failed, Finished, ModelStatus, Progress, Started, Submitted
 
 
 class JobEvent(Message):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from analyses.core.errors import BadInput
-from app.cli_io import single_statement
+from app.cli.io import single_statement
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "RELATION"}
 

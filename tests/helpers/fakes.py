@@ -1,6 +1,6 @@
 """A fake worker host for Pilot and CLI tests where the model is not the point, and synthetic stored runs.
 
-The fake speaks the same protocol as app.worker_host.WorkerHost and stores real rows through the
+The fake speaks the same protocol as app.run.worker_host.WorkerHost and stores real rows through the
 real Store (a run shaped like a logit-lens run, with made-up numbers), so every screen reads
 what it would read after a real run.
 """
@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from app.worker import Cancelled, Finished, ModelChoice, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Cancelled, Finished, ModelChoice, ModelStatus, Progress, Started, Submitted
 
 TOKENS = ["<|endoftext|>", "The", " E", "iff", "el", " Tower", " is", " located", " in", " the", " city", " of"]
 N_LAYERS = 4

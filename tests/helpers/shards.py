@@ -40,7 +40,7 @@ def stop_after_shard(store, model, prepared, stored: int, n_shards: int, shard_d
     import pytest
 
     from analyses.core.errors import Cancelled
-    from app.runner import execute
+    from app.run.runner import execute
 
     cancel = threading.Event()
 

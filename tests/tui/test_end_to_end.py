@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.worker import Failed, Finished, Started, Submitted
+from app.run.worker import Failed, Finished, Started, Submitted
 from tests.helpers.tui import settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.tui]

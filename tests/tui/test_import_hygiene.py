@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tui_imports_without_torch():
     code = (
         "import sys\n"
-        "import app.tui, app.tui.app, app.tui.main, app.worker, app.worker_host, app.charts\n"
+        "import app.tui, app.tui.app, app.tui.main, app.run.worker, app.run.worker_host, app.charts\n"
         "from app.tui.app import Workbench\n"
         "heavy = sorted(name for name in sys.modules if name.split('.')[0] in ('torch', 'transformer_lens', 'transformers'))\n"
         "print(','.join(heavy))\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app.charts import label_token
-from app.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
 from tests.helpers.fakes import TOKENS
 from tests.helpers.tui import make_app, settle
 

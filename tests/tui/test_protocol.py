@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pickle
 
+from app.run.worker import Cancelled, Failed, Finished, Log, ModelStatus, Progress, Started, Submitted
+from app.run.worker_host import describe_exit, merge_progress
 from app.tui.events import JobState, apply
-from app.worker import Cancelled, Failed, Finished, Log, ModelStatus, Progress, Started, Submitted
-from app.worker_host import describe_exit, merge_progress
 
 
 def test_progress_flood_keeps_only_the_latest_per_job_and_the_order_of_the_rest():

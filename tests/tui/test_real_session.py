@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from app.worker import Cancelled, Failed, Finished
+from app.run.worker import Cancelled, Failed, Finished
 from tests.helpers.tui import cells, labels, row_by_label, settle, shown
 
 pytestmark = [pytest.mark.integration, pytest.mark.tui]

@@ -10,7 +10,7 @@ import pytest
 
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
-from app.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
+from app.run.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
 from tests.helpers.tui import make_app, settle
 from tests.helpers.worker_events import wait_for
 
@@ -33,7 +33,7 @@ class RefusingStore:
 
 @pytest.fixture
 def host(tiny_model, store, monkeypatch, tmp_path):
-    from app.worker_host import WorkerHost
+    from app.run.worker_host import WorkerHost
 
     monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
     events: queue.Queue = queue.Queue()

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from analyses.core.errors import Cancelled
-from app.runner import RunRequest, execute, prepare
-from app.worker import Failed, Finished
+from app.run.runner import RunRequest, execute, prepare
+from app.run.worker import Failed, Finished
 from store import Store
 from tests.helpers.shards import pile_inputs, same_results
 from tests.helpers.tui import row_by_label, settle, shown

@@ -1,7 +1,7 @@
 """The compare view: two runs of one analysis, chart by chart, drawn on their shared axes.
 
 F7 on the history screen marks the run under the cursor; F7 on another run compares the two.
-Here, type two run ids and press enter. The alignment is app.compare's; this only shows it.
+Here, type two run ids and press enter. The alignment is app.run.compare's; this only shows it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from textual.widgets import Header, Input, Static
 
 from analyses.core.errors import BadInput
 from app import charts
-from app.compare import Comparison, compare_runs
+from app.run.compare import Comparison, compare_runs
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView

@@ -11,7 +11,7 @@ from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, 
 from analyses.core.errors import BadInput
 from analyses.core.registry import analysis_names, get_analysis
 from analyses.inputs.corpus import InputChoice
-from app.runner import RunRequest, prepare
+from app.run.runner import RunRequest, prepare
 from app.tui.events import JobState
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background

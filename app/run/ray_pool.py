@@ -5,7 +5,7 @@ the calling thread, so that this process alone writes the database. An actor tha
 OOM, lost node) has its in-flight payloads sent again to another actor or to itself once Ray has
 restarted it; an exception raised by `work` itself is not retried: the pool stops and raises it.
 
-Ray is imported inside the functions only: `import app.ray_pool` imports neither ray nor torch.
+Ray is imported inside the functions only: `import app.run.ray_pool` imports neither ray nor torch.
 
 Authentication (Ray 2.60 turns token auth on by default for a cluster that `ray.init()` starts):
 RAY_AUTH_MODE is `token` or `disabled`. Where it is unset, the driver copies `ray start`'s own rule:
@@ -489,7 +489,7 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
                     remaining += 1
 
 
-# --- `python -m app.ray_pool`: wait for a cluster's nodes, and check that actors start everywhere ---
+# --- `python -m app.run.ray_pool`: wait for a cluster's nodes, and check that actors start everywhere ---
 
 def probe_init(tag: str) -> dict:
     """A trivial init for --check: importing it on a node proves that iwb is installed there."""
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m app.ray_pool",
+        prog="python -m app.run.ray_pool",
         description="Join a Ray cluster, wait for its nodes, and (with --check) start one warm actor per GPU "
         "(or CPU) running iwb's code, to see that every node can run a sweep.",
     )

@@ -2,8 +2,8 @@
 
 This process alone writes the store: it starts the run row, hands each actor the run-level
 prepare step or a shard (inputs + parameters + run state), receives each shard's Arrow tables,
-writes them to the run's folder and registers them, exactly as an inline run does (app.runner.drive);
-a shard whose actor died is sent again (app.ray_pool), and `iwb resume RUN_ID --ray ...` computes
+writes them to the run's folder and registers them, exactly as an inline run does (app.run.runner.drive);
+a shard whose actor died is sent again (app.run.ray_pool), and `iwb resume RUN_ID --ray ...` computes
 only the missing shards of an interrupted sweep.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from analyses.core.contract import Result, no_progress
-from app.ray_pool import PoolOptions, run_on_actors
-from app.runner import NEEDED, Prepared, check_with_model, compute_shard, prepare_state, provenance
+from app.run.ray_pool import PoolOptions, run_on_actors
+from app.run.runner import NEEDED, Prepared, check_with_model, compute_shard, prepare_state, provenance
 
 PREPARE = -1
 
@@ -40,7 +40,7 @@ def actor_work(state: dict, payload: tuple) -> dict:
 
 
 class RayCompute:
-    """The compute backend of app.runner.drive on a pool of Ray actors."""
+    """The compute backend of app.run.runner.drive on a pool of Ray actors."""
 
     def __init__(self, options: PoolOptions, model_name: str, device: str, dtype: str, on_event: Any = None) -> None:
         self.options, self.model_name, self.device, self.dtype = options, model_name, device, dtype
@@ -84,8 +84,8 @@ class RayCompute:
 def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
           shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None) -> int:
     """A new run computed on Ray; returns its id (raises ResultsPending like an inline run)."""
-    from app.ray_pool import check_address
-    from app.runner import begin, drive
+    from app.run.ray_pool import check_address
+    from app.run.runner import begin, drive
 
     check_address(options.address.strip())  # a bad or unreachable address stores nothing
     compute = RayCompute(options, model_name, device, dtype, on_event)
@@ -97,8 +97,8 @@ def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str,
 def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
                  on_event: Any = None, cancel: Any = None, prepared: Prepared | None = None) -> int:
     """Finish a stored run on Ray: only its missing shards."""
-    from app.ray_pool import check_address
-    from app.runner import drive, resumable
+    from app.run.ray_pool import check_address
+    from app.run.runner import drive, resumable
 
     check_address(options.address.strip())
     prepared = prepared or resumable(store, run_id)

@@ -1,8 +1,8 @@
 """The background worker process and its typed message protocol.
 
 The worker (spawned, never forked) owns torch and the model: it loads the model once, keeps it
-warm and runs one job at a time through ``app.runner.execute``. It talks to the host only through
-the picklable frozen dataclasses below. The host side lives in ``app.worker_host``.
+warm and runs one job at a time through ``app.run.runner.execute``. It talks to the host only through
+the picklable frozen dataclasses below. The host side lives in ``app.run.worker_host``.
 """
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ class _WorkerLoop:
     def run_job(self, job: Job) -> None:
         from analyses.core.errors import Cancelled as CancelledError
         from analyses.core.errors import IwbError
-        from app.runner import RunRequest, execute, prepare
+        from app.run.runner import RunRequest, execute, prepare
 
         started = time.monotonic()  # the host clears the cancel event before handing over a job
         run_ids: list[int] = []
@@ -230,7 +230,7 @@ class _WorkerLoop:
 
     def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
         """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""
-        from app.runner import resumable, resume
+        from app.run.runner import resumable, resume
 
         prepared = resumable(self.store, job.resume_run)  # refuses an unknown, done or running run before loading a model
         row = self.store.run_row(job.resume_run)

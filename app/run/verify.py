@@ -12,7 +12,7 @@ from typing import Any
 
 from analyses.core.contract import no_progress
 from analyses.core.errors import BadInput
-from app.runner import check_same_model, compute_shard, prepare_state, sharding, stored_request
+from app.run.runner import check_same_model, compute_shard, prepare_state, sharding, stored_request
 from store import Store
 
 RTOL, ATOL = 1e-4, 1e-6

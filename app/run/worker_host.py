@@ -21,7 +21,7 @@ from multiprocessing import resource_tracker
 from typing import Any
 
 from analyses.core.contract import Input
-from app.worker import (
+from app.run.worker import (
     Cancelled,
     Event,
     Failed,

@@ -16,7 +16,7 @@ try:
     from analyses.core.params import param_infos
     from analyses.core.registry import analysis_names, get_analysis
     from app import charts
-    from app.cli_io import (
+    from app.cli.io import (
         MAX_CHART_HEIGHT,
         MAX_CHART_WIDTH,
         bounded_int,
@@ -128,8 +128,8 @@ def build_inputs(args) -> tuple:
 
 
 def cmd_run(args) -> int:
-    from app.progress import StderrProgress
-    from app.runner import RunRequest, execute, prepare
+    from app.run.progress import StderrProgress
+    from app.run.runner import RunRequest, execute, prepare
     from store import Store
 
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
@@ -155,7 +155,7 @@ def _print_run(store, analysis: str, run_id: int, args) -> int:
 
 
 def pool_options(args):
-    from app.ray_pool import PoolOptions
+    from app.run.ray_pool import PoolOptions
 
     return PoolOptions(address=args.ray, actors=args.actors, num_gpus=args.gpus_per_actor, num_cpus=args.cpus_per_actor,
                        threads_per_actor=args.threads_per_actor)
@@ -163,9 +163,9 @@ def pool_options(args):
 
 def cmd_sweep(args) -> int:
     """`iwb run`, with the shards computed on Ray actors; this process writes the store."""
-    from app.progress import StderrProgress
-    from app.runner import RunRequest, prepare
-    from app.sweep import sweep
+    from app.run.progress import StderrProgress
+    from app.run.runner import RunRequest, prepare
+    from app.run.sweep import sweep
 
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
     store = open_store(args)
@@ -180,8 +180,8 @@ def cmd_sweep(args) -> int:
 
 def cmd_resume(args) -> int:
     """Finish an interrupted, failed or cancelled run: only its missing shards are computed."""
-    from app.progress import StderrProgress
-    from app.runner import resumable
+    from app.run.progress import StderrProgress
+    from app.run.runner import resumable
 
     _run_or_fail(open_store(args, read_only=True), args.run_id)  # no database or no such run: nothing is created
     store = open_store(args)  # opening registers results a finished run left on disk
@@ -197,13 +197,13 @@ def cmd_resume(args) -> int:
     progress = StderrProgress(f"resume {args.run_id}")
     try:
         if args.ray:
-            from app.sweep import sweep_resume
+            from app.run.sweep import sweep_resume
 
             sweep_resume(store, args.run_id, pool_options(args), args.device, args.dtype, progress,
                          on_event=lambda text: progress.message(f"ray: {text}"), prepared=prepared)
         else:
             from analyses.model.loading import load_model
-            from app.runner import resume
+            from app.run.runner import resume
 
             model = load_model(row["model"], device=args.device, dtype=args.dtype)
             resume(store, model, args.run_id, progress, prepared=prepared)
@@ -215,7 +215,7 @@ def cmd_resume(args) -> int:
 def cmd_verify(args) -> int:
     """Exit 0 when every recomputed cell equals the stored one within tolerance, 1 listing the differences."""
     from analyses.model.loading import load_model
-    from app.verify import MAX_LISTED, done_runs, verify
+    from app.run.verify import MAX_LISTED, done_runs, verify
 
     if (args.run_id is None) == (not args.all):
         raise BadInput("give a run id or --all")
@@ -364,7 +364,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from app.compare import compare_runs
+    from app.run.compare import compare_runs
 
     store = open_store(args, read_only=True)
     comparison = compare_runs(store, args.run_a, args.run_b, args.table, args.input)
@@ -385,7 +385,7 @@ def cmd_analyses(args) -> int:
     if args.markdown is not None:
         from pathlib import Path
 
-        from app import docs
+        from app.cli import docs
 
         if args.markdown == "-":
             sys.stdout.write(docs.concatenated())
