@@ -173,7 +173,7 @@ class Workbench(App):
         if self.screen.name != name:
             self.switch_screen(name)
         if name == "probe":
-            self.call_after_refresh(self.get_screen("probe").query_one("#prompt").focus)
+            self.call_after_refresh(self.get_screen("probe").focus_first)
 
     def action_compare(self) -> None:
         start_compare(self)

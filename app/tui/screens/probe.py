@@ -1,4 +1,9 @@
-"""The probe screen: prompt or corpus, model, analysis, a parameter form from Params, run and cancel."""
+"""The probe screen: prompt or corpus, model, analysis, a parameter form from Params, run and cancel.
+
+What is typed in the form is kept per analysis (switching away and back restores it); focus only
+goes to widgets that are shown; the prompt editor grows with its text up to a bound and says how
+much text it holds, so that what runs is what the screen shows.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,6 +11,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
 from analyses.core.errors import BadInput
@@ -30,6 +36,24 @@ def model_options(current: str) -> list[tuple[str, str]]:
     return [(plain(name), name) for name in names]
 
 
+class PromptArea(TextArea):
+    """The prompt editor: ctrl+a selects the whole text (then delete or typing replaces it)."""
+
+    BINDINGS = [Binding("ctrl+a", "select_all", "Select all", show=False, tooltip="Select the whole prompt")]
+
+    def action_select_all(self) -> None:
+        self.select_all()
+
+
+def describe_prompt(text: str, hidden_lines: int) -> str:
+    """The editor's subtitle: how much text it holds, and how much of it is scrolled out of view."""
+    if not text:
+        return ""
+    lines = text.count("\n") + 1
+    size = f"{len(text):,} chars" + (f" · {lines:,} lines" if lines > 1 else "")
+    return size + (f" · {hidden_lines:,} more lines out of view (scroll)" if hidden_lines > 0 else "")
+
+
 def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
     """The inputs of a job from the probe form; BadInput on an empty prompt or a bad file."""
     from analyses.inputs import corpus
@@ -41,17 +65,23 @@ class ProbeScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker"),
         Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
+        Binding("ctrl+l", "clear_prompt", "Clear prompt", tooltip="Empty the prompt editor (ctrl+z undoes it)"),
     ]
+    # Below 24 lines the spacing goes, so that the form, the Run button and the log still fit.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (24, "-normal")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-normal")]
 
     def __init__(self, model_name: str) -> None:
         super().__init__(name="probe")
         self.model_name = model_name
         self.shown_analysis = ""
+        self.form_values: dict[str, dict[str, str]] = {}  # what was typed in each analysis' form
+        self.source_kinds: dict[str, str] = {}  # the input kind chosen for each analysis
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="probe-body"):
-            yield TextArea(id="prompt", soft_wrap=True, show_line_numbers=False, placeholder="Type a prompt, e.g. The Eiffel Tower is located in the city of")
+            yield PromptArea(id="prompt", soft_wrap=True, show_line_numbers=False, placeholder="Type a prompt, e.g. The Eiffel Tower is located in the city of")
             with Horizontal(id="pickers"):
                 yield Label("model", classes="picker-label")
                 yield Select(model_options(self.model_name), value=self.model_name, allow_blank=False, id="model", compact=True)
@@ -66,7 +96,7 @@ class ProbeScreen(WorkbenchScreen):
                 yield Input(placeholder="path to the file", id="source-path", compact=True)
                 yield Input(placeholder="n docs (8)", id="n-docs", compact=True, type="integer")
                 yield Input(placeholder="max tokens", id="max-tokens", compact=True, type="integer")
-            yield Vertical(id="form-holder")
+            yield ParamForm(None, id="params")
             with Horizontal(id="run-row"):
                 yield Button("Run ^r", id="run", variant="primary", compact=True)
                 yield Button("Cancel ^k", id="cancel", variant="error", compact=True, disabled=True)
@@ -78,8 +108,54 @@ class ProbeScreen(WorkbenchScreen):
 
     async def on_mount(self) -> None:
         await self.show_analysis(str(self.query_one("#analysis", Select).value))
-        self.query_one("#prompt", TextArea).focus()
+        self.focus_first()
         self.show_state(self.app.job_state)
+
+    def focus_first(self) -> None:
+        """Focus where typing is meant to go: the prompt when it is shown, else the first shown field."""
+        for selector in ("#prompt", "#source-path", ".param-input", "#analysis"):
+            widget = self.query(selector).first() if self.query(selector) else None
+            if widget is not None and self.shown(widget):
+                widget.focus()
+                return
+
+    def scroll_to_center(self, widget: Widget, animate: bool = True, **kwargs: Any) -> Any:
+        """Focus moves jump, they do not glide: the focused field is in view at once."""
+        return super().scroll_to_center(widget, animate=False, **kwargs)
+
+    def shown(self, widget: Widget) -> bool:
+        """Displayed, and every container up to the screen displayed too."""
+        return all(node.display for node in widget.ancestors_with_self if isinstance(node, Widget) and node is not self)
+
+    def on_descendant_blur(self) -> None:
+        self.call_after_refresh(self.keep_focus_visible)
+
+    def keep_focus_visible(self) -> None:
+        """A widget hidden while focused (the prompt when a corpus input is chosen) gives focus back."""
+        focused = self.focused
+        if focused is None and self.app.screen is self or focused is not None and not self.shown(focused):
+            self.focus_first()
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if event.text_area.id == "prompt":
+            self.call_after_refresh(self.describe_prompt)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.describe_prompt)
+
+    def describe_prompt(self) -> None:
+        area = self.query_one("#prompt", TextArea)
+        area.border_subtitle = describe_prompt(area.text, area.max_scroll_y)
+
+    def action_clear_prompt(self) -> None:
+        area = self.query_one("#prompt", TextArea)
+        area.clear()
+        area.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "clear_prompt":
+            return bool(self.query_one("#prompt", TextArea).display)  # hidden with the prompt
+        return True
 
     async def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "analysis" and event.value is not Select.NULL:
@@ -92,17 +168,29 @@ class ProbeScreen(WorkbenchScreen):
     async def show_analysis(self, name: str) -> None:
         if name == self.shown_analysis:
             return
+        self.keep_form()
         self.shown_analysis = name
         module = get_analysis(name)
         spec = module.SPEC
         self.query_one("#analysis-doc", Static).update(plain((spec.title, "bold"), f": {spec.description}"))
-        holder = self.query_one("#form-holder", Vertical)
-        await holder.remove_children()
-        await holder.mount(ParamForm(module.Params, id="params"))
+        old = self.query_one("#params", ParamForm)
+        had_focus = self.focused is not None and old in self.focused.ancestors
+        await old.remove()
+        await self.query_one("#probe-body", Vertical).mount(ParamForm(module.Params, self.form_values.get(name), id="params"), after="#source-row")
         source = self.query_one("#source", Select)
         source.set_options([(SOURCE_LABELS.get(kind, kind), kind) for kind in spec.input_kinds])
-        source.value = spec.input_kinds[0]
+        kept = self.source_kinds.get(name)
+        source.value = kept if kept in spec.input_kinds else spec.input_kinds[0]
         self.show_source_fields()
+        if had_focus:
+            self.focus_first()
+
+    def keep_form(self) -> None:
+        """Remember what the shown analysis' form holds, to give it back when the analysis is shown again."""
+        if not self.shown_analysis:
+            return
+        self.form_values[self.shown_analysis] = self.query_one("#params", ParamForm).values()
+        self.source_kinds[self.shown_analysis] = str(self.query_one("#source", Select).value)
 
     def use_prompt(self, text: str) -> None:
         """Put text in the prompt box and pick the typed-prompt input where the analysis takes one."""
@@ -121,6 +209,9 @@ class ProbeScreen(WorkbenchScreen):
         self.query_one("#source-path", Input).display = kind in ("prompt_set", "pile", "entities")
         self.query_one("#n-docs", Input).display = kind == "pile"
         self.query_one("#max-tokens", Input).display = kind == "pile"
+        self.refresh_bindings()
+        self.call_after_refresh(self.keep_focus_visible)
+        self.call_after_refresh(self.keep_focus_visible)
 
     def source_choice(self) -> InputChoice:
         n_docs, max_tokens = self.query_one("#n-docs", Input).value, self.query_one("#max-tokens", Input).value
@@ -136,7 +227,14 @@ class ProbeScreen(WorkbenchScreen):
         if self.app.job_state.running:
             self.notify("A job is already running; cancel it first (ctrl+k).", severity="warning")
             return
-        self.submit(self.app, str(self.query_one("#analysis", Select).value), self.query_one("#params", ParamForm).values(), self.source_choice())
+        form = self.query_one("#params", ParamForm)
+        problem = form.first_problem()
+        if problem is not None:
+            name, message = problem
+            form.show_error(f"Not run: {message}")
+            form.go_to(name)
+            return
+        self.submit(self.app, str(self.query_one("#analysis", Select).value), form.values(), self.source_choice())
 
     @background("submit")
     def submit(self, app: Any, analysis: str, raw_params: dict, source: InputChoice) -> None:
@@ -151,7 +249,12 @@ class ProbeScreen(WorkbenchScreen):
         app.call_from_thread(app.submit_job, analysis, inputs, raw_params)
 
     def show_form_error(self, message: str) -> None:
-        self.query_one("#params", ParamForm).show_error(message)
+        """A refused run says why under the form; a parameter the message names gets the focus."""
+        form = self.query_one("#params", ParamForm)
+        form.show_error(f"Not run: {message}" if message else "")
+        name = form.named_parameter(message)
+        if name is not None:
+            form.go_to(name)
 
     def show_problem(self, message: str) -> None:
         self.show_form_error(message)

@@ -1,10 +1,18 @@
-"""A parameter form generated from an analysis' Params: one row per field, checked as you type."""
+"""A parameter form generated from an analysis' Params: one row per field, checked as you type.
+
+The rows scroll (any number of parameters, any terminal height), the focused row is always
+scrolled into view, the line under the rows shows the focused parameter's whole description, a
+bad value is flagged on its own row (the error replaces the row's description, in red) and
+``first_problem`` names the first bad field so that a refused run can say why and go there.
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Input, Label, Static
 
@@ -12,9 +20,27 @@ from analyses.core.errors import BadInput
 from analyses.core.params import ParamInfo, coerce_value, param_infos
 from app.tui.plain import plain
 
+NAME_WIDTH = 22  # the longest name column; a longer name is shortened with an ellipsis
+NAMED_PARAMETER = re.compile(r"parameter '([A-Za-z_][A-Za-z0-9_]*)'")
+
 
 def show_default(info: ParamInfo) -> str:
     return "none" if info.default is None else repr(info.default) if info.type_name == "str" else str(info.default)
+
+
+def kind_of(info: ParamInfo) -> str:
+    return info.type_name + (" or none" if info.optional else "")
+
+
+def check_value(info: ParamInfo, value: str) -> str:
+    """The problem with a typed value ('' when it is fine; an empty field keeps the default)."""
+    if value == "":
+        return ""
+    try:
+        coerce_value(info, value)
+    except BadInput as error:
+        return str(error)
+    return ""
 
 
 class ParamValidator(Validator):
@@ -23,47 +49,168 @@ class ParamValidator(Validator):
         self.info = info
 
     def validate(self, value: str) -> ValidationResult:
-        if value == "":
-            return self.success()
-        try:
-            coerce_value(self.info, value)
-        except BadInput as error:
-            return self.failure(str(error))
-        return self.success()
+        problem = check_value(self.info, value)
+        return self.failure(problem) if problem else self.success()
+
+
+class ParamRow(Horizontal):
+    """One parameter: its name, its field, and its description or, while the value is bad, the error."""
+
+    def __init__(self, info: ParamInfo, value: str = "") -> None:
+        super().__init__(classes="param-row", id=f"row-{info.name}")
+        self.info = info
+        self.initial = value
+
+    def compose(self) -> ComposeResult:
+        info = self.info
+        yield Label(info.name, classes="param-name")
+        yield Input(self.initial, placeholder=show_default(info), id=f"param-{info.name}", validators=[ParamValidator(info)],
+                    compact=True, classes="param-input", tooltip=f"{info.doc} ({kind_of(info)}, default {show_default(info)})")
+        yield Static(self.note(), classes="param-doc")
+
+    def note(self) -> Any:
+        problem = self.problem()
+        return plain(problem) if problem else plain(f"{kind_of(self.info)} · {self.info.doc}")
+
+    def problem(self) -> str:
+        field = self.query(Input)
+        return check_value(self.info, field.first().value if field else self.initial)
+
+    def show_check(self) -> None:
+        self.set_class(bool(self.problem()), "-bad")
+        self.query_one(".param-doc", Static).update(self.note())
 
 
 class ParamForm(Vertical):
     """Empty fields keep the documented default; a bad value is flagged in place."""
 
-    def __init__(self, params_cls: type | None = None, **kwargs: Any) -> None:
+    def __init__(self, params_cls: type | None = None, values: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.infos = param_infos(params_cls) if params_cls is not None else []
+        self.initial = dict(values or {})
+        self.focused_name: str | None = None
 
     def compose(self) -> ComposeResult:
-        if not self.infos:
-            yield Static("This analysis takes no parameters.", classes="param-doc")
-        for info in self.infos:
-            kind = info.type_name + (" or none" if info.optional else "")
-            with Horizontal(classes="param-row"):
-                yield Label(info.name, classes="param-name")
-                yield Input(placeholder=show_default(info), id=f"param-{info.name}", validators=[ParamValidator(info)],
-                            compact=True, classes="param-input", tooltip=f"{info.doc} ({kind}, default {show_default(info)})")
-                yield Static(f"{kind} · {info.doc}", classes="param-doc")
+        with VerticalScroll(id="param-rows", can_focus=False):
+            if not self.infos:
+                yield Static("This analysis takes no parameters.", classes="param-doc")
+            for info in self.infos:
+                yield ParamRow(info, self.initial.get(info.name, ""))
+        yield Static("", id="param-help")
         yield Static("", id="param-error", classes="error")
 
+    def on_mount(self) -> None:
+        width = min(NAME_WIDTH, max((len(info.name) for info in self.infos), default=0) + 1)
+        for row in self.query(ParamRow):
+            row.query_one(".param-name", Label).styles.width = width
+            row.show_check()
+        self.show_help(None)
+        self.show_error("")
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit)
+
+    def fit(self) -> None:
+        """Take no more height than the rows, the help and the error need (the rest goes to the log)."""
+        if not self.is_attached:
+            return
+        lines = max(1, len(self.infos))
+        for line in self.query_one("#param-help", Static), self.query_one("#param-error", Static):
+            if line.display:
+                lines += line.outer_size.height
+        if self.styles.max_height != lines:
+            self.styles.max_height = lines
+
+    def row(self, name: str) -> ParamRow:
+        return self.query_one(f"#row-{name}", ParamRow)
+
+    def field(self, name: str) -> Input:
+        return self.query_one(f"#param-{name}", Input)
+
     def on_input_changed(self, event: Input.Changed) -> None:
-        error = self.query_one("#param-error", Static)
-        failures = event.validation_result.failure_descriptions if event.validation_result else []
-        error.update(plain(failures[0] if failures else ""))
+        event.stop()
+        row = next((r for r in event.input.ancestors if isinstance(r, ParamRow)), None)
+        if row is None:
+            return
+        row.show_check()
+        problem = row.problem()
+        current = str(self.query_one("#param-error", Static).render())
+        if problem:
+            self.show_error(problem)
+        elif f"parameter {row.info.name!r}" in current:
+            self.show_error("")  # the error was this field's and it is fixed
+        self.show_help(self.focused_name)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        row = next((r for r in event.widget.ancestors_with_self if isinstance(r, ParamRow)), None)
+        if row is not None:
+            self.focused_name = row.info.name
+            self.show_help(row.info.name)
+            self.call_after_refresh(self.reveal, row)
+
+    def reveal(self, row: ParamRow) -> None:
+        """Scroll the focused row into view once the help line under the rows has its new height."""
+        self.fit()
+        self.call_after_refresh(self._scroll_to, row)
+
+    def _scroll_to(self, row: ParamRow) -> None:
+        if row.is_attached and self.focused_name == row.info.name:
+            self.query_one("#param-rows", VerticalScroll).scroll_to_widget(row, animate=False, immediate=True)
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        self.focused_name = None
+        self.call_after_refresh(self._help_after_blur)
+
+    def _help_after_blur(self) -> None:
+        if self.focused_name is None:
+            self.show_help(None)
+
+    def show_help(self, name: str | None) -> None:
+        """The focused parameter's whole description (its type and default too); a hint otherwise."""
+        help_line = self.query_one("#param-help", Static)
+        if name is None:
+            # Unfocused, the line lists the values set, so that one scrolled out of view is still seen.
+            count = len(self.infos)
+            values = self.values()
+            summary = ", ".join(f"{key}={text if text == text.strip() else repr(text)}" for key, text in values.items())
+            head = f"{count} parameter{'s' if count != 1 else ''}"
+            help_line.update(plain(f"{head}, set: {summary}" if summary else f"{head} (tab moves on; empty = default)" if count else ""))
+            help_line.display = bool(count)
+            self.call_after_refresh(self.fit)
+            return
+        info = next(i for i in self.infos if i.name == name)
+        help_line.update(plain((info.name, "bold"), f" ({kind_of(info)}, default {show_default(info)}): {info.doc}"))
+        help_line.display = True
+        self.call_after_refresh(self.fit)
 
     def values(self) -> dict[str, str]:
         """Text values of the fields that were filled in (the rest keep their defaults)."""
         raw = {}
         for info in self.infos:
-            text = self.query_one(f"#param-{info.name}", Input).value
+            text = self.field(info.name).value
             if text != "":
                 raw[info.name] = text
         return raw
 
+    def first_problem(self) -> tuple[str, str] | None:
+        """The first field (in form order) whose value is bad, and the problem."""
+        for info in self.infos:
+            problem = check_value(info, self.field(info.name).value)
+            if problem:
+                return info.name, problem
+        return None
+
+    def go_to(self, name: str) -> None:
+        """Focus a parameter's field (scrolled into view)."""
+        self.field(name).focus()
+
+    def named_parameter(self, message: str) -> str | None:
+        """The parameter of this form a message names (``parameter 'seed' ...``), if any."""
+        names = {info.name for info in self.infos}
+        return next((name for name in NAMED_PARAMETER.findall(message) if name in names), None)
+
     def show_error(self, message: str) -> None:
-        self.query_one("#param-error", Static).update(plain(message))
+        error = self.query_one("#param-error", Static)
+        error.update(plain(message))
+        error.display = bool(message)
+        self.call_after_refresh(self.fit)

@@ -1,0 +1,224 @@
+"""The probe form at 80x24 and 60x20: every parameter of every analysis is reached by Tab and is on
+the screen when focused, with its whole description; a bad value (in the last parameter too) is
+flagged on its row and ctrl+r says why it refuses and goes there; values are kept per analysis;
+focus never lands in a hidden widget; the prompt editor grows, clears and holds no hidden text.
+
+Visibility is read from what the screen draws (the compositor's lines), not from widget state."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from analyses.core.params import param_infos
+from analyses.core.registry import analysis_names, get_analysis
+from tests.helpers.tui import make_app, settle, shown
+
+pytestmark = pytest.mark.tui
+SIZES = [(80, 24), (60, 20)]
+size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+
+
+def screen_lines(app) -> list[str]:
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def drawn(app, widget) -> str:
+    """The text the screen shows in a widget's region, lines joined and spaces collapsed."""
+    region = widget.region
+    lines = screen_lines(app)[region.y:region.bottom]
+    return " ".join(" ".join(line[region.x:region.right].split()) for line in lines).strip()
+
+
+def on_screen(app, widget) -> bool:
+    """The widget's whole region is inside the screen and inside every scrolling container above it."""
+    region = widget.region
+    if region.height == 0 or not app.screen.region.contains_region(region):
+        return False
+    return all(node.region.contains_region(region) for node in widget.ancestors if getattr(node, "is_scrollable", False) and node is not app.screen)
+
+
+def collapsed(text: str) -> str:
+    return " ".join(text.split())
+
+
+def bad_value(info) -> str | None:
+    """A value the field refuses, or None where any text is a valid value (a free str)."""
+    if info.type_name in ("int", "float", "bool") or info.choices:
+        return "x!"
+    return None
+
+
+async def steady(pilot) -> None:
+    """Every pending message, refresh and scroll done (no sleeps)."""
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
+async def show(app, pilot, analysis: str):
+    probe = app.screen
+    probe.query_one("#analysis").value = analysis
+    await settle(app, pilot)
+    return probe
+
+
+@size_ids
+async def test_every_parameter_is_reached_by_tab_and_shown_with_its_whole_description(tui_store, size):
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        for analysis in analysis_names():
+            probe = await show(app, pilot, analysis)
+            infos = param_infos(get_analysis(analysis).Params)
+            expected = [f"param-{info.name}" for info in infos]
+            probe.query_one("#analysis").focus()
+            await pilot.pause()
+            reached = []
+            for _ in range(len(expected) + 8):
+                await pilot.press("tab")
+                await steady(pilot)
+                focused = app.focused
+                assert focused is not None and probe.shown(focused), (analysis, focused)
+                if focused.id == "run":
+                    break
+                if focused.id in expected:
+                    info = infos[expected.index(focused.id)]
+                    reached.append(focused.id)
+                    assert on_screen(app, focused), (size, analysis, info.name, focused.region)
+                    row = probe.query_one(f"#row-{info.name}")
+                    assert drawn(app, row).startswith(info.name[:10]), (analysis, drawn(app, row))
+                    help_line = probe.query_one("#param-help")
+                    assert on_screen(app, help_line)
+                    assert collapsed(info.doc) in drawn(app, help_line), (analysis, info.name, drawn(app, help_line))
+            assert reached == expected, (size, analysis)
+            assert on_screen(app, probe.query_one("#run")) and on_screen(app, probe.query_one("#status-line"))
+
+
+@size_ids
+async def test_a_bad_value_in_the_last_parameter_is_named_when_ctrl_r_refuses(tui_store, size):
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        checked = 0
+        for analysis in analysis_names():
+            probe = await show(app, pilot, analysis)
+            last = param_infos(get_analysis(analysis).Params)[-1]
+            value = bad_value(last)
+            if value is None:
+                continue
+            checked += 1
+            probe.query_one(f"#param-{last.name}").value = value
+            probe.query_one("#analysis").focus()  # away from the field: ctrl+r must bring it back
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await settle(app, pilot)
+            assert app.host.jobs == []
+            field = probe.query_one(f"#param-{last.name}")
+            assert app.focused is field and on_screen(app, field), (analysis, app.focused)
+            error = probe.query_one("#param-error")
+            assert on_screen(app, error)
+            text = drawn(app, error)
+            assert text.startswith(f"Not run: parameter '{last.name}'") and value in text, (analysis, text)
+            row = probe.query_one(f"#row-{last.name}")
+            assert row.has_class("-bad") and f"parameter '{last.name}'" in shown(row.query_one(".param-doc"))
+            field.value = ""
+            await pilot.pause()
+            assert not row.has_class("-bad") and not error.display  # fixed: the flag and the refusal go
+        assert checked >= 8
+
+
+@size_ids
+async def test_a_refusal_from_the_whole_check_goes_to_the_parameter_it_names(tui_store, size):
+    """Values each fine alone but refused together by the analysis' own check: the field it names gets the focus."""
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        probe = await show(app, pilot, "logit-lens")
+        probe.query_one("#prompt").insert("The Eiffel Tower is in")
+        probe.query_one("#params").show_error("")
+        probe.show_form_error("parameter 'prepend_bos' cannot be true here")
+        await pilot.pause()
+        assert app.focused is probe.query_one("#param-prepend_bos")
+        assert drawn(app, probe.query_one("#param-error")) == "Not run: parameter 'prepend_bos' cannot be true here"
+
+
+async def test_values_are_kept_per_analysis(tui_store):
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        probe = app.screen
+        probe.query_one("#param-target").focus()
+        await pilot.press(*" Paris")
+        probe = await show(app, pilot, "causal-trace")
+        assert probe.query_one("#param-seed").value == ""
+        probe.query_one("#param-seed").focus()
+        await pilot.press("5")
+        probe = await show(app, pilot, "truncation")
+        probe = await show(app, pilot, "logit-lens")
+        assert probe.query_one("#param-target").value == " Paris"
+        assert probe.query_one("#source").value == "prompt"
+        probe = await show(app, pilot, "causal-trace")
+        assert probe.query_one("#param-seed").value == "5"
+        # A kept value in a row scrolled out of view is still on screen: the line under the rows lists it.
+        assert "set: seed=5" in drawn(app, probe.query_one("#param-help"))
+        probe = await show(app, pilot, "logit-lens")
+        probe.query_one("#prompt").insert("The Eiffel Tower is in")
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert app.host.jobs[0][0] == "logit-lens" and app.host.jobs[0][2] == {"target": " Paris"}
+
+
+@size_ids
+async def test_f2_on_a_corpus_analysis_focuses_a_shown_field_and_typing_stays_out_of_the_prompt(tui_store, size):
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        probe = await show(app, pilot, "truncation")
+        assert not probe.query_one("#prompt").display
+        assert app.focused is not None and probe.shown(app.focused)
+        await pilot.press("f4")
+        await settle(app, pilot)
+        await pilot.press("f2")
+        await settle(app, pilot)
+        assert app.screen is probe and app.focused is not None and probe.shown(app.focused), app.focused
+        assert on_screen(app, app.focused)
+        await pilot.press(*"abc")
+        assert probe.query_one("#prompt").text == ""
+        # The prompt focused, then hidden by choosing another input: focus moves to what is shown.
+        probe = await show(app, pilot, "logit-lens")
+        probe.query_one("#prompt").focus()
+        probe.query_one("#source").value = "pile"
+        await settle(app, pilot)
+        assert app.focused is not None and probe.shown(app.focused) and app.focused.id != "prompt"
+        assert "Clear prompt" not in shown(probe.query_one("KeyBar"))
+
+
+@size_ids
+async def test_the_prompt_grows_clears_and_says_how_much_it_holds(tui_store, size):
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        probe = app.screen
+        area = probe.query_one("#prompt")
+        empty_height = area.region.height
+        area.insert("one\ntwo\nthree")
+        await settle(app, pilot)
+        assert area.region.height == 3 + 2 > empty_height  # three lines and the border
+        document = "\n".join(f"line {n} of a long document" for n in range(200))
+        area.load_text(document)
+        await settle(app, pilot)
+        assert area.region.height < size[1] // 2  # bounded: the form and the Run button stay on screen
+        assert on_screen(app, probe.query_one("#run"))
+        subtitle = str(area.border_subtitle)
+        assert re.search(r"[\d,]+ chars · 200 lines · \d+ more lines out of view", subtitle), subtitle
+        assert "Clear prompt" in shown(probe.query_one("KeyBar"))
+        await pilot.press("ctrl+a", "delete")  # select all, delete: nothing is left behind out of view
+        assert area.text == ""
+        await pilot.press(*"The cat")
+        area.load_text(document + "\nThe dog")
+        await pilot.press("ctrl+l")  # the clear key
+        assert area.text == "" and app.focused is area
+        await pilot.press(*"The cat sat")
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        assert [item.text for item in app.host.jobs[0][1]] == ["The cat sat"]
