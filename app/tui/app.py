@@ -21,6 +21,7 @@ from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
 from app.tui.screens.sql import SqlScreen
 from app.tui.settings import Settings
+from app.tui.widgets.confirm import ConfirmModal
 
 HostFactory = Callable[[Any, Callable, ModelChoice], Any]
 
@@ -52,7 +53,7 @@ class Workbench(App):
         Binding("f6", "show('corpus')", "Corpus", priority=True, tooltip="Browse a corpus and send a document to the probe"),
         Binding("f7", "compare", "Compare", priority=True, show=False, tooltip="History: mark a run, then F7 on another compares them; elsewhere opens the compare view"),
         Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
-        Binding("ctrl+q", "quit", "Quit", tooltip="Quit (the worker stops with the app)"),
+        Binding("ctrl+q", "quit", "Quit", tooltip="Quit (asks first while a job runs; the job is then cancelled)"),
     ]
 
     def __init__(self, store: Any, settings: Settings, host_factory: HostFactory | None = None) -> None:
@@ -62,6 +63,7 @@ class Workbench(App):
         self.theme = settings.theme
         self.job_state = JobState(model=settings.model)
         self.events_seen: list[Any] = []
+        self.quit_state = ""  # "asking": the quit confirm is shown; "cancelling": quit once the job has ended
         self.host = (host_factory or worker_host_factory(settings))(store, self.post_job_event, ModelChoice(settings.model, settings.device, settings.dtype))
 
     def post_job_event(self, event: Any) -> None:
@@ -95,11 +97,42 @@ class Workbench(App):
     def on_unmount(self) -> None:
         self.host.close()
 
+    async def action_quit(self) -> None:
+        """Quit at once when no job runs; else ask, and on yes cancel the job and quit when it has ended,
+        so that its run is stored cancelled rather than left running."""
+        if self.quit_state == "cancelling":
+            self.exit()  # a second ctrl+q while the job winds down: quit now (the next open marks the run interrupted)
+            return
+        if not self.job_state.running:
+            self.exit()
+            return
+        if self.quit_state == "asking":
+            return
+        self.quit_state = "asking"
+        state = self.job_state
+        what = f"run {state.run_id}" if state.run_id is not None else "waiting for the worker"
+        question = f"Job {state.job_id} ({state.analysis}, {what}) is still running. Cancel it and quit?"
+        self.push_screen(ConfirmModal(question, yes="Yes, cancel and quit (y)"), self.quit_answered)
+
+    def quit_answered(self, answer: bool | None) -> None:
+        if not answer:
+            self.quit_state = ""
+            return
+        if not self.job_state.running:  # it ended while the question was shown
+            self.exit()
+            return
+        self.quit_state = "cancelling"
+        self.cancel_job()
+        self.notify("Cancelling the job; iwb quits as soon as the worker has stopped it (ctrl+q again quits now).", title="Quitting", timeout=10)
+
     def on_job_event(self, message: JobEvent) -> None:
         event = message.event
         self.events_seen.append(event)
         self.job_state = apply(self.job_state, event)
         self.refresh_job_widgets()
+        if self.quit_state == "cancelling" and not self.job_state.running:
+            self.exit()
+            return
         probe = self.get_screen("probe")
         if isinstance(event, Submitted):
             probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))

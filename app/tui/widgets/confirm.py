@@ -16,15 +16,16 @@ class ConfirmModal(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, yes: str = "Yes, delete (y)") -> None:
         super().__init__()
         self.question = question
+        self.yes = yes
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
             yield Static(plain(self.question), id="confirm-question")
             with Horizontal(id="confirm-buttons"):
-                yield Button("Yes, delete (y)", id="confirm-yes", variant="error", compact=True)
+                yield Button(self.yes, id="confirm-yes", variant="error", compact=True)
                 yield Button("No (n)", id="confirm-no", variant="primary", compact=True)
 
     def on_mount(self) -> None:
