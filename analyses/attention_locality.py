@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -55,9 +55,9 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Attention on the previous tokens (summed fraction) by layer", "attention_locality_summary", "prev_fraction", x="layer", per_input=False, vmin=0.0, vmax=1.0),
-        Chart("line", "Attention on the first position (BOS) by layer", "attention_locality_summary", "bos_fraction", x="layer", per_input=False),
-        Chart("heatmap", "Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="key_offset", y="layer", per_input=False),
+        Line("Attention on the previous tokens (summed fraction) by layer", "attention_locality_summary", "prev_fraction", x="layer", per_input=False),
+        Line("Attention on the first position (BOS) by layer", "attention_locality_summary", "bos_fraction", x="layer", per_input=False),
+        Heatmap("Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="key_offset", y="layer", per_input=False),
     ),
 )
 

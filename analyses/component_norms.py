@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Input, Line, Progress, Result, ResultTable, param
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 
@@ -45,9 +45,9 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Attention-output / MLP-output norm ratio by layer", "component_norms", "attn_to_mlp_ratio", x="layer", per_input=False),
-        Chart("line", "Mean MLP-output norm by layer", "component_norms", "mlp_out_norm", x="layer", per_input=False),
-        Chart("line", "Mean attention-output norm by layer", "component_norms", "attn_out_norm", x="layer", per_input=False),
+        Line("Attention-output / MLP-output norm ratio by layer", "component_norms", "attn_to_mlp_ratio", x="layer", per_input=False),
+        Line("Mean MLP-output norm by layer", "component_norms", "mlp_out_norm", x="layer", per_input=False),
+        Line("Mean attention-output norm by layer", "component_norms", "attn_out_norm", x="layer", per_input=False),
     ),
 )
 

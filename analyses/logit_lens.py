@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -57,12 +57,12 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("heatmap", "Top-token probability (layer x token)", "logit_lens", "top_prob", vmin=0.0, vmax=1.0),
-        Chart("line", "Target probability at the last position", "logit_lens", "target_prob", x="layer", last_pos=True),
-        Chart("line", "Entropy (bits) at the last position", "logit_lens", "entropy_bits", x="layer", last_pos=True),
+        Heatmap("Top-token probability (layer x token)", "logit_lens", "top_prob", vmin=0.0, vmax=1.0),
+        Line("Target probability at the last position", "logit_lens", "target_prob", x="layer", last_pos=True),
+        Line("Entropy (bits) at the last position", "logit_lens", "entropy_bits", x="layer", last_pos=True),
         # Over a corpus: per-layer means over every input and position but the first.
-        Chart("line", "Mean entropy (bits) over all inputs, first position excluded", "logit_lens", "entropy_bits", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
-        Chart("line", "Mean KL to final (nats) over all inputs, first position excluded", "logit_lens", "kl_to_final", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
+        Line("Mean entropy (bits) over all inputs, first position excluded", "logit_lens", "entropy_bits", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
+        Line("Mean KL to final (nats) over all inputs, first position excluded", "logit_lens", "kl_to_final", x="layer", filters=(Filter("pos", ">", 0),), per_input=False),
     ),
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.tables import tokens_table_of
 
@@ -74,8 +74,8 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Prediction and suppression neurons per layer", "neuron_class_counts", "n_neurons", x="layer", series="neuron_class", filters=(Filter("neuron_class", "<>", "none"),), per_input=False),
-        Chart("table", "Most heavy-tailed neurons", "neuron_classes", "kurtosis", per_input=False, order="kurtosis DESC", limit=10),
+        Line("Prediction and suppression neurons per layer", "neuron_class_counts", "n_neurons", x="layer", series="neuron_class", filters=(Filter("neuron_class", "<>", "none"),), per_input=False),
+        Table("Most heavy-tailed neurons", "neuron_classes", "kurtosis", per_input=False, order=(Order("kurtosis", descending=True),), limit=10),
     ),
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Mark, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -61,12 +61,12 @@ class Params:
             raise BadInput(f"parameter 'sigma_source' takes {' or '.join(SIGMA_SOURCES)}, not {self.sigma_source!r}")
 
 
-def _heatmap(kind: str) -> Chart:
-    return Chart("heatmap", f"Restoration, {kind} (layer x token, * = subject)", "causal_trace", "restoration", filters=(Filter("kind", "=", kind),), mark=SUBJECT_MARK)
+def _heatmap(kind: str) -> Heatmap:
+    return Heatmap(f"Restoration, {kind} (layer x token, * = subject)", "causal_trace", "restoration", filters=(Filter("kind", "=", kind),), mark=SUBJECT_MARK)
 
 
-def _bucket_heatmap(kind: str) -> Chart:
-    return Chart("heatmap", f"Mean restoration by bucket, {kind}", "causal_trace_buckets", "mean_restoration", x="bucket", filters=(Filter("kind", "=", kind),), per_input=False, facet="category")
+def _bucket_heatmap(kind: str) -> Heatmap:
+    return Heatmap(f"Mean restoration by bucket, {kind}", "causal_trace_buckets", "mean_restoration", x="bucket", filters=(Filter("kind", "=", kind),), per_input=False, facet="category")
 
 
 SPEC = AnalysisSpec(
@@ -108,8 +108,8 @@ SPEC = AnalysisSpec(
         _bucket_heatmap("resid"),
         _bucket_heatmap("mlp"),
         _bucket_heatmap("attn"),
-        Chart("line", "Attention from the last token (mean over heads)", "trace_attention", "weight", x="layer", series="target"),
-        Chart("line", "Cosine of consecutive layers at the last token", "trace_hidden", "cos_next_layer", x="layer", last_pos=True),
+        Line("Attention from the last token (mean over heads)", "trace_attention", "weight", x="layer", series="target"),
+        Line("Cosine of consecutive layers at the last token", "trace_hidden", "cos_next_layer", x="layer", last_pos=True),
     ),
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, columns, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, RunValue, Table, columns, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -72,12 +72,12 @@ SPEC = AnalysisSpec(
                     "tokens binned by predicted pre-activation: mean predicted and mean real per bin, for the best-explained neurons"),
     ),
     charts=(
-        Chart("table", "Neurons ranked by variance the contextual heads explain", "contextual_neurons_fit", "ctx_explained", per_input=False, order="rank", limit=15),
-        Chart("table", "Top and bottom tokens of the best-explained neuron", "contextual_neurons_tokens", "contribution", per_input=False,
+        Table("Neurons ranked by variance the contextual heads explain", "contextual_neurons_fit", "ctx_explained", per_input=False, order=(Order("rank"),), limit=15),
+        Table("Top and bottom tokens of the best-explained neuron", "contextual_neurons_tokens", "contribution", per_input=False,
               filters=(Filter("neuron", "=", RunValue("neuron", "contextual_neurons_fit", (Filter("rank", "=", 1),))), Filter("rank", "<=", 8)),
-              order="side DESC, rank", limit=16),
-        Chart("line", "Predicted vs real pre-activation (best-explained neuron, binned)", "contextual_neurons_curve", "value", x="bin",
-              series="series", y="neuron", filters=(Filter("rank", "=", 1),), per_input=False),
+              order=(Order("side", descending=True), Order("rank")), limit=16),
+        Line("Predicted vs real pre-activation (best-explained neuron, binned)", "contextual_neurons_curve", "value", x="bin",
+              series="series", filters=(Filter("rank", "=", 1),), per_input=False),
     ),
 )
 

@@ -23,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The chart types (analyses/core/charts.py), re-exported: SPECs import them from the contract.
+from analyses.core.charts import FILTER_OPS, Chart, Filter, Heatmap, Line, Mark, Order, RunValue, Table, check_chart  # noqa: F401
+
 # "weights": the analysis reads the model only and takes no input; the first kind is the default.
 INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
-CHART_KINDS = ("heatmap", "line", "table")
 
 
 def param(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
@@ -49,68 +51,6 @@ class ResultTable:
     doc: str = ""
 
 
-FILTER_OPS = ("=", "<>", "<", "<=", ">", ">=", "in")
-
-
-@dataclass(frozen=True)
-class RunValue:
-    """A value looked up in the same run: the max of ``column`` over the rows of ``table`` (the
-    chart's own table when None) that pass ``filters``; e.g. the largest destination position."""
-
-    column: str
-    table: str | None = None
-    filters: tuple[Filter, ...] = ()
-
-
-@dataclass(frozen=True)
-class Filter:
-    """A chart's row condition as data: ``column op value`` (``in`` takes a tuple; the value may
-    be a RunValue). app/charts/__init__.py writes the SQL."""
-
-    column: str
-    op: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class Mark:
-    """Heatmap columns to mark with ``*``: positions in [start, end) read from a per-input table."""
-
-    table: str
-    start: str
-    end: str
-
-
-@dataclass(frozen=True)
-class Chart:
-    """A default chart, drawn by the one renderer shared by the CLI and the TUI.
-
-    heatmap: colour = ``value`` over ``x`` (columns; labelled with tokens when x is "pos")
-    and ``y`` (rows), one input at a time. line: ``value`` over ``x``, one curve per
-    ``series`` value. table: the first rows of ``table`` ordered by ``order``.
-    ``filters`` keep rows by column values (data, not SQL); ``last_pos`` keeps only each input's
-    last position. ``mark`` marks heatmap columns (positions) with a ``*`` before their label. ``facet`` draws one chart
-    per distinct value of that column (``load_charts``).
-    """
-
-    kind: str
-    title: str
-    table: str
-    value: str
-    x: str = "pos"
-    y: str = "layer"
-    series: str | None = None
-    filters: tuple[Filter, ...] = ()
-    last_pos: bool = False
-    per_input: bool = True
-    order: str = ""
-    limit: int = 20
-    vmin: float | None = None
-    vmax: float | None = None
-    mark: Mark | None = None
-    facet: str | None = None
-
-
 @dataclass(frozen=True)
 class AnalysisSpec:
     name: str
@@ -119,6 +59,12 @@ class AnalysisSpec:
     input_kinds: tuple[str, ...]
     tables: tuple[ResultTable, ...]
     charts: tuple[Chart, ...]
+
+    def __post_init__(self) -> None:
+        # A chart reads declared tables and columns only: a typo fails when the SPEC is built.
+        declared = {table.name: tuple(column for column, _ in table.columns) for table in self.tables}
+        for chart in self.charts:
+            check_chart(chart, declared.get, owner=self.name)
 
     def table(self, name: str) -> ResultTable:
         for table in self.tables:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Order, Progress, Result, Table, param
 from analyses.core.errors import BadInput
 from analyses.fact_lookup.tables import TABLES
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
@@ -53,9 +53,8 @@ class Params:
             raise BadInput("parameter 'intervention_entities' must not be negative and 'c' must be positive")
 
 
-def _line(title: str, table: str, value: str, x: str, series: str, filters: tuple[Filter, ...] = (), vmin: float | None = None, vmax: float | None = None) -> Chart:
-    # y is unused by line charts; it names a real column so that the SPEC stays checkable.
-    return Chart("line", title, table, value, x=x, y=x, series=series, filters=filters, per_input=False, vmin=vmin, vmax=vmax)
+def _line(title: str, table: str, value: str, x: str, series: str, filters: tuple[Filter, ...] = ()) -> Line:
+    return Line(title, table, value, x=x, series=series, filters=filters, per_input=False)
 
 
 SPEC = AnalysisSpec(
@@ -71,12 +70,12 @@ SPEC = AnalysisSpec(
     input_kinds=("entities",),
     tables=TABLES,
     charts=(
-        _line("Probe accuracy at the last name token (resid_post, held-out) by layer", "fact_lookup_probe", "accuracy", "layer", "measure", (Filter("site", "=", "resid_post"),), 0.0, 1.0),
+        _line("Probe accuracy at the last name token (resid_post, held-out) by layer", "fact_lookup_probe", "accuracy", "layer", "measure", (Filter("site", "=", "resid_post"),)),
         _line("Mean-ablation at the last name token: drop in log p(correct) by layer", "fact_lookup_ablation", "logprob_drop", "layer", "component"),
         _line("MLP output norm at the last name token: known vs made-up names", "fact_lookup_norms", "mean_norm", "layer", "names"),
-        Chart("heatmap", "Attention from the last name token to the earlier name tokens (layer x head)", "fact_lookup_concat", "attention", x="head", y="layer", per_input=False),
-        _line("Probe accuracy with the earlier name tokens hidden in layers 0..L", "fact_lookup_hidden", "accuracy", "hidden_through", "measure", (), 0.0, 1.0),
-        Chart("table", "Heads reading the name from the final token (by direct effect)", "fact_lookup_heads", "direct_effect", per_input=False, order="direct_effect DESC", limit=12),
+        Heatmap("Attention from the last name token to the earlier name tokens (layer x head)", "fact_lookup_concat", "attention", x="head", y="layer", per_input=False),
+        _line("Probe accuracy with the earlier name tokens hidden in layers 0..L", "fact_lookup_hidden", "accuracy", "hidden_through", "measure"),
+        Table("Heads reading the name from the final token (by direct effect)", "fact_lookup_heads", "direct_effect", per_input=False, order=(Order("direct_effect", descending=True),), limit=12),
     ),
 )
 

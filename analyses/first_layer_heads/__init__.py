@@ -12,7 +12,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, RunValue, columns, param
+from analyses.core.contract import (
+    AnalysisSpec,
+    CancelEvent,
+    Filter,
+    Heatmap,
+    Input,
+    Line,
+    Order,
+    Progress,
+    Result,
+    ResultTable,
+    RunValue,
+    Table,
+    columns,
+    param,
+)
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -98,11 +113,11 @@ SPEC = AnalysisSpec(
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
     ),
     charts=(
-        Chart("heatmap", "Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
+        Heatmap("Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
               filters=(Filter("key_offset", "<=", 60), Filter("dest_pos", "=", RunValue("dest_pos"))),
               per_input=False, facet="layer"),
-        Chart("table", "Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order="layer, head", limit=64),
-        Chart("line", "Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",
+        Table("Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order=(Order("layer"), Order("head")), limit=64),
+        Line("Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",
               x="pos", series="set_name", per_input=False, facet="head"),
     ),
 )

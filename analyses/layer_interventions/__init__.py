@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -61,9 +61,9 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Mean KL(original || intervened), nats, by relative depth", "layer_interventions", "kl", x="relative_depth", series="intervention", per_input=False),
-        Chart("line", "Top-1 agreement with the original, by relative depth", "layer_interventions", "top1_agreement", x="relative_depth", series="intervention", per_input=False),
-        Chart("table", "Most damaging interventions", "layer_interventions", "kl", per_input=False, order="kl DESC", limit=10),
+        Line("Mean KL(original || intervened), nats, by relative depth", "layer_interventions", "kl", x="relative_depth", series="intervention", per_input=False),
+        Line("Top-1 agreement with the original, by relative depth", "layer_interventions", "top1_agreement", x="relative_depth", series="intervention", per_input=False),
+        Table("Most damaging interventions", "layer_interventions", "kl", per_input=False, order=(Order("kl", descending=True),), limit=10),
     ),
 )
 

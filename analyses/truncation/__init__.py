@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Chart, Filter, Input, Progress, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import document_separator_id
 
@@ -70,16 +70,16 @@ SPEC = AnalysisSpec(
         ),
     ),
     charts=(
-        Chart("line", "Mean cosine, full vs truncated context, per layer (all tokens)", "truncation_summary", "mean",
+        Line("Mean cosine, full vs truncated context, per layer (all tokens)", "truncation_summary", "mean",
               x="layer", series="context", filters=(Filter("category", "=", "all"), Filter("context", "in", (1, 2, 5, 10))), per_input=False),
-        Chart("line", "Mean cosine per token category at k = 5", "truncation_summary", "mean",
+        Line("Mean cosine per token category at k = 5", "truncation_summary", "mean",
               x="layer", series="category", filters=(Filter("context", "=", 5),), per_input=False),
-        Chart("line", "Mean cosine per token category at k = 10", "truncation_summary", "mean",
+        Line("Mean cosine per token category at k = 10", "truncation_summary", "mean",
               x="layer", series="category", filters=(Filter("context", "=", 10),), per_input=False),
-        Chart("table", "Lowest-cosine tokens at the longest truncated context", "truncation_lowest", "cos",
-              per_input=False, order="rank", limit=15),
+        Table("Lowest-cosine tokens at the longest truncated context", "truncation_lowest", "cos",
+              per_input=False, order=(Order("rank"),), limit=15),
         # From the per-token rows, so a running or interrupted run draws the shards stored so far.
-        Chart("line", "Mean cosine per layer and k, over the per-token rows stored so far", "truncation", "cos",
+        Line("Mean cosine per layer and k, over the per-token rows stored so far", "truncation", "cos",
               x="layer", series="context", per_input=False),
     ),
 )

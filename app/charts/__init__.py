@@ -1,8 +1,9 @@
 """The one chart renderer, shared by `iwb run`, `iwb show` and the TUI.
 
-Charts are declared once in each analysis' SPEC. ``load_chart`` reads what a chart needs from
-the store; ``draw`` paints it onto a plotext figure (plotext's own, or textual-plotext's
-``PlotextPlot.plt``); plotting never runs a model.
+Charts are declared once in each analysis' SPEC, as typed data (analyses/core/charts.py:
+Heatmap, Line, Table). ``load_chart`` reads what a chart needs from the store, with SQL written
+here from that data (identifiers quoted); ``draw`` paints it onto a plotext figure (plotext's own,
+or textual-plotext's ``PlotextPlot.plt``); plotting never runs a model.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from analyses.core.contract import FILTER_OPS, Chart, Filter, RunValue
+from analyses.core.charts import Chart, Filter, Heatmap, Line, RunValue, Table
 
 # Viridis-like stops, low to high.
 COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
@@ -55,8 +56,9 @@ class ChartData:
         if log_scale in self.full_ranges:
             return self.full_ranges[log_scale]
         values = [scaled(v, log_scale) for row in self.matrix for v in row if v is not None and not math.isnan(v)]
-        low = self.chart.vmin if self.chart.vmin is not None and not log_scale else (min(values) if values else 0.0)
-        high = self.chart.vmax if self.chart.vmax is not None and not log_scale else (max(values) if values else 1.0)
+        vmin, vmax = (self.chart.vmin, self.chart.vmax) if isinstance(self.chart, Heatmap) else (None, None)
+        low = vmin if vmin is not None and not log_scale else (min(values) if values else 0.0)
+        high = vmax if vmax is not None and not log_scale else (max(values) if values else 1.0)
         return low, (high if high > low else low + 1e-9)
 
     @property
@@ -68,6 +70,7 @@ class ChartData:
 
     def rows_window(self, start: int, stop: int) -> ChartData:
         """The heatmap's rows start..stop-1 only (colours keep the whole chart's scale)."""
+        assert isinstance(self.chart, Heatmap)
         return replace(self, matrix=self.matrix[start:stop], y_values=self.y_values[start:stop],
                        subtitle=f"{self.subtitle}, {self.chart.y} {self.y_values[start]}-{self.y_values[stop - 1]} of {len(self.y_values)}",
                        full_ranges={scale: self.value_range(scale) for scale in (False, True)})
@@ -104,10 +107,21 @@ def inline(sql: str, values: list) -> str:
     return "".join(piece + (sql_literal(values[i]) if i < len(values) else "") for i, piece in enumerate(pieces))
 
 
+def quoted(name: str) -> str:
+    """A table or column name as a quoted SQL identifier (any name, nothing it can inject)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _order(chart: Table) -> str:
+    """A table chart's ORDER BY clause from its Order items (empty without any)."""
+    keys = [f"t.{quoted(item.column)}" + (" DESC" if item.descending else "") for item in chart.order]
+    return f" ORDER BY {', '.join(keys)}" if keys else ""
+
+
 def _filters(chart: Chart, run_id: int, input_id: int | None, facet_value: Any = None) -> tuple[str, list]:
     clauses, values = ["t.run_id = ?"], [run_id]
     if chart.facet is not None and facet_value is not None:
-        clauses.append(f"t.{chart.facet} = ?")
+        clauses.append(f"t.{quoted(chart.facet)} = ?")
         values.append(facet_value)
     if chart.per_input and input_id is not None:
         clauses.append("t.input_id = ?")
@@ -121,17 +135,9 @@ def _filters(chart: Chart, run_id: int, input_id: int | None, facet_value: Any =
     return " AND ".join(clauses), values
 
 
-def _identifier(name: str) -> str:
-    if not name.isidentifier():
-        raise ValueError(f"chart column or table {name!r} is not a plain name")
-    return name
-
-
 def _condition(chart: Chart, condition: Filter, alias: str, depth: int = 0) -> tuple[str, list]:
     """SQL and values for one Filter on rows aliased ``alias``; RunValue becomes a subquery."""
-    if condition.op not in FILTER_OPS:
-        raise ValueError(f"chart filter op {condition.op!r}: use one of {FILTER_OPS}")
-    column = f"{alias}.{_identifier(condition.column)}"
+    column = f"{alias}.{quoted(condition.column)}"
     value = condition.value
     if isinstance(value, RunValue):
         inner = f"s{depth}"
@@ -140,8 +146,8 @@ def _condition(chart: Chart, condition: Filter, alias: str, depth: int = 0) -> t
             clause, nested_values = _condition(chart, nested, inner, depth + 1)
             clauses.append(clause)
             values.extend(nested_values)
-        table = _identifier(value.table or chart.table)
-        return f"{column} {condition.op} (SELECT max({inner}.{_identifier(value.column)}) FROM {table} {inner} WHERE {' AND '.join(clauses)})", values
+        table = quoted(value.table or chart.table)
+        return f"{column} {condition.op} (SELECT max({inner}.{quoted(value.column)}) FROM {table} {inner} WHERE {' AND '.join(clauses)})", values
     if condition.op == "in":
         items = list(value)
         return f"{column} IN ({', '.join('?' for _ in items)})", items
@@ -160,7 +166,7 @@ def load_charts(store, chart: Chart, run_id: int, input_id: int | None = None) -
     if input_id is None:
         input_id = first_input_id(store, run_id)
     where, values = _filters(chart, run_id, input_id)
-    facet_values = [row[0] for row in store.query(f"SELECT DISTINCT t.{chart.facet} FROM {chart.table} t WHERE {where} ORDER BY 1", values).rows]
+    facet_values = [row[0] for row in store.query(f"SELECT DISTINCT t.{quoted(chart.facet)} FROM {quoted(chart.table)} t WHERE {where} ORDER BY 1", values).rows]
     loaded = [load_chart(store, chart, run_id, input_id, facet_value=value) for value in facet_values]
     return [data for data in loaded if data is not None]
 
@@ -175,14 +181,15 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
     if chart.facet is not None and facet_value is not None:
         subtitle += f", {chart.facet} {facet_value}"
     data = ChartData(chart, subtitle=subtitle, facet_value=facet_value)
-    if chart.kind == "table":
-        order = f" ORDER BY {chart.order}" if chart.order else ""
-        sql = f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}{order} LIMIT {int(chart.limit)}"
+    table = quoted(chart.table)
+    if isinstance(chart, Table):
+        sql = f"SELECT * EXCLUDE (run_id) FROM {table} t WHERE {where}{_order(chart)} LIMIT {int(chart.limit)}"
         result = store.query(sql, values)
         data.columns, data.rows, data.sql = result.columns, result.rows, inline(sql, values)
         return data if data.rows else None
-    if chart.kind == "heatmap":
-        sql = f"SELECT t.{chart.y}, t.{chart.x}, avg(t.{chart.value}) AS {chart.value} FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+    value = quoted(chart.value)
+    if isinstance(chart, Heatmap):
+        sql = f"SELECT t.{quoted(chart.y)}, t.{quoted(chart.x)}, avg(t.{value}) AS {value} FROM {table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
         rows = store.query(sql, values).rows
         data.sql = inline(sql, values)
         if not rows or all(r[2] is None for r in rows):
@@ -198,8 +205,10 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
         data.x_labels = _x_labels(store, chart, run_id, input_id, xs)
         data.details = _cell_details(store, chart, where, values, y_index, x_index)
         return data
-    series_column = f"t.{chart.series}" if chart.series else "NULL"
-    sql = f"SELECT {series_column} AS series, t.{chart.x}, avg(t.{chart.value}) AS {chart.value} FROM {chart.table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
+    if not isinstance(chart, Line):
+        raise TypeError(f"chart {chart.title!r} is a {type(chart).__name__}: not a Heatmap, Line or Table")
+    series_column = f"t.{quoted(chart.series)}" if chart.series else "NULL"
+    sql = f"SELECT {series_column} AS series, t.{quoted(chart.x)}, avg(t.{value}) AS {value} FROM {table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
     data.sql = inline(sql, values)
     rows = [r for r in store.query(sql, values).rows if r[2] is not None and not (isinstance(r[2], float) and math.isnan(r[2]))]
     if not rows:
@@ -212,9 +221,9 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
     return data
 
 
-def _cell_details(store, chart: Chart, where: str, values: list, y_index: dict, x_index: dict) -> dict:
+def _cell_details(store, chart: Heatmap, where: str, values: list, y_index: dict, x_index: dict) -> dict:
     """Each cell's other columns: text first (a top token), then probabilities, then the rest."""
-    result = store.query(f"SELECT * EXCLUDE (run_id) FROM {chart.table} t WHERE {where}", values)
+    result = store.query(f"SELECT * EXCLUDE (run_id) FROM {quoted(chart.table)} t WHERE {where}", values)
     keys = {chart.x, chart.y, chart.value, "input_id", chart.facet}
     columns = [(i, name, kind) for i, (name, kind) in enumerate(zip(result.columns, result.types))
                if name not in keys and not name.endswith("_id")]
@@ -232,7 +241,7 @@ def _sort_key(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
-def _x_labels(store, chart: Chart, run_id: int, input_id: int | None, xs: list) -> list[str]:
+def _x_labels(store, chart: Heatmap, run_id: int, input_id: int | None, xs: list) -> list[str]:
     if chart.x != "pos" or input_id is None:
         return [str(x) for x in xs]
     rows = store.query("SELECT pos, token FROM tokens WHERE run_id = ? AND input_id = ?", [run_id, input_id]).rows
@@ -240,8 +249,8 @@ def _x_labels(store, chart: Chart, run_id: int, input_id: int | None, xs: list) 
     marked: set = set()
     if chart.mark is not None:
         mark = chart.mark
-        sql = (f"SELECT k.pos FROM tokens k JOIN {_identifier(mark.table)} m ON m.run_id = k.run_id AND m.input_id = k.input_id "
-               f"WHERE k.run_id = ? AND k.input_id = ? AND k.pos >= m.{_identifier(mark.start)} AND k.pos < m.{_identifier(mark.end)}")
+        sql = (f"SELECT k.pos FROM tokens k JOIN {quoted(mark.table)} m ON m.run_id = k.run_id AND m.input_id = k.input_id "
+               f"WHERE k.run_id = ? AND k.input_id = ? AND k.pos >= m.{quoted(mark.start)} AND k.pos < m.{quoted(mark.end)}")
         marked = {row[0] for row in store.query(sql, [run_id, input_id]).rows}
     return [("*" if x in marked else "") + (f"{tokens[x]}" if x in tokens else str(x)) for x in xs]
 
@@ -268,9 +277,9 @@ def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] 
     plt.plotsize(width, height)
     chart = data.chart
     plt.title(f"{chart.title} ({data.subtitle})" if data.subtitle else chart.title)
-    if chart.kind == "heatmap":
+    if isinstance(chart, Heatmap):
         _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour, log_scale)
-    elif chart.kind == "line":
+    elif isinstance(chart, Line):
         for index, (name, (xs, ys)) in enumerate(data.series.items()):
             # Without colour, curves on one chart are told apart by their marker.
             marker = "braille" if use_colour or index == 0 else PLAIN_MARKERS[(index - 1) % len(PLAIN_MARKERS)]
@@ -345,7 +354,7 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
 
 def fitting_height(data: ChartData, height: int) -> int:
     """A heatmap tall enough for one line per row (a terminal scrolls), else the height given."""
-    if data.chart.kind != "heatmap":
+    if not isinstance(data.chart, Heatmap):
         return height
     return max(height, min(len(data.matrix) + 5, 80))
 
@@ -376,7 +385,7 @@ def format_table(columns: list[str], rows: list[tuple], max_width: int = 30) -> 
 
 def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour: bool = True) -> str:
     """A chart as terminal text (ANSI colours when asked), for the CLI."""
-    if data.chart.kind == "table":
+    if isinstance(data.chart, Table):
         return render_table(data)
     from plotext._figure import _figure_class
 

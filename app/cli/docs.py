@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from analyses.core.contract import AnalysisSpec, Chart, Filter, RunValue
+from analyses.core.contract import AnalysisSpec, Chart, Filter, Heatmap, Line, RunValue, Table
 from analyses.core.params import ParamInfo, param_infos
 from analyses.core.registry import BUILTIN, REGISTRY, analysis_names, get_analysis
 
@@ -80,15 +80,21 @@ def _filter(item: Filter) -> str:
     return f"{_code(item.column)} {item.op} {_filter_value(item.value)}"
 
 
+def _order(chart: Table) -> str:
+    """The row order as it reads in SQL, e.g. ``side DESC, rank``."""
+    return ", ".join(item.column + (" DESC" if item.descending else "") for item in chart.order)
+
+
 def _axes(chart: Chart) -> str:
-    if chart.kind == "heatmap":
+    if isinstance(chart, Heatmap):
         axes = f"x {_code(chart.x)}, y {_code(chart.y)}"
-    elif chart.kind == "line":
+    elif isinstance(chart, Line):
         axes = f"x {_code(chart.x)}" + (f", one curve per {_code(chart.series)}" if chart.series else "")
     else:
-        order = f" ordered by {_code(chart.order)}" if chart.order else ""
+        assert isinstance(chart, Table), chart
+        order = f" ordered by {_code(_order(chart))}" if chart.order else ""
         axes = f"the first {chart.limit} rows{order}"
-    if chart.vmin is not None or chart.vmax is not None:
+    if isinstance(chart, Heatmap) and (chart.vmin is not None or chart.vmax is not None):
         low = "" if chart.vmin is None else _value(chart.vmin)
         high = "" if chart.vmax is None else _value(chart.vmax)
         axes += f"; scale {low}..{high}"
@@ -99,7 +105,7 @@ def _rows(chart: Chart) -> str:
     notes = [_filter(item) for item in chart.filters]
     if chart.last_pos:
         notes.append("each input's last position")
-    if chart.mark is not None:
+    if isinstance(chart, Heatmap) and chart.mark is not None:
         mark = chart.mark
         notes.append(f"positions in [{_code(mark.start)}, {_code(mark.end)}) of {_code(mark.table)} marked `*`")
     notes.append("one chart per input" if chart.per_input else "all inputs together")

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Chart
+from analyses.core.contract import Chart, Heatmap, Table
 from analyses.core.errors import BadInput
 from analyses.core.registry import get_analysis
 from app import charts
@@ -48,7 +48,7 @@ def compare_runs(store: Any, run_a: int, run_b: int, table: str | None = None, i
     if row_a["analysis"] != row_b["analysis"]:
         raise CompareError(f"run {run_a} is {row_a['analysis']} and run {run_b} is {row_b['analysis']}: runs of different analyses cannot be aligned")
     spec = get_analysis(row_a["analysis"]).SPEC
-    chosen = [chart for chart in spec.charts if chart.kind != "table" and (table is None or chart.table == table)]
+    chosen = [chart for chart in spec.charts if not isinstance(chart, Table) and (table is None or chart.table == table)]
     if table is not None and table not in [t.name for t in spec.tables]:
         raise CompareError(f"{spec.name} has no table {table!r}; it has {', '.join(t.name for t in spec.tables)}")
     if not chosen:
@@ -130,7 +130,7 @@ def _align(chart: Chart, data_a: charts.ChartData, data_b: charts.ChartData, run
            tokens_a: list[str], tokens_b: list[str]) -> charts.ChartData:
     token_axis = (tokens_a, tokens_b) if chart.x == "pos" and chart.per_input else None
     facet = f", {chart.facet} {data_a.facet_value}" if data_a.facet_value is not None else ""
-    if chart.kind == "heatmap":
+    if isinstance(chart, Heatmap):
         ys, y_note = _shared_axis(chart.y, data_a.y_values, data_b.y_values, run_a, run_b, None)
         xs, x_note = _shared_axis(chart.x, data_a.x_values, data_b.x_values, run_a, run_b, token_axis)
         cells_a, cells_b = _cells(data_a), _cells(data_b)

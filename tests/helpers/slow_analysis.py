@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, Chart, Input, Result, ResultTable, param
+from analyses.core.contract import AnalysisSpec, Input, Line, Result, ResultTable, param
 from analyses.core.errors import Cancelled
 
 
@@ -22,7 +22,7 @@ SPEC = AnalysisSpec(
     description="Counts steps slowly.",
     input_kinds=("prompt",),
     tables=(ResultTable("slow_steps", (("input_id", "INTEGER"), ("step", "INTEGER"), ("value", "DOUBLE"))),),
-    charts=(Chart("line", "Step value", "slow_steps", "value", x="step"),),
+    charts=(Line("Step value", "slow_steps", "value", x="step"),),
 )
 
 

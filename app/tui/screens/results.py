@@ -115,7 +115,7 @@ class ResultsScreen(WorkbenchScreen):
         data = self.loaded[index]
         self.chart_index = index
         view, table = self.query_one("#chart", ChartView), self.query_one("#chart-table", DataTable)
-        is_table = data is not None and data.chart.kind == "table"
+        is_table = data is not None and isinstance(data.chart, charts.Table)
         view.display, table.display = not is_table, is_table
         if is_table:
             table.clear(columns=True)

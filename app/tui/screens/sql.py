@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Static, TextArea
 
-from analyses.core.contract import Chart
+from analyses.core.contract import Line
 from analyses.core.errors import BadInput
 from app import charts
 from app.tui.plain import plain
@@ -30,7 +30,8 @@ def sql_editor() -> TextArea:
 
 
 def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.ChartData | None:
-    chart = Chart("line", f"{choice.value} over {choice.x or 'row'}", "", choice.value, x=choice.x or "row", series=choice.series)
+    # A user query's chart: no SPEC table behind it (table ""), drawn from the rows given.
+    chart = Line(f"{choice.value} over {choice.x or 'row'}", "", choice.value, x=choice.x or "row", series=choice.series)
     data = charts.ChartData(chart, subtitle=f"{len(rows)} rows")
     for series_value, x, value in rows:
         if value is None or x is None or not isinstance(x, (int, float)):

@@ -74,7 +74,7 @@ class ChartView(PlotextPlot, can_focus=True):
 
     @property
     def is_heatmap(self) -> bool:
-        return self.data is not None and self.data.chart.kind == "heatmap" and bool(self.data.matrix)
+        return self.data is not None and isinstance(self.data.chart, charts.Heatmap) and bool(self.data.matrix)
 
     def show(self, data: charts.ChartData | None) -> None:
         self.data = data
@@ -108,7 +108,7 @@ class ChartView(PlotextPlot, can_focus=True):
         data = self.data
         if data is None:
             return Text("")
-        if data.chart.kind != "heatmap":
+        if not isinstance(data.chart, charts.Heatmap):
             parts = []
             for name, (_, ys) in list(data.series.items())[:4]:
                 parts.append(f"{name}: {len(ys)} points, min {min(ys):.4g}, max {max(ys):.4g}, last {ys[-1]:.4g}")
