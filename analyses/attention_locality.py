@@ -8,8 +8,9 @@ only attend to itself. A key at offset k exists only for queries at positions >=
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Heatmap, Input, Line, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -147,3 +148,17 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         tokens=tokens_table(model, inputs, token_rows),
         notes=notes,
     )
+
+
+class AttentionLocality(Analysis):
+    Params = Params
+    spec = SPEC
+
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        validate(model, inputs, params)
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        return run(model, inputs, params, progress, cancel)
+
+
+ANALYSIS = AttentionLocality()

@@ -7,8 +7,9 @@ Norms are taken in float32 and averaged in float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Input, Line, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Progress, Result, ResultTable, param
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 
@@ -95,3 +96,14 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     )
     notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
     return Result(tables={"component_norms": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+
+class ComponentNorms(Analysis):
+    Params = Params
+    spec = SPEC
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        return run(model, inputs, params, progress, cancel)
+
+
+ANALYSIS = ComponentNorms()

@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
 LOG2 = 0.6931471805599453
 # Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).
 CHUNK_ELEMENTS = 32 * 1024 * 1024
-# Each input's rows depend on that input alone: the runner computes a corpus run shard by shard.
-SHARD_BY_INPUT = True
 
 
 @dataclass(frozen=True)
@@ -80,10 +78,6 @@ def resolve_target(model, target: str | None) -> int | None:
     return int(ids[0])
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    resolve_target(model, params.target)
-
-
 def lens_rows(model, tokens) -> tuple:
     """(lens logits source stack [n_layers+1, T, d], model logits [T, V]) for one sequence."""
     import torch
@@ -129,62 +123,72 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
     return {key: torch.cat(parts).cpu().numpy() for key, parts in out.items() if parts}
 
 
-def invariants(params: Params, read: Any) -> list[tuple]:
-    """The exact invariant on the stored numbers: at the final row (the model's own resid_post
-    through the lens) the KL to the model's logits is 0, for every input and position."""
-    table = read("logit_lens", ["layer", "kl_to_final"])
-    if table is None or table.num_rows == 0:
-        return [("invariant_final_layer_kl", None, 1e-6, None, "skipped: no rows")]
-    layers, kls = table.column("layer").to_pylist(), table.column("kl_to_final").to_pylist()
-    last = max(layers)
-    worst = max(abs(kl) for layer, kl in zip(layers, kls) if layer == last)
-    return [("invariant_final_layer_kl", worst, 1e-6, worst <= 1e-6, f"max |KL| at layer {last} over every input and position")]
+class LogitLens(Analysis):
+    Params = Params
+    spec = SPEC
+    sharded = True  # each input's rows depend on that input alone
+
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        resolve_target(model, params.target)
+
+    def invariants(self, params: Params, read: Any) -> list[tuple]:
+        """The exact invariant on the stored numbers: at the final row (the model's own resid_post
+        through the lens) the KL to the model's logits is 0, for every input and position."""
+        table = read("logit_lens", ["layer", "kl_to_final"])
+        if table is None or table.num_rows == 0:
+            return [("invariant_final_layer_kl", None, 1e-6, None, "skipped: no rows")]
+        layers, kls = table.column("layer").to_pylist(), table.column("kl_to_final").to_pylist()
+        last = max(layers)
+        worst = max(abs(kl) for layer, kl in zip(layers, kls) if layer == last)
+        return [("invariant_final_layer_kl", worst, 1e-6, worst <= 1e-6, f"max |KL| at layer {last} over every input and position")]
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        import numpy as np
+        import pyarrow as pa
+        import torch
+
+        from analyses.core.tables import tokens_table
+
+        target_id = resolve_target(model, params.target)
+        columns = {name: [] for name, _ in SPEC.tables[0].columns}
+        token_rows = []
+        n_rows = model.n_layers + 1
+        with torch.inference_mode():
+            for index, item in enumerate(inputs):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward pass")
+                tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
+                stack, _ = lens_rows(model, tokens)
+                stats = lens_statistics(model, stack, target_id, cancel)
+                ids = tokens[0].tolist()
+                token_rows.append(tokens)
+                positions = len(ids)
+                layer_grid, pos_grid = np.meshgrid(np.arange(n_rows), np.arange(positions), indexing="ij")
+                columns["input_id"].append(np.full(n_rows * positions, item.input_id, dtype=np.int32))
+                columns["layer"].append(layer_grid.ravel().astype(np.int32))
+                columns["pos"].append(pos_grid.ravel().astype(np.int32))
+                columns["entropy_bits"].append(stats["entropy"].ravel().astype(np.float64))
+                columns["kl_to_final"].append(stats["kl"].ravel().astype(np.float64))
+                top_ids = stats["top_id"].ravel()
+                columns["top_token_id"].append(top_ids.astype(np.int32))
+                vocab_strings = dict(zip(np.unique(top_ids).tolist(), model.token_strings(np.unique(top_ids).tolist())))
+                columns["top_token"].append(np.array([vocab_strings[i] for i in top_ids.tolist()], dtype=object))
+                columns["top_prob"].append(stats["top_prob"].ravel().astype(np.float64))
+                if target_id is None:
+                    columns["target_prob"].append(np.full(n_rows * positions, np.nan))
+                else:
+                    columns["target_prob"].append(stats["target_prob"].ravel().astype(np.float64))
+        progress(len(inputs), len(inputs), "done")
+        arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
+        table = pa.table(
+            {
+                name: pa.array(values, from_pandas=True) if name == "target_prob" else pa.array(values)
+                for name, values in arrays.items()
+            }
+        )
+        notes = {**model.bos(params.prepend_bos).record(), "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
+        return Result(tables={"logit_lens": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    import numpy as np
-    import pyarrow as pa
-    import torch
-
-    from analyses.core.tables import tokens_table
-
-    target_id = resolve_target(model, params.target)
-    columns = {name: [] for name, _ in SPEC.tables[0].columns}
-    token_rows = []
-    n_rows = model.n_layers + 1
-    with torch.inference_mode():
-        for index, item in enumerate(inputs):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward pass")
-            tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
-            stack, _ = lens_rows(model, tokens)
-            stats = lens_statistics(model, stack, target_id, cancel)
-            ids = tokens[0].tolist()
-            token_rows.append(tokens)
-            positions = len(ids)
-            layer_grid, pos_grid = np.meshgrid(np.arange(n_rows), np.arange(positions), indexing="ij")
-            columns["input_id"].append(np.full(n_rows * positions, item.input_id, dtype=np.int32))
-            columns["layer"].append(layer_grid.ravel().astype(np.int32))
-            columns["pos"].append(pos_grid.ravel().astype(np.int32))
-            columns["entropy_bits"].append(stats["entropy"].ravel().astype(np.float64))
-            columns["kl_to_final"].append(stats["kl"].ravel().astype(np.float64))
-            top_ids = stats["top_id"].ravel()
-            columns["top_token_id"].append(top_ids.astype(np.int32))
-            vocab_strings = dict(zip(np.unique(top_ids).tolist(), model.token_strings(np.unique(top_ids).tolist())))
-            columns["top_token"].append(np.array([vocab_strings[i] for i in top_ids.tolist()], dtype=object))
-            columns["top_prob"].append(stats["top_prob"].ravel().astype(np.float64))
-            if target_id is None:
-                columns["target_prob"].append(np.full(n_rows * positions, np.nan))
-            else:
-                columns["target_prob"].append(stats["target_prob"].ravel().astype(np.float64))
-    progress(len(inputs), len(inputs), "done")
-    arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
-    table = pa.table(
-        {
-            name: pa.array(values, from_pandas=True) if name == "target_prob" else pa.array(values)
-            for name, values in arrays.items()
-        }
-    )
-    notes = {**model.bos(params.prepend_bos).record(), "target_token_id": target_id, "lens": "proper (final norm recomputed per layer)"}
-    return Result(tables={"logit_lens": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+ANALYSIS = LogitLens()

@@ -10,8 +10,9 @@ batched over neurons. It takes no input (input kind "weights").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.tables import tokens_table_of
 
@@ -45,10 +46,6 @@ def layer_list(text: str, n_layers: int | None) -> list[int]:
     if bad:
         raise BadInput(f"layers {bad} are out of range" + (f" (the model has {n_layers})" if n_layers else ""))
     return layers
-
-
-def validate(model, inputs: list[Input], params: Params) -> None:
-    layer_list(params.layers, model.n_layers)
 
 
 SPEC = AnalysisSpec(
@@ -120,47 +117,57 @@ def classify(skew, kurtosis, params: Params):
     return labels
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    import numpy as np
-    import pyarrow as pa
-    import torch
+class NeuronClasses(Analysis):
+    Params = Params
+    spec = SPEC
 
-    n_layers = model.n_layers
-    columns = {"layer": [], "neuron": [], "skew": [], "kurtosis": [], "neuron_class": []}
-    counts = {"layer": [], "relative_depth": [], "neuron_class": [], "n_neurons": [], "fraction": []}
-    from analyses.model.weights import model_weights
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        layer_list(params.layers, model.n_layers)
 
-    with torch.inference_mode():
-        weights = model_weights(model)
-        directions = unembedding_directions(weights, params.fold_final_norm)
-        chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
-        chosen = layer_list(params.layers, n_layers)
-        for index, layer in enumerate(chosen):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(chosen), f"layer {layer}")
-            w_out = weights.layers[layer].W_out
-            skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
-            labels = classify(skew, kurtosis, params)
-            n_neurons = skew.shape[0]
-            columns["layer"].append(np.full(n_neurons, layer, dtype=np.int32))
-            columns["neuron"].append(np.arange(n_neurons, dtype=np.int32))
-            columns["skew"].append(skew)
-            columns["kurtosis"].append(kurtosis)
-            columns["neuron_class"].append(labels)
-            for name in CLASSES:
-                count = int((labels == name).sum())
-                counts["layer"].append(layer)
-                counts["relative_depth"].append(layer / max(1, n_layers - 1))
-                counts["neuron_class"].append(name)
-                counts["n_neurons"].append(count)
-                counts["fraction"].append(count / n_neurons)
-    progress(len(chosen), len(chosen), "done")
-    neurons = pa.table({name: np.concatenate(parts) for name, parts in columns.items()})
-    notes = {
-        "fold_final_norm": params.fold_final_norm,
-        "kurtosis": "raw (Gaussian = 3)",
-        "weights_only": "inputs are not used",
-        "unembedding": "W_U columns" + (" scaled by the final norm gain" if params.fold_final_norm else "") + ", unit-normalised; no centring",
-    }
-    return Result(tables={"neuron_classes": neurons, "neuron_class_counts": pa.table(counts)}, tokens=tokens_table_of([]), notes=notes)
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        import numpy as np
+        import pyarrow as pa
+        import torch
+
+        n_layers = model.n_layers
+        columns = {"layer": [], "neuron": [], "skew": [], "kurtosis": [], "neuron_class": []}
+        counts = {"layer": [], "relative_depth": [], "neuron_class": [], "n_neurons": [], "fraction": []}
+        from analyses.model.weights import model_weights
+
+        with torch.inference_mode():
+            weights = model_weights(model)
+            directions = unembedding_directions(weights, params.fold_final_norm)
+            chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
+            chosen = layer_list(params.layers, n_layers)
+            for index, layer in enumerate(chosen):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(index, len(chosen), f"layer {layer}")
+                w_out = weights.layers[layer].W_out
+                skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
+                labels = classify(skew, kurtosis, params)
+                n_neurons = skew.shape[0]
+                columns["layer"].append(np.full(n_neurons, layer, dtype=np.int32))
+                columns["neuron"].append(np.arange(n_neurons, dtype=np.int32))
+                columns["skew"].append(skew)
+                columns["kurtosis"].append(kurtosis)
+                columns["neuron_class"].append(labels)
+                for name in CLASSES:
+                    count = int((labels == name).sum())
+                    counts["layer"].append(layer)
+                    counts["relative_depth"].append(layer / max(1, n_layers - 1))
+                    counts["neuron_class"].append(name)
+                    counts["n_neurons"].append(count)
+                    counts["fraction"].append(count / n_neurons)
+        progress(len(chosen), len(chosen), "done")
+        neurons = pa.table({name: np.concatenate(parts) for name, parts in columns.items()})
+        notes = {
+            "fold_final_norm": params.fold_final_norm,
+            "kurtosis": "raw (Gaussian = 3)",
+            "weights_only": "inputs are not used",
+            "unembedding": "W_U columns" + (" scaled by the final norm gain" if params.fold_final_norm else "") + ", unit-normalised; no centring",
+        }
+        return Result(tables={"neuron_classes": neurons, "neuron_class_counts": pa.table(counts)}, tokens=tokens_table_of([]), notes=notes)
+
+
+ANALYSIS = NeuronClasses()

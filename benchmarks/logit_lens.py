@@ -73,7 +73,7 @@ def main() -> int:
         naive_s = (time.perf_counter() - start) / args.repeats
         start = time.perf_counter()
         for _ in range(args.repeats):
-            result = logit_lens.run(model, [Input(0, "prompt", text)], logit_lens.Params(), no_progress, threading.Event())
+            result = logit_lens.ANALYSIS.run(model, [Input(0, "prompt", text)], logit_lens.Params(), no_progress, threading.Event())
         fast_s = (time.perf_counter() - start) / args.repeats
     table = result.tables["logit_lens"].to_pandas().sort_values(["layer", "pos"])
     shape = entropy.shape

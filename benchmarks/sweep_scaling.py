@@ -36,16 +36,16 @@ def main() -> int:
     from analyses.inputs.corpus import InputChoice, build_inputs
     from analyses.model.loading import load_model
     from app.run.ray_pool import PoolOptions, run_on_actors
-    from app.run.runner import RunRequest, prepare, prepare_state, shard_plan
+    from app.run.runner import RunRequest, prepare, shard_plan
     from app.run.sweep import actor_init, actor_work
 
     inputs, _ = build_inputs(InputChoice("pile", None, None, args.n_docs, args.max_tokens, 0, None), ("pile",))
     prepared = prepare(RunRequest("truncation", inputs, {"k_max": str(args.k_max)}))
     model = load_model(args.model, device="cpu", dtype="float32")
-    state = prepare_state(prepared.module, model, prepared.params, list(inputs), no_progress, threading.Event())
+    state = prepared.analysis.prepare(model, list(inputs), prepared.params, no_progress, threading.Event())
     del model
     by_id = {item.input_id: item for item in inputs}
-    plan = shard_plan(prepared.module, inputs, args.shard_docs)
+    plan = shard_plan(prepared.analysis, inputs, args.shard_docs)
     payloads = [(i, ("shard", "truncation", prepared.params, [by_id[x] for x in ids], state)) for i, ids in enumerate(plan)]
     cores = os.cpu_count() or 2
     configs = [("1 actor x 1 thread", 1, 1), (f"1 actor x {cores} threads", 1, cores), ("2 actors x 1 thread", 2, 1)]

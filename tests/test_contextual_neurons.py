@@ -20,8 +20,8 @@ def planted(tmp_path_factory):
 
 def run(model, inputs, **params):
     chosen = cn.Params(**params)
-    cn.validate(model, inputs, chosen)
-    return cn.run(model, inputs, chosen, no_progress, threading.Event())
+    cn.ANALYSIS.check(model, inputs, chosen)
+    return cn.ANALYSIS.run(model, inputs, chosen, no_progress, threading.Event())
 
 
 def test_planted_neurons_are_predicted_exactly(planted):
@@ -46,7 +46,7 @@ def test_token_contribution_is_the_change_from_swapping_one_key_token(planted):
     inputs = word_documents(4)
     result = run(planted, inputs, dest_positions="100,200", top_k=3)
     tokens = {(row["neuron"], row["side"], row["rank"]): row for row in result.tables["contextual_neurons_tokens"].to_pylist()}
-    pattern = {(r["dest_pos"], r["key_offset"]): r["weight"] for r in flh.run(
+    pattern = {(r["dest_pos"], r["key_offset"]): r["weight"] for r in flh.ANALYSIS.run(
         planted, inputs, flh.Params(dest_positions="100"), no_progress, threading.Event()).tables["first_layer_heads_pattern"].to_pylist() if r["head"] == 1}
     layer = model_weights(planted).layers[0]
     neuron, dest, key = 7, 100, 93
@@ -78,7 +78,7 @@ def test_bad_params_are_one_line_errors(raw, message):
 
 def test_validate_refuses_heads_the_model_lacks(planted):
     with pytest.raises(BadInput, match="heads must be below 4"):
-        cn.validate(planted, word_documents(1, 120), cn.Params(heads="4", dest_positions="100"))
+        cn.ANALYSIS.check(planted, word_documents(1, 120), cn.Params(heads="4", dest_positions="100"))
 
 
 def test_runs_and_stores_on_every_family(family_model, store):
@@ -124,4 +124,4 @@ def test_cancel_stops_the_run(planted):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        cn.run(planted, word_documents(2), cn.Params(dest_positions="100"), no_progress, cancel)
+        cn.ANALYSIS.run(planted, word_documents(2), cn.Params(dest_positions="100"), no_progress, cancel)

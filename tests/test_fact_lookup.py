@@ -132,12 +132,13 @@ def test_a_planted_attribute_is_found_and_the_control_stays_at_chance(tiny_model
 
 
 def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
-    from analyses import fact_lookup
     from app.run.runner import Prepared, execute
 
     inputs = tuple(entity_inputs(small_table(4)))
     params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)
-    run_id = execute(store, family_model, Prepared(fact_lookup, params, inputs), lambda *a: None)
+    from analyses.core.registry import get_analysis
+
+    run_id = execute(store, family_model, Prepared(get_analysis("fact-lookup"), params, inputs), lambda *a: None)
     n_layers = family_model.n_layers
     counts = dict(store.query(
         "SELECT 'probe', count(*) FROM fact_lookup_probe WHERE run_id = ? UNION ALL SELECT 'ablation', count(*) FROM fact_lookup_ablation WHERE run_id = ? "
@@ -156,6 +157,6 @@ def test_too_few_entities_per_value_is_refused_before_the_run(tiny_model):
 
     inputs = entity_inputs(small_table(2))
     with pytest.raises(BadInput, match="at least 3 entities"):
-        fact_lookup.validate(tiny_model, inputs, Params(folds=3))
+        fact_lookup.ANALYSIS.check(tiny_model, inputs, Params(folds=3))
     with pytest.raises(BadInput, match="sites"):
         Params(sites="resid_post,nope").check()

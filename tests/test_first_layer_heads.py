@@ -21,8 +21,8 @@ def run(model, inputs, **params):
     import threading
 
     chosen = flh.Params(**params)
-    flh.validate(model, inputs, chosen)
-    return flh.run(model, inputs, chosen, no_progress, threading.Event())
+    flh.ANALYSIS.check(model, inputs, chosen)
+    return flh.ANALYSIS.run(model, inputs, chosen, no_progress, threading.Event())
 
 
 def rows(result, table):
@@ -99,16 +99,16 @@ def test_bad_params_are_one_line_errors(raw, message):
 def test_validate_refuses_what_the_model_cannot_do(planted, tiny_model, monkeypatch):
     inputs = word_documents(1, 50)
     with pytest.raises(BadInput, match="layers must be below"):
-        flh.validate(planted, inputs, flh.Params(layers="3"))
+        flh.ANALYSIS.check(planted, inputs, flh.Params(layers="3"))
     with pytest.raises(BadInput, match="one token"):
-        flh.validate(planted, inputs, flh.Params(dest_token=" the cat"))
+        flh.ANALYSIS.check(planted, inputs, flh.Params(dest_token=" the cat"))
     with pytest.raises(BadInput, match="additive"):
-        flh.validate(tiny_model, inputs, flh.Params(method="additive"))
+        flh.ANALYSIS.check(tiny_model, inputs, flh.Params(method="additive"))
     with pytest.raises(BadInput, match="fits"):
-        flh.validate(tiny_model, inputs, flh.Params(dest_positions="100,250"))
+        flh.ANALYSIS.check(tiny_model, inputs, flh.Params(dest_positions="100,250"))
     monkeypatch.setattr(flh, "MAX_DOCUMENT_TOKENS", 100)
     with pytest.raises(BadInput, match="at most 100"):
-        flh.validate(planted, word_documents(1, 150), flh.Params())
+        flh.ANALYSIS.check(planted, word_documents(1, 150), flh.Params())
 
 
 def test_cancel_stops_between_documents(planted):
@@ -119,7 +119,7 @@ def test_cancel_stops_between_documents(planted):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        flh.run(planted, word_documents(2), flh.Params(dest_positions="100"), no_progress, cancel)
+        flh.ANALYSIS.run(planted, word_documents(2), flh.Params(dest_positions="100"), no_progress, cancel)
 
 
 def test_runs_and_stores_on_every_family(family_model, store):

@@ -49,7 +49,7 @@ def test_every_analysis_runs_and_stores_on_gemma(gemma_db, analysis):
     with duckdb.connect(str(gemma_db), read_only=True) as con:
         status, model = con.execute("SELECT status, model FROM runs WHERE run_id = ?", [run_id]).fetchone()
         assert (status, model) == ("done", "gemma3-270m")
-        for table in get_analysis(analysis).SPEC.tables:
+        for table in get_analysis(analysis).spec.tables:
             if con.execute(f"SELECT count(*) FROM {table.name} WHERE run_id = ?", [run_id]).fetchone()[0] > 0:
                 break
         else:

@@ -19,7 +19,7 @@ def _modules_after(code: str) -> set[str]:
     "code",
     [
         "import store; import store.db; import store.schema",
-        "import analyses.core.registry as b, analyses.core.params as p\nfor name in b.analysis_names():\n    m = b.get_analysis(name); m.SPEC; p.param_infos(m.Params)",
+        "import analyses.core.registry as b, analyses.core.params as p\nfor name in b.analysis_names():\n    m = b.get_analysis(name); m.spec; p.param_infos(m.Params)",
         "import app.cli, app.charts, app.run.runner",
     ],
     ids=["store", "registry-and-every-analysis-module", "cli"],

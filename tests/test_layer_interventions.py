@@ -139,7 +139,7 @@ def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel
     from analyses.inputs.corpus import sample_documents
 
     inputs, _ = sample_documents(str(PILE_SAMPLE), 3, seed=1)
-    result = li.run(family_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
+    result = li.ANALYSIS.run(family_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
     rows = result.tables["layer_interventions"].to_pylist()
     assert [(r["intervention"], r["layer"]) for r in rows] == [(i.kind, i.layer) for i in li.list_interventions(3, li.KINDS)]
     assert all(r["kl"] >= -1e-7 and 0.0 <= r["top1_agreement"] <= 1.0 for r in rows)
@@ -164,7 +164,7 @@ def test_layer_interventions_store_and_draw_on_the_embedded_model(embedded_model
     assert worst == 0
     n_swaps = store.query("SELECT count(*) FROM layer_interventions WHERE run_id = ? AND intervention = 'swap'", [run_id]).rows[0][0]
     assert n_swaps == 29
-    for chart in prepared.module.SPEC.charts:
+    for chart in prepared.analysis.spec.charts:
         data = charts.load_chart(store, chart, run_id)
         assert data is not None
         assert charts.render_text(data, 80, 20, use_colour=False)

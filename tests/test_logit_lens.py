@@ -40,7 +40,7 @@ def _reference(model, text: str) -> dict:
 
 
 def _run(model, text: str, **params):
-    return logit_lens.run(model, [Input(0, "prompt", text)], logit_lens.Params(**params), no_progress, threading.Event())
+    return logit_lens.ANALYSIS.run(model, [Input(0, "prompt", text)], logit_lens.Params(**params), no_progress, threading.Event())
 
 
 def test_matches_a_straightforward_reimplementation(family_model):
@@ -59,11 +59,11 @@ def test_matches_a_straightforward_reimplementation(family_model):
 
 def test_target_must_be_one_token_and_cancel_stops(tiny_model):
     with pytest.raises(BadInput, match="not one token"):
-        logit_lens.validate(tiny_model, [], logit_lens.Params(target=" Eiffel Tower"))
+        logit_lens.ANALYSIS.check(tiny_model, [], logit_lens.Params(target=" Eiffel Tower"))
     cancelled = threading.Event()
     cancelled.set()
     with pytest.raises(Cancelled):
-        logit_lens.run(tiny_model, [Input(0, "prompt", "a b")], logit_lens.Params(), no_progress, cancelled)
+        logit_lens.ANALYSIS.run(tiny_model, [Input(0, "prompt", "a b")], logit_lens.Params(), no_progress, cancelled)
 
 
 @pytest.mark.integration

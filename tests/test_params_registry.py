@@ -22,7 +22,7 @@ class DemoParams:
 def test_every_registered_analysis_honours_the_contract():
     for name in analysis_names():
         module = get_analysis(name)
-        spec = module.SPEC
+        spec = module.spec
         assert spec.name == name and spec.title and spec.description
         assert spec.input_kinds and set(spec.input_kinds) <= set(INPUT_KINDS)
         assert callable(module.run)

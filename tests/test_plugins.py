@@ -92,8 +92,9 @@ def test_builtins_are_the_entry_points_pyproject_declares():
     found = registry.discover()
     assert found.builtins == declared, "the installed iwb's entry points are stale: run `make setup` (pip install -e .)"
     assert PLUGIN_NAME not in found.plugins  # the example is installed into a temporary folder only
-    for name, module in declared.items():
-        assert registry.get_analysis(name).__name__ == module
+    for name, value in declared.items():
+        analysis = registry.get_analysis(name)
+        assert f"{type(analysis).__module__}:{type(analysis).__qualname__}" == value
 
 
 def test_a_source_checkout_without_the_iwb_distribution_falls_back_to_the_builtin_table(on_path, monkeypatch):
@@ -129,8 +130,8 @@ def test_the_plugin_appears_and_leaves_with_its_folder_on_sys_path(plugin_site, 
     with monkeypatch.context() as patch:
         patch.syspath_prepend(str(plugin_site))
         assert PLUGIN_NAME in analysis_names() and PLUGIN_NAME in REGISTRY
-        module = get_analysis(PLUGIN_NAME)
-        assert module.__name__ == PLUGIN_MODULE and module.SPEC.name == PLUGIN_NAME
+        analysis = get_analysis(PLUGIN_NAME)
+        assert type(analysis).__module__ == PLUGIN_MODULE and analysis.spec.name == PLUGIN_NAME
         assert REGISTRY.plugin(PLUGIN_NAME).distribution == PLUGIN_DIST
     sys.modules.pop(PLUGIN_MODULE, None)
     assert PLUGIN_NAME not in analysis_names()
@@ -160,15 +161,15 @@ py-modules = ["bad_broken", "bad_empty", "bad_named"]
 
 [project.entry-points."iwb.analyses"]
 "logit-lens" = "bad_empty"
-"broken-one" = "bad_broken"
+"broken-one" = "bad_broken:Broken"
 "empty-one" = "bad_empty"
-"misnamed-one" = "bad_named"
+"misnamed-one" = "bad_named:Misnamed"
 """
 BAD_FILES = {
     "pyproject.toml": BAD_PYPROJECT,
     "bad_broken.py": "import frobnicate_is_not_installed  # noqa: F401\n",
     "bad_empty.py": "VALUE = 1\n",
-    "bad_named.py": "from iwb_token_norms import Params, run, SPEC as _SPEC\nimport dataclasses\nSPEC = dataclasses.replace(_SPEC, name='other-name')\n",
+    "bad_named.py": "import dataclasses\nfrom iwb_token_norms import TokenNorms\nclass Misnamed(TokenNorms):\n    spec = dataclasses.replace(TokenNorms.spec, name='other-name')\n",
 }
 
 
@@ -184,18 +185,18 @@ def test_a_builtin_name_wins_and_broken_plugins_fail_only_when_used(bad_site, on
     names = analysis_names()  # listing imports none of them, so a broken one cannot break it
     assert {"broken-one", "empty-one", "misnamed-one", PLUGIN_NAME, "logit-lens"} <= set(names)
     assert "bad_broken" not in sys.modules
-    assert get_analysis("logit-lens").__name__ == "analyses.logit_lens"
+    assert type(get_analysis("logit-lens")).__module__ == "analyses.logit_lens"
     assert any(line.startswith("'logit-lens' from iwb-bad-plugins (bad_empty)") and "built-in" in line for line in ignored_plugins())
     cases = {
-        "broken-one": "analysis plugin 'broken-one' (bad_broken, from iwb-bad-plugins) failed to import: ModuleNotFoundError: No module named 'frobnicate_is_not_installed'",
-        "empty-one": "it has no Params, SPEC, run",
-        "misnamed-one": "has SPEC.name 'other-name'; it must be the entry point's name 'misnamed-one'",
+        "broken-one": "analysis plugin 'broken-one' (bad_broken:Broken, from iwb-bad-plugins) failed to import: ModuleNotFoundError: No module named 'frobnicate_is_not_installed'",
+        "empty-one": "does not follow the analysis contract: bad_empty is not a subclass of analyses.core.contract.Analysis",
+        "misnamed-one": "has spec.name 'other-name'; it must be the entry point's name 'misnamed-one'",
     }
     for name, message in cases.items():
         with pytest.raises(BadInput) as raised:
             get_analysis(name)
         assert message in str(raised.value) and "\n" not in str(raised.value)
-    assert get_analysis(PLUGIN_NAME).SPEC.name == PLUGIN_NAME  # the good plugin beside them still works
+    assert get_analysis(PLUGIN_NAME).spec.name == PLUGIN_NAME  # the good plugin beside them still works
     for module in ("bad_broken", "bad_empty", "bad_named"):
         sys.modules.pop(module, None)
 
@@ -203,7 +204,7 @@ def test_a_builtin_name_wins_and_broken_plugins_fail_only_when_used(bad_site, on
 def test_iwb_run_of_a_broken_plugin_is_one_line_of_bad_input(bad_site, tmp_path):
     db = tmp_path / "results.duckdb"
     result = iwb("run", "broken-one", "--prompt", PROMPT_A, db=db, env=with_pythonpath(bad_site))
-    assert_bad_input(result, "analysis plugin 'broken-one' (bad_broken, from iwb-bad-plugins) failed to import")
+    assert_bad_input(result, "analysis plugin 'broken-one' (bad_broken:Broken, from iwb-bad-plugins) failed to import")
     assert not db.exists()
 
 
@@ -288,7 +289,7 @@ from app.run.runner import RunRequest, execute, prepare
 from store import Store
 
 db, model, prompts = sys.argv[1:4]
-inputs, _ = build_inputs(InputChoice("prompt_set", path=prompts), get_analysis("token-norms").SPEC.input_kinds)
+inputs, _ = build_inputs(InputChoice("prompt_set", path=prompts), get_analysis("token-norms").spec.input_kinds)
 cancel = threading.Event()
 
 def progress(done, total, note=""):
@@ -401,8 +402,8 @@ def test_the_workbench_offers_draws_and_compares_the_plugin(stored, on_path, tmp
 def test_the_doc_shows_the_example_the_tests_install():
     (module,) = doc_blocks("python")
     (pyproject,) = doc_blocks("toml")
-    assert f'"{PLUGIN_NAME}" = "{PLUGIN_MODULE}"' in pyproject and f'name = "{PLUGIN_DIST}"' in pyproject
-    assert f'name="{PLUGIN_NAME}"' in module and "SHARD_BY_INPUT = True" in module
+    assert f'"{PLUGIN_NAME}" = "{PLUGIN_MODULE}:TokenNorms"' in pyproject and f'name = "{PLUGIN_DIST}"' in pyproject
+    assert f'name="{PLUGIN_NAME}"' in module and "sharded = True" in module and "class TokenNorms(Analysis):" in module
     # The README promises a short example: the module stays about thirty lines of code.
     code = [line for line in module.splitlines() if line.strip()]
     assert len(code) <= 40, len(code)

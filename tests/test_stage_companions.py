@@ -31,7 +31,7 @@ def test_pattern_sums_on_a_uniform_causal_pattern():
 def test_attention_locality_matches_a_loop_over_cached_patterns(family_model, cancel):
     import torch
 
-    result = attention_locality.run(family_model, inputs(), attention_locality.Params(window=3), no_progress, cancel)
+    result = attention_locality.ANALYSIS.run(family_model, inputs(), attention_locality.Params(window=3), no_progress, cancel)
     detail = {(r["layer"], r["key_offset"]): r["mean_weight"] for r in result.tables["attention_locality"].to_pylist()}
     summary = result.tables["attention_locality_summary"].to_pylist()
     totals = {}
@@ -57,7 +57,7 @@ def test_attention_locality_matches_a_loop_over_cached_patterns(family_model, ca
 def test_component_norms_match_cached_outputs_without_the_first_position(family_model, cancel):
     import torch
 
-    result = component_norms.run(family_model, inputs(), component_norms.Params(), no_progress, cancel)
+    result = component_norms.ANALYSIS.run(family_model, inputs(), component_norms.Params(), no_progress, cancel)
     rows = result.tables["component_norms"].to_pylist()
     with torch.inference_mode():
         caches = [family_model.bridge.run_with_cache(family_model.to_tokens(text))[1] for text in TEXTS]
@@ -109,7 +109,7 @@ def test_neuron_classes_run_counts_every_neuron_on_every_family(family_model, ca
 
     hf = unwrap(family_model.bridge.original_model)
     d_mlp = getattr(hf.config, "intermediate_size", None) or getattr(hf.config, "n_inner", None) or 4 * family_model.d_model
-    result = neuron_classes.run(family_model, [], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
+    result = neuron_classes.ANALYSIS.run(family_model, [], neuron_classes.Params(kurtosis_threshold=3.0), no_progress, cancel)
     neurons = result.tables["neuron_classes"]
     counts = result.tables["neuron_class_counts"].to_pylist()
     assert neurons.num_rows == 3 * d_mlp
@@ -133,7 +133,7 @@ def test_companions_store_and_draw_on_the_embedded_model(embedded_model, store, 
     provenance = store.run_row(run_id)["provenance"]
     provenance = json.loads(provenance) if isinstance(provenance, str) else provenance
     assert provenance["weight_processing"] == embedded_model.flags and provenance["model_name"] == embedded_model.name
-    for chart in prepared.module.SPEC.charts:
+    for chart in prepared.analysis.spec.charts:
         data = charts.load_chart(store, chart, run_id)
         assert data is not None, chart.title
         values = [v for row in data.matrix for v in row if v is not None] + [v for _, ys in data.series.values() for v in ys] + [v for row in data.rows for v in row]
@@ -148,5 +148,5 @@ def test_neuron_classes_layers_param_is_checked(tiny_model):
     with pytest.raises(BadInput):
         neuron_classes.Params(layers="1,x").check()
     with pytest.raises(BadInput):
-        neuron_classes.validate(tiny_model, [], neuron_classes.Params(layers="3"))
+        neuron_classes.ANALYSIS.check(tiny_model, [], neuron_classes.Params(layers="3"))
     assert neuron_classes.layer_list("2, 0", 3) == [0, 2]

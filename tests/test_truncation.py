@@ -112,7 +112,7 @@ def test_short_documents_are_refused_before_storing(tiny_model):
 
     inputs = [Input(0, "pile", "too short", {})]
     with pytest.raises(BadInput, match="earlier tokens"):
-        truncation.validate(tiny_model, inputs, Params())
+        truncation.ANALYSIS.check(tiny_model, inputs, Params())
 
 
 def test_run_stores_consistent_tables(tiny_model, store):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Mark, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -161,46 +161,51 @@ def token_char_spans(tokenizer, text: str, ids: list[int]) -> list[tuple[int, in
     return list(zip([0] + ends[:-1], ends))
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    for item in inputs:
-        locate(model, item, params)
+class CausalTrace(Analysis):
+    Params = Params
+    spec = SPEC
+
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        for item in inputs:
+            locate(model, item, params)
+
+    def invariants(self, params: Params, read: Any) -> list[tuple]:
+        """The exact invariant on the stored numbers: restoring the whole clean residual after the
+        last block at the last token is the clean run, so that cell's restoration is 1 (computed, not
+        set), for every included input."""
+        if "resid" not in params.kind_list():
+            return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no resid kind in this run")]
+        table = read("causal_trace", ["input_id", "kind", "layer", "pos", "restoration"])
+        if table is None or table.num_rows == 0:
+            return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no rows")]
+        rows = [r for r in table.to_pylist() if r["kind"] == "resid"]
+        last_layer = max(r["layer"] for r in rows)
+        last_pos = {}
+        for r in rows:
+            last_pos[r["input_id"]] = max(last_pos.get(r["input_id"], -1), r["pos"])
+        cells = [r["restoration"] for r in rows if r["layer"] == last_layer and r["pos"] == last_pos[r["input_id"]] and r["restoration"] == r["restoration"]]
+        if not cells:
+            return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no input with a finite restoration")]
+        worst = max(abs(value - 1.0) for value in cells)
+        return [("invariant_last_resid_restoration", worst, 1e-4, worst <= 1e-4, f"max |restoration - 1| at the last resid cell over {len(cells)} inputs")]
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        from analyses.causal_trace import tables as causal_tables
+
+        located = [locate(model, item, params) for item in inputs]
+        sigma, sigma_note = causal_tables.noise_sigma(model, located, params)
+        collected = causal_tables.Collector(model, params)
+        for index, (item, where) in enumerate(zip(inputs, located)):
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+
+            def input_progress(done: int, total: int, note: str = "", index: int = index) -> None:
+                progress(index * 1000 + (1000 * done) // max(1, total), 1000 * len(inputs), f"input {index + 1}/{len(inputs)}: {note}")
+
+            collected.add(item, where, params.noise * sigma, input_progress, cancel)
+        progress(len(inputs), len(inputs), "done")
+        notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": "fast (exact; the naive reference is in the tests and benchmarks)"}
+        return collected.result(notes)
 
 
-def invariants(params: Params, read: Any) -> list[tuple]:
-    """The exact invariant on the stored numbers: restoring the whole clean residual after the
-    last block at the last token is the clean run, so that cell's restoration is 1 (computed, not
-    set), for every included input."""
-    if "resid" not in params.kind_list():
-        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no resid kind in this run")]
-    table = read("causal_trace", ["input_id", "kind", "layer", "pos", "restoration"])
-    if table is None or table.num_rows == 0:
-        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no rows")]
-    rows = [r for r in table.to_pylist() if r["kind"] == "resid"]
-    last_layer = max(r["layer"] for r in rows)
-    last_pos = {}
-    for r in rows:
-        last_pos[r["input_id"]] = max(last_pos.get(r["input_id"], -1), r["pos"])
-    cells = [r["restoration"] for r in rows if r["layer"] == last_layer and r["pos"] == last_pos[r["input_id"]] and r["restoration"] == r["restoration"]]
-    if not cells:
-        return [("invariant_last_resid_restoration", None, 1e-4, None, "skipped: no input with a finite restoration")]
-    worst = max(abs(value - 1.0) for value in cells)
-    return [("invariant_last_resid_restoration", worst, 1e-4, worst <= 1e-4, f"max |restoration - 1| at the last resid cell over {len(cells)} inputs")]
-
-
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.causal_trace import tables as causal_tables
-
-    located = [locate(model, item, params) for item in inputs]
-    sigma, sigma_note = causal_tables.noise_sigma(model, located, params)
-    collected = causal_tables.Collector(model, params)
-    for index, (item, where) in enumerate(zip(inputs, located)):
-        if cancel.is_set():
-            raise Cancelled("cancelled")
-
-        def input_progress(done: int, total: int, note: str = "", index: int = index) -> None:
-            progress(index * 1000 + (1000 * done) // max(1, total), 1000 * len(inputs), f"input {index + 1}/{len(inputs)}: {note}")
-
-        collected.add(item, where, params.noise * sigma, input_progress, cancel)
-    progress(len(inputs), len(inputs), "done")
-    notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": "fast (exact; the naive reference is in the tests and benchmarks)"}
-    return collected.result(notes)
+ANALYSIS = CausalTrace()

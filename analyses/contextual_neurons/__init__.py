@@ -10,8 +10,24 @@ real one per neuron, and neurons are ranked by the share of their variance the h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, RunValue, Table, columns, param
+from analyses.core.contract import (
+    Analysis,
+    AnalysisSpec,
+    CancelEvent,
+    Filter,
+    Input,
+    Line,
+    Order,
+    Progress,
+    Result,
+    ResultTable,
+    RunValue,
+    Table,
+    columns,
+    param,
+)
 from analyses.core.errors import BadInput
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -82,25 +98,31 @@ SPEC = AnalysisSpec(
 )
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    from analyses import first_layer_heads
-    from analyses.model.weights import model_weights
+class ContextualNeurons(Analysis):
+    Params = Params
+    spec = SPEC
 
-    first_layer_heads.validate(model, inputs, params.heads_params())
-    # Bounds from the model: more tokens than the vocabulary, or curves than neurons, do not exist.
-    if params.top_k > model.d_vocab:
-        raise BadInput(f"top_k must be at most the vocabulary of {model.name} ({model.d_vocab}), not {params.top_k}")
-    d_mlp = int(model_weights(model).layers[0].W_in.shape[1])
-    if params.n_curves > d_mlp:
-        raise BadInput(f"n_curves must be at most the layer-0 MLP width of {model.name} ({d_mlp}), not {params.n_curves}")
-    if params.heads.strip():
-        n_heads = model_weights(model).layers[0].n_heads
-        chosen = first_layer_heads.int_list(params.heads, "heads")
-        if max(chosen) >= n_heads:
-            raise BadInput(f"heads must be below {n_heads} for {model.name}, not {max(chosen)}")
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        from analyses import first_layer_heads
+        from analyses.model.weights import model_weights
+
+        first_layer_heads.validate(model, inputs, params.heads_params())
+        # Bounds from the model: more tokens than the vocabulary, or curves than neurons, do not exist.
+        if params.top_k > model.d_vocab:
+            raise BadInput(f"top_k must be at most the vocabulary of {model.name} ({model.d_vocab}), not {params.top_k}")
+        d_mlp = int(model_weights(model).layers[0].W_in.shape[1])
+        if params.n_curves > d_mlp:
+            raise BadInput(f"n_curves must be at most the layer-0 MLP width of {model.name} ({d_mlp}), not {params.n_curves}")
+        if params.heads.strip():
+            n_heads = model_weights(model).layers[0].n_heads
+            chosen = first_layer_heads.int_list(params.heads, "heads")
+            if max(chosen) >= n_heads:
+                raise BadInput(f"heads must be below {n_heads} for {model.name}, not {max(chosen)}")
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        from analyses.contextual_neurons.compute import compute
+
+        return compute(model, inputs, params, progress, cancel)
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.contextual_neurons.compute import compute
-
-    return compute(model, inputs, params, progress, cancel)
+ANALYSIS = ContextualNeurons()

@@ -1,27 +1,31 @@
-"""The Analysis contract: Params fields, SPEC (tables, charts), inputs, results, progress, cancel.
+"""The Analysis contract: one typed base class, its Params fields, SPEC (tables, charts), inputs, results.
 
-An analysis module exposes a frozen ``Params`` dataclass, a ``SPEC`` and
-``run(model, inputs, params, progress, cancel) -> Result``; optionally
-``validate(model, inputs, params)`` that raises BadInput before anything is stored.
-Analysis modules never import torch at module level, so that listing analyses,
-building parameter forms and drawing charts stay light.
+An analysis is a subclass of ``Analysis`` with a frozen ``Params`` dataclass and a ``spec``
+(name, title, description, input kinds, result tables, default charts), registered as an entry
+point of the group ``iwb.analyses`` (analyses/core/registry.py). The runner (app/run/runner.py)
+drives every analysis the same way:
 
-Runs are computed in shards (batches of inputs), each stored on disk as soon as it is done, so a
-run over a corpus keeps bounded memory and can be resumed or spread over several machines:
-- ``SHARD_BY_INPUT = True``: ``run`` on any subset of the inputs gives exactly the rows of those
-  inputs (no table depends on several inputs), so the runner calls it shard by shard;
-- or the three-step form: ``prepare_run(model, inputs, params, progress, cancel) -> state`` (the
-  run-level state every shard needs, picklable, e.g. a mean over all inputs), ``run_shard(model,
-  inputs, params, state, progress, cancel) -> Result`` and ``finalize(params, state, read, progress,
-  cancel) -> Result`` for the tables computed from every shard, where ``read(table, columns,
-  where)`` returns a table over the stored shards as Arrow (no model needed);
-- otherwise the whole run is one shard.
+- ``check(model, inputs, params)``: everything a user can get wrong, before anything is stored;
+- ``prepare(model, inputs, params, progress, cancel) -> state``: the run-level state every shard
+  needs (plain arrays, saved in the run's folder, e.g. a mean over all inputs); default none;
+- ``shards(inputs, shard_docs)``: the plan, input ids per shard; one shard unless the analysis is
+  ``sharded`` (``compute`` on any subset of the inputs gives exactly the rows of those inputs);
+- ``compute(model, inputs, params, state, progress, cancel) -> Result``: one shard's tables;
+- ``finalize(params, state, read, progress, cancel) -> Result``: tables computed from every stored
+  shard, where ``read(table, columns, where)`` returns a table over them as Arrow (no model);
+  default none;
+- ``invariants(params, read)``: exact checks on the stored numbers, added to the run's record.
+
+``run(model, inputs, params)`` does all of it in memory, without a store (tests, notebooks).
+Analysis modules never import torch at module level, so that listing analyses, building parameter
+forms and drawing charts stay light.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 # The chart types (analyses/core/charts.py), re-exported: SPECs import them from the contract.
 from analyses.core.charts import FILTER_OPS, Chart, Filter, Heatmap, Line, Mark, Order, RunValue, Table, check_chart  # noqa: F401
@@ -106,3 +110,88 @@ def no_progress(done: int, total: int, note: str = "") -> None:
 
 
 Runner = Callable[..., Result]
+
+
+Reader = Callable[..., Any]
+"""read(table, columns=None, where=None) -> an Arrow table over a run's stored shards (or None)."""
+
+
+class Analysis:
+    """The one analysis contract: subclass it, set ``Params`` and ``spec``, write ``compute``.
+
+    Every method but ``compute`` has a default, so a one-shard analysis is a ``check`` (optional)
+    and a ``compute``. Instances hold no run state: one instance serves every run.
+    """
+
+    Params: ClassVar[type]
+    spec: ClassVar[AnalysisSpec]
+    sharded: ClassVar[bool] = False
+    """Capability: compute() on any subset of the inputs (given the run-level state) gives exactly the
+    rows of those inputs, so a run over a corpus is split into shards of documents."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        missing = [name for name in ("Params", "spec") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"analysis {cls.__qualname__} has no {', '.join(missing)}")
+        if not isinstance(cls.spec, AnalysisSpec):
+            raise TypeError(f"analysis {cls.__qualname__}: spec must be an AnalysisSpec, not {type(cls.spec).__name__}")
+        if not dataclasses.is_dataclass(cls.Params):
+            raise TypeError(f"analysis {cls.__qualname__}: Params must be a dataclass")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def check(self, model: Any, inputs: list[Input], params: Any) -> None:
+        """Raise BadInput for anything wrong with these inputs and parameters on this model."""
+
+    def prepare(self, model: Any, inputs: list[Input], params: Any, progress: Progress, cancel: CancelEvent) -> Any:
+        """The run-level state every shard needs (plain arrays and numbers), or None."""
+        return None
+
+    def shards(self, inputs: Sequence[Input], shard_docs: int) -> list[list[int]]:
+        """Input ids per shard, in input order: one shard unless the analysis is ``sharded``."""
+        ids = [item.input_id for item in inputs]
+        if not self.sharded or not ids:
+            return [ids]
+        size = max(1, shard_docs)
+        return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+    def compute(self, model: Any, inputs: list[Input], params: Any, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        """One shard's tables."""
+        raise NotImplementedError(f"{type(self).__qualname__}.compute")
+
+    def finalize(self, params: Any, state: Any, read: Reader, progress: Progress, cancel: CancelEvent) -> Result:
+        """Tables computed from every stored shard (read them with ``read``); none by default."""
+        return Result({}, None, {})
+
+    def invariants(self, params: Any, read: Reader) -> list[tuple]:
+        """Exact checks on the stored numbers: (name, value, tolerance, ok, detail) rows."""
+        return []
+
+    def run(self, model: Any, inputs: Sequence[Input], params: Any = None, progress: Progress | None = None,
+            cancel: CancelEvent | None = None) -> Result:
+        """The whole run in memory, as one shard, without a store: prepare, compute, finalize."""
+        from analyses.core.sharding import table_reader
+
+        params = self.Params() if params is None else params
+        progress = progress or no_progress
+        cancel = cancel or _NeverCancelled()
+        items = list(inputs)
+        state = self.prepare(model, items, params, progress, cancel)
+        shard = self.compute(model, items, params, state, progress, cancel)
+        stored = dict(shard.tables)
+        stored["tokens"] = shard.tokens
+        final = self.finalize(params, state, table_reader(stored), progress, cancel)
+        return Result(tables={**shard.tables, **final.tables}, tokens=shard.tokens, notes={**shard.notes, **final.notes})
+
+    def __repr__(self) -> str:
+        return f"<analysis {self.spec.name} ({type(self).__module__}.{type(self).__qualname__})>"
+
+
+class _NeverCancelled:
+    def is_set(self) -> bool:
+        return False

@@ -1,9 +1,9 @@
 """The registry: analysis names to their modules, found through the ``iwb.analyses`` entry points.
 
 Every analysis, built-in or from a package outside this repository, is an entry point of the group
-``iwb.analyses``: its name is the analysis name, its value the module path (``"analyses.logit_lens"``,
-or ``"package.module:attribute"`` for an object that follows the contract). iwb's own pyproject.toml
-declares the built-ins there; a plugin package declares its own (docs/plugins.md).
+``iwb.analyses``: its name is the analysis name, its value ``"package.module:Class"``, a subclass of
+``analyses.core.contract.Analysis`` (or an instance of one). iwb's own pyproject.toml declares the
+built-ins there; a plugin package declares its own (docs/plugins.md).
 
 Listing names reads the installed packages' metadata only: no analysis module is imported (and no
 torch). A bare source checkout, where the iwb distribution is not installed, uses BUILTIN instead
@@ -21,11 +21,11 @@ import importlib
 import importlib.metadata
 import re
 import sys
-import types
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from analyses.core.contract import Analysis
 from analyses.core.errors import BadInput
 
 GROUP = "iwb.analyses"
@@ -34,16 +34,16 @@ DISTRIBUTION = "iwb"
 # The built-in analyses, as pyproject.toml's [project.entry-points."iwb.analyses"] declares them
 # (tests/test_plugins.py checks the two agree); used as they are only where iwb is not installed.
 BUILTIN: dict[str, str] = {
-    "logit-lens": "analyses.logit_lens",
-    "layer-interventions": "analyses.layer_interventions",
-    "attention-locality": "analyses.attention_locality",
-    "component-norms": "analyses.component_norms",
-    "neuron-classes": "analyses.neuron_classes",
-    "truncation": "analyses.truncation",
-    "causal-trace": "analyses.causal_trace",
-    "first-layer-heads": "analyses.first_layer_heads",
-    "contextual-neurons": "analyses.contextual_neurons",
-    "fact-lookup": "analyses.fact_lookup",
+    "logit-lens": "analyses.logit_lens:LogitLens",
+    "layer-interventions": "analyses.layer_interventions:LayerInterventions",
+    "attention-locality": "analyses.attention_locality:AttentionLocality",
+    "component-norms": "analyses.component_norms:ComponentNorms",
+    "neuron-classes": "analyses.neuron_classes:NeuronClasses",
+    "truncation": "analyses.truncation:Truncation",
+    "causal-trace": "analyses.causal_trace:CausalTrace",
+    "first-layer-heads": "analyses.first_layer_heads:FirstLayerHeads",
+    "contextual-neurons": "analyses.contextual_neurons:ContextualNeurons",
+    "fact-lookup": "analyses.fact_lookup:FactLookup",
 }
 
 
@@ -96,7 +96,7 @@ def discover() -> Discovered:
 
 
 class Registry(MutableMapping[str, str]):
-    """Analysis name -> entry point value (a module path). Names set here win over discovered ones."""
+    """Analysis name -> entry point value ("module:Class"). Names set here win over discovered ones."""
 
     def __init__(self) -> None:
         self.added: dict[str, str] = {}
@@ -162,7 +162,7 @@ def ignored_plugins() -> tuple[str, ...]:
 
 
 def _load(value: str) -> Any:
-    """The object an entry point value names: a module, or ``module:attribute``."""
+    """The object an entry point value names: ``module:attribute`` (or a bare module)."""
     module_path, _, attribute = value.partition(":")
     loaded: Any = importlib.import_module(module_path.strip())
     for part in filter(None, attribute.strip().split(".")):
@@ -174,30 +174,41 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _load_plugin(name: str, plugin: Plugin) -> Any:
-    where = f"analysis plugin {name!r} ({plugin.value}, from {plugin.distribution})"
-    try:
-        module = _load(plugin.value)
-    except Exception as error:
-        cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        raise BadInput(_one_line(f"{where} failed to import: {cause}")) from error
-    missing = [attribute for attribute in ("Params", "SPEC", "run") if not hasattr(module, attribute)]
-    if missing:
-        raise BadInput(f"{where} does not follow the analysis contract: it has no {', '.join(missing)} (see docs/plugins.md)")
-    spec_name = getattr(module.SPEC, "name", None)
-    if spec_name != name:
-        raise BadInput(f"{where} has SPEC.name {spec_name!r}; it must be the entry point's name {name!r}")
-    return module
+def _analysis(name: str, value: str, loaded: Any, where: str) -> Analysis:
+    """The Analysis an entry point's object is (an instance, or a subclass to instantiate)."""
+    if isinstance(loaded, type) and issubclass(loaded, Analysis):
+        loaded = loaded()
+    if not isinstance(loaded, Analysis):
+        raise BadInput(f"{where} does not follow the analysis contract: {value} is not a subclass of "
+                       "analyses.core.contract.Analysis (see docs/plugins.md)")
+    if loaded.spec.name != name:
+        raise BadInput(f"{where} has spec.name {loaded.spec.name!r}; it must be the entry point's name {name!r}")
+    return loaded
 
 
-def get_analysis(name: str) -> types.ModuleType:
-    """The module of a registered analysis; BadInput naming the known ones otherwise."""
+_LOADED: dict[tuple[str, str], Analysis] = {}
+
+
+def get_analysis(name: str) -> Analysis:
+    """The registered analysis of that name; BadInput naming the known ones otherwise."""
     if name not in REGISTRY:
         known = ", ".join(analysis_names())
         raise BadInput(f"unknown analysis {name!r}; known analyses: {known}")
+    value = REGISTRY[name]
+    cached = _LOADED.get((name, value))
+    if cached is not None:
+        return cached
     plugin = REGISTRY.plugin(name)
-    if plugin is not None:
-        loaded: types.ModuleType = _load_plugin(name, plugin)
-        return loaded
-    built_in: types.ModuleType = _load(REGISTRY[name])
-    return built_in
+    if plugin is None:
+        where = f"analysis {name!r} ({value})"
+        analysis = _analysis(name, value, _load(value), where)
+    else:
+        where = f"analysis plugin {name!r} ({plugin.value}, from {plugin.distribution})"
+        try:
+            loaded = _load(plugin.value)
+        except Exception as error:
+            cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise BadInput(_one_line(f"{where} failed to import: {cause}")) from error
+        analysis = _analysis(name, value, loaded, where)
+    _LOADED[(name, value)] = analysis
+    return analysis

@@ -1,18 +1,12 @@
-"""Running a three-step (prepare_run / run_shard / finalize) analysis in memory, as one shard.
+"""A reader over in-memory tables, shaped like the store's reader over a run's stored shards.
 
-The runner (app/run/runner.py) stores each shard on disk and hands finalize a reader over the stored
-shards; ``run_whole`` gives the same tables without a store, for ``run()`` and the tests.
+The runner (app/run/runner.py) stores each shard on disk and hands ``Analysis.finalize`` a reader over
+them; ``Analysis.run`` (the whole run in memory, without a store) hands it ``table_reader`` instead.
 """
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-from analyses.core.contract import CancelEvent, Input, Progress, Result
-
-if TYPE_CHECKING:
-    from analyses.model.loading import LoadedModel
+from typing import Any
 
 
 def table_reader(tables: dict[str, Any]) -> Callable[..., Any]:
@@ -34,13 +28,3 @@ def table_reader(tables: dict[str, Any]) -> Callable[..., Any]:
         return table.select(list(columns)) if columns else table
 
     return read
-
-
-def run_whole(module: types.ModuleType, model: LoadedModel, inputs: list[Input], params: Any, progress: Progress, cancel: CancelEvent) -> Result:
-    """prepare_run, one run_shard over every input, finalize: the run's tables in one Result."""
-    state = module.prepare_run(model, inputs, params, progress, cancel)
-    shard = module.run_shard(model, inputs, params, state, progress, cancel)
-    stored = dict(shard.tables)
-    stored["tokens"] = shard.tokens
-    final = module.finalize(params, state, table_reader(stored), progress, cancel)
-    return Result(tables={**shard.tables, **final.tables}, tokens=shard.tokens, notes={**shard.notes, **final.notes})

@@ -11,8 +11,9 @@ directions (AND score); extraction (heads reading the name from the final token,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Order, Progress, Result, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Order, Progress, Result, Table, param
 from analyses.core.errors import BadInput
 from analyses.fact_lookup.tables import TABLES
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
@@ -96,3 +97,17 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     from analyses.fact_lookup.lookup import compute
 
     return compute(model, inputs, params, progress, cancel)
+
+
+class FactLookup(Analysis):
+    Params = Params
+    spec = SPEC
+
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        validate(model, inputs, params)
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        return run(model, inputs, params, progress, cancel)
+
+
+ANALYSIS = FactLookup()

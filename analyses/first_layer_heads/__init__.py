@@ -11,8 +11,10 @@ The normaliser, duplicate-token score and ln scale come from one hooked pass ove
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analyses.core.contract import (
+    Analysis,
     AnalysisSpec,
     CancelEvent,
     Filter,
@@ -191,3 +193,17 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
         "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
     }
     return Result(tables=out, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+
+class FirstLayerHeads(Analysis):
+    Params = Params
+    spec = SPEC
+
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        validate(model, inputs, params)
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        return run(model, inputs, params, progress, cancel)
+
+
+ANALYSIS = FirstLayerHeads()

@@ -9,8 +9,9 @@ the same residual for attention and MLP); a swap runs the two blocks in the othe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Input, Line, Order, Progress, Result, ResultTable, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
 
@@ -243,42 +244,48 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
     )
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    from analyses.model.adapters import adapter_for
+class LayerInterventions(Analysis):
+    Params = Params
+    spec = SPEC
 
-    adapter_for(model)
-    if model.n_layers < 2 and "swap" in kinds_of(params.interventions):
-        raise BadInput("swap needs at least two layers")
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        from analyses.model.adapters import adapter_for
+
+        adapter_for(model)
+        if model.n_layers < 2 and "swap" in kinds_of(params.interventions):
+            raise BadInput("swap needs at least two layers")
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        import torch
+
+        from analyses.core.tables import tokens_table
+        from analyses.model.adapters import adapter_for
+        from analyses.model.hooks import document_tokens
+        from analyses.model.tokens import pad_id
+
+        adapter = adapter_for(model)
+        interventions = list_interventions(model.n_layers, kinds_of(params.interventions))
+        token_rows = document_tokens(model, inputs, params.prepend_bos)
+        batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
+        total = torch.zeros(len(interventions), N_SUMS, dtype=torch.float64, device=model.device)
+        with torch.inference_mode():
+            for index, batch in enumerate(batches):
+                if cancel.is_set():
+                    raise Cancelled("cancelled")
+                progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
+                total += fast_batch_sums(adapter, batch, interventions, cancel)
+        progress(len(batches), len(batches), "done")
+        notes = {
+            **model.bos(params.prepend_bos).record(),
+            "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
+            "deletion": "the deleted block or sublayer contributes zero to the residual stream",
+            "batches": [list(batch.tokens.shape) for batch in batches],
+        }
+        return Result(
+            tables={"layer_interventions": summarise(total, interventions, model.n_layers)},
+            tokens=tokens_table(model, inputs, token_rows),
+            notes=notes,
+        )
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    import torch
-
-    from analyses.core.tables import tokens_table
-    from analyses.model.adapters import adapter_for
-    from analyses.model.hooks import document_tokens
-    from analyses.model.tokens import pad_id
-
-    adapter = adapter_for(model)
-    interventions = list_interventions(model.n_layers, kinds_of(params.interventions))
-    token_rows = document_tokens(model, inputs, params.prepend_bos)
-    batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
-    total = torch.zeros(len(interventions), N_SUMS, dtype=torch.float64, device=model.device)
-    with torch.inference_mode():
-        for index, batch in enumerate(batches):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
-            total += fast_batch_sums(adapter, batch, interventions, cancel)
-    progress(len(batches), len(batches), "done")
-    notes = {
-        **model.bos(params.prepend_bos).record(),
-        "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
-        "deletion": "the deleted block or sublayer contributes zero to the residual stream",
-        "batches": [list(batch.tokens.shape) for batch in batches],
-    }
-    return Result(
-        tables={"layer_interventions": summarise(total, interventions, model.n_layers)},
-        tokens=tokens_table(model, inputs, token_rows),
-        notes=notes,
-    )
+ANALYSIS = LayerInterventions()

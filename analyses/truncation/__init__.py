@@ -4,13 +4,13 @@ For every analysed token of every document: the residual after each block (hook_
 the full context versus with the context cut to the token's last k tokens (k = 1..k_max, the token
 itself included, BOS prepended when the run prepends one). Both are centred with the per-layer
 mean of the full-context residuals over all analysed tokens (BOS excluded) and compared by
-cosine in float32. Computed with the sliding-window batching of analyses/truncation_compute.py.
+cosine in float32. Computed with the sliding-window batching of analyses/truncation/engine.py.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import document_separator_id
 
@@ -120,92 +120,88 @@ def analysed_documents(model, inputs: list[Input], params: Params) -> list:
     return docs
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    docs = analysed_documents(model, inputs, params)
-    if not any(doc.positions for doc in docs):
-        longest = max(len(doc.ids) for doc in docs)
-        raise BadInput(
-            f"no document has a token with {min_context_of(params)} earlier tokens (longest: {longest} tokens); "
-            "give longer documents, a larger --max-tokens or a smaller k_max"
-        )
-
-
 def bos_token_id(model, params: Params) -> int | None:
     return document_separator_id(model) if params.start_token else None
 
 
-def prepare_run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
-    """The run-level state: the per-layer mean of full-context residuals over every analysed token
-    of every input (the centring all shards share)."""
-    import torch
+class Truncation(Analysis):
+    Params = Params
+    spec = SPEC
+    sharded = True
 
-    from analyses.truncation.engine import full_context_mean, length_batch_count
+    def check(self, model, inputs: list[Input], params: Params) -> None:
+        docs = analysed_documents(model, inputs, params)
+        if not any(doc.positions for doc in docs):
+            longest = max(len(doc.ids) for doc in docs)
+            raise BadInput(
+                f"no document has a token with {min_context_of(params)} earlier tokens (longest: {longest} tokens); "
+                "give longer documents, a larger --max-tokens or a smaller k_max"
+            )
 
-    analysed = [doc for doc in analysed_documents(model, inputs, params) if doc.positions]
-    total = max(1, length_batch_count(analysed, params.batch_tokens))
-    done = [0]
+    def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+        """The run-level state: the per-layer mean of full-context residuals over every analysed token
+        of every input (the centring all shards share)."""
+        import torch
 
-    def tick() -> None:
-        done[0] += 1
-        progress(min(done[0], total), total, "full-context mean")
+        from analyses.truncation.engine import full_context_mean, length_batch_count
 
-    with torch.inference_mode():
-        mean = full_context_mean(model, analysed, params.batch_tokens, cancel, tick)
-    return {"mean": mean.cpu().numpy()}
+        analysed = [doc for doc in analysed_documents(model, inputs, params) if doc.positions]
+        total = max(1, length_batch_count(analysed, params.batch_tokens))
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            progress(min(done[0], total), total, "full-context mean")
+
+        with torch.inference_mode():
+            mean = full_context_mean(model, analysed, params.batch_tokens, cancel, tick)
+        return {"mean": mean.cpu().numpy()}
+
+    def compute(self, model, inputs: list[Input], params: Params, state: dict, progress: Progress, cancel: CancelEvent) -> Result:
+        """Per-token cosines of these inputs, centred with the run's mean."""
+        import torch
+
+        from analyses.truncation.engine import count_window_forwards, truncated_cosines
+        from analyses.truncation.tables import detail_table
+
+        docs = analysed_documents(model, inputs, params)
+        analysed = [doc for doc in docs if doc.positions]
+        bos_id = bos_token_id(model, params)
+        total = max(1, count_window_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens))
+        done = [0]
+
+        def tick() -> None:
+            done[0] += 1
+            progress(min(done[0], total), total, "truncated windows")
+
+        mean = torch.as_tensor(state["mean"], device=model.device)
+        with torch.inference_mode():
+            cosines = truncated_cosines(model, analysed, params.k_max, bos_id, mean, params.batch_tokens, cancel, tick)
+        detail, tokens = detail_table(model, docs, cosines, params, token_category)
+        notes = {
+            "start_token": params.start_token,
+            "bos_token_id": bos_id,
+            "min_context": min_context_of(params),
+            "centring": "per-layer mean of full-context resid_post over analysed tokens of the whole run (BOS excluded)",
+            "positional_embedding": str(getattr(model.bridge.cfg, "positional_embedding_type", "unknown")),
+            "positions_under_truncation": "truncated contexts start at position 0 (BOS); absolute-position models see shifted positions",
+        }
+        return Result(tables={"truncation": detail}, tokens=tokens, notes=notes)
+
+    def finalize(self, params: Params, state: dict, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """Summary quantiles and the lowest tokens, read back layer by layer from the stored shards."""
+        from analyses.truncation.tables import lowest_table, summary_table
+
+        n_layers = int(state["mean"].shape[0])
+        summary, n_tokens = summary_table(read, n_layers, params.k_max, cancel)
+        lowest = lowest_table(read, n_layers, params.k_max, params.n_lowest)
+        token_inputs = read("tokens", ["input_id"])
+        detail_inputs = read("truncation", ["input_id"])
+        n_docs = len(set(token_inputs["input_id"].to_pylist())) if token_inputs is not None else 0
+        n_analysed_docs = len(set(detail_inputs["input_id"].to_pylist())) if detail_inputs is not None else 0
+        progress(1, 1, "summaries")
+        notes = {"analysed_tokens": n_tokens, "documents_without_analysed_tokens": n_docs - n_analysed_docs}
+        return Result(tables={"truncation_summary": summary, "truncation_lowest": lowest}, tokens=None, notes=notes)
 
 
-def run_shard(model, inputs: list[Input], params: Params, state: dict, progress: Progress, cancel: CancelEvent) -> Result:
-    """Per-token cosines of these inputs, centred with the run's mean."""
-    import torch
-
-    from analyses.truncation.engine import count_window_forwards, truncated_cosines
-    from analyses.truncation.tables import detail_table
-
-    docs = analysed_documents(model, inputs, params)
-    analysed = [doc for doc in docs if doc.positions]
-    bos_id = bos_token_id(model, params)
-    total = max(1, count_window_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens))
-    done = [0]
-
-    def tick() -> None:
-        done[0] += 1
-        progress(min(done[0], total), total, "truncated windows")
-
-    mean = torch.as_tensor(state["mean"], device=model.device)
-    with torch.inference_mode():
-        cosines = truncated_cosines(model, analysed, params.k_max, bos_id, mean, params.batch_tokens, cancel, tick)
-    detail, tokens = detail_table(model, docs, cosines, params, token_category)
-    notes = {
-        "start_token": params.start_token,
-        "bos_token_id": bos_id,
-        "min_context": min_context_of(params),
-        "centring": "per-layer mean of full-context resid_post over analysed tokens of the whole run (BOS excluded)",
-        "positional_embedding": str(getattr(model.bridge.cfg, "positional_embedding_type", "unknown")),
-        "positions_under_truncation": "truncated contexts start at position 0 (BOS); absolute-position models see shifted positions",
-    }
-    return Result(tables={"truncation": detail}, tokens=tokens, notes=notes)
-
-
-def finalize(params: Params, state: dict, read, progress: Progress, cancel: CancelEvent) -> Result:
-    """Summary quantiles and the lowest tokens, read back layer by layer from the stored shards."""
-    from analyses.truncation.tables import lowest_table, summary_table
-
-    n_layers = int(state["mean"].shape[0])
-    summary, n_tokens = summary_table(read, n_layers, params.k_max, cancel)
-    lowest = lowest_table(read, n_layers, params.k_max, params.n_lowest)
-    token_inputs = read("tokens", ["input_id"])
-    detail_inputs = read("truncation", ["input_id"])
-    n_docs = len(set(token_inputs["input_id"].to_pylist())) if token_inputs is not None else 0
-    n_analysed_docs = len(set(detail_inputs["input_id"].to_pylist())) if detail_inputs is not None else 0
-    progress(1, 1, "summaries")
-    notes = {"analysed_tokens": n_tokens, "documents_without_analysed_tokens": n_docs - n_analysed_docs}
-    return Result(tables={"truncation_summary": summary, "truncation_lowest": lowest}, tokens=None, notes=notes)
-
-
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    """The whole run in memory (the runner computes it shard by shard instead)."""
-    import sys
-
-    from analyses.core.sharding import run_whole
-
-    return run_whole(sys.modules[__name__], model, inputs, params, progress, cancel)
+ANALYSIS = Truncation()

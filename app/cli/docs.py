@@ -125,7 +125,7 @@ def _inputs(spec: AnalysisSpec) -> list[str]:
 def analysis_markdown(name: str) -> str:
     """The reference page of one registered analysis, from its SPEC and Params."""
     module = get_analysis(name)
-    spec: AnalysisSpec = module.SPEC
+    spec: AnalysisSpec = module.spec
     lines = [MARKER, f"# {spec.name}: {spec.title}", "", " ".join(spec.description.split()), ""]
     plugin = REGISTRY.plugin(name)
     origin = f"from the package {_code(plugin.distribution)}" if plugin is not None else "built in"
@@ -166,7 +166,7 @@ def index_markdown(names: list[str] | None = None) -> str:
     names = analysis_names() if names is None else sorted(names)
     rows = []
     for name in names:
-        spec: AnalysisSpec = get_analysis(name).SPEC
+        spec: AnalysisSpec = get_analysis(name).spec
         rows.append([
             f"[{spec.name}]({spec.name}.md)",
             spec.title,

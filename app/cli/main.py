@@ -97,7 +97,7 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
         input_id = charts.first_input_id(store, run_id)
     existing = {row[0] for row in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").rows}
     status = (store.run_row(run_id) or {}).get("status")
-    for chart in module.SPEC.charts:
+    for chart in module.spec.charts:
         loaded = charts.load_charts(store, chart, run_id, input_id) if chart.table in existing else []
         if not loaded and status != "done":
             # A stopped run has its per-shard tables only; summaries are written when it finishes.
@@ -121,7 +121,7 @@ def build_inputs(args) -> tuple:
     choice = corpus.InputChoice(
         kind, args.prompt, args.prompts or args.pile or args.entities, args.n_docs, args.max_tokens, args.seed, args.pile_set
     )
-    inputs, malformed = corpus.build_inputs(choice, tuple(get_analysis(args.analysis).SPEC.input_kinds))
+    inputs, malformed = corpus.build_inputs(choice, tuple(get_analysis(args.analysis).spec.input_kinds))
     if malformed:
         print(f"iwb: skipped {malformed} malformed records in {corpus.corpus_source(args.pile)}", file=sys.stderr)
     return inputs
@@ -134,7 +134,7 @@ def cmd_run(args) -> int:
 
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
     Store.check_usable(resolve_db_path(args.db))  # a bad --db fails before the model loads, creating nothing
-    progress = StderrProgress(prepared.module.SPEC.name)
+    progress = StderrProgress(prepared.analysis.spec.name)
     from analyses.model.loading import load_model
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -143,7 +143,7 @@ def cmd_run(args) -> int:
         run_id = execute(store, model, prepared, progress, shard_docs=args.shard_docs)
     finally:
         progress.close()
-    return _print_run(store, prepared.module.SPEC.name, run_id, args)
+    return _print_run(store, prepared.analysis.spec.name, run_id, args)
 
 
 def _print_run(store, analysis: str, run_id: int, args) -> int:
@@ -169,19 +169,20 @@ def cmd_sweep(args) -> int:
 
     prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
     store = open_store(args)
-    progress = StderrProgress(f"sweep {prepared.module.SPEC.name}")
+    progress = StderrProgress(f"sweep {prepared.analysis.spec.name}")
     try:
         run_id = sweep(store, prepared, pool_options(args), args.model, args.device, args.dtype, args.shard_docs, progress,
                        on_event=lambda text: progress.message(f"ray: {text}"))
     finally:
         progress.close()
-    return _print_run(store, prepared.module.SPEC.name, run_id, args)
+    return _print_run(store, prepared.analysis.spec.name, run_id, args)
 
 
 def cmd_resume(args) -> int:
     """Finish an interrupted, failed or cancelled run: only its missing shards are computed."""
     from app.run.progress import StderrProgress
     from app.run.runner import resumable
+    from store.runs import shards_to_compute
 
     _run_or_fail(open_store(args, read_only=True), args.run_id)  # no database or no such run: nothing is created
     store = open_store(args)  # opening registers results a finished run left on disk
@@ -190,9 +191,7 @@ def cmd_resume(args) -> int:
         print(f"run {args.run_id} is done; its results are registered")
         return 0
     prepared = resumable(store, args.run_id)
-    folder = store.run_folder(args.run_id)
-    n_shards = folder.manifest()["n_shards"]
-    missing = [i for i in range(n_shards) if not folder.has_shard(i)]
+    missing, n_shards = shards_to_compute(store, args.run_id)
     print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {n_shards} shards to compute", file=sys.stderr)
     progress = StderrProgress(f"resume {args.run_id}")
     try:
@@ -209,7 +208,7 @@ def cmd_resume(args) -> int:
             resume(store, model, args.run_id, progress, prepared=prepared)
     finally:
         progress.close()
-    return _print_run(store, prepared.module.SPEC.name, args.run_id, args)
+    return _print_run(store, prepared.analysis.spec.name, args.run_id, args)
 
 
 def cmd_verify(args) -> int:
@@ -352,7 +351,7 @@ def cmd_export(args) -> int:
     store = open_store(args, read_only=True)
     row = _run_or_fail(store, args.run_id)
     target = export_target(args.to)
-    spec = get_analysis(row["analysis"]).SPEC
+    spec = get_analysis(row["analysis"]).spec
     table = args.table or spec.tables[0].name
     allowed = [t.name for t in spec.tables] + ["inputs", "tokens"]
     if table not in allowed:
@@ -407,7 +406,7 @@ def cmd_analyses(args) -> int:
         except BadInput as error:  # a broken plugin is named, and the others still listed
             print(f"{name}: cannot be loaded: {error}")
             continue
-        spec = module.SPEC
+        spec = module.spec
         print(f"{spec.name}: {spec.title}  (inputs: {', '.join(spec.input_kinds)}; tables: {', '.join(t.name for t in spec.tables)})")
         print(f"    {spec.description}")
         for info in param_infos(module.Params):

@@ -47,7 +47,7 @@ def compare_runs(store: Any, run_a: int, run_b: int, table: str | None = None, i
     row_a, row_b = _done_run(store, run_a), _done_run(store, run_b)
     if row_a["analysis"] != row_b["analysis"]:
         raise CompareError(f"run {run_a} is {row_a['analysis']} and run {run_b} is {row_b['analysis']}: runs of different analyses cannot be aligned")
-    spec = get_analysis(row_a["analysis"]).SPEC
+    spec = get_analysis(row_a["analysis"]).spec
     chosen = [chart for chart in spec.charts if not isinstance(chart, Table) and (table is None or chart.table == table)]
     if table is not None and table not in [t.name for t in spec.tables]:
         raise CompareError(f"{spec.name} has no table {table!r}; it has {', '.join(t.name for t in spec.tables)}")

@@ -15,11 +15,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import Input, Progress, Result
+from analyses.core.contract import Analysis, Input, Progress, Result
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import params_to_dict, parse_params
 from analyses.core.registry import get_analysis
 from store import Store
+from store.runs import RunWriter
 
 
 @dataclass(frozen=True)
@@ -31,26 +32,27 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class Prepared:
-    module: Any
+    analysis: Analysis
     params: Any
     inputs: tuple[Input, ...]
 
 
 def prepare(request: RunRequest) -> Prepared:
     """Check the analysis name, parameters and input kinds; no model needed, no torch imported."""
-    module = get_analysis(request.analysis)
-    params = parse_params(module.Params, request.raw_params)
-    if not request.inputs and "weights" not in module.SPEC.input_kinds:
+    analysis = get_analysis(request.analysis)
+    params = parse_params(analysis.Params, request.raw_params)
+    kinds_taken = analysis.spec.input_kinds
+    if not request.inputs and "weights" not in kinds_taken:
         raise BadInput("no inputs to analyse")
     kinds = {item.source for item in request.inputs}
-    refused = kinds - set(module.SPEC.input_kinds)
+    refused = kinds - set(kinds_taken)
     if refused:
-        raise BadInput(f"analysis {request.analysis!r} does not take {', '.join(sorted(refused))} inputs; it takes {', '.join(module.SPEC.input_kinds)}")
-    return Prepared(module, params, request.inputs)
+        raise BadInput(f"analysis {request.analysis!r} does not take {', '.join(sorted(refused))} inputs; it takes {', '.join(kinds_taken)}")
+    return Prepared(analysis, params, request.inputs)
 
 
 def check_with_model(model, prepared: Prepared) -> None:
-    """Checks that need the model: a supported family, context length, the analysis' own validate()."""
+    """Checks that need the model: a supported family, context length, the analysis' own check()."""
     from analyses.model.adapters import adapter_for
 
     adapter_for(model)
@@ -62,9 +64,7 @@ def check_with_model(model, prepared: Prepared) -> None:
         n_tokens = len(model.tokenizer.encode(item.text, add_special_tokens=False)) + bos
         if n_tokens > model.n_ctx:
             raise BadInput(f"input {item.input_id} is {n_tokens} tokens; {model.name}'s context is {model.n_ctx}")
-    validate = getattr(prepared.module, "validate", None)
-    if validate is not None:
-        validate(model, list(prepared.inputs), prepared.params)
+    prepared.analysis.check(model, list(prepared.inputs), prepared.params)
 
 
 def _version(distribution: str) -> str:
@@ -108,35 +108,9 @@ DEFAULT_SHARD_DOCS = 16
 NEEDED = object()  # the run-level state is not on disk yet
 
 
-def sharding(module: Any) -> str:
-    """How an analysis splits a run: "three-step" (prepare_run / run_shard / finalize),
-    "by-input" (run on any subset of inputs) or "whole" (one shard)."""
-    if hasattr(module, "run_shard"):
-        return "three-step"
-    if getattr(module, "SHARD_BY_INPUT", False):
-        return "by-input"
-    return "whole"
-
-
-def shard_plan(module: Any, inputs: tuple[Input, ...], shard_docs: int | None) -> list[list[int]]:
-    """Input ids per shard, in input order."""
-    ids = [item.input_id for item in inputs]
-    if sharding(module) == "whole" or not ids:
-        return [ids]
-    size = shard_docs or DEFAULT_SHARD_DOCS
-    return [ids[start : start + size] for start in range(0, len(ids), size)]
-
-
-def compute_shard(module: Any, model: Any, params: Any, inputs: list[Input], state: Any, progress: Progress, cancel: Any) -> Result:
-    """One shard's tables; the same function runs inline and on Ray actors."""
-    if hasattr(module, "run_shard"):
-        return module.run_shard(model, list(inputs), params, state, progress, cancel)
-    return module.run(model, list(inputs), params, progress, cancel)
-
-
-def prepare_state(module: Any, model: Any, params: Any, inputs: list[Input], progress: Progress, cancel: Any) -> Any:
-    prepare_run = getattr(module, "prepare_run", None)
-    return None if prepare_run is None else prepare_run(model, list(inputs), params, progress, cancel)
+def shard_plan(analysis: Analysis, inputs: tuple[Input, ...], shard_docs: int | None) -> list[list[int]]:
+    """Input ids per shard, in input order (the analysis' own plan)."""
+    return analysis.shards(inputs, shard_docs or DEFAULT_SHARD_DOCS)
 
 
 class InlineCompute:
@@ -150,45 +124,36 @@ class InlineCompute:
         """Compute the run-level state when it is NEEDED (handing it to on_state), then each shard
         of todo [(index, inputs)] (handing its Result to on_done)."""
         if state is NEEDED:
-            state = prepare_state(prepared.module, self.model, prepared.params, list(prepared.inputs), progress, cancel)
+            state = prepared.analysis.prepare(self.model, list(prepared.inputs), prepared.params, progress, cancel)
             on_state(state)
         for index, shard_inputs in todo:
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            on_done(index, compute_shard(prepared.module, self.model, prepared.params, shard_inputs, state, progress_of(index), cancel))
+            on_done(index, prepared.analysis.compute(self.model, list(shard_inputs), prepared.params, state, progress_of(index), cancel))
 
     def provenance(self, params: Any, notes: dict) -> dict:
         return provenance(self.model, params, notes)
 
 
-def begin(store: Store, model_name: str, device: str, dtype: str, base_provenance: dict, prepared: Prepared, shard_docs: int | None) -> int:
-    """The runs row (with the inputs) and the run's shard folder with its manifest; returns the run id."""
-    spec = prepared.module.SPEC
-    plan = shard_plan(prepared.module, prepared.inputs, shard_docs)
+def begin(store: Store, model_name: str, device: str, dtype: str, base_provenance: dict, prepared: Prepared, shard_docs: int | None,
+          on_begin: Any = None) -> RunWriter:
+    """The runs row (with the inputs) and the run's shard folder with its manifest."""
+    spec = prepared.analysis.spec
+    params = params_to_dict(prepared.params)
     # The folder's identity: the runs row holds the same id, so a folder from another database
     # at this path (deleted, replaced) is never taken for this run's.
-    folder_id = uuid.uuid4().hex
-    params = params_to_dict(prepared.params)
-    run_id = store.begin_run(
-        spec.name, model_name, params, device, dtype,
-        base_provenance, inputs=inputs_table(prepared.inputs), n_shards=len(plan), folder_id=folder_id,
-    )
-    notice = store.run_folder(run_id).create({
-        "run_id": run_id,
-        "folder_id": folder_id,
-        "analysis": spec.name,
-        "model": model_name,
+    identity = {
+        "folder_id": uuid.uuid4().hex,
         "model_revision": base_provenance.get("model_revision"),
         "params_sha256": _digest(params),
         "inputs_sha256": _digest([[item.input_id, item.source, item.text, item.meta] for item in prepared.inputs]),
-        "n_shards": len(plan),
         "shard_docs": shard_docs or DEFAULT_SHARD_DOCS,
-        "shards": plan,
-        "tables": {table.name: [list(pair) for pair in table.columns] for table in spec.tables},
-    })
-    if notice:
-        store.notices.append(notice)
-    return run_id
+    }
+    return RunWriter.begin(
+        store, analysis=spec.name, model=model_name, params=params, device=device, dtype=dtype, provenance=base_provenance,
+        inputs=inputs_table(prepared.inputs), plan=shard_plan(prepared.analysis, prepared.inputs, shard_docs), identity=identity,
+        tables={table.name: [list(pair) for pair in table.columns] for table in spec.tables}, on_begin=on_begin,
+    )
 
 
 def _digest(value: Any) -> str:
@@ -196,26 +161,26 @@ def _digest(value: Any) -> str:
 
 
 def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel: threading.Event | None = None,
-            shard_docs: int | None = None) -> int:
+            shard_docs: int | None = None, on_begin: Any = None) -> int:
     """Store a running row, compute the run shard by shard (each on disk, then registered), mark
-    it done; return the run id. Cancelled and failed runs keep their completed shards."""
+    it done; return the run id. Cancelled and failed runs keep their completed shards.
+    ``on_begin(run_id)`` is called as soon as the runs row exists."""
     check_with_model(model, prepared)
-    run_id = begin(store, model.name, model.device, model.dtype, provenance(model, prepared.params, {}), prepared, shard_docs)
-    record_fidelity(store, run_id, model, prepared)
-    drive(store, run_id, prepared, InlineCompute(model), progress, cancel or threading.Event())
-    return run_id
+    writer = begin(store, model.name, model.device, model.dtype, provenance(model, prepared.params, {}), prepared, shard_docs, on_begin)
+    record_fidelity(writer, model, prepared)
+    drive(writer, prepared, InlineCompute(model), progress, cancel or threading.Event())
+    return writer.run_id
 
 
-def record_invariants(store: Store, run_id: int, prepared: Prepared, read: Any) -> None:
-    """An analysis' exact invariants (its optional ``invariants(params, read)``), checked on the
-    stored numbers once every shard is on disk, added to the run's fidelity record."""
-    invariants = getattr(prepared.module, "invariants", None)
-    if invariants is None:
-        return
-    store.run_folder(run_id).add_checks(invariants(prepared.params, read))
+def record_invariants(writer: RunWriter, prepared: Prepared) -> None:
+    """An analysis' exact invariants (``Analysis.invariants``), checked on the stored numbers once
+    every shard is on disk, added to the run's fidelity record."""
+    checks = prepared.analysis.invariants(prepared.params, writer.read)
+    if checks:
+        writer.add_checks(checks)
 
 
-def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -> None:
+def record_fidelity(writer: RunWriter, model: Any, prepared: Prepared) -> None:
     """The run's fidelity record (analyses.model.fidelity) on its first input, in run_checks."""
     from analyses.model.fidelity import model_checks
 
@@ -223,21 +188,17 @@ def record_fidelity(store: Store, run_id: int, model: Any, prepared: Prepared) -
     setting = getattr(prepared.params, "prepend_bos", "auto")
     checks = model_checks(model, first, setting if isinstance(setting, str) else "auto")
     # Through the run folder, like a shard: registered with the first shard, and a lock only delays it.
-    store.run_folder(run_id).add_checks([(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
+    writer.add_checks([(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
 
 
-def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:
+def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:
     """Compute the shards of a run that are not on disk yet, then its final tables, and register
     everything. Raises store.errors.ResultsPending when only the registration is left."""
-    from store.shards import FINAL
-
-    folder = store.run_folder(run_id)
-    manifest = folder.manifest()
-    plan = manifest["shards"]
+    plan = writer.plan
     by_id = {item.input_id: item for item in prepared.inputs}
-    n_shards = len(plan)
+    n_shards = writer.n_shards
     total = max(1, len(prepared.inputs))
-    done_inputs = [sum(len(plan[i]) for i in range(n_shards) if folder.has_shard(i))]
+    done_inputs = [sum(len(plan[i]) for i in range(n_shards) if writer.has_shard(i))]
 
     def progress_of(index: int) -> Progress:
         if n_shards == 1:
@@ -253,64 +214,41 @@ def drive(store: Store, run_id: int, prepared: Prepared, compute: Any, progress:
     def on_done(index: int, result: Result) -> None:
         tables = dict(result.tables)
         tables["tokens"] = result.tokens
-        folder.write_shard(index, tables, {"notes": result.notes})
+        writer.write_shard(index, tables, result.notes)
         done_inputs[0] += len(plan[index])
         if n_shards > 1:
             progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored")
-            store.try_register(run_id, 0.2)  # shows partial results; a locked database only delays this
+            writer.register_partial()  # shows partial results; a locked database only delays this
 
-    saved = None
-    if folder.has_state():
-        saved = folder.load_state()
-        if saved is None:
-            store.notices.append(f"run {run_id}: its saved run-level state was not plain arrays or was damaged; it was quarantined and is computed again")
+    saved = writer.load_state() if writer.has_state() else None
     states: list = [saved if saved is not None else NEEDED]
 
     def on_state(state: Any) -> None:
         if state is not None:  # an analysis without run-level state gets None again, for free
-            folder.save_state(state)
+            writer.save_state(state)
         states[0] = state
 
     try:
-        todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in range(n_shards) if not folder.has_shard(i)]
+        todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in writer.missing_shards()]
         # Every backend computes the state first when it is NEEDED and hands it to on_state.
         compute.run(prepared, states[0], todo, lambda d, t, note="": progress(0, total, f"preparing: {note}"), progress_of, cancel, on_state, on_done)
-        state = states[0]
-        if not folder.has_shard(FINAL):
-            finalize = getattr(prepared.module, "finalize", None)
-            final = finalize(prepared.params, state, folder.read, progress, cancel) if finalize else Result({}, None, {})
-            folder.write_shard(FINAL, dict(final.tables), {"notes": final.notes})
-            record_invariants(store, run_id, prepared, folder.read)
-        notes: dict = {}
-        for index in list(range(n_shards)) + [FINAL]:
-            notes.update(folder.shard_meta(index).get("notes") or {})
-        notes["shards"] = {"n_shards": n_shards, "docs_per_shard": manifest.get("shard_docs")}
+        if not writer.has_final():
+            final = prepared.analysis.finalize(prepared.params, states[0], writer.read, progress, cancel)
+            writer.write_final(dict(final.tables), final.notes)
+            record_invariants(writer, prepared)
+        notes = writer.notes()
+        notes["shards"] = {"n_shards": n_shards, "docs_per_shard": writer.manifest.get("shard_docs")}
         placement = getattr(compute, "placement", dict)()
-        folder.mark_complete({"provenance": compute.provenance(prepared.params, notes), "finished_at": utc_now_text(), **placement})
+        writer.complete(compute.provenance(prepared.params, notes), placement)
     except (Cancelled, KeyboardInterrupt):
-        _stop(store, run_id, "cancelled", "cancelled by the user")
+        writer.stop("cancelled", "cancelled by the user")
         raise
     except BaseException as error:
         cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        _stop(store, run_id, "failed", cause + "\n" + traceback.format_exc(limit=8))
+        writer.stop("failed", cause + "\n" + traceback.format_exc(limit=8))
         raise
     progress(total, total, "registering results")
-    store.register(run_id)
-
-
-def utc_now_text() -> str:
-    from store.db import utc_now
-
-    return utc_now().isoformat()
-
-
-def _stop(store: Store, run_id: int, status: str, cause: str) -> None:
-    """Keep the shards done so far (registered when the database can be had) and mark the run."""
-    try:
-        store.try_register(run_id, 2.0)
-        store.end_run(run_id, status, cause)
-    except Exception:
-        pass  # the database is locked: the next open marks the run interrupted; its shards stay on disk
+    writer.register()
 
 
 def resumable(store: Store, run_id: int) -> Prepared:
@@ -336,16 +274,16 @@ def stored_request(store: Store, row: dict) -> Prepared:
     from analyses.core.params import param_infos
 
     run_id = row["run_id"]
-    module = get_analysis(row["analysis"])
-    known = {info.name for info in param_infos(module.Params)}
+    analysis = get_analysis(row["analysis"])
+    known = {info.name for info in param_infos(analysis.Params)}
     stored = json.loads(row["params"]) if row["params"] else {}
-    params = module.Params(**{key: value for key, value in stored.items() if key in known})
+    params = analysis.Params(**{key: value for key, value in stored.items() if key in known})
     check = getattr(params, "check", None)
     if callable(check):
         check()
     rows = store.run_inputs(run_id)
     inputs = tuple(Input(int(i), source, text, json.loads(meta) if meta else {}) for i, source, text, meta in rows)
-    return Prepared(module, params, inputs)
+    return Prepared(analysis, params, inputs)
 
 
 def check_same_model(model: Any, row: dict) -> None:
@@ -368,6 +306,5 @@ def resume(store: Store, model: Any, run_id: int, progress: Progress, cancel: th
     prepared = prepared or resumable(store, run_id)
     check_same_model(model, store.run_row(run_id))
     check_with_model(model, prepared)
-    store.reopen_run(run_id)
-    drive(store, run_id, prepared, InlineCompute(model), progress, cancel or threading.Event())
+    drive(RunWriter.reopen(store, run_id), prepared, InlineCompute(model), progress, cancel or threading.Event())
     return run_id

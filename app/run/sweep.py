@@ -13,7 +13,7 @@ from typing import Any
 
 from analyses.core.contract import Result, no_progress
 from app.run.ray_pool import PoolOptions, run_on_actors
-from app.run.runner import NEEDED, Prepared, check_with_model, compute_shard, prepare_state, provenance
+from app.run.runner import NEEDED, Prepared, check_with_model, provenance
 
 PREPARE = -1
 
@@ -26,17 +26,17 @@ def actor_init(model_name: str, device: str, dtype: str) -> dict:
 
 
 def actor_work(state: dict, payload: tuple) -> dict:
-    """One unit on an actor: ("prepare", module name, params, inputs) or ("shard", ..., run state)."""
+    """One unit on an actor: ("prepare", analysis name, params, inputs) or ("shard", ..., run state)."""
     from analyses.core.registry import get_analysis
 
     kind, analysis, params, inputs = payload[:4]
-    module, model = get_analysis(analysis), state["model"]
+    chosen, model = get_analysis(analysis), state["model"]
     never = threading.Event()
-    check_with_model(model, Prepared(module, params, tuple(inputs)))
+    check_with_model(model, Prepared(chosen, params, tuple(inputs)))
     info = {"model": model.name, "device": model.device, "dtype": model.dtype, "provenance": provenance(model, params, {})}
     if kind == "prepare":
-        return {**info, "state": prepare_state(module, model, params, list(inputs), no_progress, never)}
-    return {**info, "result": compute_shard(module, model, params, list(inputs), payload[4], no_progress, never)}
+        return {**info, "state": chosen.prepare(model, list(inputs), params, no_progress, never)}
+    return {**info, "result": chosen.compute(model, list(inputs), params, payload[4], no_progress, never)}
 
 
 class RayCompute:
@@ -50,7 +50,7 @@ class RayCompute:
 
     def run(self, prepared: Prepared, state: Any, todo: list, progress: Any, progress_of: Any, cancel: Any,
             on_state: Any, on_done: Any) -> None:
-        name = prepared.module.SPEC.name
+        name = prepared.analysis.spec.name
         current = [state]
 
         def shard_payloads() -> list[tuple[int, tuple]]:
@@ -89,9 +89,9 @@ def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str,
 
     check_address(options.address.strip())  # a bad or unreachable address stores nothing
     compute = RayCompute(options, model_name, device, dtype, on_event)
-    run_id = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
-    drive(store, run_id, prepared, compute, progress, cancel or threading.Event())
-    return run_id
+    writer = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
+    drive(writer, prepared, compute, progress, cancel or threading.Event())
+    return writer.run_id
 
 
 def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
@@ -99,12 +99,13 @@ def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dty
     """Finish a stored run on Ray: only its missing shards."""
     from app.run.ray_pool import check_address
     from app.run.runner import drive, resumable
+    from store.runs import RunWriter
 
     check_address(options.address.strip())
     prepared = prepared or resumable(store, run_id)
     row = store.run_row(run_id)
-    store.reopen_run(run_id)
+    writer = RunWriter.reopen(store, run_id)
     compute = RayCompute(options, row["model"], device, dtype, on_event)
-    drive(store, run_id, prepared, compute, progress, cancel or threading.Event())
+    drive(writer, prepared, compute, progress, cancel or threading.Event())
     return run_id
 

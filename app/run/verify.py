@@ -12,7 +12,7 @@ from typing import Any
 
 from analyses.core.contract import no_progress
 from analyses.core.errors import BadInput
-from app.run.runner import check_same_model, compute_shard, prepare_state, sharding, stored_request
+from app.run.runner import check_same_model, stored_request
 from store import Store
 
 RTOL, ATOL = 1e-4, 1e-6
@@ -50,16 +50,16 @@ def verify(store: Store, model: Any, run_id: int, sample: int, seed: int = 0) ->
         raise BadInput(f"run {run_id} is {row['status']}; only a done run can be verified (`iwb resume {run_id}` first)")
     check_same_model(model, row)
     prepared = stored_request(store, row)
-    module, params = prepared.module, prepared.params
-    table = module.SPEC.tables[0]
+    analysis, params = prepared.analysis, prepared.params
+    table = analysis.spec.tables[0]
     per_input = "input_id" in {name for name, _ in table.columns}
     inputs = list(prepared.inputs)
-    if per_input and sharding(module) != "whole" and len(inputs) > sample:
+    if per_input and analysis.sharded and len(inputs) > sample:
         inputs = sorted(random.Random(seed).sample(inputs, sample), key=lambda item: item.input_id)
     cancel = threading.Event()
     # A run-level state (truncation's mean) is over every input, as in the run itself.
-    state = prepare_state(module, model, params, list(prepared.inputs), no_progress, cancel)
-    computed = compute_shard(module, model, params, inputs, state, no_progress, cancel).tables.get(table.name)
+    state = analysis.prepare(model, list(prepared.inputs), params, no_progress, cancel)
+    computed = analysis.compute(model, inputs, params, state, no_progress, cancel).tables.get(table.name)
     if computed is None:
         raise BadInput(f"run {run_id}: {table.name} is written by the run's final step; verify compares per-input tables only")
     ids = [item.input_id for item in inputs]

@@ -136,21 +136,6 @@ def _silence(log_path: str | None) -> None:
     os.close(target)
 
 
-class _ReportingStore:
-    """The store, telling the host the run id as soon as the runs row exists."""
-
-    def __init__(self, store: Any, on_begin: Any) -> None:
-        self._store, self._on_begin = store, on_begin
-
-    def begin_run(self, *args: Any, **kwargs: Any) -> int:
-        run_id = self._store.begin_run(*args, **kwargs)
-        self._on_begin(run_id)
-        return run_id
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 class _WorkerLoop:
     def __init__(self, jobs: Any, events: Any, cancel: Any, db_path: str, lock_retry_s: float = 30.0) -> None:
         self.jobs, self.events, self.cancel = jobs, events, cancel
@@ -214,7 +199,7 @@ class _WorkerLoop:
             else:
                 prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
                 model = self.ensure_model(job.model, job_id)
-                run_id = execute(_ReportingStore(self.store, on_begin), model, prepared, progress, self.cancel)
+                run_id = execute(self.store, model, prepared, progress, self.cancel, on_begin=on_begin)
         except CancelledError as error:
             events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
@@ -226,7 +211,7 @@ class _WorkerLoop:
             return
         from analyses.core.registry import get_analysis
 
-        events.put(Finished(job_id, run_id, self.count_rows(get_analysis(job.analysis).SPEC.tables, run_id), time.monotonic() - started))
+        events.put(Finished(job_id, run_id, self.count_rows(get_analysis(job.analysis).spec.tables, run_id), time.monotonic() - started))
 
     def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
         """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""

@@ -190,7 +190,7 @@ async def test_f2_on_a_corpus_analysis_focuses_a_shown_field_and_typing_stays_ou
         probe.query_one("#source").value = "pile"
         await settle(app, pilot)
         assert app.focused is not None and probe.shown(app.focused) and app.focused.id != "prompt"
-        assert "Clear prompt" not in shown(probe.query_one("KeyBar"))
+        assert "^l" not in shown(probe.query_one("KeyBar"))  # no clear key for a hidden prompt
 
 
 @size_ids
@@ -211,7 +211,7 @@ async def test_the_prompt_grows_clears_and_says_how_much_it_holds(tui_store, siz
         assert on_screen(app, probe.query_one("#run"))
         subtitle = str(area.border_subtitle)
         assert re.search(r"[\d,]+ chars · 200 lines · \d+ more lines out of view", subtitle), subtitle
-        assert "Clear prompt" in shown(probe.query_one("KeyBar"))
+        assert "^l Clear" in shown(probe.query_one("KeyBar"))  # the clear key, named even at 60 columns
         await pilot.press("ctrl+a", "delete")  # select all, delete: nothing is left behind out of view
         assert area.text == ""
         await pilot.press(*"The cat")
@@ -222,3 +222,18 @@ async def test_the_prompt_grows_clears_and_says_how_much_it_holds(tui_store, siz
         await pilot.press("ctrl+r")
         await settle(app, pilot)
         assert [item.text for item in app.host.jobs[0][1]] == ["The cat sat"]
+
+
+@size_ids
+async def test_the_key_bar_shortens_descriptions_to_keep_every_key(tui_store, size):
+    from app.tui.widgets.key_bar import KeyBar
+
+    app = make_app(tui_store)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        bar = app.screen.query_one(KeyBar)
+        text = shown(bar)
+        assert len(text) <= size[0] and "…" not in text
+        assert text.split()[:6] == ["^k", "Cancel", "^r", "Run", "^l", "Clear"]  # the screen's own keys first
+        for key in ("f1", "f2", "f3", "f4", "f5", "f6", "^q"):
+            assert key in text.split()

@@ -151,7 +151,7 @@ class HistoryScreen(WorkbenchScreen):
     @background("history-delete", exclusive=False)
     def delete_run(self, app: Any, run_id: int) -> None:
         analysis = self.analyses.get(run_id, "")
-        tables = [t.name for t in get_analysis(analysis).SPEC.tables] if analysis in REGISTRY else []
+        tables = [t.name for t in get_analysis(analysis).spec.tables] if analysis in REGISTRY else []
         app.store.delete_run(run_id, tables)
         app.call_from_thread(self.notify, f"run {run_id} deleted")
         app.call_from_thread(self.action_refresh)

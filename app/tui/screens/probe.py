@@ -171,7 +171,7 @@ class ProbeScreen(WorkbenchScreen):
         self.keep_form()
         self.shown_analysis = name
         module = get_analysis(name)
-        spec = module.SPEC
+        spec = module.spec
         self.query_one("#analysis-doc", Static).update(plain((spec.title, "bold"), f": {spec.description}"))
         old = self.query_one("#params", ParamForm)
         had_focus = self.focused is not None and old in self.focused.ancestors
@@ -194,7 +194,7 @@ class ProbeScreen(WorkbenchScreen):
 
     def use_prompt(self, text: str) -> None:
         """Put text in the prompt box and pick the typed-prompt input where the analysis takes one."""
-        kinds = get_analysis(str(self.query_one("#analysis", Select).value)).SPEC.input_kinds
+        kinds = get_analysis(str(self.query_one("#analysis", Select).value)).spec.input_kinds
         if "prompt" in kinds:
             self.query_one("#source", Select).value = "prompt"
             self.show_source_fields()
@@ -240,7 +240,7 @@ class ProbeScreen(WorkbenchScreen):
     def submit(self, app: Any, analysis: str, raw_params: dict, source: InputChoice) -> None:
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
-            inputs = build_inputs(source, tuple(get_analysis(analysis).SPEC.input_kinds))
+            inputs = build_inputs(source, tuple(get_analysis(analysis).spec.input_kinds))
             prepare(RunRequest(analysis, inputs, raw_params))
         except (BadInput, ValueError) as error:
             app.call_from_thread(self.show_form_error, str(error))

@@ -81,7 +81,7 @@ class ResultsScreen(WorkbenchScreen):
         loaded: list[charts.ChartData | None] = []
         if row["status"] == "done" or partial:
             try:
-                spec = get_analysis(row["analysis"]).SPEC
+                spec = get_analysis(row["analysis"]).spec
                 loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
                 info.append_text(plain(f"\ncannot draw its charts: {error}", style="red"))
