@@ -8,13 +8,11 @@ import time
 
 import pytest
 
-from app.run.worker import Cancelled, Failed, Finished, Progress, Started
-from tests.helpers import slow_analysis
+from app.run.worker import Failed, Finished, JobCancelled, JobProgress, Started
 from tests.helpers.tui import make_app, settle
 
 pytestmark = pytest.mark.tui
-# The registry takes "module:Class" for a typed Analysis, a bare module path for a module analysis.
-SLOW = {"slow-steps": "tests.helpers.slow_analysis" + (":SlowSteps" if hasattr(slow_analysis, "SlowSteps") else "")}
+SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
 WAIT_S = 120  # a guard against hanging, not a timing assertion
 
 
@@ -85,7 +83,7 @@ async def test_quit_during_a_real_job_cancels_its_run(tmp_path, tiny_model, monk
         probe.query_one("#param-steps").value = "100000"
         probe.query_one("#param-step_seconds").value = "0.02"
         await pilot.press("ctrl+r")
-        await until(pilot, lambda: any(isinstance(e, Progress) for e in app.events_seen), "the job's first step")
+        await until(pilot, lambda: any(isinstance(e, JobProgress) for e in app.events_seen), "the job's first step")
         started = next(e for e in app.events_seen if isinstance(e, Started))
         assert store.run_row(started.run_id)["status"] == "running"
         await pilot.press("ctrl+q")
@@ -93,7 +91,7 @@ async def test_quit_during_a_real_job_cancels_its_run(tmp_path, tiny_model, monk
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("y")
         await until(pilot, lambda: app.return_code is not None, "the app to quit after the cancel")
-    ended = [e for e in app.events_seen if isinstance(e, (Cancelled, Failed, Finished))]
-    assert [type(e) for e in ended] == [Cancelled], app.events_seen
+    ended = [e for e in app.events_seen if isinstance(e, (JobCancelled, Failed, Finished))]
+    assert [type(e) for e in ended] == [JobCancelled], app.events_seen
     assert store.run_row(started.run_id)["status"] == "cancelled"
     assert app.return_code == 0
