@@ -72,58 +72,90 @@ def validate(model, inputs: list[Input], params: Params) -> None:
         raise BadInput(f"window {params.window} is longer than the inputs: the longest has {longest} tokens, so at most window={max(1, longest - 1)}")
 
 
-def pattern_sums(pattern, window: int):
+def pattern_sums(pattern, window: int, lengths=None):
     """Sums over (batch, head, query >= 1) of one pattern [B, H, T, T]: per offset 0..window the
-    weight and the pair count, the previous-window sum, and the BOS-key weight."""
+    weight and the pair count, the previous-window sum, and the BOS-key weight. lengths: the real
+    tokens of each row under right padding (default: every row is real); pad queries are dropped
+    (real queries put no weight on pad keys: they lie in the causal future)."""
     import torch
 
     pattern = pattern.float()
-    heads = pattern.shape[0] * pattern.shape[1]
+    rows, heads, width = pattern.shape[0], pattern.shape[1], pattern.shape[-1]
+    sizes = [width] * rows if lengths is None else [int(size) for size in lengths]
+    padded = min(sizes) < width
+    limits = torch.tensor(sizes, device=pattern.device)[:, None, None]
+
+    def real(values, first_query: int):
+        """values [B, H, n] at queries first_query.. with the pad queries' entries zeroed."""
+        if not padded:
+            return values
+        queries = torch.arange(first_query, first_query + values.shape[-1], device=values.device)
+        return torch.where(queries < limits, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
     offset_sums, offset_counts = [], []
     for offset in range(window + 1):
+        # The BOS query (position 0) appears only on offset 0; entry j of a diagonal is query j + offset.
+        first = 1 if offset == 0 else offset
         diagonal = pattern.diagonal(offset=-offset, dim1=-2, dim2=-1)
-        # The BOS query (position 0) appears only on offset 0.
         diagonal = diagonal[..., 1:] if offset == 0 else diagonal
-        offset_sums.append(diagonal.double().sum())
-        offset_counts.append(max(0, diagonal.shape[-1]) * heads)
-    bos = pattern[..., 1:, 0].double().sum()
+        offset_sums.append(real(diagonal, first).double().sum())
+        offset_counts.append(heads * sum(max(0, size - first) for size in sizes))
+    bos = real(pattern[..., 1:, 0], 1).double().sum()
     return torch.stack(offset_sums), offset_counts, bos
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+@dataclass
+class LocalitySums:
+    """Per layer: weight sums [L, window + 1] and pair counts per offset, BOS-key weight sums [L],
+    and (query, head) counts [L], over the real queries at positions >= 1 of every document."""
+
+    weights: Any
+    pairs: Any
+    bos: Any
+    queries: Any
+
+
+def locality_sums(model, token_rows: list, window: int, progress: Progress, cancel: CancelEvent, runner=None) -> LocalitySums:
+    """The sums over every document's hook_pattern, from length-batched forwards (runner: default
+    run_hooked_batches at the model's budget; run_hooked_documents is the one-by-one reference)."""
     import functools
 
     import numpy as np
-    import pyarrow as pa
     import torch
 
-    from analyses.core.tables import tokens_table
-    from analyses.model.hooks import document_tokens, run_hooked_documents
+    from analyses.model.hooks import run_hooked_batches
 
-    n_layers, window = model.n_layers, params.window
+    n_layers = model.n_layers
     weight_sums = torch.zeros(n_layers, window + 1, dtype=torch.float64)
     pair_counts = np.zeros((n_layers, window + 1), dtype=np.int64)
     bos_sums = torch.zeros(n_layers, dtype=torch.float64)
     query_counts = np.zeros(n_layers, dtype=np.int64)
 
-    def record(pattern, hook, layer: int) -> None:
-        sums, counts, bos = pattern_sums(pattern, window)
+    def record(pattern, batch, layer: int) -> None:
+        sums, counts, bos = pattern_sums(pattern, window, batch.lengths)
         weight_sums[layer] += sums.cpu()
         pair_counts[layer] += counts
         bos_sums[layer] += bos.cpu()
-        query_counts[layer] += pattern.shape[0] * pattern.shape[1] * (pattern.shape[-1] - 1)
+        query_counts[layer] += pattern.shape[1] * sum(size - 1 for size in batch.lengths)
 
     hooks = [(f"blocks.{layer}.attn.hook_pattern", functools.partial(record, layer=layer)) for layer in range(n_layers)]
-    token_rows = document_tokens(model, inputs, params.prepend_bos)
-    run_hooked_documents(model, token_rows, hooks, progress, cancel)
-    weights = weight_sums.numpy()
+    (runner or run_hooked_batches)(model, token_rows, hooks, progress, cancel)
+    return LocalitySums(weight_sums.numpy(), pair_counts, bos_sums.numpy(), query_counts)
+
+
+def locality_tables(sums: LocalitySums) -> dict:
+    import numpy as np
+    import pyarrow as pa
+
+    weights, pair_counts, query_counts = sums.weights, sums.pairs, sums.queries
+    n_layers, offsets = weights.shape
     mean_weight = np.divide(weights, pair_counts, out=np.full_like(weights, np.nan), where=pair_counts > 0)
     queries = np.maximum(query_counts, 1)
     layers = np.arange(n_layers, dtype=np.int32)
     detail = pa.table(
         {
-            "layer": np.repeat(layers, window + 1),
-            "key_offset": np.tile(np.arange(window + 1, dtype=np.int32), n_layers),
+            "layer": np.repeat(layers, offsets),
+            "key_offset": np.tile(np.arange(offsets, dtype=np.int32), n_layers),
             "mean_weight": pa.array(mean_weight.ravel(), from_pandas=True),
             "n_pairs": pair_counts.ravel(),
         }
@@ -134,20 +166,25 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             "relative_depth": layers / max(1, n_layers - 1),
             "prev_fraction": weights[:, 1:].sum(1) / queries,
             "self_fraction": weights[:, 0] / queries,
-            "bos_fraction": bos_sums.numpy() / queries,
+            "bos_fraction": sums.bos / queries,
             "n_queries": query_counts,
         }
     )
+    return {"attention_locality": detail, "attention_locality_summary": summary}
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses.core.tables import tokens_table
+    from analyses.model.hooks import document_tokens
+
+    token_rows = document_tokens(model, inputs, params.prepend_bos)
+    sums = locality_sums(model, token_rows, params.window, progress, cancel)
     notes = {
         **model.bos(params.prepend_bos).record(),
         "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
         "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
     }
-    return Result(
-        tables={"attention_locality": detail, "attention_locality_summary": summary},
-        tokens=tokens_table(model, inputs, token_rows),
-        notes=notes,
-    )
+    return Result(tables=locality_tables(sums), tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
 class AttentionLocality(Analysis):

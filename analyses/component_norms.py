@@ -55,35 +55,39 @@ SPEC = AnalysisSpec(
 PARTS = ("attn_out", "mlp_out", "resid_post")
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+def norm_sums(model, token_rows: list, progress: Progress, cancel: CancelEvent, runner=None):
+    """float64 [len(PARTS), n_layers]: the L2 norms (in float32) of every part summed over every
+    real position but the first of every document, from length-batched forwards (runner: default
+    run_hooked_batches at the model's budget; run_hooked_documents is the one-by-one reference)."""
     import functools
 
-    import numpy as np
-    import pyarrow as pa
     import torch
 
-    from analyses.core.tables import tokens_table
-    from analyses.model.hooks import document_tokens, run_hooked_documents
+    from analyses.model.hooks import run_hooked_batches
 
-    n_layers = model.n_layers
-    norm_sums = torch.zeros(len(PARTS), n_layers, dtype=torch.float64)
+    sums = torch.zeros(len(PARTS), model.n_layers, dtype=torch.float64)
 
-    def record(activation, hook, part: int, layer: int) -> None:
+    def record(activation, batch, part: int, layer: int) -> None:
         norms = activation[:, 1:].float().norm(dim=-1)
-        norm_sums[part, layer] += norms.double().sum().cpu()
+        sums[part, layer] += batch.keep(norms, start=1).double().sum().cpu()
 
     hooks = [
         (f"blocks.{layer}.hook_{name}", functools.partial(record, part=part, layer=layer))
         for part, name in enumerate(PARTS)
-        for layer in range(n_layers)
+        for layer in range(model.n_layers)
     ]
-    token_rows = document_tokens(model, inputs, params.prepend_bos)
-    run_hooked_documents(model, token_rows, hooks, progress, cancel)
-    # Every position but the first counts.
-    token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
-    means = norm_sums.numpy() / max(1, token_count)
+    (runner or run_hooked_batches)(model, token_rows, hooks, progress, cancel)
+    return sums
+
+
+def norms_table(sums, token_count: int):
+    import numpy as np
+    import pyarrow as pa
+
+    n_layers = sums.shape[1]
+    means = sums.numpy() / max(1, token_count)
     layers = np.arange(n_layers, dtype=np.int32)
-    table = pa.table(
+    return pa.table(
         {
             "layer": layers,
             "relative_depth": layers / max(1, n_layers - 1),
@@ -94,8 +98,18 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
             "n_tokens": np.full(n_layers, token_count, dtype=np.int64),
         }
     )
+
+
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+    from analyses.core.tables import tokens_table
+    from analyses.model.hooks import document_tokens
+
+    token_rows = document_tokens(model, inputs, params.prepend_bos)
+    sums = norm_sums(model, token_rows, progress, cancel)
+    # Every position but the first counts.
+    token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
     notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
-    return Result(tables={"component_norms": table}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+    return Result(tables={"component_norms": norms_table(sums, token_count)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
 class ComponentNorms(Analysis):

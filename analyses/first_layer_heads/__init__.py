@@ -157,8 +157,9 @@ def validate(model, inputs: list[Input], params: Params) -> None:
         raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
 
 
-def anatomies(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent):
-    """(weights, token rows, layer anatomies, first analysed position) for a run."""
+def anatomies(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent, runner=None):
+    """(weights, token rows, layer anatomies, first analysed position) for a run; runner: how the
+    corpus pass runs its forwards (default length-batched, see engine.collect)."""
     from analyses.first_layer_heads import anatomy, engine
     from analyses.model.weights import model_weights
 
@@ -167,7 +168,7 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
     token_rows = document_tokens(model, inputs, params)
     set_names = [str(item.meta.get("pile_set_name") or item.source) for item in inputs]
     first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
-    corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel)
+    corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel, runner)
     dest_positions, token = int_list(params.dest_positions, "dest_positions"), dest_token_id(model, params.dest_token)
     results = [
         anatomy.analyse_layer(weights, corpus[layer], layer, anatomy.resolve_method(weights, layer, params.method), dest_positions,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.core.contract import CancelEvent, Progress
-from analyses.core.errors import Cancelled
 
 BUCKETS = (("self", 0, 0), ("prev_1_5", 1, 5), ("prev_6_50", 6, 50), ("beyond_50", 51, None))
 
@@ -53,43 +52,50 @@ def _new_layer(n_heads: int, length: int) -> LayerCorpus:
     return corpus
 
 
-def collect(model, weights, token_rows: list, set_names: list[str], layers: tuple[int, ...], first_pos: int,
-            progress: Progress, cancel: CancelEvent) -> dict[int, LayerCorpus]:
-    """One forward per document, stopped after the last analysed layer, filling the sums."""
+def add_document(entry: LayerCorpus, layer_weights, resid, ids, first_pos: int):
+    """Add one document's layer input resid [T, d] (real positions only) with token ids [T] to the
+    sums; returns its residual log-normaliser [H, T]."""
     import torch
 
     from analyses.model.weights import attention_scores, norm_scale
 
+    scales = norm_scale(layer_weights.ln1, resid[first_pos:]).double()
+    entry.scale_sum += float(scales.sum())
+    entry.scale_sq_sum += float((scales ** 2).sum())
+    entry.n_scaled += int(scales.numel())
+    # Scores from the weights: the bridge's hook_attn_scores is not the scores on every family.
+    scores, allowed = attention_scores(layer_weights, resid)
+    size = scores.shape[-1]
+    pattern = scores.softmax(-1)
+    entry.attn_sum[:, :size, :size] += pattern
+    entry.doc_count[:size] += 1
+    duplicate = (ids[:, None] == ids[None, :]) & allowed & ~torch.eye(size, dtype=torch.bool)
+    entry.dup_count[:size, :size] += duplicate
+    entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
+    seen = scores.masked_fill(~allowed, float("nan"))
+    return torch.logsumexp(scores, -1) - seen.nanmean(-1)
+
+
+def collect(model, weights, token_rows: list, set_names: list[str], layers: tuple[int, ...], first_pos: int,
+            progress: Progress, cancel: CancelEvent, runner=None) -> dict[int, LayerCorpus]:
+    """Length-batched forwards stopped after the last analysed layer, filling the sums document by
+    document from each one's real positions (runner: default run_hooked_batches at the model's
+    budget; run_hooked_documents is the one-by-one reference). residual_logz is in document order."""
+    from analyses.model.hooks import run_hooked_batches
+
     length = max(int(tokens.shape[-1]) for tokens in token_rows)
     corpus = {layer: _new_layer(weights.layers[layer].n_heads, length) for layer in layers}
-    current: dict[str, Any] = {}
+    ids = [tokens.reshape(-1).cpu() for tokens in token_rows]
+    logz: dict[int, dict[int, Any]] = {layer: {} for layer in layers}
 
-    def on_resid(resid, hook, layer: int) -> None:
-        layer_weights, entry, ids = weights.layers[layer], corpus[layer], current["ids"]
-        scales = norm_scale(layer_weights.ln1, resid[0, first_pos:]).double()
-        entry.scale_sum += float(scales.sum())
-        entry.scale_sq_sum += float((scales ** 2).sum())
-        entry.n_scaled += int(scales.numel())
-        # Scores from the weights: the bridge's hook_attn_scores is not the scores on every family.
-        scores, allowed = attention_scores(layer_weights, resid[0])
-        size = scores.shape[-1]
-        pattern = scores.softmax(-1)
-        entry.attn_sum[:, :size, :size] += pattern
-        entry.doc_count[:size] += 1
-        duplicate = (ids[:, None] == ids[None, :]) & allowed & ~torch.eye(size, dtype=torch.bool)
-        entry.dup_count[:size, :size] += duplicate
-        entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
-        seen = scores.masked_fill(~allowed, float("nan"))
-        entry.residual_logz.append((current["set"], torch.logsumexp(scores, -1) - seen.nanmean(-1)))
+    def on_resid(resid, batch, layer: int) -> None:
+        for row, (index, size) in enumerate(zip(batch.indices, batch.lengths)):
+            logz[layer][index] = add_document(corpus[layer], weights.layers[layer], resid[row, :size], ids[index], first_pos)
 
     hooks = [(f"blocks.{layer}.hook_resid_pre", functools.partial(on_resid, layer=layer)) for layer in layers]
-    with torch.inference_mode():
-        for index, tokens in enumerate(token_rows):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(index, len(token_rows), f"document {index + 1}/{len(token_rows)}")
-            current["ids"], current["set"] = tokens[0].cpu(), set_names[index]
-            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(layers) + 1, use_cache=False)
+    (runner or run_hooked_batches)(model, token_rows, hooks, progress, cancel, stop_at_layer=max(layers) + 1)
+    for layer in layers:
+        corpus[layer].residual_logz = [(set_names[index], logz[layer][index]) for index in sorted(logz[layer])]
     return corpus
 
 

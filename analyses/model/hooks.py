@@ -1,8 +1,20 @@
-"""Hooked forwards over whole documents: the tokens of each input as the model sees them, and one
-hooked forward per document with progress and cancel between documents."""
+"""Hooked forwards over whole documents: the tokens of each input as the model sees them, and
+hooked forwards over documents batched by length under a token budget (the one batching policy
+of analyses/model/tokens.py: right padding, the model's pad id, an attention mask), with progress
+and cancel between batches. ``run_hooked_documents`` is the reference: one unpadded forward per
+document, no mask.
+
+A hook here is ``(name, fn(activation, batch))``: fn gets the activation and the DocumentBatch of
+that forward, whose rows are right-padded. Under the causal mask no real position ever sees a pad,
+so whatever a real position computes is the document's own; but every per-position statistic
+must drop the pad positions (``DocumentBatch.keep`` / ``DocumentBatch.real``), and a pattern's
+pad queries with them.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from analyses.core.contract import CancelEvent, Input, Progress
@@ -11,25 +23,109 @@ from analyses.core.errors import Cancelled
 if TYPE_CHECKING:
     from analyses.model.loading import LoadedModel
 
+BatchHook = tuple[str, Callable[[Any, "DocumentBatch"], None]]
+# run_hooked_batches (optionally with batch_tokens / stop_at_layer bound) or run_hooked_documents.
+Runner = Callable[..., None]
+
 
 def document_tokens(model: LoadedModel, inputs: list[Input], prepend_bos: str) -> list:
     """Token ids [1, T] per input, cut to its meta max_tokens and to the model's context."""
     return [model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens")) for item in inputs]
 
 
-def run_hooked_documents(
-    model: LoadedModel, token_rows: list, hooks: list, progress: Progress, cancel: CancelEvent,
-    after_each: Callable[[Any], None] | None = None,
+@dataclass(frozen=True)
+class DocumentBatch:
+    """The documents of one forward: their indices in the token rows (in row order), their real
+    lengths, and the padded width. Row r holds real tokens at positions 0..lengths[r]-1."""
+
+    indices: tuple[int, ...]
+    lengths: tuple[int, ...]
+    width: int
+
+    @property
+    def padded(self) -> bool:
+        return min(self.lengths) < self.width
+
+    def real(self, start: int = 0, device: Any = None) -> Any:
+        """bool [B, width - start]: which positions start..width-1 of every row are real tokens."""
+        import torch
+
+        positions = torch.arange(start, self.width, device=device)
+        return positions[None, :] < torch.tensor(self.lengths, device=device)[:, None]
+
+    def keep(self, values: Any, start: int = 0) -> Any:
+        """The real positions of per-position values [B, width - start, ...] (positions start..):
+        values itself when no row is padded, else the real ones flattened [N, ...]."""
+        if not self.padded:
+            return values
+        return values[self.real(start, values.device)]
+
+
+def batch_token_budget(model: LoadedModel, lengths: Sequence[int]) -> int:
+    """Tokens per forward: the model layer's budget, counting the attention scores and pattern
+    (n_heads x the longest document per token) that every forward forms."""
+    from analyses.model.tokens import activation_bytes_per_token, token_budget
+
+    longest = max(lengths, default=1)
+    return token_budget(model, activation_bytes_per_token(model, extra_floats=2 * model.bridge.cfg.n_heads * longest))
+
+
+def _forward(model: LoadedModel, tokens: Any, hooks: list, attention_mask: Any, stop_at_layer: int | None) -> None:
+    extra: dict[str, Any] = {"stop_at_layer": stop_at_layer} if stop_at_layer is not None else {}
+    if attention_mask is not None:
+        extra["attention_mask"] = attention_mask
+    model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False, **extra)
+
+
+def _bound(hooks: list[BatchHook], current: dict) -> list:
+    def call(activation: Any, hook: Any, fn: Callable[[Any, DocumentBatch], None]) -> None:
+        fn(activation, current["batch"])
+
+    return [(name, functools.partial(call, fn=fn)) for name, fn in hooks]
+
+
+def run_hooked_batches(
+    model: LoadedModel, token_rows: list, hooks: list[BatchHook], progress: Progress, cancel: CancelEvent,
+    batch_tokens: int | None = None, stop_at_layer: int | None = None,
 ) -> None:
-    """One forward per document with the hooks, checking cancel and reporting progress between them."""
+    """Forwards over the documents grouped by length under batch_tokens (default: the model
+    layer's budget), right-padded with the pad id and an attention mask; cancel is checked and
+    progress reported (in documents) between batches."""
     import torch
 
+    from analyses.model.tokens import length_batches, pad_right
+
+    lengths = [int(row.shape[-1]) for row in token_rows]
+    groups = length_batches(lengths, batch_tokens or batch_token_budget(model, lengths))
+    current: dict[str, DocumentBatch] = {}
+    bound, total, done = _bound(hooks, current), len(token_rows), 0
+    with torch.inference_mode():
+        for group in groups:
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(done, total, f"documents {done + 1}-{done + len(group)}/{total}")
+            tokens, mask = pad_right(model, [token_rows[index].reshape(-1).tolist() for index in group])
+            current["batch"] = DocumentBatch(tuple(group), tuple(lengths[index] for index in group), int(tokens.shape[-1]))
+            _forward(model, tokens, bound, mask, stop_at_layer)
+            done += len(group)
+    progress(total, total, "done")
+
+
+def run_hooked_documents(
+    model: LoadedModel, token_rows: list, hooks: list[BatchHook], progress: Progress, cancel: CancelEvent,
+    stop_at_layer: int | None = None,
+) -> None:
+    """The reference loop: one unpadded forward per document (no mask), in order, each hook
+    called with a batch of that one document."""
+    import torch
+
+    current: dict[str, DocumentBatch] = {}
+    bound, total = _bound(hooks, current), len(token_rows)
     with torch.inference_mode():
         for index, tokens in enumerate(token_rows):
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            progress(index, len(token_rows), f"input {index + 1}/{len(token_rows)}")
-            model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, use_cache=False)
-            if after_each is not None:
-                after_each(tokens)
-    progress(len(token_rows), len(token_rows), "done")
+            progress(index, total, f"document {index + 1}/{total}")
+            current["batch"] = DocumentBatch((index,), (int(tokens.shape[-1]),), int(tokens.shape[-1]))
+            _forward(model, tokens, bound, None, stop_at_layer)
+    progress(total, total, "done")
