@@ -31,11 +31,14 @@ def drawn(app, widget) -> str:
 
 
 def on_screen(app, widget) -> bool:
-    """The widget's whole region is inside the screen and inside every scrolling container above it."""
+    """The widget's whole region is inside the screen and inside every container above it (a
+    container scrolled, or capped shorter than its children, clips what lies outside it)."""
+    from textual.widget import Widget
+
     region = widget.region
     if region.height == 0 or not app.screen.region.contains_region(region):
         return False
-    return all(node.region.contains_region(region) for node in widget.ancestors if getattr(node, "is_scrollable", False) and node is not app.screen)
+    return all(node.region.contains_region(region) for node in widget.ancestors if isinstance(node, Widget) and node is not app.screen)
 
 
 def collapsed(text: str) -> str:

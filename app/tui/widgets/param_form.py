@@ -112,12 +112,15 @@ class ParamForm(Vertical):
 
     def fit(self) -> None:
         """Take no more height than the rows, the help and the error need (the rest goes to the log)."""
-        if not self.is_attached:
+        width = self.content_region.width
+        if not self.is_attached or not width:
             return
+        # From the lines' text at this width, not from their laid-out sizes: those lag one layout
+        # behind an update, and a form capped too short would clip the error line.
         lines = max(1, len(self.infos))
         for line in self.query_one("#param-help", Static), self.query_one("#param-error", Static):
             if line.display:
-                lines += line.outer_size.height
+                lines += line.get_content_height(self.size, self.app.size, width)
         if self.styles.max_height != lines:
             self.styles.max_height = lines
 
@@ -176,12 +179,12 @@ class ParamForm(Vertical):
             head = f"{count} parameter{'s' if count != 1 else ''}"
             help_line.update(plain(f"{head}, set: {summary}" if summary else f"{head} (tab moves on; empty = default)" if count else ""))
             help_line.display = bool(count)
-            self.call_after_refresh(self.fit)
+            self.fit()
             return
         info = next(i for i in self.infos if i.name == name)
         help_line.update(plain((info.name, "bold"), f" ({kind_of(info)}, default {show_default(info)}): {info.doc}"))
         help_line.display = True
-        self.call_after_refresh(self.fit)
+        self.fit()
 
     def values(self) -> dict[str, str]:
         """Text values of the fields that were filled in (the rest keep their defaults)."""
@@ -213,4 +216,4 @@ class ParamForm(Vertical):
         error = self.query_one("#param-error", Static)
         error.update(plain(message))
         error.display = bool(message)
-        self.call_after_refresh(self.fit)
+        self.fit()
