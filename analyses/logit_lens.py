@@ -12,7 +12,7 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.model.tokens import bos_param
 
 LOG2 = 0.6931471805599453
 # Upper bound on floats held by one chunk of lens logits (rows x positions x vocab).
@@ -22,10 +22,7 @@ CHUNK_ELEMENTS = 32 * 1024 * 1024
 @dataclass(frozen=True)
 class Params:
     target: str | None = param(None, 'target token string whose probability is tracked, e.g. " Paris"')
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
-
-    def check(self) -> None:
-        check_bos(self.prepend_bos)
+    prepend_bos: str = bos_param()
 
 
 SPEC = AnalysisSpec(

@@ -14,6 +14,7 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
+from analyses.core.params import int_list
 from analyses.core.tables import tokens_table_of
 
 CLASSES = ("prediction", "suppression", "none")
@@ -35,17 +36,11 @@ class Params:
 
 
 def layer_list(text: str, n_layers: int | None) -> list[int]:
-    """The layers named in a comma list (all when empty); BadInput for a bad or out-of-range one."""
+    """The layers named in a comma list (all when empty), sorted; BadInput for a bad or out-of-range one."""
     if not text.strip():
         return list(range(n_layers or 0))
-    try:
-        layers = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise BadInput(f"layers {text!r}: give a comma list of layer numbers") from None
-    bad = [layer for layer in layers if layer < 0 or (n_layers is not None and layer >= n_layers)]
-    if bad:
-        raise BadInput(f"layers {bad} are out of range" + (f" (the model has {n_layers})" if n_layers else ""))
-    return layers
+    what = f"the model has {n_layers} layers" if n_layers is not None else ""
+    return sorted(set(int_list(text, "layers", below=n_layers, what=what)))
 
 
 SPEC = AnalysisSpec(

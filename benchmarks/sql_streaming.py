@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 QUERY = ("SELECT range AS input_id, (range % 30)::INTEGER AS layer, ((range % 9973) / 9973)::DOUBLE AS value, "
          "'tok ' || (range % 5000) AS token FROM range({n})")
 
-# `iwb sql` before streaming (git f8f087e, app/cli/main.py: cmd_sql and _print_result), verbatim.
+# `iwb sql` before streaming (git f8f087e, app/cli.py: cmd_sql and _print_result), verbatim.
 OLD = '''
 import csv, io, sys
 from app import charts

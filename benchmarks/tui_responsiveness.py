@@ -112,7 +112,7 @@ async def timed_keys(app, pilot, n_keys: int) -> tuple[list[float], bool, dict]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from app.run.worker import Cancelled, Failed, Finished, Started
+    from app.run.worker import Failed, Finished, JobCancelled, Started
     from app.tui.app import Workbench
     from app.tui.settings import Settings
     from app.tui.store_access import SerialStore
@@ -135,7 +135,7 @@ async def main(args: argparse.Namespace) -> int:
         still_running = app.job_state.running
         print(f"long job still running after the timed keys: {still_running} ({time.monotonic() - job_started:.1f} s into it)")
         app.cancel_job()
-        await wait_until(pilot, lambda: isinstance(app.events_seen[-1], (Cancelled, Finished, Failed)) or not app.job_state.running)
+        await wait_until(pilot, lambda: isinstance(app.events_seen[-1], (JobCancelled, Finished, Failed)) or not app.job_state.running)
     return report(results)
 
 

@@ -60,7 +60,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_run_resumes(monkeypatch, tmp_pa
     """ENOSPC while a shard is written: one line, exit 1, and `iwb resume` finishes the run."""
     import errno
 
-    from app.cli import main as cli
+    from app.cli import commands as cli
     from store.shards import RunFolder
 
     db = tmp_path / "results.duckdb"

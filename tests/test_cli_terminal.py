@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import main as cli
+from app.cli import commands as cli
 
 
 @pytest.mark.parametrize(("tty", "environment", "expected"), [

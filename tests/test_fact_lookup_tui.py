@@ -37,7 +37,7 @@ async def _submit_entities(tui_store) -> None:
 
 
 def test_cli_refuses_a_bad_entity_table(tmp_path, capsys):
-    from app.cli.main import main
+    from app.cli.commands import main
 
     table = tmp_path / "bad.csv"
     table.write_text("entity,attribute\nA B,x\nC D,x\n", encoding="utf-8")

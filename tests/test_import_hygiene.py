@@ -43,7 +43,7 @@ def test_analyses_know_nothing_of_duckdb_or_textual():
 
 
 def test_help_does_not_import_torch():
-    probe = "import sys\nfrom app.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('MODULES', ' '.join(sys.modules))"
+    probe = "import sys\nfrom app.cli.commands import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('MODULES', ' '.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert "usage: iwb" in out.stdout
     loaded = out.stdout.split("MODULES", 1)[1].split()

@@ -96,7 +96,7 @@ def test_fast_equals_naive_for_every_intervention_over_padded_batches(tiny_setup
     from analyses.layer_interventions.reference import naive_batch_sums
 
     model, decoder, rows = tiny_setup
-    interventions = li.list_interventions(model.n_layers, li.KINDS)
+    interventions = li.list_interventions(model.n_layers, li.INTERVENTION_KINDS)
     assert len(interventions) == 3 * 3 + 2
     batches = li.pack_batches(rows, 40, pad_id=2)
     assert len(batches) >= 2 and any(len(set(b.lengths)) > 1 for b in batches)
@@ -141,7 +141,7 @@ def test_run_on_every_family_gives_one_row_per_intervention(family_model, cancel
     inputs, _ = sample_documents(str(PILE_SAMPLE), 3, seed=1)
     result = li.ANALYSIS.run(family_model, inputs, li.Params(batch_tokens=200), no_progress, cancel)
     rows = result.tables["layer_interventions"].to_pylist()
-    assert [(r["intervention"], r["layer"]) for r in rows] == [(i.kind, i.layer) for i in li.list_interventions(3, li.KINDS)]
+    assert [(r["intervention"], r["layer"]) for r in rows] == [(i.kind, i.layer) for i in li.list_interventions(3, li.INTERVENTION_KINDS)]
     assert all(r["kl"] >= -1e-7 and 0.0 <= r["top1_agreement"] <= 1.0 for r in rows)
     assert rows[-1]["relative_depth"] == 0.5
     assert result.tokens.num_rows == rows[0]["n_tokens"]

@@ -64,7 +64,7 @@ QUERIES = [
     "SELECT i, s FROM varied ORDER BY i LIMIT 200",  # exactly --max-rows
 ]
 
-# `iwb sql` before streaming (git f8f087e, app/cli/main.py), verbatim: what the output must stay.
+# `iwb sql` before streaming (git f8f087e, app/cli.py), verbatim: what the output must stay.
 
 
 def old_print_result(result, fmt: str, max_rows: int) -> None:

@@ -145,7 +145,7 @@ def test_run_stores_consistent_tables(tiny_model, store):
 
 
 def test_cli_uses_the_default_corpus_for_document_only_analyses():
-    from app.cli.main import build_inputs, build_parser
+    from app.cli.commands import build_inputs, build_parser
 
     args = build_parser().parse_args(["run", "truncation", "--n-docs", "3", "--max-tokens", "40", "--pile-set", "PSF docs"])
     inputs = build_inputs(args)

@@ -14,17 +14,17 @@ import pytest
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
 from app.run.worker import (
-    Cancelled,
     Failed,
     Finished,
+    JobCancelled,
+    JobProgress,
     ModelChoice,
-    Progress,
     Started,
     Submitted,
 )
 from tests.helpers.worker_events import wait_for
 
-SLOW = {"slow-steps": "tests.helpers.slow_analysis"}
+SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
 
 
@@ -49,14 +49,14 @@ def test_job_sequence_then_kill_9_then_next_job_runs(host, store):
     job = host.submit("logit-lens", PROMPT, {})
     seen = wait_for(host, (Finished, Failed), job)
     kinds = job_events(seen, job)
-    assert kinds[0] is Submitted and kinds[1] is Started and kinds[-1] is Finished and Progress in kinds
+    assert kinds[0] is Submitted and kinds[1] is Started and kinds[-1] is Finished and JobProgress in kinds
     finished = seen[-1]
     assert store.run_row(finished.run_id)["status"] == "done"
     assert finished.table_rows["logit_lens"] == store.query("SELECT count(*) FROM logit_lens WHERE run_id = ?", [finished.run_id]).rows[0][0]
 
     first_pid = host.worker_pid
     slow = host.submit("slow-steps", PROMPT, {"steps": "400", "step_seconds": "0.05"})
-    seen = wait_for(host, (Progress,), slow)
+    seen = wait_for(host, (JobProgress,), slow)
     started = next(e for e in seen if isinstance(e, Started))
     os.kill(host.worker_pid, signal.SIGKILL)
     failed = wait_for(host, (Failed, Finished), slow)[-1]
@@ -71,21 +71,21 @@ def test_job_sequence_then_kill_9_then_next_job_runs(host, store):
 
 def test_cancel_stops_between_units_and_a_stuck_job_is_terminated(host, store):
     job = host.submit("slow-steps", PROMPT, {"steps": "400", "step_seconds": "0.05"})
-    seen = wait_for(host, (Progress,), job)
+    seen = wait_for(host, (JobProgress,), job)
     run_id = next(e for e in seen if isinstance(e, Started)).run_id
     pid = host.worker_pid
     host.cancel(job)
-    cancelled = wait_for(host, (Cancelled, Finished, Failed), job)[-1]
-    assert isinstance(cancelled, Cancelled) and cancelled.run_id == run_id
+    cancelled = wait_for(host, (JobCancelled, Finished, Failed), job)[-1]
+    assert isinstance(cancelled, JobCancelled) and cancelled.run_id == run_id
     assert store.run_row(run_id)["status"] == "cancelled"
     assert host.worker_pid == pid  # a cooperative cancel keeps the warm worker
 
     stuck = host.submit("slow-steps", PROMPT, {"steps": "400", "step_seconds": "0.05", "ignore_cancel": "true"})
-    seen = wait_for(host, (Progress,), stuck)
+    seen = wait_for(host, (JobProgress,), stuck)
     stuck_run = next(e for e in seen if isinstance(e, Started)).run_id
     host.cancel(stuck)
-    cancelled = wait_for(host, (Cancelled, Finished, Failed), stuck)[-1]
-    assert isinstance(cancelled, Cancelled) and "did not stop" in cancelled.reason
+    cancelled = wait_for(host, (JobCancelled, Finished, Failed), stuck)[-1]
+    assert isinstance(cancelled, JobCancelled) and "did not stop" in cancelled.reason
     assert store.run_row(stuck_run)["status"] == "cancelled"
     assert host.worker_pid is None
     again = host.submit("slow-steps", PROMPT, {"steps": "2", "step_seconds": "0"})

@@ -14,7 +14,8 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.params import name_list
+from analyses.model.tokens import bos_param
 
 SIGMA_SOURCES = ("subject", "embedding")
 SUBJECT_MARK = Mark("causal_trace_inputs", "subject_start", "subject_end")
@@ -37,18 +38,15 @@ class Params:
     seed: int = param(0, "noise seed (not used in rome_compatible mode)")
     rome_compatible: bool = param(False, "ROME's noise: numpy RandomState(1) reseeded per trace, float64 draws")
     threshold: float = param(0.01, "prompts with high - low below this are left out of the bucket averages")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
 
     def kind_list(self) -> tuple[str, ...]:
-        return tuple(part.strip() for part in self.kinds.split(",") if part.strip())
+        from analyses.causal_trace.engine import TRACE_KINDS
+
+        return name_list(self.kinds, "kinds", TRACE_KINDS)
 
     def check(self) -> None:
-        from analyses.causal_trace.engine import KINDS
-
-        check_bos(self.prepend_bos)
-        kinds = self.kind_list()
-        if not kinds or any(kind not in KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
-            raise BadInput(f"parameter 'kinds' takes a comma-separated subset of {', '.join(KINDS)}, not {self.kinds!r}")
+        self.kind_list()
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise BadInput(f"parameter 'samples' must be between 1 and {MAX_SAMPLES}, not {self.samples}")
         if not 0 <= self.seed <= MAX_SEED:

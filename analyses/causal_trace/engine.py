@@ -17,7 +17,7 @@ from typing import Any
 from analyses.core.contract import CancelEvent, Progress, no_progress
 from analyses.core.errors import Cancelled
 
-KINDS = ("resid", "mlp", "attn")
+TRACE_KINDS = ("resid", "mlp", "attn")
 HOOK_OF_KIND = {"mlp": "hook_mlp_out", "attn": "hook_attn_out"}
 SITE_OF_KIND = {"mlp": "mlp_out", "attn": "attn_out"}
 

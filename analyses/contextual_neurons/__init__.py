@@ -29,7 +29,7 @@ from analyses.core.contract import (
     param,
 )
 from analyses.core.errors import BadInput
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.model.tokens import bos_param
 
 MAX_CURVE_BINS = 1000  # a curve drawn in a terminal; more bins than that hold a token or two each
 
@@ -43,12 +43,11 @@ class Params:
     min_count: int = param(0, "list only tokens seen at least this often in the analysed text (0: the whole vocabulary)")
     n_curves: int = param(5, "best-explained neurons whose predicted-vs-real curve is stored")
     curve_bins: int = param(10, "bins of predicted pre-activation in each curve")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
 
     def check(self) -> None:
-        check_bos(self.prepend_bos)
         from analyses.first_layer_heads import int_list
 
         if self.heads.strip():

@@ -8,10 +8,11 @@ from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.core.errors import Cancelled
 
 
-def _table(rows: dict[str, list], types: dict[str, Any]) -> Any:
-    import pyarrow as pa
+def _table(name: str, rows: dict[str, list]) -> Any:
+    from analyses.contextual_neurons import SPEC
+    from analyses.core.tables import arrow_table
 
-    return pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
+    return arrow_table(SPEC.table(name), rows)
 
 
 def token_contributions(models, directions, top_k: int, chunk: int, cancel: CancelEvent, eligible=None) -> tuple[Any, Any, Any, Any]:
@@ -103,20 +104,16 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
 
 
 def fit_table(stats: dict, rank, n_tokens: int) -> Any:
-    import pyarrow as pa
 
     n = rank.numel()
     rows = {"neuron": list(range(n)), "rank": rank.tolist()}
     for name in ("corr", "corr_direct", "r2_full", "r2_direct", "ctx_explained", "real_std", "pred_std"):
         rows[name] = stats[name].tolist()
     rows["n_tokens"] = [n_tokens] * n
-    types = {name: pa.float64() for name in rows}
-    types.update({"neuron": pa.int32(), "rank": pa.int32(), "n_tokens": pa.int64()})
-    return _table(rows, types)
+    return _table("contextual_neurons_fit", rows)
 
 
 def heads_table(anatomy, used: tuple[int, ...], models, corpus_ids) -> Any:
-    import pyarrow as pa
 
     spread = {model.head: float(model.content[corpus_ids].std()) for model in models}
     rows = {"head": [], "class": [], "used": [], "normaliser_median": [], "content_std": []}
@@ -124,11 +121,10 @@ def heads_table(anatomy, used: tuple[int, ...], models, corpus_ids) -> Any:
         for key, value in (("head", summary.head), ("class", summary.head_class), ("used", summary.head in used),
                            ("normaliser_median", summary.normaliser_median), ("content_std", spread.get(summary.head))):
             rows[key].append(value)
-    return _table(rows, {"head": pa.int32(), "class": pa.string(), "used": pa.bool_(), "normaliser_median": pa.float64(), "content_std": pa.float64()})
+    return _table("contextual_neurons_heads", rows)
 
 
 def curve_table(real, predicted, neurons, n_bins: int) -> Any:
-    import pyarrow as pa
     import torch
 
     rows = {"neuron": [], "rank": [], "bin": [], "series": [], "value": []}
@@ -141,11 +137,10 @@ def curve_table(real, predicted, neurons, n_bins: int) -> Any:
                 for key, value in (("neuron", neuron), ("rank", position + 1), ("bin", index), ("series", series),
                                    ("value", float(values[chunk, neuron].mean()))):
                     rows[key].append(value)
-    return _table(rows, {"neuron": pa.int32(), "rank": pa.int32(), "bin": pa.int32(), "series": pa.string(), "value": pa.float64()})
+    return _table("contextual_neurons_curve", rows)
 
 
 def tokens_contribution_table(model, top_values, top_ids, bottom_values, bottom_ids) -> Any:
-    import pyarrow as pa
 
     rows = {"neuron": [], "side": [], "rank": [], "token_id": [], "token": [], "contribution": []}
     for side, values, ids in (("top", top_values, top_ids), ("bottom", bottom_values, bottom_ids)):
@@ -155,4 +150,4 @@ def tokens_contribution_table(model, top_values, top_ids, bottom_values, bottom_
             for position, (token_id, text, value) in enumerate(zip(token_ids, strings, values[neuron].tolist())):
                 for key, item in (("neuron", neuron), ("side", side), ("rank", position + 1), ("token_id", token_id), ("token", text), ("contribution", value)):
                     rows[key].append(item)
-    return _table(rows, {"neuron": pa.int32(), "side": pa.string(), "rank": pa.int32(), "token_id": pa.int32(), "token": pa.string(), "contribution": pa.float64()})
+    return _table("contextual_neurons_tokens", rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,11 +78,51 @@ def parse_params(params_cls: type, raw: dict[str, str]) -> Any:
             raise BadInput(f"unknown parameter {key!r}; this analysis takes: {known}")
         values[key] = coerce_value(infos[key], text)
     params = params_cls(**values)
+    check_params(params)
+    return params
+
+
+def check_params(params: Any) -> None:
+    """What every Params must pass, however it was built (parsed, typed in code, read back from a
+    stored run): each field with choices holds one of them, then the Params' own ``check()``."""
+    for info in param_infos(type(params)):
+        value = getattr(params, info.name)
+        if info.choices and value is not None and str(value).strip().lower() not in info.choices:
+            raise BadInput(f"parameter {info.name!r} takes one of {', '.join(info.choices)}, not {value!r}")
     check = getattr(params, "check", None)
     if callable(check):
         check()
-    return params
 
 
 def params_to_dict(params: Any) -> dict:
     return dataclasses.asdict(params)
+
+
+# The one parser of comma-list parameters (kinds, sites, interventions, layers, heads, positions).
+
+
+def _parts(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def name_list(text: str, name: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    """A comma list of one or more of ``allowed``, in the order given, a repeat counted once;
+    BadInput naming the parameter and the choices otherwise."""
+    names = tuple(dict.fromkeys(_parts(text)))
+    if not names or any(item not in allowed for item in names):
+        raise BadInput(f"parameter {name!r} takes a comma-separated subset of {', '.join(allowed)}, not {text!r}")
+    return names
+
+
+def int_list(text: str, name: str, *, empty_ok: bool = False, below: int | None = None, what: str = "") -> tuple[int, ...]:
+    """A comma list of non-negative integers in the order given (at least one unless ``empty_ok``),
+    each below ``below`` when it is given (``what`` names the bound: "the model has 4 layers")."""
+    try:
+        values = tuple(int(part) for part in _parts(text))
+    except ValueError:
+        raise BadInput(f"{name} takes comma-separated integers, not {text!r}") from None
+    if (not values and not empty_ok) or (values and min(values) < 0):
+        raise BadInput(f"{name} needs at least one non-negative integer, not {text!r}")
+    if below is not None and values and max(values) >= below:
+        raise BadInput(f"{name} must be below {below}{f' ({what})' if what else ''}, not {max(values)}")
+    return values

@@ -13,10 +13,11 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.params import name_list
+from analyses.model.tokens import bos_param
 
 LOG2 = 0.6931471805599453
-KINDS = ("block", "attn", "mlp", "swap")
+INTERVENTION_KINDS = ("block", "attn", "mlp", "swap")
 # Sums kept per intervention: kl, top-1 agreements, entropy delta (nats), positions, loss delta, loss positions.
 N_SUMS = 6
 
@@ -24,12 +25,11 @@ N_SUMS = 6
 @dataclass(frozen=True)
 class Params:
     interventions: str = param("block,attn,mlp,swap", "comma list of kinds: block (delete block), attn, mlp (delete that sublayer), swap (run L+1 then L)")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
     batch_tokens: int = param(1024, "tokens per batch (documents of similar length are batched, right-padded)")
 
     def check(self) -> None:
         kinds_of(self.interventions)
-        check_bos(self.prepend_bos)
         if self.batch_tokens < 1:
             raise BadInput(f"batch_tokens must be at least 1, not {self.batch_tokens}")
 
@@ -76,11 +76,7 @@ class Intervention:
 
 
 def kinds_of(text: str) -> tuple[str, ...]:
-    kinds = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [kind for kind in kinds if kind not in KINDS]
-    if unknown or not kinds:
-        raise BadInput(f"interventions {text!r}: use a comma list of {', '.join(KINDS)}")
-    return kinds
+    return name_list(text, "interventions", INTERVENTION_KINDS)
 
 
 def list_interventions(n_layers: int, kinds: tuple[str, ...]) -> list[Intervention]:

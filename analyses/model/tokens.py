@@ -23,6 +23,14 @@ BOS_DOC = "BOS: auto (as the model's own tokenizer does), true or false"
 CPU_BATCH_TOKENS = 4096
 
 
+def bos_param() -> Any:
+    """The ``prepend_bos`` Params field every analysis that tokenizes text declares: one declaration,
+    its choices checked by analyses.core.params.check_params."""
+    from analyses.core.contract import param
+
+    return param("auto", BOS_DOC, BOS_CHOICES)
+
+
 def check_bos(value: str) -> None:
     if str(value).strip().lower() not in BOS_CHOICES:
         raise BadInput(f"parameter 'prepend_bos' takes one of {', '.join(BOS_CHOICES)}, not {value!r}")

@@ -1,3 +1,3 @@
-from app.cli.main import main
+from app.cli.commands import main
 
 raise SystemExit(main())

@@ -17,7 +17,7 @@ from typing import Any
 
 from analyses.core.contract import Analysis, Input, Progress, Result
 from analyses.core.errors import BadInput, Cancelled
-from analyses.core.params import params_to_dict, parse_params
+from analyses.core.params import check_params, params_to_dict, parse_params
 from analyses.core.registry import get_analysis
 from store import Store
 from store.runs import RunWriter
@@ -278,9 +278,7 @@ def stored_request(store: Store, row: dict) -> Prepared:
     known = {info.name for info in param_infos(analysis.Params)}
     stored = json.loads(row["params"]) if row["params"] else {}
     params = analysis.Params(**{key: value for key, value in stored.items() if key in known})
-    check = getattr(params, "check", None)
-    if callable(check):
-        check()
+    check_params(params)
     rows = store.run_inputs(run_id)
     inputs = tuple(Input(int(i), source, text, json.loads(meta) if meta else {}) for i, source, text, meta in rows)
     return Prepared(analysis, params, inputs)

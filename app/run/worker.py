@@ -62,7 +62,7 @@ class Started:
 
 
 @dataclass(frozen=True)
-class Progress:
+class JobProgress:
     """Replaceable: only the latest one of a job matters."""
 
     job_id: int
@@ -115,13 +115,13 @@ class Failed:
 
 
 @dataclass(frozen=True)
-class Cancelled:
+class JobCancelled:
     job_id: int
     run_id: int | None
     reason: str = "cancelled by the user"
 
 
-Event = Submitted | Started | Progress | Log | ModelStatus | Finished | Failed | Cancelled
+Event = Submitted | Started | JobProgress | Log | ModelStatus | Finished | Failed | JobCancelled
 PROGRESS_INTERVAL_S = 0.05
 WORKER_NICE = 10
 
@@ -191,7 +191,7 @@ class _WorkerLoop:
             now = time.monotonic()
             if now - last_sent[0] >= PROGRESS_INTERVAL_S or done >= total:
                 last_sent[0] = now
-                events.put(Progress(job_id, done, total, note))
+                events.put(JobProgress(job_id, done, total, note))
 
         try:
             if job.resume_run is not None:
@@ -201,7 +201,7 @@ class _WorkerLoop:
                 model = self.ensure_model(job.model, job_id)
                 run_id = execute(self.store, model, prepared, progress, self.cancel, on_begin=on_begin)
         except CancelledError as error:
-            events.put(Cancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
+            events.put(JobCancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
         except IwbError as error:
             events.put(Failed(job_id, run_ids[-1] if run_ids else None, type(error).__name__, str(error), "", expected=True, title=error.title))

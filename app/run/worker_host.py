@@ -22,16 +22,16 @@ from typing import Any
 
 from analyses.core.contract import Input
 from app.run.worker import (
-    Cancelled,
     Event,
     Failed,
     Finished,
     Job,
+    JobCancelled,
+    JobProgress,
     LoadModel,
     Log,
     ModelChoice,
     ModelStatus,
-    Progress,
     Started,
     Stop,
     Submitted,
@@ -54,11 +54,11 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def merge_progress(events: list[Event]) -> list[Event]:
-    """Drop every Progress that a later Progress of the same job replaces."""
+    """Drop every JobProgress that a later JobProgress of the same job replaces."""
     latest = {id(e): True for e in events}
     seen_jobs: set[int] = set()
     for event in reversed(events):
-        if isinstance(event, Progress):
+        if isinstance(event, JobProgress):
             if event.job_id in seen_jobs:
                 latest[id(event)] = False
             seen_jobs.add(event.job_id)
@@ -135,7 +135,7 @@ class WorkerHost:
             for job in list(self._pending):
                 if job_id is None or job.job_id == job_id:
                     self._pending.remove(job)
-                    self._emit(Cancelled(job.job_id, None, "cancelled before it started"))
+                    self._emit(JobCancelled(job.job_id, None, "cancelled before it started"))
             current = self._current
             if current is not None and (job_id is None or current.job_id == job_id) and self._cancel_deadline is None:
                 self._cancel.set()
@@ -232,7 +232,7 @@ class WorkerHost:
             current = self._current
             if isinstance(event, Started) and current is not None and event.job_id == current.job_id:
                 self._current_run_id = event.run_id
-            if isinstance(event, (Finished, Failed, Cancelled)) and current is not None and event.job_id == current.job_id:
+            if isinstance(event, (Finished, Failed, JobCancelled)) and current is not None and event.job_id == current.job_id:
                 self._current, self._current_run_id, self._cancel_deadline = None, None, None
         self._emit(event)
 
@@ -286,7 +286,7 @@ class WorkerHost:
             reason += self._end_run(run_id, "cancelled", reason)
             self._current, self._current_run_id, self._cancel_deadline = None, None, None
         self._emit(ModelStatus(self.model.name, "stopped", detail="worker restarted after a cancel"))
-        self._emit(Cancelled(job.job_id, run_id, reason))
+        self._emit(JobCancelled(job.job_id, run_id, reason))
 
     def _check_alive(self) -> None:
         process = self._process

@@ -10,7 +10,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from app.run.worker import Cancelled, Failed, Finished, Log, ModelChoice, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Failed, Finished, JobCancelled, JobProgress, Log, ModelChoice, ModelStatus, Started, Submitted
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
 from app.tui.plain import plain
@@ -146,13 +146,13 @@ class Workbench(App):
             message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
             probe.log_line(plain(f"job {event.job_id} failed: {event.heading}: {message}", style="red"))
             self.notify(message, title=f"Job failed ({event.heading})", severity="error", timeout=8)
-        elif isinstance(event, Cancelled):
+        elif isinstance(event, JobCancelled):
             probe.log_line(plain(f"job {event.job_id}: {event.reason}"))
         elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
             probe.log_line(plain(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
         elif isinstance(event, Log):
             probe.log_line(plain(event.text, style="" if event.level == "info" else "yellow"))
-        elif isinstance(event, Progress) and event.note.endswith("stored") and self.job_state.run_id is not None:
+        elif isinstance(event, JobProgress) and event.note.endswith("stored") and self.job_state.run_id is not None:
             # A shard of the running job is stored: a results view showing that run draws it now.
             results = self.get_screen("results")
             if results.is_mounted and results.run_id == self.job_state.run_id:

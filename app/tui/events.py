@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 
 from textual.message import Message
 
-from app.run.worker import Cancelled, Event, Failed, Finished, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Event, Failed, Finished, JobCancelled, JobProgress, ModelStatus, Started, Submitted
 
 
 class JobEvent(Message):
@@ -49,12 +49,12 @@ def apply(state: JobState, event: Event) -> JobState:
         return state
     if isinstance(event, Started):
         return replace(state, phase="started", run_id=event.run_id, note=f"run {event.run_id} started")
-    if isinstance(event, Progress):
+    if isinstance(event, JobProgress):
         return replace(state, done=event.done, total=event.total, note=event.note)
     if isinstance(event, Finished):
         return replace(state, phase="finished", run_id=event.run_id, done=state.total or 1, total=state.total or 1, note=f"run {event.run_id} done in {event.seconds:.1f} s")
     if isinstance(event, Failed):
         return replace(state, phase="failed", run_id=event.run_id, note=f"{event.heading}: {event.message}")
-    if isinstance(event, Cancelled):
+    if isinstance(event, JobCancelled):
         return replace(state, phase="cancelled", run_id=event.run_id, note=event.reason)
     return state

@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from app.run.worker import Cancelled, Finished, ModelChoice, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Finished, JobCancelled, JobProgress, ModelChoice, ModelStatus, Started, Submitted
 
 TOKENS = ["<|endoftext|>", "The", " E", "iff", "el", " Tower", " is", " located", " in", " the", " city", " of"]
 N_LAYERS = 4
@@ -50,9 +50,9 @@ def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the 
 
 
 class FakeHost:
-    """Answers each job with Submitted, Started, Progress x3, Finished over a seeded run.
+    """Answers each job with Submitted, Started, JobProgress x3, Finished over a seeded run.
 
-    ``hold=True`` keeps a job running (after Started and one Progress) until cancel() or release().
+    ``hold=True`` keeps a job running (after Started and one JobProgress) until cancel() or release().
     """
 
     def __init__(self, store: Any, on_event: Callable, model: ModelChoice, hold: bool = False) -> None:
@@ -71,13 +71,13 @@ class FakeHost:
         self.on_event(Submitted(job_id, analysis))
         run_id = seed_lens_run(self.store, inputs[0].text)
         self.on_event(Started(job_id, run_id, analysis, self.model.name))
-        self.on_event(Progress(job_id, 0, 3, "input 1/1: forward pass"))
+        self.on_event(JobProgress(job_id, 0, 3, "input 1/1: forward pass"))
         if self.hold:
             self.held = (job_id, run_id)
             return job_id
-        self.on_event(Progress(job_id, 1, 3, "layer stack"))
-        self.on_event(Progress(job_id, 2, 3, "statistics"))
-        self.on_event(Progress(job_id, 3, 3, "done"))
+        self.on_event(JobProgress(job_id, 1, 3, "layer stack"))
+        self.on_event(JobProgress(job_id, 2, 3, "statistics"))
+        self.on_event(JobProgress(job_id, 3, 3, "done"))
         self.on_event(Finished(job_id, run_id, {"logit_lens": 60}, 1.5))
         return job_id
 
@@ -92,7 +92,7 @@ class FakeHost:
             held_job, run_id = self.held
             self.held = None
             self.cancelled.append(held_job)
-            self.on_event(Cancelled(held_job, run_id, "cancelled by the user"))
+            self.on_event(JobCancelled(held_job, run_id, "cancelled by the user"))
 
     def set_model(self, model: ModelChoice) -> None:
         self.model = model

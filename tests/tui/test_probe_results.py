@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app.charts import label_token
-from app.run.worker import Cancelled, Failed, Finished, ModelStatus, Progress, Started, Submitted
+from app.run.worker import Failed, Finished, JobCancelled, JobProgress, ModelStatus, Started, Submitted
 from tests.helpers.fakes import TOKENS
 from tests.helpers.tui import make_app, settle
 
@@ -21,7 +21,7 @@ async def test_run_shows_sequence_and_opens_chart(tui_store):
         await pilot.press("ctrl+r")
         await settle(app, pilot)
         kinds = [type(e) for e in app.events_seen]
-        assert kinds == [ModelStatus, Submitted, Started, Progress, Progress, Progress, Progress, Finished]
+        assert kinds == [ModelStatus, Submitted, Started, JobProgress, JobProgress, JobProgress, JobProgress, Finished]
         analysis, inputs, raw_params = app.host.jobs[0]
         assert (analysis, inputs[0].text, raw_params) == ("logit-lens", PROMPT, {})
         assert app.screen.name == "results"
@@ -88,7 +88,7 @@ async def test_cancel_reaches_the_host_and_resets_the_buttons(tui_store):
         await pilot.press("ctrl+k")
         await settle(app, pilot)
         assert app.host.cancelled == [1]
-        assert isinstance(app.events_seen[-1], Cancelled)
+        assert isinstance(app.events_seen[-1], JobCancelled)
         assert app.job_state.phase == "cancelled"
         assert app.screen.query_one("#cancel").disabled and not app.screen.query_one("#run").disabled
 

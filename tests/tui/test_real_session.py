@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from app.run.worker import Cancelled, Failed, Finished
+from app.run.worker import Failed, Finished, JobCancelled
 from tests.helpers.tui import cells, labels, row_by_label, settle, shown
 
 pytestmark = [pytest.mark.integration, pytest.mark.tui]
@@ -54,7 +54,7 @@ async def run_job(app, pilot, timeout: float = 300) -> object:
     await pilot.press("ctrl+r")
     deadline = time.monotonic() + timeout
     while True:
-        ended = [e for e in app.events_seen[seen:] if isinstance(e, (Finished, Failed, Cancelled))]
+        ended = [e for e in app.events_seen[seen:] if isinstance(e, (Finished, Failed, JobCancelled))]
         if ended:
             break
         assert time.monotonic() < deadline, f"no end event: {app.events_seen[seen:]}"

@@ -10,11 +10,11 @@ import pytest
 
 from analyses.core.contract import Input
 from analyses.core.registry import REGISTRY
-from app.run.worker import Failed, Finished, ModelChoice, Progress, Started, Submitted
+from app.run.worker import Failed, Finished, JobProgress, ModelChoice, Started, Submitted
 from tests.helpers.tui import make_app, settle
 from tests.helpers.worker_events import wait_for
 
-SLOW = {"slow-steps": "tests.helpers.slow_analysis"}
+SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
 PROMPT = (Input(0, "prompt", "The Eiffel Tower is located in the city of"),)
 
 
@@ -47,7 +47,7 @@ def host(tiny_model, store, monkeypatch, tmp_path):
 
 def test_relay_error_fails_the_job_with_its_cause_and_the_relay_goes_on(host, tmp_path, monkeypatch):
     job = host.submit("slow-steps", PROMPT, {"steps": "400", "step_seconds": "0.05"})
-    wait_for(host, (Progress,), job)
+    wait_for(host, (JobProgress,), job)
     original = type(host)._check_cancel_deadline
 
     def broken(self) -> None:
@@ -67,7 +67,7 @@ def test_relay_error_fails_the_job_with_its_cause_and_the_relay_goes_on(host, tm
 
 def test_worker_death_with_a_store_that_refuses_still_fails_the_job(host):
     job = host.submit("slow-steps", PROMPT, {"steps": "400", "step_seconds": "0.05"})
-    seen = wait_for(host, (Progress,), job)
+    seen = wait_for(host, (JobProgress,), job)
     assert any(isinstance(e, Started) for e in seen)
     os.kill(host.worker_pid, signal.SIGKILL)
     failed = wait_for(host, (Failed, Finished), job)[-1]
