@@ -12,16 +12,15 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Heatmap, Input, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.model.tokens import bos_param
 
 
 @dataclass(frozen=True)
 class Params:
     window: int = param(5, "previous tokens counted as local (offsets 1..window)")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
 
     def check(self) -> None:
-        check_bos(self.prepend_bos)
         if self.window < 1:
             raise BadInput(f"window must be at least 1, not {self.window}")
 
@@ -61,15 +60,6 @@ SPEC = AnalysisSpec(
         Heatmap("Mean attention weight per (query, offset) pair", "attention_locality", "mean_weight", x="key_offset", y="layer", per_input=False),
     ),
 )
-
-
-def validate(model, inputs: list[Input], params: Params) -> None:
-    """An offset past the longest input has no pairs: refuse such a window before anything is stored."""
-    from analyses.model.hooks import document_tokens
-
-    longest = max((tokens.shape[-1] for tokens in document_tokens(model, inputs, params.prepend_bos)), default=0)
-    if params.window > longest - 1:
-        raise BadInput(f"window {params.window} is longer than the inputs: the longest has {longest} tokens, so at most window={max(1, longest - 1)}")
 
 
 def pattern_sums(pattern, window: int, lengths=None):
@@ -173,29 +163,30 @@ def locality_tables(sums: LocalitySums) -> dict:
     return {"attention_locality": detail, "attention_locality_summary": summary}
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.core.tables import tokens_table
-    from analyses.model.hooks import document_tokens
-
-    token_rows = document_tokens(model, inputs, params.prepend_bos)
-    sums = locality_sums(model, token_rows, params.window, progress, cancel)
-    notes = {
-        **model.bos(params.prepend_bos).record(),
-        "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
-        "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
-    }
-    return Result(tables=locality_tables(sums), tokens=tokens_table(model, inputs, token_rows), notes=notes)
-
-
 class AttentionLocality(Analysis):
     Params = Params
     spec = SPEC
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
-        validate(model, inputs, params)
+        """An offset past the longest input has no pairs: refuse such a window before anything is stored."""
+        from analyses.model.hooks import document_tokens
+
+        longest = max((tokens.shape[-1] for tokens in document_tokens(model, inputs, params.prepend_bos)), default=0)
+        if params.window > longest - 1:
+            raise BadInput(f"window {params.window} is longer than the inputs: the longest has {longest} tokens, so at most window={max(1, longest - 1)}")
 
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        return run(model, inputs, params, progress, cancel)
+        from analyses.core.tables import tokens_table
+        from analyses.model.hooks import document_tokens
+
+        token_rows = document_tokens(model, inputs, params.prepend_bos)
+        sums = locality_sums(model, token_rows, params.window, progress, cancel)
+        notes = {
+            **model.bos(params.prepend_bos).record(),
+            "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
+            "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
+        }
+        return Result(tables=locality_tables(sums), tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
 ANALYSIS = AttentionLocality()

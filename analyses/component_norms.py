@@ -9,16 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Progress, Result, ResultTable, param
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Progress, Result, ResultTable
+from analyses.model.tokens import bos_param
 
 
 @dataclass(frozen=True)
 class Params:
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
-
-    def check(self) -> None:
-        check_bos(self.prepend_bos)
+    prepend_bos: str = bos_param()
 
 
 SPEC = AnalysisSpec(
@@ -100,24 +97,20 @@ def norms_table(sums, token_count: int):
     )
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.core.tables import tokens_table
-    from analyses.model.hooks import document_tokens
-
-    token_rows = document_tokens(model, inputs, params.prepend_bos)
-    sums = norm_sums(model, token_rows, progress, cancel)
-    # Every position but the first counts.
-    token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
-    notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
-    return Result(tables={"component_norms": norms_table(sums, token_count)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
-
-
 class ComponentNorms(Analysis):
     Params = Params
     spec = SPEC
 
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        return run(model, inputs, params, progress, cancel)
+        from analyses.core.tables import tokens_table
+        from analyses.model.hooks import document_tokens
+
+        token_rows = document_tokens(model, inputs, params.prepend_bos)
+        sums = norm_sums(model, token_rows, progress, cancel)
+        # Every position but the first counts.
+        token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
+        notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
+        return Result(tables={"component_norms": norms_table(sums, token_count)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
 ANALYSIS = ComponentNorms()

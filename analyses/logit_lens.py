@@ -128,7 +128,7 @@ class LogitLens(Analysis):
     def check(self, model, inputs: list[Input], params: Params) -> None:
         resolve_target(model, params.target)
 
-    def invariants(self, params: Params, read: Any) -> list[tuple]:
+    def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
         """The exact invariant on the stored numbers: at the final row (the model's own resid_post
         through the lens) the KL to the model's logits is 0, for every input and position."""
         table = read("logit_lens", ["layer", "kl_to_final"])

@@ -81,7 +81,7 @@ def test_the_defaults_of_the_contract():
     assert minimal.name == "toy-min" and not minimal.sharded
     assert minimal.prepare(None, INPUTS, ToyParams(), None, None) is None
     assert minimal.check(None, INPUTS, ToyParams()) is None
-    assert minimal.invariants(ToyParams(), None) == []
+    assert minimal.invariants(ToyParams(), None, {}) == []
     assert minimal.finalize(ToyParams(), None, None, None, None).tables == {}
     with pytest.raises(NotImplementedError, match="Minimal.compute"):
         minimal.compute(None, INPUTS, ToyParams(), None, None, None)

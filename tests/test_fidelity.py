@@ -74,6 +74,20 @@ def test_exact_invariants_are_checked_on_the_stored_numbers(tiny_model, tmp_path
     assert store.check_badges([lens, trace]) == {lens: "ok", trace: "ok"}
     # The checkers themselves fail on numbers that break the invariant.
     broken = pa.table({"layer": [0, 3, 3], "kl_to_final": [0.4, 0.0, 0.02]})
-    assert logit_lens.invariants(logit_lens.Params(), lambda *args, **kwargs: broken)[0][3] is False
+    assert logit_lens.ANALYSIS.invariants(logit_lens.Params(), lambda *args, **kwargs: broken, {})[0][3] is False
     off = pa.table({"input_id": [0, 0], "kind": ["resid", "resid"], "layer": [2, 2], "pos": [0, 1], "restoration": [0.0, 0.9]})
-    assert causal_trace.invariants(causal_trace.Params(subject="x"), lambda *args, **kwargs: off)[0][3] is False
+    assert causal_trace.ANALYSIS.invariants(causal_trace.Params(subject="x"), lambda *args, **kwargs: off, {})[0][3] is False
+
+
+def test_layer_interventions_records_its_no_op_invariant(tiny_model, tmp_path):
+    from analyses import layer_interventions
+
+    store = Store(tmp_path / "results.duckdb")
+    inputs = (Input(0, "prompt", PROMPT), Input(1, "prompt", "The Colosseum is in Rome and it is old"))
+    run_id = execute(store, tiny_model, prepare(RunRequest("layer-interventions", inputs, {"interventions": "block,swap"})), no_progress)
+    name, value, tolerance, ok, detail = {row[0]: row for row in store.run_checks(run_id)}["invariant_noop_intervention_kl"]
+    assert ok is True and 0 <= abs(value) <= tolerance == 1e-6, (value, detail)
+    assert store.check_badges([run_id]) == {run_id: "ok"}
+    checker = layer_interventions.ANALYSIS
+    assert checker.invariants(layer_interventions.Params(), None, {"noop_intervention_kl": 0.01})[0][3] is False
+    assert checker.invariants(layer_interventions.Params(), None, {})[0][3] is None  # skipped, said as such

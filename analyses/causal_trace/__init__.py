@@ -167,7 +167,7 @@ class CausalTrace(Analysis):
         for item in inputs:
             locate(model, item, params)
 
-    def invariants(self, params: Params, read: Any) -> list[tuple]:
+    def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
         """The exact invariant on the stored numbers: restoring the whole clean residual after the
         last block at the last token is the clean run, so that cell's restoration is 1 (computed, not
         set), for every included input."""

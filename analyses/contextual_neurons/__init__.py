@@ -29,6 +29,7 @@ from analyses.core.contract import (
     param,
 )
 from analyses.core.errors import BadInput
+from analyses.core.params import int_list
 from analyses.model.tokens import bos_param
 
 MAX_CURVE_BINS = 1000  # a curve drawn in a terminal; more bins than that hold a token or two each
@@ -48,7 +49,6 @@ class Params:
     neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
 
     def check(self) -> None:
-        from analyses.first_layer_heads import int_list
 
         if self.heads.strip():
             int_list(self.heads, "heads")
@@ -105,7 +105,7 @@ class ContextualNeurons(Analysis):
         from analyses import first_layer_heads
         from analyses.model.weights import model_weights
 
-        first_layer_heads.validate(model, inputs, params.heads_params())
+        first_layer_heads.ANALYSIS.check(model, inputs, params.heads_params())
         # Bounds from the model: more tokens than the vocabulary, or curves than neurons, do not exist.
         if params.top_k > model.d_vocab:
             raise BadInput(f"top_k must be at most the vocabulary of {model.name} ({model.d_vocab}), not {params.top_k}")
@@ -114,7 +114,7 @@ class ContextualNeurons(Analysis):
             raise BadInput(f"n_curves must be at most the layer-0 MLP width of {model.name} ({d_mlp}), not {params.n_curves}")
         if params.heads.strip():
             n_heads = model_weights(model).layers[0].n_heads
-            chosen = first_layer_heads.int_list(params.heads, "heads")
+            chosen = int_list(params.heads, "heads")
             if max(chosen) >= n_heads:
                 raise BadInput(f"heads must be below {n_heads} for {model.name}, not {max(chosen)}")
 

@@ -6,6 +6,7 @@ from typing import Any
 from analyses.contextual_neurons import engine
 from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.core.errors import Cancelled
+from analyses.core.params import int_list
 
 
 def _table(name: str, rows: dict[str, list]) -> Any:
@@ -50,7 +51,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     weights, token_rows, (anatomy,), first_pos = first_layer_heads.anatomies(model, inputs, heads_params, progress, cancel)
     layer = weights.layers[0]
     if params.heads.strip():
-        used = first_layer_heads.int_list(params.heads, "heads")
+        used = int_list(params.heads, "heads")
     else:
         used = tuple(summary.head for summary in anatomy.heads if summary.head_class == "contextual")
     documents = engine.layer_zero_pass(model, weights, token_rows, progress, cancel)

@@ -14,7 +14,7 @@ drives every analysis the same way:
 - ``finalize(params, state, read, progress, cancel) -> Result``: tables computed from every stored
   shard, where ``read(table, columns, where)`` returns a table over them as Arrow (no model);
   default none;
-- ``invariants(params, read)``: exact checks on the stored numbers, added to the run's record.
+- ``invariants(params, read, notes)``: exact checks on the stored numbers, added to the run's record.
 
 ``run(model, inputs, params)`` does all of it in memory, without a store (tests, notebooks).
 Analysis modules never import torch at module level, so that listing analyses, building parameter
@@ -168,8 +168,10 @@ class Analysis:
         """Tables computed from every stored shard (read them with ``read``); none by default."""
         return Result({}, None, {})
 
-    def invariants(self, params: Any, read: Reader) -> list[tuple]:
-        """Exact checks on the stored numbers: (name, value, tolerance, ok, detail) rows."""
+    def invariants(self, params: Any, read: Reader, notes: dict) -> list[tuple]:
+        """Exact checks on the stored numbers (``read``) and on figures the shards noted while they
+        ran (``notes``, merged over every shard): (name, value, tolerance, ok, detail) rows added to
+        the run's fidelity record; ok None means skipped."""
         return []
 
     def run(self, model: Any, inputs: Sequence[Input], params: Any = None, progress: Progress | None = None,

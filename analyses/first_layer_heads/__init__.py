@@ -31,21 +31,12 @@ from analyses.core.contract import (
     param,
 )
 from analyses.core.errors import BadInput
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.core.params import int_list
+from analyses.model.tokens import bos_param
 
 METHODS = ("auto", "additive", "measured")
 # The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.
 MAX_DOCUMENT_TOKENS = 2048
-
-
-def int_list(text: str, name: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise BadInput(f"{name} takes comma-separated integers, not {text!r}") from None
-    if not values or min(values) < 0:
-        raise BadInput(f"{name} needs at least one non-negative integer, not {text!r}")
-    return values
 
 
 @dataclass(frozen=True)
@@ -54,7 +45,7 @@ class Params:
     dest_positions: str = param("100,250,500", "destination positions whose pattern is reported (those that fit)")
     dest_token: str = param(" the", "destination token fixed in the additive split (one token)")
     method: str = param("auto", "auto (additive for learned positions at layer 0, else measured), additive or measured")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
     duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
@@ -64,7 +55,6 @@ class Params:
     normaliser_bin: int = param(16, "destination positions per bin of the normaliser table")
 
     def check(self) -> None:
-        check_bos(self.prepend_bos)
         int_list(self.layers, "layers")
         int_list(self.dest_positions, "dest_positions")
         if self.method not in METHODS:
@@ -125,7 +115,7 @@ SPEC = AnalysisSpec(
 )
 
 
-def document_tokens(model, inputs: list[Input], params: Params) -> list:
+def analysed_token_rows(model, inputs: list[Input], params: Params) -> list:
     return [model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens") or params.default_max_tokens)
             for item in inputs]
 
@@ -137,26 +127,6 @@ def dest_token_id(model, text: str) -> int:
     return int(ids[0])
 
 
-def validate(model, inputs: list[Input], params: Params) -> None:
-    from analyses.model.weights import model_weights
-
-    layers = int_list(params.layers, "layers")
-    if max(layers) >= model.n_layers:
-        raise BadInput(f"layers must be below {model.n_layers} for {model.name}, not {max(layers)}")
-    dest_token_id(model, params.dest_token)
-    weights = model_weights(model)
-    if params.method == "additive" and (weights.W_pos is None or layers != (0,)):
-        raise BadInput("method additive needs learned position embeddings and layers=0; use auto or measured")
-    longest = max(int(tokens.shape[-1]) for tokens in document_tokens(model, inputs, params))
-    if longest > MAX_DOCUMENT_TOKENS:
-        raise BadInput(f"documents of {longest} tokens; this analysis takes at most {MAX_DOCUMENT_TOKENS} (use --max-tokens)")
-    # The additive split reaches any position of the context; measured patterns only the documents'.
-    additive = params.method != "measured" and weights.W_pos is not None and layers == (0,)
-    reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (additive and d < model.n_ctx)]
-    if not reach:
-        raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
-
-
 def anatomies(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent, runner=None):
     """(weights, token rows, layer anatomies, first analysed position) for a run; runner: how the
     corpus pass runs its forwards (default length-batched, see engine.collect)."""
@@ -165,7 +135,7 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
 
     weights = model_weights(model)
     layers = int_list(params.layers, "layers")
-    token_rows = document_tokens(model, inputs, params)
+    token_rows = analysed_token_rows(model, inputs, params)
     set_names = [str(item.meta.get("pile_set_name") or item.source) for item in inputs]
     first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
     corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel, runner)
@@ -178,33 +148,45 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
     return weights, token_rows, results, first_pos
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
-    from analyses.core.tables import tokens_table
-    from analyses.first_layer_heads import tables
-
-    _, token_rows, results, first_pos = anatomies(model, inputs, params, progress, cancel)
-    out = tables.pattern_tables(results)
-    out["first_layer_heads_normaliser"] = tables.normaliser_table(results, params.normaliser_bin, first_pos)
-    out["first_layer_heads_class"] = tables.class_table(results, first_pos)
-    out["first_layer_heads_terms"] = tables.terms_table(results)
-    notes = {
-        **model.bos(params.prepend_bos).record(),
-        "methods": {str(item.layer): item.method for item in results},
-        "ln_scale": {str(item.layer): {"mean": item.scale_mean, "std": item.scale_std, "n_tokens": item.n_scaled} for item in results},
-        "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
-    }
-    return Result(tables=out, tokens=tokens_table(model, inputs, token_rows), notes=notes)
-
-
 class FirstLayerHeads(Analysis):
     Params = Params
     spec = SPEC
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
-        validate(model, inputs, params)
+        from analyses.model.weights import model_weights
+
+        layers = int_list(params.layers, "layers")
+        if max(layers) >= model.n_layers:
+            raise BadInput(f"layers must be below {model.n_layers} for {model.name}, not {max(layers)}")
+        dest_token_id(model, params.dest_token)
+        weights = model_weights(model)
+        if params.method == "additive" and (weights.W_pos is None or layers != (0,)):
+            raise BadInput("method additive needs learned position embeddings and layers=0; use auto or measured")
+        longest = max(int(tokens.shape[-1]) for tokens in analysed_token_rows(model, inputs, params))
+        if longest > MAX_DOCUMENT_TOKENS:
+            raise BadInput(f"documents of {longest} tokens; this analysis takes at most {MAX_DOCUMENT_TOKENS} (use --max-tokens)")
+        # The additive split reaches any position of the context; measured patterns only the documents'.
+        additive = params.method != "measured" and weights.W_pos is not None and layers == (0,)
+        reach = [d for d in int_list(params.dest_positions, "dest_positions") if d < longest or (additive and d < model.n_ctx)]
+        if not reach:
+            raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
 
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        return run(model, inputs, params, progress, cancel)
+        from analyses.core.tables import tokens_table
+        from analyses.first_layer_heads import tables
+
+        _, token_rows, results, first_pos = anatomies(model, inputs, params, progress, cancel)
+        out = tables.pattern_tables(results)
+        out["first_layer_heads_normaliser"] = tables.normaliser_table(results, params.normaliser_bin, first_pos)
+        out["first_layer_heads_class"] = tables.class_table(results, first_pos)
+        out["first_layer_heads_terms"] = tables.terms_table(results)
+        notes = {
+            **model.bos(params.prepend_bos).record(),
+            "methods": {str(item.layer): item.method for item in results},
+            "ln_scale": {str(item.layer): {"mean": item.scale_mean, "std": item.scale_std, "n_tokens": item.n_scaled} for item in results},
+            "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
+        }
+        return Result(tables=out, tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
 
 ANALYSIS = FirstLayerHeads()

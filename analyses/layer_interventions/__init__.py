@@ -205,13 +205,20 @@ def intervened_logits(adapter, clean: CleanRun, item: Intervention):
     return adapter.logits(adapter.run(resid, range(layer + 1, adapter.n_layers), context))
 
 
-def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None):
+def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None,
+                    noop: list | None = None):
     """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
-    intervention resumes from its cached residual and runs only what comes after."""
+    intervention resumes from its cached residual and runs only what comes after. With ``noop`` (a
+    list), also the no-op intervention: every block resumed from the cached embeddings, whose mean KL
+    to the clean run must be 0; it is appended to ``noop``."""
     import torch
 
     clean = clean_run(adapter, batch.tokens)
     ref = clean_reference(clean.logits, batch)
+    if noop is not None:
+        resumed = adapter.logits(adapter.run(clean.resid_pre[0], range(adapter.n_layers), clean.context))
+        sums = metric_sums(ref, resumed)
+        noop.append(float(sums[0] / sums[3]))
     sums = []
     for item in interventions:
         if cancel is not None and cancel.is_set():
@@ -240,9 +247,22 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
     )
 
 
+NOOP_KL_TOLERANCE = 1e-6
+
+
 class LayerInterventions(Analysis):
     Params = Params
     spec = SPEC
+
+    def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
+        """The exact invariant: the no-op intervention (every block resumed from the cached
+        embeddings, as each intervention resumes from its cached residual) has KL 0 to the clean
+        run, on the first batch of real documents."""
+        value = notes.get("noop_intervention_kl")
+        if value is None:
+            return [("invariant_noop_intervention_kl", None, NOOP_KL_TOLERANCE, None, "skipped: no batch")]
+        return [("invariant_noop_intervention_kl", value, NOOP_KL_TOLERANCE, abs(value) <= NOOP_KL_TOLERANCE,
+                 "mean KL(clean || resumed from the cached embeddings) over the first batch's positions")]
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         from analyses.model.adapters import adapter_for
@@ -264,18 +284,21 @@ class LayerInterventions(Analysis):
         token_rows = document_tokens(model, inputs, params.prepend_bos)
         batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
         total = torch.zeros(len(interventions), N_SUMS, dtype=torch.float64, device=model.device)
+        noop: list[float] = []
         with torch.inference_mode():
             for index, batch in enumerate(batches):
                 if cancel.is_set():
                     raise Cancelled("cancelled")
                 progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
-                total += fast_batch_sums(adapter, batch, interventions, cancel)
+                # The first batch also runs the no-op intervention (one more forward per run).
+                total += fast_batch_sums(adapter, batch, interventions, cancel, noop if index == 0 else None)
         progress(len(batches), len(batches), "done")
         notes = {
             **model.bos(params.prepend_bos).record(),
             "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
             "deletion": "the deleted block or sublayer contributes zero to the residual stream",
             "batches": [list(batch.tokens.shape) for batch in batches],
+            "noop_intervention_kl": noop[0] if noop else None,
         }
         return Result(
             tables={"layer_interventions": summarise(total, interventions, model.n_layers)},

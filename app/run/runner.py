@@ -175,7 +175,7 @@ def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel:
 def record_invariants(writer: RunWriter, prepared: Prepared) -> None:
     """An analysis' exact invariants (``Analysis.invariants``), checked on the stored numbers once
     every shard is on disk, added to the run's fidelity record."""
-    checks = prepared.analysis.invariants(prepared.params, writer.read)
+    checks = prepared.analysis.invariants(prepared.params, writer.read, writer.notes())
     if checks:
         writer.add_checks(checks)
 
