@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Invariant, Line, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.model.tokens import bos_param
 
@@ -123,6 +123,7 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
 class LogitLens(Analysis):
     Params = Params
     spec = SPEC
+    invariant_checks = (Invariant("invariant_final_layer_kl", 1e-6, "at the final row (the model's own resid_post through the lens) the KL to the model's logits is 0, for every input and position"),)
     sharded = True  # each input's rows depend on that input alone
 
     def check(self, model, inputs: list[Input], params: Params) -> None:

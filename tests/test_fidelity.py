@@ -91,3 +91,21 @@ def test_layer_interventions_records_its_no_op_invariant(tiny_model, tmp_path):
     checker = layer_interventions.ANALYSIS
     assert checker.invariants(layer_interventions.Params(), None, {"noop_intervention_kl": 0.01})[0][3] is False
     assert checker.invariants(layer_interventions.Params(), None, {})[0][3] is None  # skipped, said as such
+
+
+def test_each_analysis_declares_the_invariants_it_records():
+    """The names and tolerances on the reference pages are the ones the checkers write."""
+    import pyarrow as pa
+
+    from analyses import causal_trace, layer_interventions, logit_lens
+
+    cases = [
+        (logit_lens.ANALYSIS, logit_lens.Params(), lambda *a, **k: pa.table({"layer": [0, 1], "kl_to_final": [0.5, 0.0]}), {}),
+        (causal_trace.ANALYSIS, causal_trace.Params(subject="x"),
+         lambda *a, **k: pa.table({"input_id": [0], "kind": ["resid"], "layer": [1], "pos": [2], "restoration": [1.0]}), {}),
+        (layer_interventions.ANALYSIS, layer_interventions.Params(), None, {"noop_intervention_kl": 0.0}),
+    ]
+    for analysis, params, read, notes in cases:
+        declared = {item.name: item.tolerance for item in analysis.invariant_checks}
+        recorded = {row[0]: row[2] for row in analysis.invariants(params, read, notes)}
+        assert recorded == declared and all(row[3] is True for row in analysis.invariants(params, read, notes)), analysis

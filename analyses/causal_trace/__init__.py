@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Mark, Progress, Result, ResultTable, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Invariant, Line, Mark, Progress, Result, ResultTable, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import name_list
 from analyses.model.tokens import bos_param
@@ -162,6 +162,7 @@ def token_char_spans(tokenizer, text: str, ids: list[int]) -> list[tuple[int, in
 class CausalTrace(Analysis):
     Params = Params
     spec = SPEC
+    invariant_checks = (Invariant("invariant_last_resid_restoration", 1e-4, "restoring the whole clean residual after the last block at the last token is the clean run: that cell's restoration, computed, is 1 for every input (runs with the resid kind)"),)
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         for item in inputs:

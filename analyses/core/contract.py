@@ -112,6 +112,16 @@ def no_progress(done: int, total: int, note: str = "") -> None:
 Runner = Callable[..., Result]
 
 
+@dataclass(frozen=True)
+class Invariant:
+    """An exact check an analysis makes on its own numbers in every run (``Analysis.invariants``),
+    declared so that its reference page can list it: the run_checks name, the tolerance, what holds."""
+
+    name: str
+    tolerance: float
+    doc: str
+
+
 Reader = Callable[..., Any]
 """read(table, columns=None, where=None) -> an Arrow table over a run's stored shards (or None)."""
 
@@ -125,6 +135,8 @@ class Analysis:
 
     Params: ClassVar[type]
     spec: ClassVar[AnalysisSpec]
+    invariant_checks: ClassVar[tuple[Invariant, ...]] = ()
+    """The exact invariants ``invariants`` checks, for the docs (names and tolerances as recorded)."""
     sharded: ClassVar[bool] = False
     """Capability: compute() on any subset of the inputs (given the run-level state) gives exactly the
     rows of those inputs, so a run over a corpus is split into shards of documents."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Line, Order, Progress, Result, ResultTable, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Invariant, Line, Order, Progress, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import name_list
 from analyses.model.tokens import bos_param
@@ -253,6 +253,7 @@ NOOP_KL_TOLERANCE = 1e-6
 class LayerInterventions(Analysis):
     Params = Params
     spec = SPEC
+    invariant_checks = (Invariant("invariant_noop_intervention_kl", NOOP_KL_TOLERANCE, "the no-op intervention (every block resumed from the cached embeddings, as each intervention resumes from its cached residual) has mean KL 0 to the clean run, on the first batch"),)
 
     def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
         """The exact invariant: the no-op intervention (every block resumed from the cached

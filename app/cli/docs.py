@@ -157,7 +157,17 @@ def analysis_markdown(name: str) -> str:
     lines += ["## Charts", "", "Drawn by `iwb run`, `iwb show`, `iwb compare` and the workbench's Results screen.", ""]
     rows = [[str(number), chart.kind, chart.title, _code(chart.table), _code(chart.value), _axes(chart), _rows(chart)]
             for number, chart in enumerate(spec.charts, 1)]
-    lines += [*_table(["#", "kind", "title", "table", "value", "axes", "rows"], rows)]
+    lines += [*_table(["#", "kind", "title", "table", "value", "axes", "rows"], rows), ""]
+
+    lines += ["## Checks", "", "Every run records the model checks of its fidelity record (the model against plain Hugging",
+              "Face, the tokenizer, BOS, weights and library versions: [store.md](../store.md), `run_checks`)",
+              "and `iwb verify RUN_ID` recomputes sampled rows of its first table."]
+    if module.invariant_checks:
+        lines += ["", "Exact invariants this analysis checks on its own numbers in every run:", "",
+                  *_table(["check", "tolerance", "what holds"],
+                          [[_code(item.name), f"{item.tolerance:g}", item.doc] for item in module.invariant_checks])]
+    else:
+        lines += ["", "It has no exact invariant of its own."]
     return "\n".join(lines) + "\n"
 
 
