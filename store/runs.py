@@ -118,6 +118,10 @@ class RunWriter:
         """Rows of the run's fidelity record, registered with the shards."""
         self.folder.add_checks(checks)
 
+    def has_model_checks(self) -> bool:
+        """Whether the run's fidelity record already holds the model checks (not only invariants)."""
+        return any(not str(row[0]).startswith("invariant_") for row in self.folder.checks())
+
     def notes(self) -> dict:
         """Every shard's notes, merged in shard order (the final step's last)."""
         merged: dict = {}

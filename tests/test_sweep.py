@@ -58,6 +58,15 @@ def test_a_sweep_over_two_actors_equals_the_inline_run(head, tmp_path):
     executor, device = conn.execute("SELECT provenance->'executor'->>'kind', device FROM runs WHERE run_id = 2").fetchone()
     conn.close()
     assert executor == "ray" and device == "cpu"
+    # The fidelity record was made on an actor, with its model, as the inline run made its own.
+    from store import Store
+
+    store = Store(db, read_only=True)
+    inline_checks, swept_checks = ({row[0]: row for row in store.run_checks(run_id)} for run_id in (1, 2))
+    assert set(swept_checks) == set(inline_checks) and "model_vs_hf_max_kl" in swept_checks
+    assert all(swept_checks[name][3] is True for name in ("model_vs_hf_max_kl", "model_vs_hf_top1_agreement", "tokenizer_fingerprint"))
+    assert swept_checks["tokenizer_fingerprint"][4] == inline_checks["tokenizer_fingerprint"][4]
+    assert store.check_badges([1, 2]) == {1: "ok", 2: "ok"}
 
 
 def test_an_actor_killed_mid_sweep_and_a_killed_driver_lose_nothing(head, tmp_path):

@@ -180,15 +180,19 @@ def record_invariants(writer: RunWriter, prepared: Prepared) -> None:
         writer.add_checks(checks)
 
 
-def record_fidelity(writer: RunWriter, model: Any, prepared: Prepared) -> None:
-    """The run's fidelity record (analyses.model.fidelity) on its first input, in run_checks."""
+def fidelity_rows(model: Any, prepared: Prepared) -> list[tuple]:
+    """The run's fidelity record (analyses.model.fidelity) on its first input, as run_checks rows."""
     from analyses.model.fidelity import model_checks
 
     first = prepared.inputs[0].text if prepared.inputs else None
     setting = getattr(prepared.params, "prepend_bos", "auto")
     checks = model_checks(model, first, setting if isinstance(setting, str) else "auto")
-    # Through the run folder, like a shard: registered with the first shard, and a lock only delays it.
-    writer.add_checks([(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks])
+    return [(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks]
+
+
+def record_fidelity(writer: RunWriter, model: Any, prepared: Prepared) -> None:
+    """Through the run folder, like a shard: registered with the first shard, and a lock only delays it."""
+    writer.add_checks(fidelity_rows(model, prepared))
 
 
 def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progress, cancel: Any) -> None:
@@ -232,6 +236,10 @@ def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progres
         todo = [(i, [by_id[input_id] for input_id in plan[i]]) for i in writer.missing_shards()]
         # Every backend computes the state first when it is NEEDED and hands it to on_state.
         compute.run(prepared, states[0], todo, lambda d, t, note="": progress(0, total, f"preparing: {note}"), progress_of, cancel, on_state, on_done)
+        # A backend whose model lives elsewhere (Ray actors) hands back the fidelity record it made there.
+        remote_checks = getattr(compute, "checks", None)
+        if remote_checks and not writer.has_model_checks():
+            writer.add_checks(remote_checks)
         if not writer.has_final():
             final = prepared.analysis.finalize(prepared.params, states[0], writer.read, progress, cancel)
             writer.write_final(dict(final.tables), final.notes)

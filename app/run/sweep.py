@@ -13,7 +13,7 @@ from typing import Any
 
 from analyses.core.contract import Result, no_progress
 from app.run.ray_pool import PoolOptions, run_on_actors
-from app.run.runner import NEEDED, Prepared, check_with_model, provenance
+from app.run.runner import NEEDED, Prepared, check_with_model, fidelity_rows, provenance
 
 PREPARE = -1
 
@@ -26,7 +26,9 @@ def actor_init(model_name: str, device: str, dtype: str) -> dict:
 
 
 def actor_work(state: dict, payload: tuple) -> dict:
-    """One unit on an actor: ("prepare", analysis name, params, inputs) or ("shard", ..., run state)."""
+    """One unit on an actor: ("prepare", analysis name, params, inputs) or ("shard", ..., run state),
+    then, on the unit asked to, the run's fidelity record made with the actor's model on the run's
+    first input (one Prepared of that input)."""
     from analyses.core.registry import get_analysis
 
     kind, analysis, params, inputs = payload[:4]
@@ -34,6 +36,8 @@ def actor_work(state: dict, payload: tuple) -> dict:
     never = threading.Event()
     check_with_model(model, Prepared(chosen, params, tuple(inputs)))
     info = {"model": model.name, "device": model.device, "dtype": model.dtype, "provenance": provenance(model, params, {})}
+    if len(payload) > 5:  # (the run's first input,) or () for a run without inputs
+        info["checks"] = fidelity_rows(model, Prepared(chosen, params, tuple(payload[5])))
     if kind == "prepare":
         return {**info, "state": chosen.prepare(model, list(inputs), params, no_progress, never)}
     return {**info, "result": chosen.compute(model, list(inputs), params, payload[4], no_progress, never)}
@@ -47,17 +51,26 @@ class RayCompute:
         self.on_event = on_event or (lambda text: None)
         self.info: dict = {}
         self.actors_seen: set[str] = set()
+        self.checks: list[tuple] = []
 
     def run(self, prepared: Prepared, state: Any, todo: list, progress: Any, progress_of: Any, cancel: Any,
             on_state: Any, on_done: Any) -> None:
         name = prepared.analysis.spec.name
         current = [state]
 
+        # The first unit sent also makes the run's fidelity record on the actor, with the run's first input.
+        check_input = tuple(prepared.inputs[:1])
+
         def shard_payloads() -> list[tuple[int, tuple]]:
-            return [(index, ("shard", name, prepared.params, list(inputs), current[0])) for index, inputs in todo]
+            payloads = [(index, ("shard", name, prepared.params, list(inputs), current[0])) for index, inputs in todo]
+            if payloads and state is not NEEDED:
+                index, payload = payloads[0]
+                payloads[0] = (index, (*payload, check_input))
+            return payloads
 
         def on_result(key: int, value: dict) -> list | None:
             self.info = {k: value[k] for k in ("model", "device", "dtype", "provenance")}
+            self.checks.extend(value.get("checks") or [])
             if key == PREPARE:
                 current[0] = value["state"]
                 on_state(current[0])
@@ -66,7 +79,7 @@ class RayCompute:
             on_done(key, result)
             return None
 
-        payloads = [(PREPARE, ("prepare", name, prepared.params, list(prepared.inputs)))] if state is NEEDED else shard_payloads()
+        payloads = [(PREPARE, ("prepare", name, prepared.params, list(prepared.inputs), None, check_input))] if state is NEEDED else shard_payloads()
         if state is NEEDED:
             progress(0, 1, "preparing on an actor")
         run_on_actors(self.options, actor_init, (self.model_name, self.device, self.dtype), actor_work,
