@@ -9,12 +9,18 @@ import pytest
 from analyses import first_layer_heads as flh
 from analyses.core.contract import Input, no_progress
 from analyses.core.errors import BadInput
-from tests.helpers.planted import planted_gpt2, word_documents
+from analyses.first_layer_heads.anatomy import CLASSES
+from tests.helpers.planted import planted_gpt2, planted_taxonomy_gpt2, word_documents
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     return planted_gpt2(tmp_path_factory.mktemp("planted-gpt2"))
+
+
+@pytest.fixture(scope="module")
+def planted_more(tmp_path_factory):
+    return planted_taxonomy_gpt2(tmp_path_factory.mktemp("planted-taxonomy"))
 
 
 def run(model, inputs, **params):
@@ -32,8 +38,19 @@ def rows(result, table):
 def test_planted_heads_get_their_classes(planted):
     result = run(planted, word_documents(), dest_positions="100,200")
     classes = {row["head"]: row for row in rows(result, "first_layer_heads_class")}
-    assert [classes[h]["class"] for h in range(4)] == ["detokenization", "contextual", "duplicate-token", "other"]
+    assert [classes[h]["class"] for h in range(4)] == ["previous-token", "contextual", "duplicate-token", "averaging"]
     assert classes[0]["width50"] == 1 and classes[0]["local_mass"] > 0.99
+    # Per-document scores on real attention: the content-blind heads score the same on every
+    # document (a zero-width interval), at the values their planted patterns give.
+    assert classes[0]["previous_score"] > 0.999 and classes[0]["local_score"] > 0.999
+    assert classes[1]["contextual_low"] == pytest.approx(classes[1]["contextual_high"], abs=1e-9)
+    expected_mid = sum(_decay_row_mid(dest) for dest in range(100, 230)) / 130
+    assert classes[1]["contextual_score"] == pytest.approx(expected_mid, abs=2e-3)
+    assert classes[3]["averaging_score"] == pytest.approx(1.0, abs=1e-9) and classes[3]["contextual_score"] == pytest.approx(0.0, abs=1e-9)
+    assert all(classes[h]["n_docs"] == 6 for h in range(4)) and all(classes[h]["runner_up"] is None for h in range(4))
+    # The duplicate head varies with the text: a real interval around its estimate.
+    assert classes[2]["duplicate_low"] < classes[2]["duplicate_score"] < classes[2]["duplicate_high"]
+    assert classes[2]["margin"] == pytest.approx((classes[2]["duplicate_low"] - 3) / 3)
     # Head 1 decays as exp(-0.05 offset): half the mass within ln 2 / 0.05 = 13.9 tokens.
     assert classes[1]["width50"] == pytest.approx(math.log(2) / 0.05, abs=1.5)
     assert classes[1]["width90"] == pytest.approx(math.log(10) / 0.05, abs=1.5)
@@ -43,6 +60,68 @@ def test_planted_heads_get_their_classes(planted):
         assert classes[head]["normaliser_median"] == pytest.approx(1.0, abs=1e-5)
     assert classes[2]["normaliser_median"] > 1.5
     assert classes[0]["ln_scale_std"] == pytest.approx(0.0, abs=1e-3)
+
+
+def _decay_row_mid(dest: int) -> float:
+    """Head 1's row at dest (weight exp(-0.05 offset) on keys 1..dest, position 0 apart): mass on
+    offsets 6..50 minus a uniform row's."""
+    weights = [math.exp(-0.05 * offset) for offset in range(dest)]
+    return sum(weights[6:51]) / sum(weights) - 45 / dest
+
+
+def test_planted_local_sink_and_partial_sink_heads(planted_more):
+    result = run(planted_more, word_documents(), dest_positions="100,200")
+    classes = {row["head"]: row for row in rows(result, "first_layer_heads_class")}
+    assert [classes[h]["class"] for h in range(4)] == ["local", "attention-sink", "averaging", "averaging"]
+    # Local, not previous-token: the weight spreads over offsets 0..3 with 0.30 on offset 1.
+    assert classes[0]["local_score"] > 0.99 and 0.25 < classes[0]["previous_score"] < 0.35
+    assert classes[1]["sink_score"] > 0.98 and classes[1]["runner_up"] == "averaging"
+    # Head 2 gives 30-50% to position 0 and is uniform elsewhere: the sink is measured on its own,
+    # and the distance masses, renormalised without it, are those of the uniform head 3.
+    assert 0.3 < classes[2]["sink_score"] < 0.5 and 0.3 < classes[2]["sink_mass"] < 0.5 and classes[3]["sink_mass"] < 0.01
+    for column in ("far_mass", "mid_mass", "local_mass", "averaging_score", "contextual_score"):
+        assert classes[2][column] == pytest.approx(classes[3][column], abs=2e-3), column
+    masses = {(r["head"], r["dest_pos"], r["bucket"]): r["mass"] for r in rows(result, "first_layer_heads_mass")}
+    assert masses[(2, 100, "sink")] == pytest.approx(math.exp(4.7) / (math.exp(4.7) + 100), abs=1e-3)
+    assert sum(masses[(2, 100, bucket)] for bucket in ("self", "prev_1_5", "prev_6_50", "beyond_50")) == pytest.approx(1.0)
+
+
+def test_a_borderline_head_is_uncertain_and_one_clearly_below_is_other(planted):
+    """The duplicate head's score varies over documents: with the threshold at its estimate the
+    interval straddles it (no other score is near its own threshold), so no class is claimed."""
+    first = rows(run(planted, word_documents(), dest_positions="100"), "first_layer_heads_class")[2]
+    borderline = run(planted, word_documents(), dest_positions="100", duplicate_threshold=first["duplicate_score"])
+    head = rows(borderline, "first_layer_heads_class")[2]
+    assert head["duplicate_low"] < head["duplicate_score"] < head["duplicate_high"]
+    assert head["class"] == "uncertain" and head["margin"] != head["margin"] and head["runner_up"] is None
+    below = run(planted, word_documents(), dest_positions="100", duplicate_threshold=2 * first["duplicate_high"])
+    assert rows(below, "first_layer_heads_class")[2]["class"] == "other"
+
+
+def test_the_interval_is_reproducible_with_the_seed(planted):
+    def interval(seed):
+        head = rows(run(planted, word_documents(8), dest_positions="100", seed=seed), "first_layer_heads_class")[2]
+        return head["duplicate_low"], head["duplicate_high"], head["local_low"], head["local_high"]
+
+    assert interval(7) == interval(7)
+    assert interval(7) != interval(8)
+
+
+def test_bootstrap_interval_of_a_pooled_ratio():
+    import torch
+
+    from analyses.first_layer_heads import engine
+
+    # Three documents with one score and one head: ratios 1, 2, 3 of equal weight.
+    numerators = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)[:, None, None]
+    denominators = torch.ones(3, 1, 1, dtype=torch.float64)
+    estimate, low, high, n_docs = engine.bootstrap(numerators, denominators, 4000, 0)
+    assert n_docs == 3 and float(estimate) == pytest.approx(2.0)
+    # Resampled means of three draws from {1, 2, 3}: 2.5% and 97.5% quantiles are 1 and 3 at most.
+    assert 1.0 <= float(low) < 1.7 and 2.3 < float(high) <= 3.0
+    # A document without rows does not count; one document has no interval.
+    estimate, low, high, n_docs = engine.bootstrap(numerators[:2], torch.tensor([[[1.0]], [[0.0]]], dtype=torch.float64), 100, 0)
+    assert n_docs == 1 and float(estimate) == 1.0 and low.isnan().all() and high.isnan().all()
 
 
 def test_positional_pattern_equals_attention_on_a_repeated_token(planted):
@@ -87,6 +166,7 @@ def test_additive_terms_name_what_shapes_each_head(planted):
 @pytest.mark.parametrize("raw, message", [
     ({"layers": "x"}, "layers"), ({"method": "fourier"}, "method"), ({"local_threshold": "2"}, "local_threshold"),
     ({"dest_positions": ""}, "dest_positions"), ({"normaliser_bin": "0"}, "normaliser_bin"),
+    ({"averaging_threshold": "1.5"}, "averaging_threshold"), ({"bootstrap": "10"}, "bootstrap"), ({"score_from": "1"}, "score_from"),
 ])
 def test_bad_params_are_one_line_errors(raw, message):
     from analyses.core.params import parse_params
@@ -145,7 +225,7 @@ def test_embedded_model_through_the_real_store(embedded_model, store):
     prepared = prepare(RunRequest("first-layer-heads", inputs, {"dest_positions": "60,120"}))
     run_id = execute(store, embedded_model, prepared, no_progress)
     classes = store.query("SELECT head, class, width50 FROM first_layer_heads_class WHERE run_id = ? ORDER BY head", [run_id]).rows
-    assert len(classes) == 9 and all(row[1] in ("detokenization", "contextual", "duplicate-token", "other") for row in classes)
+    assert len(classes) == 9 and all(row[1] in CLASSES for row in classes)
     status = store.query("SELECT status FROM runs WHERE run_id = ?", [run_id]).rows
     assert status == [("done",)]
 

@@ -35,6 +35,7 @@ from analyses.core.params import int_list
 from analyses.model.tokens import bos_param
 
 METHODS = ("auto", "additive", "measured")
+SCORE_COLUMNS = ("previous", "local", "contextual", "averaging", "duplicate", "sink")  # engine.SCORES, in class-table order
 # The corpus sums are [heads, T, T] per layer: cap T so that they stay within memory.
 MAX_DOCUMENT_TOKENS = 2048
 
@@ -47,11 +48,15 @@ class Params:
     method: str = param("auto", "auto (additive for learned positions at layer 0, else measured), additive or measured")
     prepend_bos: str = bos_param()
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
-    local_threshold: float = param(0.5, "detokenization: mass on self and the previous 5 tokens at least this")
+    previous_threshold: float = param(0.5, "previous-token: weight on the previous token (first position excluded, rest renormalised) at least this")
+    local_threshold: float = param(0.5, "local (detokenization): mass on self and the previous 5 tokens (renormalised as above) at least this")
+    contextual_threshold: float = param(0.2, "contextual: mass on offsets 6..50 above a uniform row's (renormalised as above) at least this")
+    averaging_threshold: float = param(0.9, "averaging: entropy over the visible keys after the first, over its uniform value, at least this")
     duplicate_threshold: float = param(3.0, "duplicate-token: attention to earlier copies at least this many times the baseline")
-    contextual_min_width: int = param(6, "contextual: offset holding 90% of the mass at least this")
-    contextual_decay: float = param(2.0, "contextual: mean weight per offset on 1..5 over that on 6..50 at least this")
-    contextual_max_far: float = param(0.5, "contextual: mass beyond 50 tokens at most this")
+    sink_threshold: float = param(0.5, "attention-sink: attention on the first position (BOS when prepended) at least this")
+    score_from: int = param(100, "class scores average the real attention rows of destinations from this position on, per document")
+    bootstrap: int = param(1000, "bootstrap resamplings of the documents for the 95% intervals of the class scores")
+    seed: int = param(0, "seed of the bootstrap resampling")
     normaliser_bin: int = param(16, "destination positions per bin of the normaliser table")
 
     def check(self) -> None:
@@ -61,17 +66,19 @@ class Params:
             raise BadInput(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if not self.dest_token:
             raise BadInput("dest_token must not be empty")
-        if self.default_max_tokens < 2 or self.normaliser_bin < 1 or self.contextual_min_width < 0:
-            raise BadInput("default_max_tokens must be at least 2, normaliser_bin at least 1, contextual_min_width at least 0")
-        if not 0 < self.local_threshold <= 1 or not 0 <= self.contextual_max_far <= 1:
-            raise BadInput("local_threshold must lie in (0, 1] and contextual_max_far in [0, 1]")
-        if self.duplicate_threshold <= 0 or self.contextual_decay <= 0:
-            raise BadInput("duplicate_threshold and contextual_decay must be positive")
+        if self.default_max_tokens < 2 or self.normaliser_bin < 1 or self.score_from < 2 or self.bootstrap < 100:
+            raise BadInput("default_max_tokens must be at least 2, normaliser_bin at least 1, score_from at least 2, bootstrap at least 100")
+        for name in ("previous_threshold", "local_threshold", "contextual_threshold", "averaging_threshold", "sink_threshold"):
+            if not 0 < getattr(self, name) <= 1:
+                raise BadInput(f"{name} must lie in (0, 1], not {getattr(self, name)}")
+        if self.duplicate_threshold <= 0:
+            raise BadInput("duplicate_threshold must be positive")
 
     def thresholds(self):
         from analyses.first_layer_heads.anatomy import Thresholds
 
-        return Thresholds(self.local_threshold, self.duplicate_threshold, self.contextual_min_width, self.contextual_decay, self.contextual_max_far)
+        return Thresholds(self.previous_threshold, self.local_threshold, self.contextual_threshold, self.averaging_threshold,
+                          self.duplicate_threshold, self.sink_threshold, self.score_from, self.bootstrap, self.seed)
 
 
 SPEC = AnalysisSpec(
@@ -80,27 +87,36 @@ SPEC = AnalysisSpec(
     description=(
         "Per attention head (layer 0 by default): the positional pattern (exact additive split with ln1 at its "
         "mean scale for learned positions, real attention averaged over content for rotary models), its masses "
-        "on self / previous 1-5 / 6-50 / beyond 50 and decay widths, attention to earlier copies of the "
+        "on the first position (sink) and, renormalised without it, on self / previous 1-5 / 6-50 / beyond 50 and decay widths, attention to earlier copies of the "
         "destination token against the same cells otherwise, the softmax normaliser with the positional part "
-        "divided out per destination position and corpus set, and a class: detokenization, contextual, "
-        "duplicate-token or other."
+        "divided out per destination position and corpus set. Per head, six class scores measured on each "
+        "document's real attention (rows from score_from on; the first position's sink mass apart, the rest "
+        "renormalised) with a bootstrap 95% interval over documents, and a class where an interval clears its "
+        "threshold: previous-token, local (detokenization), contextual, averaging, duplicate-token or "
+        "attention-sink; uncertain where none clears but one is within reach, other where all lie below."
     ),
     input_kinds=("pile", "prompt", "prompt_set"),
     tables=(
         ResultTable("first_layer_heads_pattern", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "key_offset:INTEGER", "weight:DOUBLE", "method:VARCHAR"),
                     "positional pattern: weight on the key `offset` tokens back from destination dest_pos (0 = itself)"),
         ResultTable("first_layer_heads_mass", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "bucket:VARCHAR", "mass:DOUBLE"),
-                    "positional mass per bucket: self, prev_1_5, prev_6_50, beyond_50"),
+                    "positional mass per bucket: sink (the first position), then self, prev_1_5, prev_6_50, beyond_50 renormalised without it"),
         ResultTable("first_layer_heads_width", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "width50:INTEGER", "width90:INTEGER", "decay_ratio:DOUBLE"),
-                    "smallest offset holding 50% / 90% of the mass; mean weight per offset on 1..5 over 6..50"),
+                    "smallest offset holding 50% / 90% of the mass (first position excluded); mean weight per offset on 1..5 over 6..50"),
         ResultTable("first_layer_heads_normaliser", columns("layer:INTEGER", "head:INTEGER", "set_name:VARCHAR", "pos:INTEGER", "pos_end:INTEGER", "n:BIGINT",
                                                              "mean:DOUBLE", "median:DOUBLE", "q25:DOUBLE", "q75:DOUBLE"),
                     "N(d) = sum_s pi(d,s) exp(c(d,s)), content c = score - log pi centred over keys, per bin [pos, pos_end] of destinations and corpus set"),
         ResultTable("first_layer_heads_class", columns(
             "layer:INTEGER", "head:INTEGER", "class:VARCHAR", "method:VARCHAR", "local_mass:DOUBLE", "mid_mass:DOUBLE", "far_mass:DOUBLE",
             "width50:DOUBLE", "width90:DOUBLE", "decay_ratio:DOUBLE", "duplicate_score:DOUBLE", "duplicate_pairs:BIGINT",
-            "normaliser_median:DOUBLE", "normaliser_iqr_ratio:DOUBLE", "normaliser_late_over_early:DOUBLE", "ln_scale_mean:DOUBLE", "ln_scale_std:DOUBLE"),
-                    "per head, masses and widths averaged over the reported destinations; local = self + previous 5"),
+            "normaliser_median:DOUBLE", "normaliser_iqr_ratio:DOUBLE", "normaliser_late_over_early:DOUBLE", "ln_scale_mean:DOUBLE", "ln_scale_std:DOUBLE",
+            "sink_mass:DOUBLE", "margin:DOUBLE", "runner_up:VARCHAR", "runner_up_margin:DOUBLE", "n_docs:INTEGER",
+            *(f"{score}_{part}:DOUBLE" for score in SCORE_COLUMNS for part in ("score", "low", "high") if f"{score}_{part}" != "duplicate_score")),
+                    "per head: positional masses and widths averaged over the reported destinations (sink_mass on the first position, "
+                    "local/mid/far renormalised without it; local = self + previous 5); then each class score (previous, local, "
+                    "contextual, averaging, duplicate, sink; see the parameters) measured per document on real attention with its "
+                    "estimate over n_docs documents and bootstrap 95% interval [low, high]; class where the interval clears its "
+                    "threshold, margin = (low - threshold) / threshold, runner_up the next class that cleared"),
         ResultTable("first_layer_heads_terms", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
     ),

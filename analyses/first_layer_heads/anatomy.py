@@ -7,16 +7,37 @@ from typing import Any
 
 from analyses.first_layer_heads import engine
 
-CLASSES = ("duplicate-token", "detokenization", "contextual", "other")
+# Each class from one measured score (engine.SCORES) against its threshold.
+CLASS_SCORES = (("previous-token", "previous"), ("local", "local"), ("contextual", "contextual"),
+                ("averaging", "averaging"), ("duplicate-token", "duplicate"), ("attention-sink", "sink"))
+CLASSES = (*(name for name, _ in CLASS_SCORES), "uncertain", "other")
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    local_mass: float
+    previous: float
+    local: float
+    contextual: float
+    averaging: float
     duplicate: float
-    contextual_min_width: int
-    contextual_decay: float
-    contextual_max_far: float
+    sink: float
+    score_from: int = 100
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def of(self, score: str) -> float:
+        return float(getattr(self, score))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The class and the relative margin (interval low - threshold) / threshold by which its score
+    cleared; runner_up: the next class that cleared too (None when none), with its margin."""
+
+    head_class: str
+    margin: float
+    runner_up: str | None
+    runner_up_margin: float
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,9 @@ class HeadSummary:
     decay: float
     duplicate_score: float
     normaliser_median: float
+    scores: dict  # score name -> (estimate, low, high) over the documents
+    verdict: Verdict
+    n_docs: int
 
 
 @dataclass(frozen=True)
@@ -52,16 +76,26 @@ class LayerAnatomy:
     query: Any
 
 
-def classify(masses: dict, width90: float, decay: float, duplicate: float, limits: Thresholds) -> str:
-    """duplicate-token, then detokenization (self + previous 5), then contextual (a decaying
-    pattern reaching past 5 tokens, mostly within 50), else other."""
-    if duplicate >= limits.duplicate:
-        return "duplicate-token"
-    if masses["self"] + masses["prev_1_5"] >= limits.local_mass:
-        return "detokenization"
-    if width90 >= limits.contextual_min_width and decay >= limits.contextual_decay and masses["beyond_50"] <= limits.contextual_max_far:
-        return "contextual"
-    return "other"
+def classify(scores: dict, limits: Thresholds) -> Verdict:
+    """A class only where its score's whole interval clears the threshold; when several clear, the
+    largest relative margin wins, except that previous-token is the narrower claim of local (a head
+    on the previous token is local too) and takes it. None clears: uncertain while some interval
+    reaches its threshold (or there is none), other when every interval lies below."""
+    cleared = []
+    for name, score in CLASS_SCORES:
+        _, low, _ = scores[score]
+        threshold = limits.of(score)
+        if low == low and low >= threshold:
+            cleared.append(((low - threshold) / threshold, name))
+    if any(name == "previous-token" for _, name in cleared):
+        cleared = [item for item in cleared if item[1] != "local"]
+    cleared.sort(reverse=True)
+    if cleared:
+        margin, name = cleared[0]
+        runner_margin, runner = cleared[1] if len(cleared) > 1 else (float("nan"), None)
+        return Verdict(name, margin, runner, runner_margin)
+    below = all(scores[score][2] == scores[score][2] and scores[score][2] < limits.of(score) for _, score in CLASS_SCORES)
+    return Verdict("other" if below else "uncertain", float("nan"), None, float("nan"))
 
 
 def resolve_method(weights, layer: int, method: str) -> str:
@@ -89,18 +123,23 @@ def analyse_layer(weights, corpus: engine.LayerCorpus, layer: int, method: str, 
         dests = tuple(d for d in dest_positions if d < corpus.length and corpus.doc_count[d] > 0)
     size = corpus.length
     normaliser = engine.normaliser_samples(corpus, pattern[:, :size, :size], allowed[:size, :size])
-    duplicate, pairs = engine.duplicate_scores(corpus)
-    per_dest = [engine.by_offset(pattern, dest) for dest in dests]
+    _, pairs = engine.duplicate_scores(corpus)
+    estimate, low, high, n_docs = engine.bootstrap(*engine.document_sums(corpus, limits.score_from), limits.bootstrap, limits.seed)
+    # The reported destinations' positional rows, the first position (sink) apart and the rest renormalised.
+    per_dest = [engine.split_sink(engine.by_offset(pattern, dest)) for dest in dests]
     heads = []
     for head in range(pattern.shape[0]):
-        head_masses = {name: _mean([float(engine.masses(row)[name][head]) for row in per_dest]) for name, _, _ in engine.BUCKETS}
-        width50 = _mean([float(engine.widths(row, 0.5)[head]) for row in per_dest])
-        width90 = _mean([float(engine.widths(row, 0.9)[head]) for row in per_dest])
-        decay = _mean([float(engine.decay_ratio(row)[head]) for row in per_dest])
+        head_masses = {name: _mean([float(engine.masses(rest)[name][head]) for _, rest in per_dest]) for name, _, _ in engine.BUCKETS}
+        head_masses["sink"] = _mean([float(sink[head]) for sink, _ in per_dest])
+        width50 = _mean([float(engine.widths(rest, 0.5)[head]) for _, rest in per_dest])
+        width90 = _mean([float(engine.widths(rest, 0.9)[head]) for _, rest in per_dest])
+        decay = _mean([float(engine.decay_ratio(rest)[head]) for _, rest in per_dest])
         values = torch.cat([sample[head, max(1, first_pos):] for _, sample in normaliser]) if normaliser else torch.zeros(0)
         median = float(values.median()) if values.numel() else float("nan")
-        head_class = classify(head_masses, width90, decay, float(duplicate[head]), limits)
-        heads.append(HeadSummary(head, head_class, head_masses, width50, width90, decay, float(duplicate[head]), median))
+        scores = {name: (float(estimate[i, head]), float(low[i, head]), float(high[i, head])) for i, name in enumerate(engine.SCORES)}
+        verdict = classify(scores, limits)
+        heads.append(HeadSummary(head, verdict.head_class, head_masses, width50, width90, decay, scores["duplicate"][0], median,
+                                 scores, verdict, n_docs))
     return LayerAnatomy(layer, method, pattern, allowed, dests, tuple(heads), normaliser, pairs, corpus.scale_mean,
                         corpus.scale_std, corpus.n_scaled, terms, query)
 

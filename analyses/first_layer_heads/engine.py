@@ -30,6 +30,7 @@ class LayerCorpus:
     dup_attn_sum: Any = None
     dup_count: Any = None
     residual_logz: list = field(default_factory=list)
+    documents: list = field(default_factory=list)
 
     @property
     def scale_mean(self) -> float:
@@ -52,9 +53,50 @@ def _new_layer(n_heads: int, length: int) -> LayerCorpus:
     return corpus
 
 
+ROW_SCORES = ("sink", "previous", "local", "contextual", "averaging")
+
+
+@dataclass(frozen=True)
+class DocumentScores:
+    """One document's real attention, per destination row: rows [len(ROW_SCORES), H, T] (nan where
+    a row has no such score; see row_scores); duplicate pairs (destination, key) [2, P] and the
+    attention on them [H, P], scored against the corpus baseline once every document is in."""
+
+    rows: Any
+    dup_cells: Any
+    dup_attn: Any
+
+
+def row_scores(pattern) -> Any:
+    """Per head and destination row d of a real pattern [H, T, T]: [len(ROW_SCORES), H, T].
+    sink: attention on key 0 (BOS, or the first token); the rest are over keys 1..d renormalised to
+    sum to 1 (the sink excluded): previous = weight on offset 1, local = self + previous 5,
+    contextual = mass on offsets 6..50 minus a uniform row's (count / d), averaging = entropy over
+    log d (1 = uniform). Row 0 is nan; previous and averaging need d >= 2."""
+    import torch
+
+    pattern = pattern.double()
+    heads, size, _ = pattern.shape
+    dest = torch.arange(size)
+    offsets = dest[:, None] - dest[None, :]
+    after_sink = (dest[None, :] >= 1) & (offsets >= 0)
+    sink = pattern[:, :, 0]
+    rest = pattern.masked_fill(~after_sink, 0.0) / (1 - sink).clamp(min=1e-30)[..., None]
+    previous = (rest * ((offsets == 1) & after_sink)).sum(-1)
+    local = (rest * ((offsets <= 5) & after_sink)).sum(-1)
+    middle = (offsets >= 6) & (offsets <= 50) & after_sink
+    contextual = (rest * middle).sum(-1) - middle.sum(-1) / dest.clamp(min=1)
+    entropy = -(rest * rest.clamp(min=1e-300).log()).sum(-1)
+    averaging = entropy / dest.double().clamp(min=2).log()
+    out = torch.stack([sink, previous, local, contextual, averaging])
+    out[:, :, 0] = float("nan")
+    out[[1, 4], :, :2] = float("nan")
+    return out
+
+
 def add_document(entry: LayerCorpus, layer_weights, resid, ids, first_pos: int):
     """Add one document's layer input resid [T, d] (real positions only) with token ids [T] to the
-    sums; returns its residual log-normaliser [H, T]."""
+    sums; returns its residual log-normaliser [H, T] and its DocumentScores."""
     import torch
 
     from analyses.model.weights import attention_scores, norm_scale
@@ -72,8 +114,10 @@ def add_document(entry: LayerCorpus, layer_weights, resid, ids, first_pos: int):
     duplicate = (ids[:, None] == ids[None, :]) & allowed & ~torch.eye(size, dtype=torch.bool)
     entry.dup_count[:size, :size] += duplicate
     entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
+    cells = duplicate.nonzero().T
+    document = DocumentScores(row_scores(pattern), cells, pattern[:, cells[0], cells[1]].double())
     seen = scores.masked_fill(~allowed, float("nan"))
-    return torch.logsumexp(scores, -1) - seen.nanmean(-1)
+    return torch.logsumexp(scores, -1) - seen.nanmean(-1), document
 
 
 def collect(model, weights, token_rows: list, set_names: list[str], layers: tuple[int, ...], first_pos: int,
@@ -95,7 +139,8 @@ def collect(model, weights, token_rows: list, set_names: list[str], layers: tupl
     hooks = [(f"blocks.{layer}.hook_resid_pre", functools.partial(on_resid, layer=layer)) for layer in layers]
     (runner or run_hooked_batches)(model, token_rows, hooks, progress, cancel, stop_at_layer=max(layers) + 1)
     for layer in layers:
-        corpus[layer].residual_logz = [(set_names[index], logz[layer][index]) for index in sorted(logz[layer])]
+        corpus[layer].residual_logz = [(set_names[index], logz[layer][index][0]) for index in sorted(logz[layer])]
+        corpus[layer].documents = [logz[layer][index][1] for index in sorted(logz[layer])]
     return corpus
 
 
@@ -225,3 +270,64 @@ def normaliser_samples(corpus: LayerCorpus, pattern, allowed) -> list[tuple[str,
         size = residual.shape[-1]
         samples.append((set_name, torch.exp(residual + mean_log_pattern[:, :size])))
     return samples
+
+
+SCORES = (*ROW_SCORES, "duplicate")
+
+
+def split_sink(weights_by_offset) -> tuple[Any, Any]:
+    """(sink [H], rest [H, O - 1]) of weights per offset [H, O]: the weight on the first position
+    (the largest offset) and the others renormalised to sum to 1 without it."""
+    sink = weights_by_offset[:, -1]
+    return sink, weights_by_offset[:, :-1] / (1 - sink).clamp(min=1e-30)[:, None]
+
+
+def document_sums(corpus: LayerCorpus, score_from: int) -> tuple[Any, Any]:
+    """Per document, head and score (SCORES): (numerator, denominator) [N, len(SCORES), H], so that a
+    score over any set of documents is sum(numerator) / sum(denominator). Row scores: their sum and
+    count over destination rows d >= score_from; duplicate: attention on earlier copies and what the
+    corpus gives the same (destination, key) cells when the tokens differ (as duplicate_scores)."""
+    import torch
+
+    other_count = (corpus.doc_count[:, None] - corpus.dup_count).clamp(min=0)
+    baseline = (corpus.attn_sum - corpus.dup_attn_sum) / other_count.clamp(min=1)
+    usable = (corpus.dup_count > 0) & (other_count > 0)
+    numerators, denominators = [], []
+    for document in corpus.documents:
+        rows = document.rows[:, :, score_from:]
+        counted = ~rows.isnan()
+        dest, key = document.dup_cells
+        keep = usable[dest, key]
+        observed = document.dup_attn[:, keep].sum(-1)
+        expected = baseline[:, dest[keep], key[keep]].sum(-1)
+        numerators.append(torch.cat([rows.nan_to_num(0.0).sum(-1), observed[None]]))
+        denominators.append(torch.cat([counted.sum(-1).double(), expected[None]]))
+    if not numerators:
+        empty = torch.zeros(0, len(SCORES), corpus.n_heads, dtype=torch.float64)
+        return empty, empty.clone()
+    return torch.stack(numerators), torch.stack(denominators)
+
+
+def bootstrap(numerators, denominators, samples: int, seed: int) -> tuple[Any, Any, Any, int]:
+    """(estimate, low, high [len(SCORES), H], documents used): the pooled ratio over the documents
+    that have rows, and the 2.5 and 97.5 percentiles of the same ratio over `samples` resamplings of
+    those documents with replacement (torch generator seeded with seed). Under two documents the
+    interval is nan: one document says nothing about the spread between documents."""
+    import torch
+
+    used = denominators[:, 0, 0] > 0 if denominators.shape[0] else torch.zeros(0, dtype=torch.bool)
+    numerators, denominators = numerators[used], denominators[used]
+    n_docs = int(used.sum())
+    nan = torch.full(numerators.shape[1:], float("nan"), dtype=torch.float64)
+    if n_docs == 0:
+        return nan, nan.clone(), nan.clone(), 0
+    estimate = numerators.sum(0) / denominators.sum(0)
+    estimate = estimate.masked_fill(denominators.sum(0) <= 0, float("nan"))
+    if n_docs < 2:
+        return estimate, nan, nan.clone(), n_docs
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, n_docs, (samples, n_docs), generator=generator)
+    totals = denominators[picks].sum(1)
+    ratios = (numerators[picks].sum(1) / totals).masked_fill(totals <= 0, float("nan"))
+    low, high = torch.nanquantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64), dim=0)
+    return estimate, low, high, n_docs

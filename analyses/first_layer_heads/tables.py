@@ -22,7 +22,9 @@ def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
     for anatomy in anatomies:
         for dest in anatomy.dests:
             row = engine.by_offset(anatomy.pattern, dest)
-            buckets, w50, w90, decay = engine.masses(row), engine.widths(row, 0.5), engine.widths(row, 0.9), engine.decay_ratio(row)
+            sink, rest = engine.split_sink(row)
+            buckets, w50, w90, decay = engine.masses(rest), engine.widths(rest, 0.5), engine.widths(rest, 0.9), engine.decay_ratio(rest)
+            buckets = {"sink": sink, **buckets}
             for head in range(row.shape[0]):
                 weights = row[head].tolist()
                 pattern["layer"] += [anatomy.layer] * len(weights)
@@ -31,7 +33,7 @@ def pattern_tables(anatomies: list[LayerAnatomy]) -> dict[str, Any]:
                 pattern["key_offset"] += list(range(len(weights)))
                 pattern["weight"] += weights
                 pattern["method"] += [anatomy.method] * len(weights)
-                for name, _, _ in engine.BUCKETS:
+                for name in buckets:
                     for key, value in (("layer", anatomy.layer), ("head", head), ("dest_pos", dest), ("bucket", name), ("mass", float(buckets[name][head]))):
                         mass[key].append(value)
                 for key, value in (("layer", anatomy.layer), ("head", head), ("dest_pos", dest), ("width50", int(w50[head])),
@@ -89,25 +91,30 @@ def _spread(anatomy: LayerAnatomy, head: int, first_pos: int) -> tuple[float, fl
 
 
 def class_table(anatomies: list[LayerAnatomy], first_pos: int) -> Any:
-    import pyarrow as pa
+    from analyses.core.tables import arrow_table
+    from analyses.first_layer_heads import SCORE_COLUMNS, SPEC
 
-    columns = ("layer", "head", "class", "method", "local_mass", "mid_mass", "far_mass", "width50", "width90", "decay_ratio",
-               "duplicate_score", "duplicate_pairs", "normaliser_median", "normaliser_iqr_ratio", "normaliser_late_over_early",
-               "ln_scale_mean", "ln_scale_std")
-    rows: dict[str, list] = {name: [] for name in columns}
+    declared = SPEC.table("first_layer_heads_class")
+    rows: dict[str, list] = {name: [] for name, _ in declared.columns}
     for anatomy in anatomies:
         for summary in anatomy.heads:
             iqr_ratio, trend = _spread(anatomy, summary.head, first_pos)
-            values = (anatomy.layer, summary.head, summary.head_class, anatomy.method,
-                      summary.masses["self"] + summary.masses["prev_1_5"], summary.masses["prev_6_50"], summary.masses["beyond_50"],
-                      summary.width50, summary.width90, summary.decay, summary.duplicate_score, anatomy.duplicate_pairs,
-                      summary.normaliser_median, iqr_ratio, trend, anatomy.scale_mean, anatomy.scale_std)
-            for name, value in zip(columns, values):
-                rows[name].append(value)
-    i32, f64, s = pa.int32(), pa.float64(), pa.string()
-    types = dict.fromkeys(columns, f64)
-    types.update({"layer": i32, "head": i32, "class": s, "method": s, "duplicate_pairs": pa.int64()})
-    return _table(rows, types)
+            verdict = summary.verdict
+            values = {
+                "layer": anatomy.layer, "head": summary.head, "class": summary.head_class, "method": anatomy.method,
+                "local_mass": summary.masses["self"] + summary.masses["prev_1_5"], "mid_mass": summary.masses["prev_6_50"],
+                "far_mass": summary.masses["beyond_50"], "width50": summary.width50, "width90": summary.width90, "decay_ratio": summary.decay,
+                "duplicate_score": summary.duplicate_score, "duplicate_pairs": anatomy.duplicate_pairs,
+                "normaliser_median": summary.normaliser_median, "normaliser_iqr_ratio": iqr_ratio, "normaliser_late_over_early": trend,
+                "ln_scale_mean": anatomy.scale_mean, "ln_scale_std": anatomy.scale_std, "sink_mass": summary.masses["sink"],
+                "margin": verdict.margin, "runner_up": verdict.runner_up, "runner_up_margin": verdict.runner_up_margin, "n_docs": summary.n_docs,
+            }
+            for score in SCORE_COLUMNS:
+                estimate, low, high = summary.scores[score]
+                values.update({f"{score}_score": estimate, f"{score}_low": low, f"{score}_high": high})
+            for name in rows:
+                rows[name].append(values[name])
+    return arrow_table(declared, rows)
 
 
 def terms_table(anatomies: list[LayerAnatomy]) -> Any:

@@ -71,3 +71,51 @@ def word_documents(n_docs: int = 6, n_words: int = 230, seed: int = 0) -> list[I
     rng = random.Random(seed)
     return [Input(i, "pile", " ".join(rng.choice(WORDS) for _ in range(n_words)), {"pile_set_name": "words" if i % 2 else "more words"})
             for i in range(n_docs)]
+
+
+def planted_taxonomy_gpt2(folder):
+    """The heads planted_gpt2 lacks, on the same linear-norm GPT-2 (4 heads of 16, content-blind,
+    none writes): 0 local (score 3984 cos(w'(d - s - 1.5)), w' = 2 pi / 512: about -0.3 (offset -
+    1.5)^2 near the peak, so weight spread over offsets 0..3 with at most a third on offset 1),
+    1 attention sink (score 10 on position 0, uniform elsewhere), 2 uniform with a partial sink
+    (score 4.7 on position 0: 30-50% of the attention at destinations 100-230), 3 uniform."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from analyses.model.loading import load_model
+    from analyses.model.tiny import build_tiny
+
+    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
+    model = GPT2LMHeadModel.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(3)
+    scale, slow, d = 16 ** -0.5, 2 * math.pi / 512, 64
+    with torch.no_grad():
+        body = model.transformer
+        positions = torch.arange(256, dtype=torch.float32)
+        wpe = torch.zeros(256, d)
+        wpe[:, 3], wpe[:, 4] = torch.cos(slow * positions), torch.sin(slow * positions)
+        wpe[0, 5] = 1.0
+        wpe[:, 63] = -wpe[:, :63].sum(-1)
+        wte = torch.zeros_like(body.wte.weight)
+        wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
+        wte[:, 62] = -wte[:, :62].sum(-1)
+        body.wpe.weight.copy_(wpe)
+        body.wte.weight.copy_(wte)
+        block = body.h[0]
+        for norm in (block.ln_1, block.ln_2, body.ln_f):
+            norm.weight.fill_(1e4)
+            norm.bias.zero_()
+        w, bias = torch.zeros(d, 3 * d), torch.zeros(3 * d)
+        q, k = 0, d
+        amplitude, turn = 0.6 / slow ** 2, slow * 1.5
+        w[3, q + 0], w[4, q + 1] = amplitude / scale, amplitude / scale
+        w[3, k + 0], w[3, k + 1] = math.cos(turn), math.sin(turn)
+        w[4, k + 0], w[4, k + 1] = -math.sin(turn), math.cos(turn)
+        w[5, k + 16], bias[q + 16] = 1.0, 10.0 / scale
+        w[5, k + 32], bias[q + 32] = 1.0, 4.7 / scale
+        block.attn.c_attn.weight.copy_(w)
+        block.attn.c_attn.bias.copy_(bias)
+        block.attn.c_proj.weight.zero_()
+        block.attn.c_proj.bias.zero_()
+    model.save_pretrained(folder)
+    return load_model(str(folder), device="cpu", dtype="float32")
