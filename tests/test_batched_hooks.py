@@ -123,6 +123,12 @@ def test_first_layer_heads_corpus_batched_equals_one_by_one(family_model):
                 torch.testing.assert_close(fields(entry)[key], value, rtol=1e-6, atol=1e-5, msg=f"{name} layer {layer} {key}")
             for (_, got), (_, want) in zip(entry.residual_logz, reference.residual_logz):
                 torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+            # The per-document class scores, in document order whatever order the batches ran.
+            assert len(entry.documents) == len(reference.documents) == len(rows)
+            for got_doc, want_doc in zip(entry.documents, reference.documents):
+                torch.testing.assert_close(got_doc.rows, want_doc.rows, rtol=1e-6, atol=1e-5, equal_nan=True)
+                assert torch.equal(got_doc.dup_cells, want_doc.dup_cells)
+                torch.testing.assert_close(got_doc.dup_attn, want_doc.dup_attn, rtol=1e-6, atol=1e-5)
 
 
 def test_document_batch_drops_pad_positions():
