@@ -120,7 +120,7 @@ def test_a_planted_attribute_is_found_and_the_control_stays_at_chance(tiny_model
         with torch.no_grad():
             for token, label in label_of_token.items():
                 embed[token] += directions[label]
-        result = compute(model, entity_inputs(planted), Params(folds=3, intervention_entities=6, n_neurons=2), lambda *a: None, threading.Event())
+        result = compute(model, entity_inputs(planted), Params(folds=3, intervention_entities=6, n_neurons=2, n_permutations=20), lambda *a: None, threading.Event())
     finally:
         with torch.no_grad():
             embed.copy_(saved)
@@ -135,7 +135,7 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
     from app.run.runner import Prepared, execute
 
     inputs = tuple(entity_inputs(small_table(4)))
-    params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1)
+    params = Params(folds=3, intervention_entities=6, n_neurons=2, batch_size=5, concat_layer=family_model.n_layers - 1, n_permutations=20)
     from analyses.core.registry import get_analysis
 
     run_id = execute(store, family_model, Prepared(get_analysis("fact-lookup"), params, inputs), lambda *a: None)
@@ -144,7 +144,24 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
         "SELECT 'probe', count(*) FROM fact_lookup_probe WHERE run_id = ? UNION ALL SELECT 'ablation', count(*) FROM fact_lookup_ablation WHERE run_id = ? "
         "UNION ALL SELECT 'norms', count(*) FROM fact_lookup_norms WHERE run_id = ? UNION ALL SELECT 'entities', count(*) FROM fact_lookup_entities WHERE run_id = ?",
         [run_id] * 4).rows)
-    assert counts == {"probe": 3 * n_layers, "ablation": 2 * n_layers, "norms": 2 * n_layers, "entities": 12}
+    assert counts == {"probe": 4 * n_layers, "ablation": 2 * n_layers, "norms": 2 * n_layers, "entities": 12}
+    null = store.query("SELECT count(*), min(permutation), max(permutation) FROM fact_lookup_probe_null WHERE run_id = ?", [run_id]).rows[0]
+    assert null == (20 * n_layers, 0, 19)
+    # The decomposition of every stored ablation effect adds up; p-values are permutation p-values.
+    for total, leaves, within in store.query("SELECT logprob_drop, set_mass_drop, within_set_drop FROM fact_lookup_ablation WHERE run_id = ?", [run_id]).rows:
+        assert abs(total - (leaves + within)) < 1e-9
+    for p, low, accuracy, high in store.query("SELECT p_value, ci_low, accuracy, ci_high FROM fact_lookup_probe WHERE run_id = ? AND measure = 'probe'", [run_id]).rows:
+        assert abs(round(p * 21) - p * 21) < 1e-9 and 1 / 21 <= p <= 1 and low <= accuracy <= high
+    # The summary lines are what summary_lines writes from the tables as stored.
+    from analyses.fact_lookup.summaries import summary_lines
+    from analyses.fact_lookup.tables import TABLES
+
+    stored = {}
+    for table in TABLES:
+        result = store.query(f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?", [run_id])
+        stored[table.name] = [dict(zip(result.columns, row)) for row in result.rows]
+    lines = [row["finding"] for row in sorted(stored["fact_lookup_summary"], key=lambda row: row["line"])]
+    assert lines == summary_lines(stored) and any("p = " in line for line in lines)
     heads = store.query("SELECT count(*) FROM fact_lookup_heads WHERE run_id = ?", [run_id]).rows[0][0]
     assert heads == n_layers * family_model.bridge.cfg.n_heads
     assert store.run_row(run_id)["status"] == "done"

@@ -110,3 +110,83 @@ def test_probe_finds_a_planted_direction_and_the_control_stays_at_chance():
 def test_probe_on_noise_is_at_chance():
     features, labels, _ = _planted(1, 0.0)
     assert probes.score(features, labels, folds=5).accuracy < 0.55
+
+
+def test_batched_probe_predicts_as_scikit_learn_does_on_every_label_set():
+    """The batched fit (all shuffles at once, SVD basis) against a plain scikit-learn pipeline per
+    fold and per label set, fitted to convergence: the same held-out predictions."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels, _ = _planted(3, 0.4, n=90, d=120)
+    features[:, 5] = 2.0  # a constant feature, left unscaled as StandardScaler does
+    folds = probes.fold_indices(labels, 4, 0)
+    sets = probes.label_sets(labels, 5, 0)
+    batched = probes.held_out_predictions(features, sets, folds, 0.5)
+    reference = np.zeros_like(batched)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for row, targets in enumerate(sets):
+            for train, test in folds:
+                scaler = StandardScaler().fit(features[train])
+                model = LogisticRegression(C=0.5, max_iter=20000, tol=1e-10).fit(scaler.transform(features[train]), targets[train])
+                reference[row, test] = model.predict(scaler.transform(features[test]))
+    assert (batched == reference).all()
+    assert (sets[0] == labels).all() and all(sorted(row) == sorted(labels) for row in sets)
+
+
+def test_a_perfectly_predictable_label_has_the_smallest_p_value():
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1, 2], 20)
+    features = rng.standard_normal((60, 30))
+    features[:, :3] += 20.0 * np.eye(3)[labels]
+    scored = probes.score(features, labels, folds=5, n_permutations=200, seed=1)
+    assert scored.accuracy == 1.0 and scored.ci_low == 1.0
+    assert scored.p_value == 1 / 201
+    assert len(scored.null) == 200 and scored.null_q95 < 0.6
+
+
+def test_shuffled_labels_have_no_small_p_value_and_the_score_is_seeded():
+    rng = np.random.default_rng(6)
+    labels = rng.permutation(np.repeat([0, 1, 2], 20))
+    features = rng.standard_normal((60, 30))
+    first = probes.score(features, labels, folds=5, n_permutations=100, seed=2)
+    again = probes.score(features, labels, folds=5, n_permutations=100, seed=2)
+    assert first.p_value > 0.05
+    assert first.ci_low <= first.accuracy <= first.ci_high
+    assert first.accuracy == again.accuracy and (first.null == again.null).all() and first.p_value == again.p_value
+    assert probes.p_value(0.5, [0.4, 0.5, 0.6]) == 3 / 4
+
+
+def test_the_ablation_decomposition_adds_up_exactly():
+    """log p(correct) = log mass(answer set) + log p(correct | set): the two drops sum to the total,
+    and each equals a plain per-entity computation."""
+    import math
+
+    import torch
+
+    from analyses.fact_lookup.lookup import decompose
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = torch.randn(7, 50, generator=gen, dtype=torch.float64).log_softmax(-1)
+    ablated_vocab = (vocab + torch.randn(7, 50, generator=gen, dtype=torch.float64)).log_softmax(-1)
+    answers, labels = [3, 11, 40], torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    total, leaves, within = decompose(vocab[:, answers], ablated_vocab[:, answers], labels)
+    assert np.abs(total - (leaves + within)).max() < 1e-12
+    for row in range(7):
+        p = [math.exp(vocab[row, a]) for a in answers]
+        q = [math.exp(ablated_vocab[row, a]) for a in answers]
+        k = int(labels[row])
+        assert total[row] == pytest.approx(math.log(p[k]) - math.log(q[k]), abs=1e-12)
+        assert leaves[row] == pytest.approx(math.log(sum(p)) - math.log(sum(q)), abs=1e-12)
+        assert within[row] == pytest.approx(math.log(p[k] / sum(p)) - math.log(q[k] / sum(q)), abs=1e-12)
+
+
+def test_the_stride_never_skips_the_first_four_layers():
+    from analyses.fact_lookup.lookup import strided_layers
+
+    assert strided_layers(30, 3) == [0, 1, 2, 3] + list(range(6, 30, 3))
+    assert strided_layers(2, 5) == [0, 1]
+    assert strided_layers(12, 1) == list(range(12))

@@ -27,10 +27,12 @@ class Params:
     folds: int = param(5, "k of the stratified k-fold split; every attribute value needs at least k entities")
     sites: str = param("resid_post", "probed sites at the last name token, comma-separated: resid_post, attn_out, mlp_out")
     c: float = param(1.0, "inverse L2 regularisation of the logistic-regression probe")
-    seed: int = param(0, "seed of the folds and of the random-label control")
+    seed: int = param(0, "seed of the folds, the label shuffles of the permutation null and the bootstrap")
+    n_permutations: int = param(100, "label shuffles per probe for the permutation null (p-value, null 95th percentile); 0 = none")
+    n_bootstrap: int = param(1000, "bootstrap resamples of the entities for the 95% intervals; 0 = none")
     batch_size: int = param(32, "prompts per padded batch")
     intervention_entities: int = param(96, "entities used for the ablations (evenly spread over the table; 0 = all)")
-    layer_stride: int = param(1, "ablate and hide every n-th layer only (1 = every layer)")
+    layer_stride: int = param(1, "ablate and hide every n-th layer only, and always layers 0-3 (1 = every layer; the summary names the layers left out)")
     concat_layer: int | None = param(None, "layer whose resid_post is probed with the earlier name tokens hidden (default n_layers // 2)")
     n_neurons: int = param(5, "neurons per layer scored for non-linearity (those best aligned with the probe directions)")
     prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
@@ -50,6 +52,8 @@ class Params:
                 raise BadInput(f"parameter {name!r} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.seed <= 2**32 - 1:
             raise BadInput(f"parameter 'seed' must be between 0 and {2**32 - 1} (scikit-learn's range), not {self.seed}")
+        if self.n_permutations < 0 or self.n_bootstrap < 0:
+            raise BadInput("parameters 'n_permutations' and 'n_bootstrap' must not be negative")
         if self.intervention_entities < 0 or self.c <= 0:
             raise BadInput("parameter 'intervention_entities' must not be negative and 'c' must be positive")
 
@@ -71,6 +75,7 @@ SPEC = AnalysisSpec(
     input_kinds=("entities",),
     tables=TABLES,
     charts=(
+        Table("What the run supports (from its tables: 95% intervals, permutation p-values)", "fact_lookup_summary", "finding", per_input=False, order=(Order("line"),), limit=40),
         _line("Probe accuracy at the last name token (resid_post, held-out) by layer", "fact_lookup_probe", "accuracy", "layer", "measure", (Filter("site", "=", "resid_post"),)),
         _line("Mean-ablation at the last name token: drop in log p(correct) by layer", "fact_lookup_ablation", "logprob_drop", "layer", "component"),
         _line("MLP output norm at the last name token: known vs made-up names", "fact_lookup_norms", "mean_norm", "layer", "names"),

@@ -92,9 +92,11 @@ Hooks = Callable[[Batch], list]
 
 
 def run_batches(model, batches: list[Batch], hooks_of: Hooks, answer_ids: Sequence[int] | None, cancel: Any,
-                tick: Callable[[], None], stop_at_layer: int | None = None) -> Any:
+                tick: Callable[[], None], stop_at_layer: int | None = None, top1: list | None = None) -> Any:
     """One hooked forward per batch; with answer_ids, the final-position log-probabilities of the
-    answer tokens [N rows in batch order, n_answers] (float64), else None."""
+    answer tokens [N rows in batch order, n_answers] (float64), else None. With a list top1 (and
+    answer_ids), appends per batch the model's own top-1 over the whole vocabulary at the final
+    position: (token ids [B], log-probabilities [B] float64)."""
     import torch
 
     outputs = []
@@ -108,6 +110,9 @@ def run_batches(model, batches: list[Batch], hooks_of: Hooks, answer_ids: Sequen
             if answer_ids is not None:
                 final = logits[torch.arange(len(batch.rows)), batch.final].double().log_softmax(-1)
                 outputs.append(final[:, list(answer_ids)].cpu())
+                if top1 is not None:
+                    best, best_id = final.max(-1)
+                    top1.append((best_id.cpu(), best.cpu()))
             tick()
     return torch.cat(outputs) if outputs else None
 

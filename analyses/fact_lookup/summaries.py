@@ -121,3 +121,93 @@ def heads_table(model, clean: dict, labels: Any, answer_ids: list[int]) -> Any:
         "layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers),
         "attn_to_name": attention.ravel(), "direct_effect": effects.ravel(),
     })
+
+
+def _ranges(layers: list[int]) -> str:
+    """'0-3, 7, 9-11' from sorted layer numbers."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs) or "none"
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{low:.2f}, {high:.2f}]"
+
+
+def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
+    """What the run supports, from its tables as rows (table name -> list of column dicts, as
+    stored): each line a score with its 95% interval, against the permutation null where there is one."""
+    import math
+    from collections import Counter
+
+    lines: list[str] = []
+    entities = rows["fact_lookup_entities"]
+    n = len(entities)
+    if n:
+        mass = [row["answer_set_prob"] for row in entities]
+        low, high = (float(v) for v in _bootstrap_mean(mass))
+        right = sum(bool(row["top1_is_correct"]) for row in entities)
+        among = sum(bool(row["top1_among_answers_correct"]) for row in entities)
+        token, count = Counter(row["top1_token"] for row in entities).most_common(1)[0]
+        lines.append(f"answer set: mean p {sum(mass) / n:.3f} {_ci(low, high)}; top-1 among the answers right for {among}/{n}")
+        lines.append(f"the model's own top-1 (whole vocabulary) is the right answer for {right}/{n}; most often {token!r} ({count}/{n})")
+    probe = [row for row in rows["fact_lookup_probe"] if row["site"] == "resid_post"] or rows["fact_lookup_probe"]
+    by = {(row["layer"], row["measure"]): row for row in probe}
+    layers = sorted({row["layer"] for row in probe})
+    if layers:
+        best = max(layers, key=lambda layer: by[(layer, "probe")]["accuracy"])
+        top = by[(best, "probe")]
+        n_perm = top["n_permutations"]
+        beats = [layer for layer in layers if by[(layer, "probe")]["p_value"] <= 0.05 and n_perm]
+        clears = [layer for layer in layers if by[(layer, "probe")]["ci_low"] > by[(layer, "null_q95")]["accuracy"]]
+        lines.append(f"probe ({probe[0]['site']}): best layer {best}, accuracy {top['accuracy']:.2f} {_ci(top['ci_low'], top['ci_high'])}, "
+                     f"null 95th pct {by[(best, 'null_q95')]['accuracy']:.2f}, p = {top['p_value']:.3g} ({n_perm} shuffles)")
+        lines.append(f"probe beats its null (p <= 0.05) at layers {_ranges(beats)}; interval above the null's 95th pct at {_ranges(clears)}")
+        tied = [layer for layer in layers if layer != best and by[(layer, "probe")]["accuracy"] >= top["ci_low"]]
+        lines.append(f"layers inside the best layer's interval (not told apart from it): {_ranges(tied)}")
+    ablation = rows["fact_lookup_ablation"]
+    if ablation:
+        worst = max(ablation, key=lambda row: row["logprob_drop"])
+        lines.append(f"largest ablation: {worst['component']} {worst['layer']}, log p(correct) -{worst['logprob_drop']:.3f} "
+                     f"{_ci(worst['logprob_drop_low'], worst['logprob_drop_high'])} nats")
+        lines.append(f"  of which leaving the answer set {worst['set_mass_drop']:.3f} {_ci(worst['set_mass_drop_low'], worst['set_mass_drop_high'])}, "
+                     f"the choice within it {worst['within_set_drop']:.3f} {_ci(worst['within_set_drop_low'], worst['within_set_drop_high'])}")
+        choice = max(ablation, key=lambda row: row["within_set_drop"])
+        rivals = [f"{row['component']} {row['layer']}" for row in ablation if row is not choice and row["within_set_drop_high"] >= choice["within_set_drop_low"]]
+        lines.append(f"largest drop in the choice among answers: {choice['component']} {choice['layer']}, {choice['within_set_drop']:.3f} "
+                     f"{_ci(choice['within_set_drop_low'], choice['within_set_drop_high'])}; overlapping: {len(rivals)} other")
+        tested = {row["layer"] for row in ablation}
+        untested = [layer for layer in layers if layer not in tested]
+        if untested:
+            lines.append(f"layers not ablated (layer_stride): {_ranges(untested)}")
+    hidden = {(row["hidden_through"], row["measure"]): row for row in rows["fact_lookup_hidden"]}
+    throughs = sorted(through for through, measure in hidden if measure == "probe" and through >= 0)
+    if throughs and (-1, "probe") in hidden:
+        base, last = hidden[(-1, "probe")], hidden[(throughs[-1], "probe")]
+        if last["accuracy"] is None or math.isnan(last["accuracy"]):
+            lines.append("hiding the earlier name tokens: not measured on this family")
+        else:
+            overlap = last["ci_high"] >= base["ci_low"] and base["ci_high"] >= last["ci_low"]
+            verdict = "intervals overlap: no drop supported" if overlap else "intervals apart: a drop"
+            lines.append(f"name hidden through layer {throughs[-1]}: probe {base['accuracy']:.2f} {_ci(base['ci_low'], base['ci_high'])} -> "
+                         f"{last['accuracy']:.2f} {_ci(last['ci_low'], last['ci_high'])}, p = {last['p_value']:.3g}; {verdict}")
+    return lines
+
+
+def _bootstrap_mean(values: list[float], n_bootstrap: int = 1000, seed: int = 0) -> Any:
+    import numpy as np
+
+    from analyses.fact_lookup.lookup import bootstrap_means
+
+    low, high = bootstrap_means(np.asarray(values, dtype=np.float64)[:, None], n_bootstrap, seed)
+    return low[0], high[0]
+
+
+def summary_table(tables: dict[str, Any]) -> Any:
+    """fact_lookup_summary from the run's other tables (Arrow), through summary_lines."""
+    lines = summary_lines({name: table.to_pylist() for name, table in tables.items()})
+    return arrow_table("fact_lookup_summary", {"line": list(range(1, len(lines) + 1)), "finding": lines})

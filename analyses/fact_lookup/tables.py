@@ -8,14 +8,28 @@ from analyses.core.contract import ResultTable
 TABLES = (
     ResultTable(
         "fact_lookup_entities",
-        (("input_id", "INTEGER"), ("entity", "VARCHAR"), ("attribute", "VARCHAR"), ("predicted", "VARCHAR"),
-         ("correct_logprob", "DOUBLE"), ("top1_correct", "BOOLEAN"), ("n_name_tokens", "INTEGER"), ("last_name_pos", "INTEGER")),
-        "per entity: the clean run's log p(correct answer token) at the final position and the top-1 among the attribute values' answer tokens",
+        (("input_id", "INTEGER"), ("entity", "VARCHAR"), ("attribute", "VARCHAR"), ("predicted_among_answers", "VARCHAR"),
+         ("correct_logprob", "DOUBLE"), ("top1_among_answers_correct", "BOOLEAN"), ("answer_set_prob", "DOUBLE"),
+         ("correct_within_set_prob", "DOUBLE"), ("top1_token", "VARCHAR"), ("top1_token_id", "INTEGER"), ("top1_prob", "DOUBLE"),
+         ("top1_is_correct", "BOOLEAN"), ("n_name_tokens", "INTEGER"), ("last_name_pos", "INTEGER")),
+        "per entity, at the final position of the clean run: log p(correct answer token); the attribute value whose answer token is "
+        "most probable among the answer tokens only (predicted_among_answers); answer_set_prob = p summed over every answer token; "
+        "correct_within_set_prob = p(correct) / answer_set_prob; the model's own top-1 over the whole vocabulary (token, id, p) "
+        "and whether it is the correct answer token",
     ),
     ResultTable(
         "fact_lookup_probe",
-        (("site", "VARCHAR"), ("layer", "INTEGER"), ("measure", "VARCHAR"), ("accuracy", "DOUBLE"), ("n_entities", "INTEGER"), ("folds", "INTEGER")),
-        "held-out k-fold accuracy at the last name token; measure: probe, control (shuffled labels) or majority (baseline)",
+        (("site", "VARCHAR"), ("layer", "INTEGER"), ("measure", "VARCHAR"), ("accuracy", "DOUBLE"), ("ci_low", "DOUBLE"),
+         ("ci_high", "DOUBLE"), ("p_value", "DOUBLE"), ("n_permutations", "INTEGER"), ("n_entities", "INTEGER"), ("folds", "INTEGER")),
+        "held-out k-fold accuracy at the last name token; measure: probe (ci: 95% bootstrap interval over entities; p_value: "
+        "(1 + #null >= accuracy) / (1 + n_permutations)), control (mean of the permutation null: the same probe refitted on "
+        "n_permutations label shuffles, same folds; ci: the null's 2.5-97.5 percentiles), null_q95 (the null's 95th percentile) "
+        "or majority (baseline)",
+    ),
+    ResultTable(
+        "fact_lookup_probe_null",
+        (("site", "VARCHAR"), ("layer", "INTEGER"), ("permutation", "INTEGER"), ("accuracy", "DOUBLE")),
+        "the permutation null of fact_lookup_probe: held-out accuracy of the probe refitted on each seeded label shuffle",
     ),
     ResultTable(
         "fact_lookup_concat",
@@ -24,14 +38,23 @@ TABLES = (
     ),
     ResultTable(
         "fact_lookup_hidden",
-        (("hidden_through", "INTEGER"), ("probe_layer", "INTEGER"), ("measure", "VARCHAR"), ("accuracy", "DOUBLE")),
-        "probe accuracy at probe_layer's resid_post when the last name token cannot attend to the earlier name tokens in layers 0..hidden_through; hidden_through -1 = nothing hidden",
+        (("hidden_through", "INTEGER"), ("probe_layer", "INTEGER"), ("measure", "VARCHAR"), ("accuracy", "DOUBLE"),
+         ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"), ("p_value", "DOUBLE")),
+        "probe accuracy at probe_layer's resid_post when the last name token cannot attend to the earlier name tokens in layers "
+        "0..hidden_through; hidden_through -1 = nothing hidden; measures, intervals and p-values as in fact_lookup_probe",
     ),
     ResultTable(
         "fact_lookup_ablation",
-        (("component", "VARCHAR"), ("layer", "INTEGER"), ("logprob_drop", "DOUBLE"), ("top1_clean", "DOUBLE"),
-         ("top1_ablated", "DOUBLE"), ("top1_drop", "DOUBLE"), ("n_entities", "INTEGER")),
-        "component output at the last name token replaced by its mean over the table's entities: mean drop in log p(correct) at the final position, top-1 accuracy among the answer tokens",
+        (("component", "VARCHAR"), ("layer", "INTEGER"),
+         ("logprob_drop", "DOUBLE"), ("logprob_drop_low", "DOUBLE"), ("logprob_drop_high", "DOUBLE"),
+         ("set_mass_drop", "DOUBLE"), ("set_mass_drop_low", "DOUBLE"), ("set_mass_drop_high", "DOUBLE"),
+         ("within_set_drop", "DOUBLE"), ("within_set_drop_low", "DOUBLE"), ("within_set_drop_high", "DOUBLE"),
+         ("top1_among_answers_clean", "DOUBLE"), ("top1_among_answers_ablated", "DOUBLE"), ("top1_among_answers_drop", "DOUBLE"),
+         ("top1_vocab_clean", "DOUBLE"), ("top1_vocab_ablated", "DOUBLE"), ("n_entities", "INTEGER")),
+        "component output at the last name token replaced by its mean over the table's entities, at the final position, means "
+        "over entities with 95% bootstrap intervals (_low, _high): logprob_drop = drop in log p(correct) = set_mass_drop (drop in "
+        "log of the probability on the whole answer set: leaving the set) + within_set_drop (drop in log p(correct) renormalised "
+        "within the set: the choice among the answers), exactly; top-1 accuracy among the answer tokens only and over the whole vocabulary",
     ),
     ResultTable(
         "fact_lookup_norms",
@@ -48,6 +71,11 @@ TABLES = (
         "fact_lookup_heads",
         (("layer", "INTEGER"), ("head", "INTEGER"), ("attn_to_name", "DOUBLE"), ("direct_effect", "DOUBLE")),
         "from the final position: summed attention to the name tokens, and the head's direct effect on the correct answer's logit minus the mean of the other answers' (final norm recomputed without the head's output)",
+    ),
+    ResultTable(
+        "fact_lookup_summary",
+        (("line", "INTEGER"), ("finding", "VARCHAR")),
+        "what the run supports, one line each, written from the other tables (scores with their intervals and p-values)",
     ),
     ResultTable(
         "fact_lookup_recombined",
