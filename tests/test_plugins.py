@@ -407,3 +407,10 @@ def test_the_doc_shows_the_example_the_tests_install():
     # The README promises a short example: the module stays about thirty lines of code.
     code = [line for line in module.splitlines() if line.strip()]
     assert len(code) <= 40, len(code)
+
+
+def test_the_readme_shows_the_same_example():
+    """The README's example is the one this file installs and runs (docs/plugins.md), to the letter."""
+    (module,) = doc_blocks("python")
+    readme = [block for block in doc_blocks("python", ROOT / "README.md") if "class TokenNorms(Analysis):" in block]
+    assert readme == [module]

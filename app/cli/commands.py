@@ -129,10 +129,10 @@ def build_inputs(args) -> tuple:
 
 def cmd_run(args) -> int:
     from app.run.progress import StderrProgress
-    from app.run.runner import RunRequest, execute, prepare
+    from app.run.session import Session
     from store import Store
 
-    prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
+    prepared = Session.prepare(args.analysis, build_inputs(args), _parse_param_pairs(args.param))
     Store.check_usable(resolve_db_path(args.db))  # a bad --db fails before the model loads, creating nothing
     progress = StderrProgress(prepared.analysis.spec.name)
     from analyses.model.loading import load_model
@@ -140,7 +140,7 @@ def cmd_run(args) -> int:
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     store = open_store(args)
     try:
-        run_id = execute(store, model, prepared, progress, shard_docs=args.shard_docs)
+        run_id = Session(store).run(model, prepared, progress, shard_docs=args.shard_docs)
     finally:
         progress.close()
     return _print_run(store, prepared.analysis.spec.name, run_id, args)
@@ -164,15 +164,14 @@ def pool_options(args):
 def cmd_sweep(args) -> int:
     """`iwb run`, with the shards computed on Ray actors; this process writes the store."""
     from app.run.progress import StderrProgress
-    from app.run.runner import RunRequest, prepare
-    from app.run.sweep import sweep
+    from app.run.session import Session
 
-    prepared = prepare(RunRequest(args.analysis, build_inputs(args), _parse_param_pairs(args.param)))
+    prepared = Session.prepare(args.analysis, build_inputs(args), _parse_param_pairs(args.param))
     store = open_store(args)
     progress = StderrProgress(f"sweep {prepared.analysis.spec.name}")
     try:
-        run_id = sweep(store, prepared, pool_options(args), args.model, args.device, args.dtype, args.shard_docs, progress,
-                       on_event=lambda text: progress.message(f"ray: {text}"))
+        run_id = Session(store).sweep(prepared, pool_options(args), args.model, args.device, args.dtype, args.shard_docs, progress,
+                                      on_event=lambda text: progress.message(f"ray: {text}"))
     finally:
         progress.close()
     return _print_run(store, prepared.analysis.spec.name, run_id, args)
@@ -181,8 +180,7 @@ def cmd_sweep(args) -> int:
 def cmd_resume(args) -> int:
     """Finish an interrupted, failed or cancelled run: only its missing shards are computed."""
     from app.run.progress import StderrProgress
-    from app.run.runner import resumable
-    from store.runs import shards_to_compute
+    from app.run.session import Session
 
     _run_or_fail(open_store(args, read_only=True), args.run_id)  # no database or no such run: nothing is created
     store = open_store(args)  # opening registers results a finished run left on disk
@@ -190,22 +188,20 @@ def cmd_resume(args) -> int:
     if row["status"] == "done":
         print(f"run {args.run_id} is done; its results are registered")
         return 0
-    prepared = resumable(store, args.run_id)
-    missing, n_shards = shards_to_compute(store, args.run_id)
+    session = Session(store)
+    prepared = session.resumable(args.run_id)
+    missing, n_shards = session.shards_to_compute(args.run_id)
     print(f"run {args.run_id}: {row['analysis']} on {row['model']}, {len(missing)} of {n_shards} shards to compute", file=sys.stderr)
     progress = StderrProgress(f"resume {args.run_id}")
     try:
         if args.ray:
-            from app.run.sweep import sweep_resume
-
-            sweep_resume(store, args.run_id, pool_options(args), args.device, args.dtype, progress,
-                         on_event=lambda text: progress.message(f"ray: {text}"), prepared=prepared)
+            session.resume_on_ray(args.run_id, pool_options(args), args.device, args.dtype, progress,
+                                  on_event=lambda text: progress.message(f"ray: {text}"), prepared=prepared)
         else:
             from analyses.model.loading import load_model
-            from app.run.runner import resume
 
             model = load_model(row["model"], device=args.device, dtype=args.dtype)
-            resume(store, model, args.run_id, progress, prepared=prepared)
+            session.resume(model, args.run_id, progress, prepared=prepared)
     finally:
         progress.close()
     return _print_run(store, prepared.analysis.spec.name, args.run_id, args)
@@ -214,12 +210,12 @@ def cmd_resume(args) -> int:
 def cmd_verify(args) -> int:
     """Exit 0 when every recomputed cell equals the stored one within tolerance, 1 listing the differences."""
     from analyses.model.loading import load_model
-    from app.run.verify import MAX_LISTED, done_runs, verify
+    from app.run.session import MAX_LISTED, Session
 
     if (args.run_id is None) == (not args.all):
         raise BadInput("give a run id or --all")
     store = open_store(args, read_only=True)
-    run_ids = done_runs(store) if args.all else [_run_or_fail(store, args.run_id)["run_id"]]
+    run_ids = Session(store).done_runs() if args.all else [_run_or_fail(store, args.run_id)["run_id"]]
     models: dict = {}
     failed = 0
     for run_id in run_ids:
@@ -227,7 +223,7 @@ def cmd_verify(args) -> int:
         key = (row.get("model"), row.get("dtype"))
         if key not in models:
             models[key] = load_model(row["model"], device=args.device, dtype=row.get("dtype") if row.get("dtype") not in (None, "auto") else args.dtype)
-        verdict = verify(store, models[key], run_id, args.sample)
+        verdict = Session(store).verify(models[key], run_id, args.sample)
         if verdict.differences:
             failed += 1
             print(f"run {run_id}: {len(verdict.differences)} differences in {verdict.table} (inputs {verdict.inputs}):")

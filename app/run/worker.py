@@ -1,7 +1,7 @@
 """The background worker process and its typed message protocol.
 
 The worker (spawned, never forked) owns torch and the model: it loads the model once, keeps it
-warm and runs one job at a time through ``app.run.runner.execute``. It talks to the host only through
+warm and runs one job at a time through the session (``app.run.session.Session``). It talks to the host only through
 the picklable frozen dataclasses below. The host side lives in ``app.run.worker_host``.
 """
 from __future__ import annotations
@@ -175,7 +175,7 @@ class _WorkerLoop:
     def run_job(self, job: Job) -> None:
         from analyses.core.errors import Cancelled as CancelledError
         from analyses.core.errors import IwbError
-        from app.run.runner import RunRequest, execute, prepare
+        from app.run.session import Session
 
         started = time.monotonic()  # the host clears the cancel event before handing over a job
         run_ids: list[int] = []
@@ -197,9 +197,9 @@ class _WorkerLoop:
             if job.resume_run is not None:
                 run_id = self.resume_job(job, on_begin, progress)
             else:
-                prepared = prepare(RunRequest(job.analysis, job.inputs, job.raw_params))
+                prepared = Session.prepare(job.analysis, job.inputs, job.raw_params)
                 model = self.ensure_model(job.model, job_id)
-                run_id = execute(self.store, model, prepared, progress, self.cancel, on_begin=on_begin)
+                run_id = Session(self.store).run(model, prepared, progress, self.cancel, on_begin=on_begin)
         except CancelledError as error:
             events.put(JobCancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
@@ -215,13 +215,14 @@ class _WorkerLoop:
 
     def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
         """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""
-        from app.run.runner import resumable, resume
+        from app.run.session import Session
 
-        prepared = resumable(self.store, job.resume_run)  # refuses an unknown, done or running run before loading a model
+        session = Session(self.store)
+        prepared = session.resumable(job.resume_run)  # refuses an unknown, done or running run before loading a model
         row = self.store.run_row(job.resume_run)
         model = self.ensure_model(ModelChoice(row["model"], job.model.device, job.model.dtype), job.job_id)
         on_begin(job.resume_run)
-        return resume(self.store, model, job.resume_run, progress, self.cancel, prepared=prepared)
+        return session.resume(model, job.resume_run, progress, self.cancel, prepared=prepared)
 
     def count_rows(self, tables: Any, run_id: int) -> dict:
         """Rows stored per result table; a store locked right now leaves the counts out, not the run."""

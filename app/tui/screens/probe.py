@@ -17,7 +17,7 @@ from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, 
 from analyses.core.errors import BadInput
 from analyses.core.registry import analysis_names, get_analysis
 from analyses.inputs.corpus import InputChoice
-from app.run.runner import RunRequest, prepare
+from app.run.session import Session
 from app.tui.events import JobState
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
@@ -241,7 +241,7 @@ class ProbeScreen(WorkbenchScreen):
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
             inputs = build_inputs(source, tuple(get_analysis(analysis).spec.input_kinds))
-            prepare(RunRequest(analysis, inputs, raw_params))
+            Session.prepare(analysis, inputs, raw_params)
         except (BadInput, ValueError) as error:
             app.call_from_thread(self.show_form_error, str(error))
             return
