@@ -173,5 +173,5 @@ def test_cancel_is_checked_between_batches(tiny_model):
 
     with pytest.raises(Cancelled):
         run_hooked_batches(tiny_model, rows, [("blocks.0.hook_resid_pre", hook)], no_progress, cancel, batch_tokens=BUDGET)
-    # The first batch ran whole (the two longest documents), then cancel stopped the second.
+    # Cancel, set during the first forward, stopped it after its first block: no second batch.
     assert seen == [(1, 4)]

@@ -109,6 +109,16 @@ def no_progress(done: int, total: int, note: str = "") -> None:
     """A progress callback that ignores everything."""
 
 
+def check_cancel(cancel: CancelEvent | None) -> None:
+    """Raise Cancelled when the run's cancel event is set: the one check engines make between
+    small units of work (a forward, a block, a chunk), so that a cancel takes effect within about
+    a second. Cheap (one Event.is_set); None means the caller cannot be cancelled."""
+    if cancel is not None and cancel.is_set():
+        from analyses.core.errors import Cancelled
+
+        raise Cancelled("cancelled")
+
+
 Runner = Callable[..., Result]
 
 

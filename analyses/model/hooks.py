@@ -1,7 +1,7 @@
 """Hooked forwards over whole documents: the tokens of each input as the model sees them, and
 hooked forwards over documents batched by length under a token budget (the one batching policy
 of analyses/model/tokens.py: right padding, the model's pad id, an attention mask), with progress
-and cancel between batches. ``run_hooked_documents`` is the reference: one unpadded forward per
+and cancel after every block. ``run_hooked_documents`` is the reference: one unpadded forward per
 document, no mask.
 
 A hook here is ``(name, fn(activation, batch))``: fn gets the activation and the DocumentBatch of
@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from analyses.core.contract import CancelEvent, Input, Progress
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Input, Progress, check_cancel
 
 if TYPE_CHECKING:
     from analyses.model.loading import LoadedModel
@@ -84,13 +83,27 @@ def _bound(hooks: list[BatchHook], current: dict) -> list:
     return [(name, functools.partial(call, fn=fn)) for name, fn in hooks]
 
 
+def block_checks(n_blocks: int, cancel: CancelEvent, on_block: Callable[[int], None] | None = None) -> list:
+    """Bridge hooks on every block's output (blocks 0..n_blocks-1) that check cancel (raising
+    Cancelled inside the forward) and then call on_block(layer): cancel and progress per block,
+    not only per forward."""
+
+    def check(activation: Any, hook: Any, layer: int) -> None:
+        check_cancel(cancel)
+        if on_block is not None:
+            on_block(layer)
+
+    return [(f"blocks.{layer}.hook_resid_post", functools.partial(check, layer=layer)) for layer in range(n_blocks)]
+
+
 def run_hooked_batches(
     model: LoadedModel, token_rows: list, hooks: list[BatchHook], progress: Progress, cancel: CancelEvent,
     batch_tokens: int | None = None, stop_at_layer: int | None = None,
 ) -> None:
     """Forwards over the documents grouped by length under batch_tokens (default: the model
     layer's budget), right-padded with the pad id and an attention mask; cancel is checked and
-    progress reported (in documents) between batches."""
+    progress reported after every block of every forward (in document-blocks: a batch of B
+    documents through n blocks is B x n units)."""
     import torch
 
     from analyses.model.tokens import length_batches, pad_right
@@ -98,17 +111,23 @@ def run_hooked_batches(
     lengths = [int(row.shape[-1]) for row in token_rows]
     groups = length_batches(lengths, batch_tokens or batch_token_budget(model, lengths))
     current: dict[str, DocumentBatch] = {}
+    n_blocks = model.n_layers if stop_at_layer is None else min(model.n_layers, stop_at_layer)
     bound, total, done = _bound(hooks, current), len(token_rows), 0
+
+    def on_block(layer: int) -> None:
+        group = current["batch"].indices
+        progress(done * n_blocks + len(group) * (layer + 1), total * n_blocks, f"documents {done + 1}-{done + len(group)}/{total}: block {layer + 1}/{n_blocks}")
+
+    checks = block_checks(n_blocks, cancel, on_block)
     with torch.inference_mode():
         for group in groups:
-            if cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(done, total, f"documents {done + 1}-{done + len(group)}/{total}")
+            check_cancel(cancel)
+            progress(done * n_blocks, total * n_blocks, f"documents {done + 1}-{done + len(group)}/{total}")
             tokens, mask = pad_right(model, [token_rows[index].reshape(-1).tolist() for index in group])
             current["batch"] = DocumentBatch(tuple(group), tuple(lengths[index] for index in group), int(tokens.shape[-1]))
-            _forward(model, tokens, bound, mask, stop_at_layer)
+            _forward(model, tokens, bound + checks, mask, stop_at_layer)
             done += len(group)
-    progress(total, total, "done")
+    progress(total * n_blocks, total * n_blocks, "done")
 
 
 def run_hooked_documents(
@@ -123,8 +142,7 @@ def run_hooked_documents(
     bound, total = _bound(hooks, current), len(token_rows)
     with torch.inference_mode():
         for index, tokens in enumerate(token_rows):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             progress(index, total, f"document {index + 1}/{total}")
             current["batch"] = DocumentBatch((index,), (int(tokens.shape[-1]),), int(tokens.shape[-1]))
             _forward(model, tokens, bound, None, stop_at_layer)
