@@ -146,12 +146,13 @@ class Truncation(Analysis):
         from analyses.truncation.engine import full_context_mean, length_batch_count
 
         analysed = [doc for doc in analysed_documents(model, inputs, params) if doc.positions]
-        total = max(1, length_batch_count(analysed, params.batch_tokens))
+        forwards, n_layers = max(1, length_batch_count(analysed, params.batch_tokens)), model.n_layers
+        total = forwards * n_layers
         done = [0]
 
-        def tick() -> None:
+        def tick(layer: int) -> None:
             done[0] += 1
-            progress(min(done[0], total), total, "full-context mean")
+            progress(min(done[0], total), total, f"full-context mean: forward {min(forwards, 1 + (done[0] - 1) // n_layers)}/{forwards}, block {layer + 1}/{n_layers}")
 
         with torch.inference_mode():
             mean = full_context_mean(model, analysed, params.batch_tokens, cancel, tick)
@@ -167,12 +168,13 @@ class Truncation(Analysis):
         docs = analysed_documents(model, inputs, params)
         analysed = [doc for doc in docs if doc.positions]
         bos_id = bos_token_id(model, params)
-        total = max(1, count_window_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens))
+        forwards, n_layers = max(1, count_window_forwards(analysed, params.k_max, bos_id is not None, params.batch_tokens)), model.n_layers
+        total = forwards * n_layers
         done = [0]
 
-        def tick() -> None:
+        def tick(layer: int) -> None:
             done[0] += 1
-            progress(min(done[0], total), total, "truncated windows")
+            progress(min(done[0], total), total, f"truncated windows: forward {min(forwards, 1 + (done[0] - 1) // n_layers)}/{forwards}, block {layer + 1}/{n_layers}")
 
         mean = torch.as_tensor(state["mean"], device=model.device)
         with torch.inference_mode():

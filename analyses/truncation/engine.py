@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.errors import Cancelled
+from analyses.core.contract import check_cancel
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,17 @@ def analysed_positions(n_tokens: int, bos_offset: int, min_context: int) -> tupl
     return tuple(range(bos_offset + min_context, n_tokens))
 
 
-def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], None]) -> None:
-    """Forward a batch, handing every block's resid_post to on_layer(resid, layer); stops after the last block."""
+def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], None], cancel=None, tick=None) -> None:
+    """Forward a batch, handing every block's resid_post to on_layer(resid, layer); stops after the
+    last block. After every block, cancel is checked and tick(layer) called (cancel and progress
+    within a forward, which takes seconds at the default batch size on a CPU)."""
     last = model.n_layers - 1
 
     def hook(resid, hook, layer):
         on_layer(resid, layer)
+        check_cancel(cancel)
+        if tick:
+            tick(layer)
         if layer == last:
             raise _StopForward
         return resid
@@ -64,12 +69,12 @@ def _length_batches(docs: list[DocTokens], batch_tokens: int) -> list[list[DocTo
 
 
 def length_batch_count(docs: list[DocTokens], batch_tokens: int) -> int:
-    """Progress units of the mean pass: one per full-context batch."""
+    """Full-context forwards of the mean pass (its progress ticks once per block of each)."""
     return len(_length_batches(docs, batch_tokens))
 
 
 def count_window_forwards(docs: list[DocTokens], k_max: int, with_bos: bool, batch_tokens: int) -> int:
-    """Progress units of the cosine pass: one per window forward."""
+    """Window forwards of the cosine pass (its progress ticks once per block of each)."""
     per_forward = max(1, batch_tokens // (k_max + int(with_bos)))
     batches = _length_batches(docs, batch_tokens)
     windows = [sum(len(window_starts(d, k_max)) for d in batch) for batch in batches]
@@ -87,14 +92,14 @@ def _padded(model, rows: list[list[int]], width: int):
     return pad_right(model, rows, width)
 
 
-def _full_residuals(model, batch: list[DocTokens], on_layer: Callable[[int, Any], None]) -> None:
+def _full_residuals(model, batch: list[DocTokens], on_layer: Callable[[int, Any], None], cancel=None, tick=None) -> None:
     """One right-padded forward of full documents; on_layer(layer, resid [n analysed, d] float32)."""
     import torch
 
     tokens, mask = _padded(model, [list(d.ids) for d in batch], max(len(d.ids) for d in batch))
     rows = torch.tensor([r for r, d in enumerate(batch) for _ in d.positions], device=model.device)
     cols = torch.tensor([p for d in batch for p in d.positions], device=model.device)
-    _run_blocks(model, tokens, mask, lambda resid, layer: on_layer(layer, resid[rows, cols].float()))
+    _run_blocks(model, tokens, mask, lambda resid, layer: on_layer(layer, resid[rows, cols].float()), cancel, tick)
 
 
 def full_context_mean(model, docs: list[DocTokens], batch_tokens: int, cancel=None, tick=None):
@@ -105,16 +110,13 @@ def full_context_mean(model, docs: list[DocTokens], batch_tokens: int, cancel=No
     total = torch.zeros((model.n_layers, model.d_model), dtype=torch.float64, device=model.device)
     count = 0
     for batch in _length_batches(docs, batch_tokens):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
 
         def add(layer, resid):
             total[layer] += resid.double().sum(0)
 
-        _full_residuals(model, batch, add)
+        _full_residuals(model, batch, add, cancel, tick)
         count += sum(len(d.positions) for d in batch)
-        if tick:
-            tick()
     return (total / max(count, 1)).float()
 
 
@@ -145,7 +147,7 @@ def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | No
         n_rows = sum(len(d.positions) for d in batch)
         full_unit = torch.zeros((model.n_layers, n_rows, model.d_model), dtype=torch.float32, device=model.device)
 
-        _full_residuals(model, batch, functools.partial(_keep_unit, full_unit, mean))
+        _full_residuals(model, batch, functools.partial(_keep_unit, full_unit, mean), cancel)
         windows: list[list[int]] = []
         targets: list[list[int]] = []
         row_base = 0
@@ -159,17 +161,14 @@ def truncated_cosines(model, docs: list[DocTokens], k_max: int, bos_id: int | No
         cos = torch.zeros((n_rows, model.n_layers, k_max), dtype=torch.float32, device=model.device)
         per_forward = max(1, batch_tokens // width)
         for first in range(0, len(windows), per_forward):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             tokens, mask = _padded(model, windows[first : first + per_forward], width)
             target = torch.tensor(targets[first : first + per_forward], device=model.device)
             valid = target >= 0
             rows = target[valid]
             ks = torch.arange(k_max, device=model.device).expand_as(target)[valid]
 
-            _run_blocks(model, tokens, mask, functools.partial(_reduce_cosines, cos, full_unit, mean, offset, valid, rows, ks))
-            if tick:
-                tick()
+            _run_blocks(model, tokens, mask, functools.partial(_reduce_cosines, cos, full_unit, mean, offset, valid, rows, ks), cancel, tick)
         cos_cpu = cos.cpu().numpy()
         row_base = 0
         for doc in batch:
