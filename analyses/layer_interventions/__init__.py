@@ -8,11 +8,12 @@ the same residual for attention and MLP); a swap runs the two blocks in the othe
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Invariant, Line, Order, Progress, Result, ResultTable, Table, param
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Input, Invariant, Line, Order, Progress, Result, ResultTable, Table, check_cancel, param
+from analyses.core.errors import BadInput
 from analyses.core.params import name_list
 from analyses.model.tokens import bos_param
 
@@ -176,13 +177,14 @@ class CleanRun:
     logits: object
 
 
-def clean_run(adapter, tokens) -> CleanRun:
+def clean_run(adapter, tokens, cancel: CancelEvent | None = None) -> CleanRun:
     """resid_mid is resid_pre + the attention output: the block with its MLP deleted, also for
-    parallel blocks (whose MLP reads resid_pre)."""
+    parallel blocks (whose MLP reads resid_pre). Cancel is checked before every block."""
     embeddings = adapter.embed(tokens)
     context = adapter.context(tokens.shape[1], hidden=embeddings)
     resid_pre, resid_mid = [embeddings], []
     for layer in range(adapter.n_layers):
+        check_cancel(cancel)
         resid = resid_pre[-1]
         mid = resid + adapter.attn_out(layer, resid, context)
         resid_mid.append(mid)
@@ -190,7 +192,16 @@ def clean_run(adapter, tokens) -> CleanRun:
     return CleanRun(context, resid_pre, resid_mid, adapter.logits(resid_pre[-1]))
 
 
-def intervened_logits(adapter, clean: CleanRun, item: Intervention):
+def run_blocks(adapter, resid, layers, context, cancel: CancelEvent | None = None):
+    """adapter.run (the blocks in the given order), with cancel checked before every block: one
+    intervention on a batch of a thousand tokens is seconds of blocks on a CPU."""
+    for layer in layers:
+        check_cancel(cancel)
+        resid = adapter.block(layer, resid, context)
+    return resid
+
+
+def intervened_logits(adapter, clean: CleanRun, item: Intervention, cancel: CancelEvent | None = None):
     """Logits with one intervention, resumed from the clean run's cached residual."""
     layer, context = item.layer, clean.context
     if item.kind == "block":
@@ -200,30 +211,36 @@ def intervened_logits(adapter, clean: CleanRun, item: Intervention):
     elif item.kind == "mlp":
         resid = clean.resid_mid[layer]
     else:
-        resid = adapter.run(clean.resid_pre[layer], [layer + 1, layer], context)
+        resid = run_blocks(adapter, clean.resid_pre[layer], [layer + 1, layer], context, cancel)
         layer += 1
-    return adapter.logits(adapter.run(resid, range(layer + 1, adapter.n_layers), context))
+    return adapter.logits(run_blocks(adapter, resid, range(layer + 1, adapter.n_layers), context, cancel))
 
 
 def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None,
-                    noop: list | None = None):
+                    noop: list | None = None, on_step: Callable[[int, str], None] | None = None):
     """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
     intervention resumes from its cached residual and runs only what comes after. With ``noop`` (a
     list), also the no-op intervention: every block resumed from the cached embeddings, whose mean KL
-    to the clean run must be 0; it is appended to ``noop``."""
+    to the clean run must be 0; it is appended to ``noop``. Cancel is checked before every block;
+    on_step(i, what) is called before intervention i (and with -1 before the clean run)."""
     import torch
 
-    clean = clean_run(adapter, batch.tokens)
+    if on_step:
+        on_step(-1, "clean run")
+    clean = clean_run(adapter, batch.tokens, cancel)
     ref = clean_reference(clean.logits, batch)
     if noop is not None:
-        resumed = adapter.logits(adapter.run(clean.resid_pre[0], range(adapter.n_layers), clean.context))
+        if on_step:
+            on_step(-1, "no-op check")
+        resumed = adapter.logits(run_blocks(adapter, clean.resid_pre[0], range(adapter.n_layers), clean.context, cancel))
         sums = metric_sums(ref, resumed)
         noop.append(float(sums[0] / sums[3]))
     sums = []
-    for item in interventions:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
-        sums.append(metric_sums(ref, intervened_logits(adapter, clean, item)))
+    for index, item in enumerate(interventions):
+        check_cancel(cancel)
+        if on_step:
+            on_step(index, f"{item.kind} {item.layer}")
+        sums.append(metric_sums(ref, intervened_logits(adapter, clean, item, cancel)))
     return torch.stack(sums)
 
 
@@ -286,14 +303,20 @@ class LayerInterventions(Analysis):
         batches = pack_batches(token_rows, params.batch_tokens, pad_id(model))
         total = torch.zeros(len(interventions), N_SUMS, dtype=torch.float64, device=model.device)
         noop: list[float] = []
+        n_steps = len(interventions)
         with torch.inference_mode():
             for index, batch in enumerate(batches):
-                if cancel.is_set():
-                    raise Cancelled("cancelled")
-                progress(index, len(batches), f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)")
+                check_cancel(cancel)
+                where = f"batch {index + 1}/{len(batches)} ({batch.tokens.shape[0]} x {batch.tokens.shape[1]} tokens)"
+
+                def step(i: int, what: str, index: int = index, where: str = where) -> None:
+                    # Progress in interventions over every batch: one unit is one intervention on one batch.
+                    label = f"intervention {i + 1}/{n_steps} ({what})" if i >= 0 else what
+                    progress(index * n_steps + max(i, 0), len(batches) * n_steps, f"{where}: {label}")
+
                 # The first batch also runs the no-op intervention (one more forward per run).
-                total += fast_batch_sums(adapter, batch, interventions, cancel, noop if index == 0 else None)
-        progress(len(batches), len(batches), "done")
+                total += fast_batch_sums(adapter, batch, interventions, cancel, noop if index == 0 else None, step)
+        progress(len(batches) * n_steps, len(batches) * n_steps, "done")
         notes = {
             **model.bos(params.prepend_bos).record(),
             "positions": "KL, agreement, entropy: every real position (BOS position included); loss: positions with a next token",
