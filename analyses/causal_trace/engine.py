@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import CancelEvent, Progress, no_progress
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Progress, check_cancel, no_progress
 
 TRACE_KINDS = ("resid", "mlp", "attn")
 HOOK_OF_KIND = {"mlp": "hook_mlp_out", "attn": "hook_attn_out"}
@@ -80,8 +79,9 @@ class RunStates:
     outputs: dict  # (kind, layer) -> [B, T, d]
 
 
-def forward_states(adapter, embeds: Any, capture: bool) -> RunStates:
-    """A full forward block by block (the model's own computation), keeping what the trace reuses."""
+def forward_states(adapter, embeds: Any, capture: bool, cancel: CancelEvent | None = None) -> RunStates:
+    """A full forward block by block (the model's own computation), keeping what the trace reuses;
+    cancel is checked before every block."""
     from analyses.model.kv import PrefixCache
 
     cache = PrefixCache(record=True)
@@ -90,6 +90,7 @@ def forward_states(adapter, embeds: Any, capture: bool) -> RunStates:
     resid = [embeds]
     hidden = embeds
     for layer in range(adapter.n_layers):
+        check_cancel(cancel)
         edits = {}
         if capture:
             for kind, site in SITE_OF_KIND.items():
@@ -123,8 +124,10 @@ def batch_tokens_limit(model, seq_len: int) -> int:
     return token_budget(model, activation_bytes_per_token(model, extra_floats=2 * model.bridge.cfg.n_heads * seq_len))
 
 
-def _pipeline(adapter, t: int, cells: list, clean: RunStates, corrupted: RunStates, window: int, answer_id: int) -> Any:
-    """Mean p(answer) per cell for cells (kind, layer) restored at token t, in one layer pipeline."""
+def _pipeline(adapter, t: int, cells: list, clean: RunStates, corrupted: RunStates, window: int, answer_id: int,
+              cancel: CancelEvent | None = None) -> Any:
+    """Mean p(answer) per cell for cells (kind, layer) restored at token t, in one layer pipeline;
+    cancel is checked before every block."""
     import torch
 
     from analyses.model.kv import PrefixCache
@@ -152,6 +155,7 @@ def _pipeline(adapter, t: int, cells: list, clean: RunStates, corrupted: RunStat
             sample_index = torch.cat([sample_index, sample_ids.repeat(len(joining))])
         if layer == n_layers or hidden is None:
             continue
+        check_cancel(cancel)
         if context is None:
             context = adapter.context(hidden.shape[1], first_pos=t, hidden=hidden)
         edits = {}
@@ -183,8 +187,9 @@ def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, pr
     limit = batch_tokens or batch_tokens_limit(model, seq_len)
     with torch.inference_mode():
         clean_embed = adapter.token_embed(tokens)
-        clean = forward_states(adapter, adapter.add_positions(clean_embed), capture=True)
-        corrupted = forward_states(adapter, adapter.add_positions(corrupt(clean_embed, setup.noise, setup.subject_range)), capture=False)
+        progress(0, 1, "clean and corrupted runs")
+        clean = forward_states(adapter, adapter.add_positions(clean_embed), capture=True, cancel=cancel)
+        corrupted = forward_states(adapter, adapter.add_positions(corrupt(clean_embed, setup.noise, setup.subject_range)), capture=False, cancel=cancel)
         high = float(answer_probs(adapter, clean.resid[-1][:, -1], setup.answer_id)[0])
         low = float(answer_probs(adapter, corrupted.resid[-1][:, -1], setup.answer_id).mean())
         probs = {kind: np.full((seq_len, n_layers), low) for kind in kinds}
@@ -192,15 +197,18 @@ def trace_fast(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, pr
         # run (the last position does not see a later state); at the last token it is computed.
         last_resid = ("resid", n_layers - 1)
         cells_all = [(kind, layer) for kind in kinds for layer in range(n_layers) if (kind, layer) != last_resid]
+        # Progress in cells (kind, layer, token) traced: each pipeline reports the cells it runs.
+        n_cells = len(cells_all) * (seq_len - begin) + int("resid" in kinds)
+        done = 0
         for t in range(begin, seq_len):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled")
-            progress(t - begin, seq_len - begin, f"token {t + 1}/{seq_len}")
             per_chunk = max(1, limit // max(1, samples * (seq_len - t)))
             cells = cells_all + [last_resid] if t == seq_len - 1 and "resid" in kinds else cells_all
             for start in range(0, len(cells), per_chunk):
+                check_cancel(cancel)
                 chunk = cells[start : start + per_chunk]
-                means = _pipeline(adapter, t, chunk, clean, corrupted, window, setup.answer_id)
+                progress(done, n_cells, f"token {t + 1}/{seq_len}: cells {start + 1}-{start + len(chunk)}/{len(cells)} ({done}/{n_cells} cells)")
+                means = _pipeline(adapter, t, chunk, clean, corrupted, window, setup.answer_id, cancel)
+                done += len(chunk)
                 for (kind, layer), value in zip(chunk, means):
                     probs[kind][t, layer] = value
     return TraceOutput(probs, high, low)
