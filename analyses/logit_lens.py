@@ -7,11 +7,26 @@ layer's cached scale. Reductions run in float32 whatever the model dtype.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Invariant, Line, Progress, Result, ResultTable, param
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.contract import (
+    Analysis,
+    AnalysisSpec,
+    CancelEvent,
+    Filter,
+    Heatmap,
+    Input,
+    Invariant,
+    Line,
+    Progress,
+    Result,
+    ResultTable,
+    check_cancel,
+    param,
+)
+from analyses.core.errors import BadInput
 from analyses.model.tokens import bos_param
 
 LOG2 = 0.6931471805599453
@@ -75,21 +90,27 @@ def resolve_target(model, target: str | None) -> int | None:
     return int(ids[0])
 
 
-def lens_rows(model, tokens) -> tuple:
-    """(lens logits source stack [n_layers+1, T, d], model logits [T, V]) for one sequence."""
+def lens_rows(model, tokens, cancel: CancelEvent | None = None) -> tuple:
+    """(lens logits source stack [n_layers+1, T, d], model logits [T, V]) for one sequence;
+    cancel is checked after every block of the forward."""
     import torch
+
+    from analyses.model.hooks import block_checks
 
     n_layers = model.n_layers
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
     names.append(f"blocks.{n_layers - 1}.hook_resid_post")
     wanted = set(names)
-    logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
+    with model.bridge.hooks(fwd_hooks=block_checks(n_layers, cancel) if cancel is not None else []):
+        logits, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name in wanted)
     stack = torch.stack([cache[name][0] for name in names])
     return stack, logits[0]
 
 
-def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | None = None) -> dict:
-    """Per (row, pos) statistics of the lens over a residual stack [R, T, d]; the last row is final."""
+def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | None = None,
+                    on_chunk: Callable[[int, int, int], None] | None = None) -> dict:
+    """Per (row, pos) statistics of the lens over a residual stack [R, T, d]; the last row is final.
+    Cancel is checked and on_chunk(first row, last row, rows) called before every chunk of rows."""
     import torch
 
     from analyses.model.adapters import adapter_for
@@ -102,8 +123,9 @@ def lens_statistics(model, stack, target_id: int | None, cancel: CancelEvent | N
     final_p = final_logp.exp()
     out = {key: [] for key in ("entropy", "kl", "top_id", "top_prob", "target_prob")}
     for start in range(0, rows, chunk_rows):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
+        if on_chunk:
+            on_chunk(start, min(rows, start + chunk_rows), rows)
         chunk = stack[start : start + chunk_rows]
         logp = torch.log_softmax(adapter.logits(chunk).float(), dim=-1)
         if start + chunk.shape[0] == rows:
@@ -153,12 +175,17 @@ class LogitLens(Analysis):
         n_rows = model.n_layers + 1
         with torch.inference_mode():
             for index, item in enumerate(inputs):
-                if cancel.is_set():
-                    raise Cancelled("cancelled")
-                progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward pass")
+                check_cancel(cancel)
+                # Progress in lens rows (layers) over every input: the forward, then the rows in chunks.
+                progress(index * n_rows, len(inputs) * n_rows, f"input {index + 1}/{len(inputs)}: forward pass")
                 tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
-                stack, _ = lens_rows(model, tokens)
-                stats = lens_statistics(model, stack, target_id, cancel)
+                stack, _ = lens_rows(model, tokens, cancel)
+
+                def chunk(first: int, last: int, rows: int, index: int = index, positions: int = int(tokens.shape[-1])) -> None:
+                    progress(index * n_rows + first, len(inputs) * n_rows,
+                             f"input {index + 1}/{len(inputs)}: lens rows {first + 1}-{last}/{rows} ({positions} tokens)")
+
+                stats = lens_statistics(model, stack, target_id, cancel, chunk)
                 ids = tokens[0].tolist()
                 token_rows.append(tokens)
                 positions = len(ids)
@@ -177,7 +204,7 @@ class LogitLens(Analysis):
                     columns["target_prob"].append(np.full(n_rows * positions, np.nan))
                 else:
                     columns["target_prob"].append(stats["target_prob"].ravel().astype(np.float64))
-        progress(len(inputs), len(inputs), "done")
+        progress(len(inputs) * n_rows, len(inputs) * n_rows, "done")
         arrays = {name: np.concatenate(parts) for name, parts in columns.items()}
         table = pa.table(
             {

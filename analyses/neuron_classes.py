@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, check_cancel, param
+from analyses.core.errors import BadInput
 from analyses.core.params import int_list
 from analyses.core.tables import tokens_table_of
 
@@ -83,12 +83,16 @@ def unembedding_directions(weights, fold_final_norm: bool):
     return w_u / w_u.norm(dim=0, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
-def cosine_moments(w_out, directions, chunk_rows: int):
-    """(skew, raw kurtosis) [n_neurons] float64 of each row's cosines with the unit directions."""
+def cosine_moments(w_out, directions, chunk_rows: int, cancel: CancelEvent | None = None, on_chunk=None):
+    """(skew, raw kurtosis) [n_neurons] float64 of each row's cosines with the unit directions;
+    cancel is checked and on_chunk(first row) called before every chunk of rows."""
     import torch
 
     skews, kurtoses = [], []
     for start in range(0, w_out.shape[0], chunk_rows):
+        check_cancel(cancel)
+        if on_chunk:
+            on_chunk(start)
         rows = w_out[start : start + chunk_rows].float()
         cosines = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ directions
         # Centred in float32 about a float64 mean, every power summed in float64.
@@ -135,11 +139,16 @@ class NeuronClasses(Analysis):
             chunk_rows = max(1, CHUNK_ELEMENTS // directions.shape[1])
             chosen = layer_list(params.layers, n_layers)
             for index, layer in enumerate(chosen):
-                if cancel.is_set():
-                    raise Cancelled("cancelled")
-                progress(index, len(chosen), f"layer {layer}")
+                check_cancel(cancel)
                 w_out = weights.layers[layer].W_out
-                skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows))
+                n_rows = w_out.shape[0]
+
+                def chunk(start: int, index: int = index, layer: int = layer, n_rows: int = n_rows) -> None:
+                    # Progress in neurons over the chosen layers.
+                    progress(index * n_rows + start, len(chosen) * n_rows,
+                             f"layer {layer} ({index + 1}/{len(chosen)}): neurons {start + 1}-{min(n_rows, start + chunk_rows)}/{n_rows}")
+
+                skew, kurtosis = (values.cpu().numpy() for values in cosine_moments(w_out, directions, chunk_rows, cancel, chunk))
                 labels = classify(skew, kurtosis, params)
                 n_neurons = skew.shape[0]
                 columns["layer"].append(np.full(n_neurons, layer, dtype=np.int32))
@@ -154,7 +163,7 @@ class NeuronClasses(Analysis):
                     counts["neuron_class"].append(name)
                     counts["n_neurons"].append(count)
                     counts["fraction"].append(count / n_neurons)
-        progress(len(chosen), len(chosen), "done")
+        progress(1, 1, "done")
         neurons = pa.table({name: np.concatenate(parts) for name, parts in columns.items()})
         notes = {
             "fold_final_norm": params.fold_final_norm,

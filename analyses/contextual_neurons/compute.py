@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyses.contextual_neurons import engine
-from analyses.core.contract import CancelEvent, Input, Progress, Result
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Input, Progress, Result, check_cancel, no_progress
 from analyses.core.params import int_list
 
 
@@ -16,7 +15,8 @@ def _table(name: str, rows: dict[str, list]) -> Any:
     return arrow_table(SPEC.table(name), rows)
 
 
-def token_contributions(models, directions, top_k: int, chunk: int, cancel: CancelEvent, eligible=None) -> tuple[Any, Any, Any, Any]:
+def token_contributions(models, directions, top_k: int, chunk: int, cancel: CancelEvent, eligible=None,
+                        progress: Progress = no_progress) -> tuple[Any, Any, Any, Any]:
     """Top and bottom (values, token ids) [N, k] of each neuron's contribution over the
     vocabulary, or over the tokens where eligible [V] is true."""
     import torch
@@ -24,8 +24,8 @@ def token_contributions(models, directions, top_k: int, chunk: int, cancel: Canc
     n_neurons = directions.attention.shape[1]
     tops, top_ids, bottoms, bottom_ids = [], [], [], []
     for start in range(0, n_neurons, chunk):
-        if cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
+        progress(start, n_neurons, f"token contributions: neurons {start + 1}-{min(n_neurons, start + chunk)}/{n_neurons}")
         columns = directions.attention[:, start:start + chunk]
         total = torch.zeros(models[0].value.shape[0], columns.shape[1])
         for model in models:
@@ -65,7 +65,9 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     reading = layer.W_gate if layer.W_gate is not None else layer.W_in
     reading_bias = layer.b_in if layer.W_gate is None and layer.b_in is not None else 0
     real, predicted, direct = [], [], []
-    for doc in documents:
+    for index, doc in enumerate(documents):
+        check_cancel(cancel)
+        progress(index, len(documents), f"neuron inputs: document {index + 1}/{len(documents)}")
         residual = doc.resid_pre if weights.parallel or layer.b_O is None else doc.resid_pre + layer.b_O
         doc_direct = residual @ directions.direct + directions.constant
         doc_ctx = engine.contextual_term(models, anatomy.pattern, doc.ids, directions.attention) if models else torch.zeros_like(doc_direct)
@@ -86,7 +88,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
         eligible = None
         if params.min_count > 0:
             eligible = torch.bincount(corpus_ids, minlength=weights.W_E.shape[0]) >= params.min_count
-        top = token_contributions(models, directions, params.top_k, params.neuron_chunk, cancel, eligible)
+        top = token_contributions(models, directions, params.top_k, params.neuron_chunk, cancel, eligible, progress)
         tables["contextual_neurons_tokens"] = tokens_contribution_table(model, *top)
     else:
         tables["contextual_neurons_tokens"] = tokens_contribution_table(model, *(torch.zeros(0, 0),) * 4)

@@ -14,8 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import CancelEvent, Progress
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Progress, check_cancel
 
 MAX_EXPONENT = 60.0
 
@@ -130,8 +129,7 @@ def layer_zero_pass(model, weights, token_rows: list, progress: Progress, cancel
     documents = []
     with torch.inference_mode():
         for index, tokens in enumerate(token_rows):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             progress(index, len(token_rows), f"layer 0, document {index + 1}/{len(token_rows)}")
             model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=1, use_cache=False)
             mlp_input = captured[names[0]] if weights.parallel else captured[names[0]] + captured[names[1]]

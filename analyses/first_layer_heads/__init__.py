@@ -27,6 +27,7 @@ from analyses.core.contract import (
     ResultTable,
     RunValue,
     Table,
+    check_cancel,
     columns,
     param,
 )
@@ -156,11 +157,13 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
     first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
     corpus = engine.collect(model, weights, token_rows, set_names, layers, first_pos, progress, cancel, runner)
     dest_positions, token = int_list(params.dest_positions, "dest_positions"), dest_token_id(model, params.dest_token)
-    results = [
-        anatomy.analyse_layer(weights, corpus[layer], layer, anatomy.resolve_method(weights, layer, params.method), dest_positions,
-                              token, model.n_ctx, first_pos, params.thresholds())
-        for layer in layers
-    ]
+    results = []
+    for index, layer in enumerate(layers):
+        check_cancel(cancel)
+        progress(index, len(layers), f"layer {layer} ({index + 1}/{len(layers)}): head anatomy and bootstrap")
+        results.append(anatomy.analyse_layer(weights, corpus[layer], layer, anatomy.resolve_method(weights, layer, params.method),
+                                             dest_positions, token, model.n_ctx, first_pos, params.thresholds()))
+    check_cancel(cancel)
     return weights, token_rows, results, first_pos
 
 

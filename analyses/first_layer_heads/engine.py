@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import CancelEvent, Progress
+from analyses.core.contract import CancelEvent, Progress, check_cancel
 
 BUCKETS = (("self", 0, 0), ("prev_1_5", 1, 5), ("prev_6_50", 6, 50), ("beyond_50", 51, None))
 
@@ -134,6 +134,7 @@ def collect(model, weights, token_rows: list, set_names: list[str], layers: tupl
 
     def on_resid(resid, batch, layer: int) -> None:
         for row, (index, size) in enumerate(zip(batch.indices, batch.lengths)):
+            check_cancel(cancel)  # a document's scores and patterns take a fraction of a second each
             logz[layer][index] = add_document(corpus[layer], weights.layers[layer], resid[row, :size], ids[index], first_pos)
 
     hooks = [(f"blocks.{layer}.hook_resid_pre", functools.partial(on_resid, layer=layer)) for layer in layers]
