@@ -153,7 +153,7 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
     for p, low, accuracy, high in store.query("SELECT p_value, ci_low, accuracy, ci_high FROM fact_lookup_probe WHERE run_id = ? AND measure = 'probe'", [run_id]).rows:
         assert abs(round(p * 21) - p * 21) < 1e-9 and 1 / 21 <= p <= 1 and low <= accuracy <= high
     # The summary lines are what summary_lines writes from the tables as stored.
-    from analyses.fact_lookup.summaries import summary_lines
+    from analyses.fact_lookup.summaries import summary_lines, wrapped
     from analyses.fact_lookup.tables import TABLES
 
     stored = {}
@@ -161,7 +161,8 @@ def test_the_analysis_runs_and_stores_on_every_family(family_model, store):
         result = store.query(f"SELECT * EXCLUDE (run_id) FROM {table.name} WHERE run_id = ?", [run_id])
         stored[table.name] = [dict(zip(result.columns, row)) for row in result.rows]
     lines = [row["finding"] for row in sorted(stored["fact_lookup_summary"], key=lambda row: row["line"])]
-    assert lines == summary_lines(stored) and any("p = " in line for line in lines)
+    assert lines == wrapped(summary_lines(stored)) and any("p = " in line for line in lines)
+    assert all(len(line) <= 100 for line in lines)
     heads = store.query("SELECT count(*) FROM fact_lookup_heads WHERE run_id = ?", [run_id]).rows[0][0]
     assert heads == n_layers * family_model.bridge.cfg.n_heads
     assert store.run_row(run_id)["status"] == "done"

@@ -165,8 +165,10 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
         beats = [layer for layer in layers if by[(layer, "probe")]["p_value"] <= 0.05 and n_perm]
         clears = [layer for layer in layers if by[(layer, "probe")]["ci_low"] > by[(layer, "null_q95")]["accuracy"]]
         lines.append(f"probe ({probe[0]['site']}): best layer {best}, accuracy {top['accuracy']:.2f} {_ci(top['ci_low'], top['ci_high'])}, "
-                     f"null 95th pct {by[(best, 'null_q95')]['accuracy']:.2f}, p = {top['p_value']:.3g} ({n_perm} shuffles)")
-        lines.append(f"probe beats its null (p <= 0.05) at layers {_ranges(beats)}; interval above the null's 95th pct at {_ranges(clears)}")
+                     f"p = {top['p_value']:.3g} against {n_perm} label shuffles (null mean {by[(best, 'control')]['accuracy']:.2f}, "
+                     f"95th pct {by[(best, 'null_q95')]['accuracy']:.2f}; majority {by[(best, 'majority')]['accuracy']:.2f})")
+        lines.append(f"probe beats its null (p <= 0.05) at layers {_ranges(beats)}")
+        lines.append(f"its whole interval is above the null's 95th pct at layers {_ranges(clears)}")
         tied = [layer for layer in layers if layer != best and by[(layer, "probe")]["accuracy"] >= top["ci_low"]]
         lines.append(f"layers inside the best layer's interval (not told apart from it): {_ranges(tied)}")
     ablation = rows["fact_lookup_ablation"]
@@ -179,7 +181,7 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
         choice = max(ablation, key=lambda row: row["within_set_drop"])
         rivals = [f"{row['component']} {row['layer']}" for row in ablation if row is not choice and row["within_set_drop_high"] >= choice["within_set_drop_low"]]
         lines.append(f"largest drop in the choice among answers: {choice['component']} {choice['layer']}, {choice['within_set_drop']:.3f} "
-                     f"{_ci(choice['within_set_drop_low'], choice['within_set_drop_high'])}; overlapping: {len(rivals)} other")
+                     f"{_ci(choice['within_set_drop_low'], choice['within_set_drop_high'])}; intervals overlapping it: {', '.join(rivals) or 'none'}")
         tested = {row["layer"] for row in ablation}
         untested = [layer for layer in layers if layer not in tested]
         if untested:
@@ -207,7 +209,17 @@ def _bootstrap_mean(values: list[float], n_bootstrap: int = 1000, seed: int = 0)
     return low[0], high[0]
 
 
+LINE_WIDTH = 96  # a table chart cuts cells at 100 characters
+
+
+def wrapped(lines: list[str]) -> list[str]:
+    """Each line cut at word boundaries to LINE_WIDTH, continuations indented."""
+    import textwrap
+
+    return [part for line in lines for part in textwrap.wrap(line, LINE_WIDTH, subsequent_indent="    ", break_long_words=False) or [""]]
+
+
 def summary_table(tables: dict[str, Any]) -> Any:
     """fact_lookup_summary from the run's other tables (Arrow), through summary_lines."""
-    lines = summary_lines({name: table.to_pylist() for name, table in tables.items()})
+    lines = wrapped(summary_lines({name: table.to_pylist() for name, table in tables.items()}))
     return arrow_table("fact_lookup_summary", {"line": list(range(1, len(lines) + 1)), "finding": lines})
