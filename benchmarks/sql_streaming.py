@@ -27,28 +27,13 @@ sys.path.insert(0, str(ROOT))
 QUERY = ("SELECT range AS input_id, (range % 30)::INTEGER AS layer, ((range % 9973) / 9973)::DOUBLE AS value, "
          "'tok ' || (range % 5000) AS token FROM range({n})")
 
-# `iwb sql` before streaming (git f8f087e, app/cli.py: cmd_sql and _print_result), verbatim.
+# `iwb sql` before streaming (git f8f087e): tests/helpers/old_sql.py, the same code the tests compare with.
 OLD = '''
-import csv, io, sys
-from app import charts
-from app.cli.io import strict_json
+import sys
 from store import Store
+from tests.helpers.old_sql import old_print_result
 
-def _print_result(result, fmt: str, max_rows: int) -> None:
-    if fmt == "json":
-        print(strict_json(result.columns, result.rows))
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-        sys.stdout.write(buffer.getvalue())
-    else:
-        print(charts.format_table(result.columns, result.rows[:max_rows]))
-        if len(result.rows) > max_rows:
-            print(f"({len(result.rows)} rows, first {max_rows} shown; use --format csv for all)")
-
-_print_result(Store(sys.argv[1], read_only=True).query(sys.argv[2]), sys.argv[3], 200)
+old_print_result(Store(sys.argv[1], read_only=True).query(sys.argv[2]), sys.argv[3], 200)
 '''
 
 

@@ -4,7 +4,6 @@ end as they always did. Driven through the installed command, as a user meets it
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
 import decimal
 import io
@@ -22,6 +21,7 @@ import duckdb
 import pytest
 
 from tests.helpers.cli import default_sigint, iwb_command
+from tests.helpers.old_sql import old_print_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,25 +64,7 @@ QUERIES = [
     "SELECT i, s FROM varied ORDER BY i LIMIT 200",  # exactly --max-rows
 ]
 
-# `iwb sql` before streaming (git f8f087e, app/cli.py), verbatim: what the output must stay.
-
-
-def old_print_result(result, fmt: str, max_rows: int) -> None:
-    from app import charts
-    from app.cli.io import strict_json
-
-    if fmt == "json":
-        print(strict_json(result.columns, result.rows))
-    elif fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(result.columns)
-        writer.writerows(result.rows)
-        sys.stdout.write(buffer.getvalue())
-    else:
-        print(charts.format_table(result.columns, result.rows[:max_rows]))
-        if len(result.rows) > max_rows:
-            print(f"({len(result.rows)} rows, first {max_rows} shown; use --format csv for all)")
+# `iwb sql` before streaming: tests/helpers/old_sql.py, verbatim: what the output must stay.
 
 
 def old_output(db, sql: str, fmt: str, max_rows: int = 200) -> bytes:
