@@ -10,6 +10,7 @@ from analyses.core.contract import CancelEvent, Input, Progress, Result
 from analyses.core.errors import Cancelled
 from analyses.fact_lookup import engine, probes
 from analyses.fact_lookup.tables import arrow_table
+from analyses.model.tokens import pad_id as model_pad_id
 
 
 def neuron_out_weights(model, layer: int) -> Any:
@@ -98,7 +99,7 @@ def capture(model, encoded, rows, sites: tuple[str, ...], batch_size: int, answe
         "z": (n_layers, n, cfg.n_heads, cfg.d_head), "final_resid": (n, d),
     }
     targets = {site: torch.zeros(shapes[site]) for site in sites}
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    pad_id = model_pad_id(model)  # the model layer's one pad policy
     batches = engine.make_batches(encoded, rows, batch_size, pad_id, model.device)
     logprobs = engine.run_batches(model, batches, engine.hooks_for(engine.capture_spec(targets, n_layers)), answer_ids, cancel, tick, top1=top1)
     return targets, logprobs
@@ -166,7 +167,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
                "within_set_drop", "within_set_drop_low", "within_set_drop_high", "top1_among_answers_clean", "top1_among_answers_ablated",
                "top1_among_answers_drop", "top1_vocab_clean", "top1_vocab_ablated", "n_entities")
     ablation_rows: dict[str, list] = {key: [] for key in columns}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = model_pad_id(model)
     sub_batches = engine.make_batches(encoded, subset, bs, pad_id, model.device)
     sub_correct_ids = torch.as_tensor(correct_ids[subset])
     top1_clean = float((clean_sub.argmax(-1) == sub_labels).double().mean())

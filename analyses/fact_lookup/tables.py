@@ -86,9 +86,8 @@ TABLES = (
 
 
 def arrow_table(name: str, columns: dict[str, Any]) -> Any:
-    """An Arrow table of one declared result table, typed from its declaration."""
-    import pyarrow as pa
+    """An Arrow table of one declared result table (the one builder, analyses.core.tables); NaN is null."""
+    from analyses.core.tables import arrow_table as build
 
-    types = {"INTEGER": pa.int32(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_(), "BIGINT": pa.int64()}
-    declared = next(table for table in TABLES if table.name == name).columns
-    return pa.table({column: pa.array(list(columns[column]) if not hasattr(columns[column], "tolist") else columns[column].tolist(), type=types[kind], from_pandas=True) for column, kind in declared})
+    declared = next(table for table in TABLES if table.name == name)
+    return build(declared, {column: columns[column] for column, _ in declared.columns}, nan_is_null=True)
