@@ -30,10 +30,6 @@ class DocTokens:
     positions: tuple[int, ...]
 
 
-class _StopForward(Exception):
-    """Raised by the last block's hook: nothing after it (final norm, unembedding) is needed."""
-
-
 def analysed_positions(n_tokens: int, bos_offset: int, min_context: int) -> tuple[int, ...]:
     """Positions with at least min_context earlier document tokens (BOS is not a document token)."""
     return tuple(range(bos_offset + min_context, n_tokens))
@@ -41,24 +37,19 @@ def analysed_positions(n_tokens: int, bos_offset: int, min_context: int) -> tupl
 
 def _run_blocks(model, tokens, attention_mask, on_layer: Callable[[Any, int], None], cancel=None, tick=None) -> None:
     """Forward a batch, handing every block's resid_post to on_layer(resid, layer); stops after the
-    last block. After every block, cancel is checked and tick(layer) called (cancel and progress
-    within a forward, which takes seconds at the default batch size on a CPU)."""
-    last = model.n_layers - 1
+    last block (the bridge's stop_at_layer, the one early stop: no final norm or unembedding). After
+    every block, cancel is checked and tick(layer) called (cancel and progress within a forward,
+    which takes seconds at the default batch size on a CPU)."""
 
     def hook(resid, hook, layer):
         on_layer(resid, layer)
         check_cancel(cancel)
         if tick:
             tick(layer)
-        if layer == last:
-            raise _StopForward
         return resid
 
     hooks = [(f"blocks.{layer}.hook_resid_post", functools.partial(hook, layer=layer)) for layer in range(model.n_layers)]
-    try:
-        model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention_mask)
-    except _StopForward:
-        pass
+    model.bridge.run_with_hooks(tokens, fwd_hooks=hooks, attention_mask=attention_mask, stop_at_layer=model.n_layers)
 
 
 def _length_batches(docs: list[DocTokens], batch_tokens: int) -> list[list[DocTokens]]:
