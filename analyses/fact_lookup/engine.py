@@ -54,7 +54,7 @@ def answer_token_ids(tokenizer: Any, values: Sequence[str]) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Batch:
+class EntityBatch:
     """One padded batch: global row indices, tokens [B, T], mask [B, T], and per row the
     first and last name position and the final position (tensors [B])."""
 
@@ -66,7 +66,7 @@ class Batch:
     final: Any
 
 
-def make_batches(encoded: Encoded, rows: Sequence[int], batch_size: int, pad_id: int, device: str) -> list[Batch]:
+def make_batches(encoded: Encoded, rows: Sequence[int], batch_size: int, pad_id: int, device: str) -> list[EntityBatch]:
     import torch
 
     batches = []
@@ -79,7 +79,7 @@ def make_batches(encoded: Encoded, rows: Sequence[int], batch_size: int, pad_id:
             ids = encoded.ids[row]
             tokens[slot, : len(ids)] = torch.tensor(ids)
             mask[slot, : len(ids)] = 1
-        batches.append(Batch(
+        batches.append(EntityBatch(
             torch.tensor(chunk), tokens.to(device), mask.to(device),
             torch.tensor([encoded.first_name_pos[row] for row in chunk]),
             torch.tensor([encoded.last_name_pos[row] for row in chunk]),
@@ -88,10 +88,10 @@ def make_batches(encoded: Encoded, rows: Sequence[int], batch_size: int, pad_id:
     return batches
 
 
-Hooks = Callable[[Batch], list]
+Hooks = Callable[[EntityBatch], list]
 
 
-def run_batches(model, batches: list[Batch], hooks_of: Hooks, answer_ids: Sequence[int] | None, cancel: Any,
+def run_batches(model, batches: list[EntityBatch], hooks_of: Hooks, answer_ids: Sequence[int] | None, cancel: Any,
                 tick: Callable[[], None], stop_at_layer: int | None = None, top1: list | None = None) -> Any:
     """One hooked forward per batch; with answer_ids, the final-position log-probabilities of the
     answer tokens [N rows in batch order, n_answers] (float64), else None. With a list top1 (and
@@ -117,7 +117,7 @@ def run_batches(model, batches: list[Batch], hooks_of: Hooks, answer_ids: Sequen
     return torch.cat(outputs) if outputs else None
 
 
-def capture_hook(target: Any, layer: int | None, batch: Batch, position: str) -> Callable:
+def capture_hook(target: Any, layer: int | None, batch: EntityBatch, position: str) -> Callable:
     """A hook writing act[b, pos_b] of a [B, T, ...] activation into target[layer, rows] (or target[rows])."""
     import torch
 
@@ -130,7 +130,7 @@ def capture_hook(target: Any, layer: int | None, batch: Batch, position: str) ->
     return hook
 
 
-def name_attention_hook(target: Any, layer: int, batch: Batch, query: str, earlier_only: bool) -> Callable:
+def name_attention_hook(target: Any, layer: int, batch: EntityBatch, query: str, earlier_only: bool) -> Callable:
     """A hook on a pattern [B, H, T, T] writing, per head, the summed attention from the query
     position to the name tokens (only those before the last one when earlier_only) into target[layer, rows]."""
     import torch
@@ -145,7 +145,7 @@ def name_attention_hook(target: Any, layer: int, batch: Batch, query: str, earli
     return hook
 
 
-def hide_name_hook(batch: Batch) -> Callable:
+def hide_name_hook(batch: EntityBatch) -> Callable:
     """A pattern hook: the last name token no longer sees the earlier name tokens (their weights
     zeroed and the row renormalised, as if their scores were -inf)."""
     import torch
@@ -162,7 +162,7 @@ def hide_name_hook(batch: Batch) -> Callable:
     return hook
 
 
-def replace_hook(value: Any, batch: Batch) -> Callable:
+def replace_hook(value: Any, batch: EntityBatch) -> Callable:
     """A hook replacing act[b, last_name_b] with value [d] (mean ablation at the last name token)."""
     import torch
 

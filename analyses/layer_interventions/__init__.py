@@ -89,14 +89,14 @@ def list_interventions(n_layers: int, kinds: tuple[str, ...]) -> list[Interventi
 
 
 @dataclass(frozen=True)
-class Batch:
+class TokenBatch:
     """Right-padded token ids [B, T] and the real length of every row."""
 
     tokens: object
     lengths: tuple[int, ...]
 
 
-def pack_batches(token_rows: list, batch_tokens: int, pad_id: int) -> list[Batch]:
+def pack_batches(token_rows: list, batch_tokens: int, pad_id: int) -> list[TokenBatch]:
     """Sequences of similar length in right-padded batches of at most batch_tokens tokens
     (the model layer's batching policy; a longer sequence gets a batch of its own)."""
     import torch
@@ -110,7 +110,7 @@ def pack_batches(token_rows: list, batch_tokens: int, pad_id: int) -> list[Batch
         for row, index in enumerate(group):
             seq = token_rows[index].reshape(-1)
             tokens[row, : seq.shape[0]] = seq
-        batches.append(Batch(tokens, tuple(token_rows[i].shape[-1] for i in group)))
+        batches.append(TokenBatch(tokens, tuple(token_rows[i].shape[-1] for i in group)))
     return batches
 
 
@@ -128,7 +128,7 @@ class Reference:
     next_tokens: object
 
 
-def clean_reference(logits, batch: Batch) -> Reference:
+def clean_reference(logits, batch: TokenBatch) -> Reference:
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -216,7 +216,7 @@ def intervened_logits(adapter, clean: CleanRun, item: Intervention, cancel: Canc
     return adapter.logits(run_blocks(adapter, resid, range(layer + 1, adapter.n_layers), context, cancel))
 
 
-def fast_batch_sums(adapter, batch: Batch, interventions: list[Intervention], cancel: CancelEvent | None = None,
+def fast_batch_sums(adapter, batch: TokenBatch, interventions: list[Intervention], cancel: CancelEvent | None = None,
                     noop: list | None = None, on_step: Callable[[int, str], None] | None = None):
     """[len(interventions), N_SUMS] sums: one clean run caching every block's input, then each
     intervention resumes from its cached residual and runs only what comes after. With ``noop`` (a

@@ -6,7 +6,7 @@ Used by the tests and benchmarks/layer_interventions.py to check the fast path; 
 """
 from __future__ import annotations
 
-from analyses.layer_interventions import Batch, Intervention, clean_reference, metric_sums
+from analyses.layer_interventions import Intervention, TokenBatch, clean_reference, metric_sums
 
 
 def _zero(activation, hook):
@@ -33,7 +33,7 @@ def intervened_logits(model, tokens, item: Intervention):
     return bridge.run_with_hooks(tokens, fwd_hooks=zero_hooks(item), use_cache=False)
 
 
-def naive_batch_sums(model, batch: Batch, interventions: list[Intervention]):
+def naive_batch_sums(model, batch: TokenBatch, interventions: list[Intervention]):
     """[len(interventions), N_SUMS] sums, from one clean and one full intervened forward each."""
     import torch
 
