@@ -15,8 +15,9 @@ from typing import Any
 
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Order, Progress, Result, Table, param
 from analyses.core.errors import BadInput
+from analyses.core.params import name_list
 from analyses.fact_lookup.tables import TABLES
-from analyses.model.tokens import BOS_CHOICES, BOS_DOC, check_bos
+from analyses.model.tokens import bos_param
 
 SITES = ("resid_post", "attn_out", "mlp_out")
 COMPONENTS = ("mlp", "attn")
@@ -35,16 +36,13 @@ class Params:
     layer_stride: int = param(1, "ablate and hide every n-th layer only, and always layers 0-3 (1 = every layer; the summary names the layers left out)")
     concat_layer: int | None = param(None, "layer whose resid_post is probed with the earlier name tokens hidden (default n_layers // 2)")
     n_neurons: int = param(5, "neurons per layer scored for non-linearity (those best aligned with the probe directions)")
-    prepend_bos: str = param("auto", BOS_DOC, BOS_CHOICES)
+    prepend_bos: str = bos_param()
 
     def site_list(self) -> tuple[str, ...]:
-        return tuple(part.strip() for part in self.sites.split(",") if part.strip())
+        return name_list(self.sites, "sites", SITES)
 
     def check(self) -> None:
-        check_bos(self.prepend_bos)
-        sites = self.site_list()
-        if not sites or any(site not in SITES for site in sites) or len(set(sites)) != len(sites):
-            raise BadInput(f"parameter 'sites' takes a comma-separated subset of {', '.join(SITES)}, not {self.sites!r}")
+        self.site_list()
         if self.folds < 2:
             raise BadInput(f"parameter 'folds' must be at least 2, not {self.folds}")
         for name in ("batch_size", "layer_stride", "n_neurons"):
