@@ -12,20 +12,46 @@ WORDS = ("cat dog tree house river stone cloud bird fish road hill lake star moo
 OMEGA = 2 * math.pi / 8
 
 
+def _linear_norm_gpt2(folder):
+    """The one-layer GPT-2 every planted model starts from (d_model 64, 4 heads of 16, n_ctx 256, layer
+    norms made linear by eps 1e8), as a Hugging Face model, and the seeded generator of its weights."""
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from analyses.model.tiny import build_tiny
+
+    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
+    return GPT2LMHeadModel.from_pretrained(folder), torch.Generator().manual_seed(3)
+
+
+def _set_embeddings(body, wpe, generator):
+    """Position embeddings wpe and random token dims 16..47, every row of zero mean (centring leaves
+    the planted dims alone), and norms that only scale; returns block 0."""
+    import torch
+
+    wpe[:, 63] = -wpe[:, :63].sum(-1)
+    wte = torch.zeros_like(body.wte.weight)
+    wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
+    wte[:, 62] = -wte[:, :62].sum(-1)
+    body.wpe.weight.copy_(wpe)
+    body.wte.weight.copy_(wte)
+    block = body.h[0]
+    for norm in (block.ln_1, block.ln_2, body.ln_f):
+        norm.weight.fill_(1e4)
+        norm.bias.zero_()
+    return block
+
+
 def planted_gpt2(folder):
     """A one-layer GPT-2 (d_model 64, 4 heads of 16) whose layer norms are linear (eps 1e8 swamps
     the variance in float32) and whose heads are set by hand:
     0 previous-token (score 50 cos(w(d - s - 1)) + s), 1 decaying with distance and blind to
     content (score 0.05 s), 2 duplicate-token (content only), 3 uniform. Only head 1 writes."""
     import torch
-    from transformers import GPT2LMHeadModel
 
     from analyses.model.loading import load_model
-    from analyses.model.tiny import build_tiny
 
-    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
-    model = GPT2LMHeadModel.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(3)
+    model, generator = _linear_norm_gpt2(folder)
     scale = 16 ** -0.5
     with torch.no_grad():
         body, d = model.transformer, 64
@@ -33,16 +59,7 @@ def planted_gpt2(folder):
         wpe = torch.zeros(256, d)
         wpe[:, 0] = positions / 256
         wpe[:, 1], wpe[:, 2] = torch.cos(OMEGA * positions), torch.sin(OMEGA * positions)
-        wpe[:, 63] = -wpe[:, :63].sum(-1)  # rows of zero mean: centring leaves the planted dims alone
-        wte = torch.zeros_like(body.wte.weight)
-        wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
-        wte[:, 62] = -wte[:, :62].sum(-1)
-        body.wpe.weight.copy_(wpe)
-        body.wte.weight.copy_(wte)
-        block = body.h[0]
-        for norm in (block.ln_1, block.ln_2, body.ln_f):
-            norm.weight.fill_(1e4)
-            norm.bias.zero_()
+        block = _set_embeddings(body, wpe, generator)
         w = torch.zeros(d, 3 * d)
         bias = torch.zeros(3 * d)
         q, k, v = 0, d, 2 * d
@@ -80,14 +97,10 @@ def planted_taxonomy_gpt2(folder):
     1 attention sink (score 10 on position 0, uniform elsewhere), 2 uniform with a partial sink
     (score 4.7 on position 0: 30-50% of the attention at destinations 100-230), 3 uniform."""
     import torch
-    from transformers import GPT2LMHeadModel
 
     from analyses.model.loading import load_model
-    from analyses.model.tiny import build_tiny
 
-    build_tiny("gpt2", folder, seed=1, n_layers=1, d_model=64, n_heads=4, n_ctx=256, layer_norm_epsilon=1e8)
-    model = GPT2LMHeadModel.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(3)
+    model, generator = _linear_norm_gpt2(folder)
     scale, slow, d = 16 ** -0.5, 2 * math.pi / 512, 64
     with torch.no_grad():
         body = model.transformer
@@ -95,16 +108,7 @@ def planted_taxonomy_gpt2(folder):
         wpe = torch.zeros(256, d)
         wpe[:, 3], wpe[:, 4] = torch.cos(slow * positions), torch.sin(slow * positions)
         wpe[0, 5] = 1.0
-        wpe[:, 63] = -wpe[:, :63].sum(-1)
-        wte = torch.zeros_like(body.wte.weight)
-        wte[:, 16:48] = torch.randn(wte.shape[0], 32, generator=generator)
-        wte[:, 62] = -wte[:, :62].sum(-1)
-        body.wpe.weight.copy_(wpe)
-        body.wte.weight.copy_(wte)
-        block = body.h[0]
-        for norm in (block.ln_1, block.ln_2, body.ln_f):
-            norm.weight.fill_(1e4)
-            norm.bias.zero_()
+        block = _set_embeddings(body, wpe, generator)
         w, bias = torch.zeros(d, 3 * d), torch.zeros(3 * d)
         q, k = 0, d
         amplitude, turn = 0.6 / slow ** 2, slow * 1.5
