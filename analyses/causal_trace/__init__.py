@@ -12,8 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Invariant, Line, Mark, Progress, Result, ResultTable, param
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.contract import (
+    Analysis,
+    AnalysisSpec,
+    CancelEvent,
+    Filter,
+    Heatmap,
+    Input,
+    Invariant,
+    Line,
+    Mark,
+    Progress,
+    Result,
+    ResultTable,
+    check_cancel,
+    param,
+)
+from analyses.core.errors import BadInput
 from analyses.core.params import name_list
 from analyses.model.tokens import bos_param
 
@@ -195,8 +210,7 @@ class CausalTrace(Analysis):
         sigma, sigma_note = causal_tables.noise_sigma(model, located, params)
         collected = causal_tables.Collector(model, params)
         for index, (item, where) in enumerate(zip(inputs, located)):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
 
             def input_progress(done: int, total: int, note: str = "", index: int = index) -> None:
                 progress(index * 1000 + (1000 * done) // max(1, total), 1000 * len(inputs), f"input {index + 1}/{len(inputs)}: {note}")

@@ -3,8 +3,7 @@ noise samples as the batch. Used by the tests and benchmarks/causal_trace.py; ne
 from __future__ import annotations
 
 from analyses.causal_trace.engine import HOOK_OF_KIND, TraceOutput, TraceSetup, corrupt, window_range
-from analyses.core.contract import CancelEvent, Progress, no_progress
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Progress, check_cancel, no_progress
 
 
 def trace_naive(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, progress: Progress = no_progress, cancel: CancelEvent | None = None) -> TraceOutput:
@@ -38,8 +37,7 @@ def trace_naive(model, setup: TraceSetup, kinds: tuple[str, ...], window: int, p
         done, total = 0, len(kinds) * seq_len
         for kind in kinds:
             for t in range(seq_len):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
+                check_cancel(cancel)
                 progress(done, total, f"{kind} token {t + 1}/{seq_len}")
                 done += 1
                 for layer in range(n_layers):

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyses.core.errors import BadInput, Cancelled
+from analyses.core.contract import check_cancel
+from analyses.core.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,7 @@ def run_batches(model, batches: list[EntityBatch], hooks_of: Hooks, answer_ids: 
     outputs = []
     with torch.inference_mode():
         for batch in batches:
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             # The bridge fails when asked to stop after the last block; that is a full forward anyway.
             kwargs = {"stop_at_layer": stop_at_layer} if stop_at_layer is not None and stop_at_layer < model.n_layers else {}
             logits = model.bridge.run_with_hooks(batch.tokens, attention_mask=batch.mask, fwd_hooks=hooks_of(batch), use_cache=False, **kwargs)

@@ -6,8 +6,7 @@ import functools
 import warnings
 from typing import Any
 
-from analyses.core.contract import CancelEvent, Input, Progress, Result
-from analyses.core.errors import Cancelled
+from analyses.core.contract import CancelEvent, Input, Progress, Result, check_cancel
 from analyses.fact_lookup import engine, probes
 from analyses.fact_lookup.tables import arrow_table
 from analyses.model.tokens import pad_id as model_pad_id
@@ -148,8 +147,7 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
     for site in params.site_list():
         features = clean[site].numpy()
         for layer in range(n_layers):
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             scored = score(features[layer], labels)
             for measure, value, low, high, p in probe_measures(scored):
                 for key, item in zip(probe_rows, (site, layer, measure, value, low, high, p, params.n_permutations, n, params.folds)):

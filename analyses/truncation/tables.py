@@ -76,13 +76,12 @@ def summary_table(read: Callable[..., Any], n_layers: int, k_max: int, cancel: A
     import numpy as np
     import pyarrow as pa
 
-    from analyses.core.errors import Cancelled
+    from analyses.core.contract import check_cancel
 
     per_group: dict[str, list[tuple]] = {}
     n_tokens = 0
     for layer in range(n_layers):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
         part = read("truncation", ["category", "context", "cos"], {"layer": layer})
         if part is None or part.num_rows == 0:
             continue

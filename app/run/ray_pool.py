@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyses.core.errors import BadInput, Cancelled, IwbError
+from analyses.core.contract import check_cancel
+from analyses.core.errors import BadInput, IwbError
 
 LOCAL = "local"
 AUTO = "auto"
@@ -403,8 +404,7 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
         pending[slot.probe] = ("probe", slot, None)
 
     while remaining:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
         for slot in slots:
             if slot.state == "recovering" and slot.probe is None and time.monotonic() >= slot.retry_at:
                 probe(slot)

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses.core.contract import Analysis, Input, Progress, Result
+from analyses.core.contract import Analysis, Input, Progress, Result, check_cancel
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import check_params, params_to_dict, parse_params
 from analyses.core.registry import get_analysis
@@ -127,8 +127,7 @@ class InlineCompute:
             state = prepared.analysis.prepare(self.model, list(prepared.inputs), prepared.params, progress, cancel)
             on_state(state)
         for index, shard_inputs in todo:
-            if cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             on_done(index, prepared.analysis.compute(self.model, list(shard_inputs), prepared.params, state, progress_of(index), cancel))
 
     def provenance(self, params: Any, notes: dict) -> dict:
