@@ -149,8 +149,7 @@ class RunWriter:
 
 
 def shards_to_compute(store: Store, run_id: int) -> tuple[list[int], int]:
-    """A stored run's missing shard indexes and its number of shards (from its folder's manifest)."""
-    folder = store.run_folder(run_id)
-    manifest = folder.manifest() or {}
-    n_shards = int(manifest.get("n_shards", 0))
-    return [index for index in range(n_shards) if not folder.has_shard(index)], n_shards
+    """A stored run's missing shard indexes and its number of shards (from its folder's manifest,
+    which resume has checked), read the way its writer sees them."""
+    run = RunWriter(store, run_id)
+    return run.missing_shards(), run.n_shards

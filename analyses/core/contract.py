@@ -153,8 +153,6 @@ class Analysis:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("abstract", False):
-            return
         missing = [name for name in ("Params", "spec") if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"analysis {cls.__qualname__} has no {', '.join(missing)}")
