@@ -171,10 +171,10 @@ def execute(store: Store, model, prepared: Prepared, progress: Progress, cancel:
     return writer.run_id
 
 
-def record_invariants(writer: RunWriter, prepared: Prepared) -> None:
-    """An analysis' exact invariants (``Analysis.invariants``), checked on the stored numbers once
-    every shard is on disk, added to the run's fidelity record."""
-    checks = prepared.analysis.invariants(prepared.params, writer.read, writer.notes())
+def record_invariants(writer: RunWriter, prepared: Prepared, notes: dict) -> None:
+    """An analysis' exact invariants (``Analysis.invariants``), checked on the stored numbers and the
+    shards' notes once every shard is on disk, added to the run's fidelity record."""
+    checks = prepared.analysis.invariants(prepared.params, writer.read, notes)
     if checks:
         writer.add_checks(checks)
 
@@ -239,11 +239,13 @@ def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progres
         remote_checks = getattr(compute, "checks", None)
         if remote_checks and not writer.has_model_checks():
             writer.add_checks(remote_checks)
-        if not writer.has_final():
+        finalizing = not writer.has_final()
+        if finalizing:
             final = prepared.analysis.finalize(prepared.params, states[0], writer.read, progress, cancel)
             writer.write_final(dict(final.tables), final.notes)
-            record_invariants(writer, prepared)
-        notes = writer.notes()
+        notes = writer.notes()  # every shard's notes, read once for the invariants and the provenance
+        if finalizing:
+            record_invariants(writer, prepared, dict(notes))
         notes["shards"] = {"n_shards": n_shards, "docs_per_shard": writer.manifest.get("shard_docs")}
         placement = getattr(compute, "placement", dict)()
         writer.complete(compute.provenance(prepared.params, notes), placement)
