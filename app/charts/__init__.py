@@ -14,9 +14,17 @@ from typing import Any
 
 from analyses.core.charts import Chart, Filter, Heatmap, Line, RunValue, Table
 
-# Viridis-like stops, low to high.
-COLORMAP = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
+# Viridis at ten even steps, low to high: perceptually uniform and ordered by lightness, so that
+# brighter always means more (also once a monochrome filter turns it grey).
+COLORMAP = [(68, 1, 84), (72, 40, 120), (62, 73, 137), (49, 104, 142), (38, 130, 142), (31, 158, 137),
+            (53, 183, 121), (110, 206, 88), (181, 222, 43), (253, 231, 37)]
+# Where colours cannot be trusted (NO_COLOR, a 16-colour terminal), a cell's value is its shade.
 SHADES = " ░▒▓█"
+MISSING_SHADE = "·"
+ZOOM_WIDTHS = (1, 2, 3, 4, 6, 8, 12)
+"""Characters per heatmap column, zooming in (the first, 1, is as far out as a window goes)."""
+ZOOM_HEIGHTS = (1, 2, 3, 4, 6)
+"""Lines per heatmap row, zooming in."""
 PLAIN_MARKERS = ("x", "o", "+", "*")
 CONTROL_PICTURES = {code: 0x2400 + code for code in range(32)} | {127: 0x2421}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
@@ -70,10 +78,40 @@ class ChartData:
 
     def rows_window(self, start: int, stop: int) -> ChartData:
         """The heatmap's rows start..stop-1 only (colours keep the whole chart's scale)."""
+        return self.window(start, stop, 0, len(self.x_values))
+
+    def window(self, row_start: int, row_stop: int, col_start: int, col_stop: int) -> ChartData:
+        """The heatmap's rows row_start..row_stop-1 and columns col_start..col_stop-1 (colours keep
+        the whole chart's scale; the subtitle says which part of each axis is shown)."""
         assert isinstance(self.chart, Heatmap)
-        return replace(self, matrix=self.matrix[start:stop], y_values=self.y_values[start:stop],
-                       subtitle=f"{self.subtitle}, {self.chart.y} {self.y_values[start]}-{self.y_values[stop - 1]} of {len(self.y_values)}",
+        notes = []
+        if row_stop - row_start < len(self.y_values):
+            notes.append(f"{self.chart.y} {self.y_values[row_start]}-{self.y_values[row_stop - 1]} of {len(self.y_values)}")
+        if col_stop - col_start < len(self.x_values):
+            notes.append(f"{self.chart.x} {self.x_values[col_start]}-{self.x_values[col_stop - 1]} of {len(self.x_values)}")
+        details = {(row - row_start, col - col_start): value for (row, col), value in self.details.items()
+                   if row_start <= row < row_stop and col_start <= col < col_stop}
+        return replace(self, matrix=[row[col_start:col_stop] for row in self.matrix[row_start:row_stop]],
+                       y_values=self.y_values[row_start:row_stop], x_values=self.x_values[col_start:col_stop],
+                       x_labels=self.x_labels[col_start:col_stop], details=details,
+                       subtitle=", ".join([self.subtitle, *notes]) if self.subtitle else ", ".join(notes),
                        full_ranges={scale: self.value_range(scale) for scale in (False, True)})
+
+    def points_at(self, index: int) -> tuple[Any, list[tuple[str, float]]]:
+        """A line chart's x value at ``index`` of all its x values, and each curve's value there."""
+        xs = self.line_xs()
+        x = xs[index]
+        found = []
+        for name, (series_x, series_y) in self.series.items():
+            for point_x, point_y in zip(series_x, series_y):
+                if point_x == x:
+                    found.append((name, point_y))
+                    break
+        return x, found
+
+    def line_xs(self) -> list[Any]:
+        """Every x value of a line chart's curves, in order."""
+        return sorted({x for xs, _ in self.series.values() for x in xs}, key=_sort_key)
 
 
 def scaled(value: float, log_scale: bool) -> float:
@@ -84,6 +122,26 @@ def visible(text: str) -> str:
     """Control characters (ESC among them) as their Unicode pictures, so that stored text can never
     drive the terminal it is printed on."""
     return text.translate(CONTROL_PICTURES)
+
+
+def shortened(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with a final … when it is longer."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)] + "…" if width > 0 else ""
+
+
+def fit_title(title: str, subtitle: str, width: int) -> str:
+    """A chart's title for a figure ``width`` wide: the subtitle's parts go from the last, then the
+    title shortens with …; it never vanishes (plotext drops a title longer than its figure)."""
+    room = max(1, width - 2)
+    parts = [part for part in subtitle.split(", ") if part] if subtitle else []
+    while parts:
+        full = f"{title} ({', '.join(parts)})"
+        if len(full) <= room:
+            return full
+        parts.pop()
+    return shortened(title, room)
 
 
 def label_token(token: str, width: int = 8) -> str:
@@ -255,6 +313,13 @@ def _x_labels(store, chart: Heatmap, run_id: int, input_id: int | None, xs: list
     return [("*" if x in marked else "") + (f"{tokens[x]}" if x in tokens else str(x)) for x in xs]
 
 
+def shade(value: float | None, low: float, high: float) -> str:
+    """The shade character of a value on the scale low..high (· where there is none)."""
+    if value is None or math.isnan(value):
+        return MISSING_SHADE
+    return SHADES[min(4, max(0, int((value - low) / (high - low) * 4.999)))]
+
+
 def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]:
     if value is None or math.isnan(value):
         return (40, 40, 40)
@@ -266,24 +331,29 @@ def colour(value: float | None, low: float, high: float) -> tuple[int, int, int]
 
 
 def draw(plt, data: ChartData, width: int, height: int, cursor: tuple[int, int] | None = None, use_colour: bool = True,
-         cell_colour: Any = None, log_scale: bool = False) -> None:
+         cell_colour: Any = None, log_scale: bool = False, x_cursor: Any = None) -> None:
     """Paint a heatmap or line chart onto a plotext figure of the given size.
 
     ``cell_colour(row, col)`` replaces the value colours of heatmap cells (e.g. to find
     where each cell lands on screen, so that a cursor can be drawn without redrawing).
     ``log_scale`` colours a heatmap by log10 of its values, and draws log10 of a line's values.
+    Without ``use_colour`` a heatmap cell's value is its shade (`` ░▒▓█``, the legend says so).
+    ``x_cursor`` draws a vertical line at that x value of a line chart.
     """
     plt.clear_figure()
     plt.plotsize(width, height)
     chart = data.chart
-    plt.title(f"{chart.title} ({data.subtitle})" if data.subtitle else chart.title)
+    plt.title(fit_title(chart.title, data.subtitle, width))
     if isinstance(chart, Heatmap):
         _draw_heatmap(plt, data, width, height, cursor, use_colour, cell_colour, log_scale)
     elif isinstance(chart, Line):
+        numeric = all(isinstance(x, (int, float)) for x in data.line_xs())
         for index, (name, (xs, ys)) in enumerate(data.series.items()):
             # Without colour, curves on one chart are told apart by their marker.
             marker = "braille" if use_colour or index == 0 else PLAIN_MARKERS[(index - 1) % len(PLAIN_MARKERS)]
             plt.plot(xs, [scaled(y, log_scale) for y in ys], label=name if len(data.series) > 1 else None, marker=marker)
+        if x_cursor is not None and numeric:
+            plt.vline(x_cursor)
         plt.xlabel(chart.x)
         plt.ylabel(f"log10 {chart.value}" if log_scale else chart.value)
 
@@ -334,22 +404,35 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
                 colours.append((255, 0, 0) if on_cursor else colour(value, low, high))
                 markers.append("█")
             else:
-                level = 0 if value is None else min(4, max(0, int((value - low) / (high - low) * 4.999)))
-                markers.append("X" if on_cursor else SHADES[level])
+                markers.append("X" if on_cursor else shade(value, low, high))
     if use_colour or cell_colour is not None:
         plt.scatter(xs, ys, marker=markers, color=colours)
     else:
         plt.scatter(xs, ys, marker=markers)
     plt.xlim(-0.5, cols - 0.5)
     plt.ylim(-0.5, rows - 0.5)
-    label_width = max(1, min(8, canvas_w // max(1, cols) - 1))
-    step = max(1, math.ceil(cols * (label_width + 1) / canvas_w))
-    x_ticks = list(range(0, cols, step))
-    plt.xticks(x_ticks, [label_token(data.x_labels[i], label_width) for i in x_ticks])
+    x_ticks, x_tick_labels = x_axis_labels(data.x_labels, canvas_w)
+    plt.xticks(x_ticks, x_tick_labels)
     plt.yticks(y_ticks, y_labels)
     plt.ylabel(data.chart.y)
     shown = f"log10 {data.chart.value}" if log_scale else data.chart.value
-    plt.xlabel(f"{data.chart.x}   colour: {shown} {low:.3g} (dark) .. {high:.3g} (bright)")
+    if use_colour or cell_colour is not None:
+        legend = f"colour: {shown} {low:.3g} (dark) .. {high:.3g} (bright)"
+    else:
+        legend = f"shade: {shown} {low:.3g} '{SHADES}' {high:.3g}"
+    plt.xlabel(shortened(f"{data.chart.x}   {legend}", max(1, width - 4)))
+
+
+def x_axis_labels(labels: list[str], canvas_w: int) -> tuple[list[int], list[str]]:
+    """Which columns get an x tick label and the label each shows, for a plot area ``canvas_w``
+    wide: every column when each label fits its column, else every k-th column with at least 5
+    characters of its token (never a row of bare …)."""
+    cols = max(1, len(labels))
+    per_column = canvas_w // cols - 1
+    label_width = max(1, min(8, per_column)) if per_column >= 5 else max(1, min(5, canvas_w - 1))
+    step = max(1, math.ceil(cols * (label_width + 1) / max(1, canvas_w)))
+    ticks = list(range(0, len(labels), step))
+    return ticks, [label_token(labels[i], label_width) for i in ticks]
 
 
 def fitting_height(data: ChartData, height: int) -> int:

@@ -17,8 +17,11 @@ N_LAYERS = 4
 FIXED_TIME = "2026-01-02 03:04:05"
 
 
-def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the city of", status: str = "done", n_layers: int = N_LAYERS) -> int:
-    """A stored logit-lens-shaped run with deterministic values (no model involved)."""
+def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the city of", status: str = "done", n_layers: int = N_LAYERS,
+                  tokens: list[str] | None = None) -> int:
+    """A stored logit-lens-shaped run with deterministic values (no model involved), over TOKENS
+    unless other ``tokens`` are given (e.g. a long prompt)."""
+    words = tokens or TOKENS
     import pyarrow as pa
 
     from analyses.logit_lens import SPEC
@@ -27,7 +30,7 @@ def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the 
     if status != "done":
         store.end_run(run_id, status, "the worker process died (killed by signal SIGKILL) while running logit-lens")
     else:
-        positions, rows = len(TOKENS), n_layers + 1
+        positions, rows = len(words), n_layers + 1
         cells = [(layer, pos) for layer in range(rows) for pos in range(positions)]
         table = pa.table({
             "input_id": pa.array([0] * len(cells), pa.int32()),
@@ -36,14 +39,14 @@ def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the 
             "entropy_bits": [10.0 - 2.0 * layer + 0.1 * pos for layer, pos in cells],
             "kl_to_final": [float(rows - 1 - layer) for layer, pos in cells],
             "top_token_id": pa.array([pos for layer, pos in cells], pa.int32()),
-            "top_token": [TOKENS[(pos + 1) % positions] for layer, pos in cells],
+            "top_token": [words[(pos + 1) % positions] for layer, pos in cells],
             "top_prob": [round((layer + 1) / rows * (0.5 + 0.5 * math.sin(pos) ** 2), 6) for layer, pos in cells],
             "target_prob": [layer / (rows - 1) * 0.8 if pos == positions - 1 else 0.0 for layer, pos in cells],
         })
-        tokens = pa.table({"input_id": pa.array([0] * positions, pa.int32()), "pos": pa.array(range(positions), pa.int32()),
-                           "token_id": pa.array(range(positions), pa.int32()), "token": TOKENS})
+        token_table = pa.table({"input_id": pa.array([0] * positions, pa.int32()), "pos": pa.array(range(positions), pa.int32()),
+                                "token_id": pa.array(range(positions), pa.int32()), "token": words})
         inputs = pa.table({"input_id": pa.array([0], pa.int32()), "source": ["prompt"], "text": [prompt], "meta": ["{}"]})
-        store.finish_run(run_id, inputs, tokens, {"logit_lens": (SPEC.tables[0].columns, table)})
+        store.finish_run(run_id, inputs, token_table, {"logit_lens": (SPEC.tables[0].columns, table)})
     with store.write() as conn:
         conn.execute("UPDATE runs SET created_at = ?::TIMESTAMP, finished_at = ?::TIMESTAMP + INTERVAL 2 SECOND WHERE run_id = ?", [FIXED_TIME, FIXED_TIME, run_id])
     return run_id

@@ -7,6 +7,15 @@ import pytest
 from tests.helpers.fakes import seed_lens_run
 
 
+@pytest.fixture(autouse=True)
+def truecolour(monkeypatch):
+    """Every Pilot app renders for a truecolour terminal, whatever TERM the tests run under (a
+    16-colour TERM would turn heatmaps into shades); tests of that fallback ask for it."""
+    import textual.constants
+
+    monkeypatch.setattr(textual.constants, "COLOR_SYSTEM", "truecolor")
+
+
 @pytest.fixture
 def tui_store(tmp_path):
     from app.tui.store_access import SerialStore

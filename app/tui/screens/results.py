@@ -25,6 +25,7 @@ class ResultsScreen(WorkbenchScreen):
         Binding("left_square_bracket", "previous_input", "Previous input", show=False),
         Binding("s", "chart_sql", "SQL", tooltip="Copy the SQL behind this chart into the SQL console (F5) and run it there"),
     ]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-normal")]  # narrow: the cell readout gets a third line
 
     def __init__(self) -> None:
         super().__init__(name="results")
@@ -98,9 +99,11 @@ class ResultsScreen(WorkbenchScreen):
             self.query_one("#run-info", Static).update(info)
             tabs = self.query_one("#chart-tabs", Tabs)
             await tabs.clear()
+            # Every tab on the line: labels shorten (the chart's own title is shown whole above it).
+            room = max(8, (self.size.width - 2) // max(1, sum(data is not None for data in loaded)) - 2)
             for index, data in enumerate(loaded):
                 if data is not None:
-                    await tabs.add_tab(Tab(plain(data.label), id=f"chart-{index}"))
+                    await tabs.add_tab(Tab(plain(charts.shortened(data.label, room)), id=f"chart-{index}"))
             if not any(data is not None for data in loaded):
                 self.query_one("#chart", ChartView).show(None)
                 self.query_one("#cell-info", Static).update("This run has no chart data.")
