@@ -341,41 +341,84 @@ def run_on_actors(
     no actor could start or all died, KeyboardInterrupt as usual. Whatever this call started
     (actors; for "local" the whole Ray instance) is stopped before it returns or raises.
     """
-    keys = [key for key, _ in payloads]
-    if len(set(keys)) != len(keys):
-        raise BadInput("payload keys must be unique")
+    _check_payloads(payloads)
     if options.in_flight < 1:
         raise BadInput("in_flight must be at least 1")
     if not payloads:
         return
-    connection = _Connection(options, on_event)
-    ray = connection.ray
-    slots: list[_Slot] = []
-    try:
-        chosen = plan(options, ray.cluster_resources())
-        on_event(
-            f"starting {chosen.actors} actor{'s' if chosen.actors != 1 else ''} "
-            f"({chosen.num_gpus:g} GPU, {chosen.num_cpus:g} CPU each"
-            + (f", {chosen.threads} thread{'s' if chosen.threads != 1 else ''}" if chosen.threads else "") + ")"
-        )
-        remote_host = ray.remote(_Host).options(
-            num_gpus=chosen.num_gpus, num_cpus=chosen.num_cpus,
-            max_restarts=options.max_actor_restarts, max_task_retries=0,
-            scheduling_strategy="SPREAD",
-        )
-        for index in range(chosen.actors):
-            handle = remote_host.remote(index, init, init_args, work, chosen.threads)
-            slot = _Slot(index=index, handle=handle)
-            slot.probe = handle.ready.remote()
-            slots.append(slot)
-        _drive(ray, options, slots, payloads, on_result, on_event, cancel)
-    finally:
-        for slot in slots:
+    with ActorPool(options, init, init_args, work, on_event, cancel) as pool:
+        pool.run(payloads, on_result)
+
+
+def _check_payloads(payloads: list[tuple[int, Any]]) -> None:
+    keys = [key for key, _ in payloads]
+    if len(set(keys)) != len(keys):
+        raise BadInput("payload keys must be unique")
+
+
+class ActorPool:
+    """The warm actors of run_on_actors, kept for several rounds of payloads: ``with ActorPool(...) as
+    pool: pool.run(first, on_result); ...; pool.run(more, on_result)``. A sweep checks its request on
+    an actor first and writes the run row only once that passed, on the same warm actors.
+    Leaving the block stops whatever the pool started (actors; for "local" the Ray instance)."""
+
+    def __init__(self, options: PoolOptions, init: Callable[..., Any], init_args: tuple, work: Callable[[Any, Any], Any],
+                 on_event: Callable[[str], None] = lambda text: None, cancel: threading.Event | None = None) -> None:
+        if options.in_flight < 1:
+            raise BadInput("in_flight must be at least 1")
+        self.options, self.init, self.init_args, self.work = options, init, init_args, work
+        self.on_event, self.cancel = on_event, cancel
+        self.slots: list[_Slot] = []
+        self.connection: _Connection | None = None
+
+    def __enter__(self) -> ActorPool:
+        self.connection = _Connection(self.options, self.on_event)
+        ray = self.connection.ray
+        try:
+            chosen = plan(self.options, ray.cluster_resources())
+            self.on_event(
+                f"starting {chosen.actors} actor{'s' if chosen.actors != 1 else ''} "
+                f"({chosen.num_gpus:g} GPU, {chosen.num_cpus:g} CPU each"
+                + (f", {chosen.threads} thread{'s' if chosen.threads != 1 else ''}" if chosen.threads else "") + ")"
+            )
+            remote_host = ray.remote(_Host).options(
+                num_gpus=chosen.num_gpus, num_cpus=chosen.num_cpus,
+                max_restarts=self.options.max_actor_restarts, max_task_retries=0,
+                scheduling_strategy="SPREAD",
+            )
+            for index in range(chosen.actors):
+                handle = remote_host.remote(index, self.init, self.init_args, self.work, chosen.threads)
+                slot = _Slot(index=index, handle=handle)
+                slot.probe = handle.ready.remote()
+                self.slots.append(slot)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def run(self, payloads: list[tuple[int, Any]], on_result: Callable[[int, Any], list[tuple[int, Any]] | None]) -> None:
+        """Every payload (and those on_result adds) computed on the pool's actors; see run_on_actors."""
+        _check_payloads(payloads)
+        if not payloads:
+            return
+        if self.connection is None:
+            raise RuntimeError("ActorPool.run outside its with block")
+        _drive(self.connection.ray, self.options, self.slots, payloads, on_result, self.on_event, self.cancel)
+
+    def close(self) -> None:
+        if self.connection is None:
+            return
+        for slot in self.slots:
             try:
-                ray.kill(slot.handle, no_restart=True)
+                self.connection.ray.kill(slot.handle, no_restart=True)
             except Exception:
                 pass
-        connection.close()
+        self.slots = []
+        self.connection.close()
+        self.connection = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
@@ -385,7 +428,8 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
     attempts: dict[int, int] = collections.Counter()
     pending: dict[Any, tuple[str, _Slot, Any]] = {}   # ref -> (kind, slot, key)
     for slot in slots:
-        pending[slot.probe] = ("probe", slot, None)
+        if slot.probe is not None:  # an actor still starting (or restarting) from an earlier round
+            pending[slot.probe] = ("probe", slot, None)
     remaining = len(queue)
     idle_since = time.monotonic()      # when no actor was last ready
     last_wait_note = idle_since

@@ -19,6 +19,7 @@ from analyses.core.contract import Analysis, Input, Progress, Result, check_canc
 from analyses.core.errors import BadInput, Cancelled
 from analyses.core.params import check_params, params_to_dict, parse_params
 from analyses.core.registry import get_analysis
+from analyses.inputs.corpus import DocumentReader, check_sources, with_texts
 from store import Store
 from store.runs import RunWriter
 
@@ -64,7 +65,8 @@ def check_with_model(model, prepared: Prepared) -> None:
         n_tokens = len(model.tokenizer.encode(item.text, add_special_tokens=False)) + bos
         if n_tokens > model.n_ctx:
             raise BadInput(f"input {item.input_id} is {n_tokens} tokens; {model.name}'s context is {model.n_ctx}")
-    prepared.analysis.check(model, list(prepared.inputs), prepared.params)
+    # Reference inputs (a corpus sample stored without its texts) are read from their corpora as the check reaches them.
+    prepared.analysis.check(model, with_texts(prepared.inputs), prepared.params)
 
 
 def _version(distribution: str) -> str:
@@ -124,11 +126,16 @@ class InlineCompute:
         """Compute the run-level state when it is NEEDED (handing it to on_state), then each shard
         of todo [(index, inputs)] (handing its Result to on_done)."""
         if state is NEEDED:
-            state = prepared.analysis.prepare(self.model, list(prepared.inputs), prepared.params, progress, cancel)
+            state = prepared.analysis.prepare(self.model, with_texts(prepared.inputs), prepared.params, progress, cancel)
             on_state(state)
-        for index, shard_inputs in todo:
-            check_cancel(cancel)
-            on_done(index, prepared.analysis.compute(self.model, list(shard_inputs), prepared.params, state, progress_of(index), cancel))
+        reader = DocumentReader()  # one forward pass over a corpus for the shards of a run, in order
+        try:
+            for index, shard_inputs in todo:
+                check_cancel(cancel)
+                inputs = reader.fill(shard_inputs)  # a reference input's text, read when its shard needs it
+                on_done(index, prepared.analysis.compute(self.model, inputs, prepared.params, state, progress_of(index), cancel))
+        finally:
+            reader.close()
 
     def provenance(self, params: Any, notes: dict) -> dict:
         return provenance(self.model, params, notes)
@@ -183,7 +190,7 @@ def fidelity_rows(model: Any, prepared: Prepared) -> list[tuple]:
     """The run's fidelity record (analyses.model.fidelity) on its first input, as run_checks rows."""
     from analyses.model.fidelity import model_checks
 
-    first = prepared.inputs[0].text if prepared.inputs else None
+    first = with_texts(prepared.inputs[:1])[0].text if prepared.inputs else None
     setting = getattr(prepared.params, "prepend_bos", "auto")
     checks = model_checks(model, first, setting if isinstance(setting, str) else "auto")
     return [(c.name, c.value, c.tolerance, c.ok, c.detail) for c in checks]
@@ -275,7 +282,12 @@ def resumable(store: Store, run_id: int) -> Prepared:
     problem = store.run_folder_problem(run_id)
     if problem is not None:
         raise BadInput(f"run {run_id}: the folder {folder.path} is not this run's ({problem}); run the analysis again")
-    return stored_request(store, row)
+    prepared = stored_request(store, row)
+    try:
+        check_sources(prepared.inputs)  # a corpus that changed since the run is refused before anything is claimed
+    except BadInput as error:
+        raise BadInput(f"run {run_id}: {error}") from None
+    return prepared
 
 
 def stored_request(store: Store, row: dict) -> Prepared:

@@ -5,6 +5,11 @@ prepare step or a shard (inputs + parameters + run state), receives each shard's
 writes them to the run's folder and registers them, exactly as an inline run does (app.run.runner.drive);
 a shard whose actor died is sent again (app.run.ray_pool), and `iwb resume RUN_ID --ray ...` computes
 only the missing shards of an interrupted sweep.
+
+Nothing is stored before the request has passed every check an inline run makes before its run row:
+first here, on the model's config and tokenizer (no weights: layer ranges, context lengths,
+tokenization), then on the first actor with its loaded model (the checks that need the weights);
+only then is the run row written, and the same warm actors compute the shards.
 """
 from __future__ import annotations
 
@@ -12,42 +17,55 @@ import threading
 from typing import Any
 
 from analyses.core.contract import Result, no_progress
-from app.run.ray_pool import PoolOptions, run_on_actors
+from analyses.core.errors import BadInput
+from app.run.ray_pool import ActorPool, PoolOptions
 from app.run.runner import NEEDED, Prepared, check_with_model, fidelity_rows, provenance
 
 PREPARE = -1
+CHECK = -2
 
 
 def actor_init(model_name: str, device: str, dtype: str) -> dict:
     """Runs once in each actor: load the model and keep it warm."""
+    from analyses.inputs.corpus import DocumentReader
     from analyses.model.loading import load_model
 
-    return {"model": load_model(model_name, device=device, dtype=dtype)}
+    # The reader keeps its place in a corpus: the shards an actor gets come in corpus order.
+    return {"model": load_model(model_name, device=device, dtype=dtype), "reader": DocumentReader()}
 
 
 def actor_work(state: dict, payload: tuple) -> dict:
-    """One unit on an actor: ("prepare", analysis name, params, inputs) or ("shard", ..., run state),
+    """One unit on an actor: ("check", analysis name, params, inputs), ("prepare", ...) or ("shard", ..., run state),
     then, on the unit asked to, the run's fidelity record made with the actor's model on the run's
     first input (one Prepared of that input)."""
     from analyses.core.registry import get_analysis
+    from analyses.inputs.corpus import with_texts
 
     kind, analysis, params, inputs = payload[:4]
     chosen, model = get_analysis(analysis), state["model"]
     never = threading.Event()
+    # Reference inputs (a corpus sample stored without texts) are read here, from the corpus: a shard's
+    # texts at once, the whole run's (check, prepare) streamed as they are reached.
+    if kind == "shard":
+        inputs = state["reader"].fill(inputs)
     check_with_model(model, Prepared(chosen, params, tuple(inputs)))
     info = {"model": model.name, "device": model.device, "dtype": model.dtype, "provenance": provenance(model, params, {})}
+    if kind == "check":
+        return info
     if len(payload) > 5:  # (the run's first input,) or () for a run without inputs
         info["checks"] = fidelity_rows(model, Prepared(chosen, params, tuple(payload[5])))
     if kind == "prepare":
-        return {**info, "state": chosen.prepare(model, list(inputs), params, no_progress, never)}
-    return {**info, "result": chosen.compute(model, list(inputs), params, payload[4], no_progress, never)}
+        return {**info, "state": chosen.prepare(model, with_texts(inputs), params, no_progress, never)}
+    return {**info, "result": chosen.compute(model, inputs, params, payload[4], no_progress, never)}
 
 
 class RayCompute:
     """The compute backend of app.run.runner.drive on a pool of Ray actors."""
 
-    def __init__(self, options: PoolOptions, model_name: str, device: str, dtype: str, on_event: Any = None) -> None:
+    def __init__(self, options: PoolOptions, model_name: str, device: str, dtype: str, on_event: Any = None,
+                 pool: ActorPool | None = None) -> None:
         self.options, self.model_name, self.device, self.dtype = options, model_name, device, dtype
+        self.pool = pool
         self.on_event = on_event or (lambda text: None)
         self.info: dict = {}
         self.actors_seen: set[str] = set()
@@ -82,8 +100,11 @@ class RayCompute:
         payloads = [(PREPARE, ("prepare", name, prepared.params, list(prepared.inputs), None, check_input))] if state is NEEDED else shard_payloads()
         if state is NEEDED:
             progress(0, 1, "preparing on an actor")
-        run_on_actors(self.options, actor_init, (self.model_name, self.device, self.dtype), actor_work,
-                      payloads, on_result, self.on_event, cancel)
+        if self.pool is not None:
+            self.pool.run(payloads, on_result)
+            return
+        with ActorPool(self.options, actor_init, (self.model_name, self.device, self.dtype), actor_work, self.on_event, cancel) as pool:
+            pool.run(payloads, on_result)
 
     def placement(self) -> dict:
         """Where the shards ran, for the runs row (known once an actor has answered)."""
@@ -94,22 +115,61 @@ class RayCompute:
         return {**base, **notes, "executor": {"kind": "ray", "address": self.options.address, "actors": self.options.actors}}
 
 
+def check_on_config(model_name: str, prepared: Prepared) -> bool:
+    """The request's checks that the model's config and tokenizer can answer, before any actor starts:
+    BadInput for a bad parameter or input; False when a check needs the weights (the first actor
+    makes it, still before the run row), True when every check ran here."""
+    from analyses.model.config_only import config_model
+
+    model = config_model(model_name)
+    if model is None:
+        return False
+    setting = getattr(prepared.params, "prepend_bos", "auto")
+    try:
+        bos = 1 if isinstance(setting, str) and model.bos(setting).prepend else 0
+        for item in prepared.inputs:
+            if item.source == "pile":
+                continue
+            n_tokens = len(model.tokenizer.encode(item.text, add_special_tokens=False)) + bos
+            if n_tokens > model.n_ctx:
+                raise BadInput(f"input {item.input_id} is {n_tokens} tokens; {model.name}'s context is {model.n_ctx}")
+        prepared.analysis.check(model, list(prepared.inputs), prepared.params)
+    except BadInput:
+        raise
+    except Exception:  # the check reached for the weights or the bridge, which are not loaded here
+        return False
+    return True
+
+
+def _check_on_actor(pool: ActorPool, prepared: Prepared) -> None:
+    """Every check of an inline run (check_with_model), on an actor's loaded model; raises what it raises."""
+    payload = ("check", prepared.analysis.spec.name, prepared.params, list(prepared.inputs))
+    pool.run([(CHECK, payload)], lambda key, value: None)
+
+
 def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
           shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None) -> int:
-    """A new run computed on Ray; returns its id (raises ResultsPending like an inline run)."""
+    """A new run computed on Ray; returns its id (raises ResultsPending like an inline run). Nothing
+    is stored until the request has passed its checks (here on the config, then on an actor)."""
     from app.run.ray_pool import check_address
     from app.run.runner import begin, drive
 
     check_address(options.address.strip())  # a bad or unreachable address stores nothing
-    compute = RayCompute(options, model_name, device, dtype, on_event)
-    writer = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
-    drive(writer, prepared, compute, progress, cancel or threading.Event())
+    check_on_config(model_name, prepared)
+    cancel = cancel or threading.Event()
+    progress(0, 1, "checking the request on an actor")
+    with ActorPool(options, actor_init, (model_name, device, dtype), actor_work, on_event, cancel) as pool:
+        _check_on_actor(pool, prepared)
+        compute = RayCompute(options, model_name, device, dtype, on_event, pool=pool)
+        writer = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
+        drive(writer, prepared, compute, progress, cancel)
     return writer.run_id
 
 
 def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dtype: str, progress: Any,
                  on_event: Any = None, cancel: Any = None, prepared: Prepared | None = None) -> int:
-    """Finish a stored run on Ray: only its missing shards."""
+    """Finish a stored run on Ray: only its missing shards (the run is claimed again only once an
+    actor has checked the request)."""
     from app.run.ray_pool import check_address
     from app.run.runner import drive, resumable
     from store.runs import RunWriter
@@ -117,8 +177,10 @@ def sweep_resume(store: Any, run_id: int, options: PoolOptions, device: str, dty
     check_address(options.address.strip())
     prepared = prepared or resumable(store, run_id)
     row = store.run_row(run_id)
-    writer = RunWriter.reopen(store, run_id)
-    compute = RayCompute(options, row["model"], device, dtype, on_event)
-    drive(writer, prepared, compute, progress, cancel or threading.Event())
+    cancel = cancel or threading.Event()
+    with ActorPool(options, actor_init, (row["model"], device, dtype), actor_work, on_event, cancel) as pool:
+        _check_on_actor(pool, prepared)
+        writer = RunWriter.reopen(store, run_id)
+        compute = RayCompute(options, row["model"], device, dtype, on_event, pool=pool)
+        drive(writer, prepared, compute, progress, cancel)
     return run_id
-
