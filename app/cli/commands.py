@@ -119,7 +119,8 @@ def build_inputs(args) -> tuple:
         raise BadInput("give only one of --prompt, --prompts, --pile and --entities")
     kind = {"prompt": "prompt", "prompts": "prompt_set", "pile": "pile", "entities": "entities"}[given[0]] if given else None
     choice = corpus.InputChoice(
-        kind, args.prompt, args.prompts or args.pile or args.entities, args.n_docs, args.max_tokens, args.seed, args.pile_set
+        kind, args.prompt, args.prompts or args.pile or args.entities, args.n_docs, args.max_tokens, args.seed, args.pile_set,
+        store_texts=args.store_texts,
     )
     inputs, malformed = corpus.build_inputs(choice, tuple(get_analysis(args.analysis).spec.input_kinds))
     if malformed:
@@ -277,9 +278,8 @@ def cmd_show(args) -> int:
         badge = store.check_badges([args.run_id]).get(args.run_id, "")
         measured = ", ".join(f"{name} {value:.3g} (tolerance {tolerance:g})" for name, value, tolerance, ok, _ in checks if value is not None and tolerance is not None)
         print(f"checks: {badge}" + (f"; {measured}" if measured else ""))
-    for input_id, source, text, _ in store.run_inputs(args.run_id, limit=5):
-        text = text[:100]
-        print(f"input {input_id} ({source}): {text!r}")
+    for input_id, source, text, meta in store.run_inputs(args.run_id, limit=5):
+        print(f"input {input_id} ({source}): {_input_line(text, meta)}")
     if row["status"] != "done":
         print(f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")
         if not row.get("shards_done"):
@@ -288,6 +288,18 @@ def cmd_show(args) -> int:
     print()
     print_charts(store, row["analysis"], args.run_id, args, args.input)
     return 0
+
+
+def _input_line(text: str, meta_json: str | None) -> str:
+    """An input as `iwb show` lists it: its text's start, or where a corpus document stored by reference sits."""
+    if text:
+        return repr(text[:100])
+    import json
+
+    meta = json.loads(meta_json) if meta_json else {}
+    if "corpus" in meta:
+        return f"(text not stored: document {meta.get('doc_index')} of {meta['corpus']}, line {meta.get('line')}, {meta.get('n_chars')} characters)"
+    return repr(text)
 
 
 # Cells per batch of `iwb sql` output: about a megabyte or two of Python values and text at a time.
@@ -475,6 +487,9 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-tokens", type=bounded_int(1), help="tokens kept per document")
     run.add_argument("--seed", type=int, default=0, help="corpus sampling seed (default 0)")
     run.add_argument("--param", action="append", metavar="KEY=VALUE", help="an analysis parameter (repeatable)")
+    run.add_argument("--store-texts", action=argparse.BooleanOptionalAction, default=None,
+                     help="keep the corpus documents' texts in the inputs table (default: yes up to 1000 documents; above, a run stores "
+                          "where each document sits and its hash, and reads the texts from the corpus when a shard needs them)")
     run.add_argument("--shard-docs", type=bounded_int(1), help="inputs per shard for analyses computed shard by shard (default 16); each shard is stored as soon as it is done")
     run.add_argument("--no-chart", action="store_true", help="print only the run id")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analyses.core.contract import Input
+from analyses.inputs.corpus import InputChoice
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Job:
     raw_params: dict = field(default_factory=dict)
     model: ModelChoice = ModelChoice("smollm2-135m")
     resume_run: int | None = None  # finish this interrupted, failed or cancelled run instead
+    # A corpus sample travels as its reference (source, set, seed, count, sizes): the worker samples it
+    # itself, so the documents' texts never cross the pipe (inputs is then empty).
+    choice: InputChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ class _WorkerLoop:
             if job.resume_run is not None:
                 run_id = self.resume_job(job, on_begin, progress)
             else:
-                prepared = Session.prepare(job.analysis, job.inputs, job.raw_params)
+                prepared = Session.prepare(job.analysis, self.job_inputs(job), job.raw_params)
                 model = self.ensure_model(job.model, job_id)
                 run_id = Session(self.store).run(model, prepared, progress, self.cancel, on_begin=on_begin)
         except CancelledError as error:
@@ -212,6 +216,16 @@ class _WorkerLoop:
         from analyses.core.registry import get_analysis
 
         events.put(Finished(job_id, run_id, self.count_rows(get_analysis(job.analysis).spec.tables, run_id), time.monotonic() - started))
+
+    @staticmethod
+    def job_inputs(job: Job) -> tuple[Input, ...]:
+        """The job's inputs: as sent, or sampled here from the corpus its choice names."""
+        if job.choice is None:
+            return job.inputs
+        from analyses.core.registry import get_analysis
+        from analyses.inputs.corpus import build_inputs
+
+        return build_inputs(job.choice, tuple(get_analysis(job.analysis).spec.input_kinds))[0]
 
     def resume_job(self, job: Job, on_begin: Any, progress: Any) -> int:
         """Finish a stored run: its own model (device and dtype as chosen now), only its missing shards."""

@@ -21,6 +21,7 @@ from multiprocessing import resource_tracker
 from typing import Any
 
 from analyses.core.contract import Input
+from analyses.inputs.corpus import InputChoice
 from app.run.worker import (
     Event,
     Failed,
@@ -112,8 +113,10 @@ class WorkerHost:
         process = self._process
         return process.pid if process is not None and process.is_alive() else None
 
-    def submit(self, analysis: str, inputs: tuple[Input, ...], raw_params: dict) -> int:
-        job = Job(next(self._job_ids), analysis, tuple(inputs), dict(raw_params), self.model)
+    def submit(self, analysis: str, inputs: tuple[Input, ...] | InputChoice, raw_params: dict) -> int:
+        """Queue a job: its inputs, or for a corpus sample the choice that names it (the worker samples it)."""
+        choice = inputs if isinstance(inputs, InputChoice) else None
+        job = Job(next(self._job_ids), analysis, () if choice is not None else tuple(inputs), dict(raw_params), self.model, choice=choice)
         with self._lock:
             self._pending.append(job)
         self._emit(Submitted(job.job_id, analysis))

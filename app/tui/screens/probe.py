@@ -240,13 +240,15 @@ class ProbeScreen(WorkbenchScreen):
     def submit(self, app: Any, analysis: str, raw_params: dict, source: InputChoice) -> None:
         """Inputs are built off the UI thread: a corpus file can take a while to sample."""
         try:
-            inputs = build_inputs(source, tuple(get_analysis(analysis).spec.input_kinds))
+            kinds = tuple(get_analysis(analysis).spec.input_kinds)
+            inputs = build_inputs(source, kinds)
             Session.prepare(analysis, inputs, raw_params)
         except (BadInput, ValueError) as error:
             app.call_from_thread(self.show_form_error, str(error))
             return
         app.call_from_thread(self.show_form_error, "")
-        app.call_from_thread(app.submit_job, analysis, inputs, raw_params)
+        # A corpus sample goes to the worker as its reference (the choice); the worker samples it again.
+        app.call_from_thread(app.submit_job, analysis, source if (source.kind or kinds[0]) == "pile" else inputs, raw_params)
 
     def show_form_error(self, message: str) -> None:
         """A refused run says why under the form; a parameter the message names gets the focus."""
