@@ -411,7 +411,7 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
         plt.scatter(xs, ys, marker=markers)
     plt.xlim(-0.5, cols - 0.5)
     plt.ylim(-0.5, rows - 0.5)
-    x_ticks, x_tick_labels = x_axis_labels(data.x_labels, canvas_w)
+    x_ticks, x_tick_labels = x_axis_labels(data.x_labels, canvas_w, keep_ends=data.chart.x != "pos")
     plt.xticks(x_ticks, x_tick_labels)
     plt.yticks(y_ticks, y_labels)
     plt.ylabel(data.chart.y)
@@ -420,19 +420,35 @@ def _draw_heatmap(plt, data: ChartData, width: int, height: int, cursor: tuple[i
         legend = f"colour: {shown} {low:.3g} (dark) .. {high:.3g} (bright)"
     else:
         legend = f"shade: {shown} {low:.3g} '{SHADES}' {high:.3g}"
-    plt.xlabel(shortened(f"{data.chart.x}   {legend}", max(1, width - 4)))
+    # plotext drops an x label that does not fit beside the y label: it shortens instead.
+    plt.xlabel(shortened(f"{data.chart.x}   {legend}", max(1, width - len(data.chart.y) - 8)))
 
 
-def x_axis_labels(labels: list[str], canvas_w: int) -> tuple[list[int], list[str]]:
+def x_axis_labels(labels: list[str], canvas_w: int, keep_ends: bool = False) -> tuple[list[int], list[str]]:
     """Which columns get an x tick label and the label each shows, for a plot area ``canvas_w``
     wide: every column when each label fits its column, else every k-th column with at least 5
-    characters of its token (never a row of bare …)."""
+    characters of its token (never a row of bare …). Labels that are not tokens (``keep_ends``)
+    keep their start and end."""
     cols = max(1, len(labels))
     per_column = canvas_w // cols - 1
-    label_width = max(1, min(8, per_column)) if per_column >= 5 else max(1, min(5, canvas_w - 1))
+    least = 4 if keep_ends else 5
+    label_width = max(1, min(12, per_column)) if per_column >= least else max(1, min(least, canvas_w - 1))
     step = max(1, math.ceil(cols * (label_width + 1) / max(1, canvas_w)))
     ticks = list(range(0, len(labels), step))
-    return ticks, [label_token(labels[i], label_width) for i in ticks]
+    chosen = [labels[i] for i in ticks]
+    return ticks, end_labels(chosen, label_width) if keep_ends else [label_token(label, label_width) for label in chosen]
+
+
+def end_labels(labels: list[str], width: int) -> list[str]:
+    """Category labels cut to ``width`` keeping their start and their end (causal-trace's buckets
+    ``1:subj-first``, ``2:subj-mid``... all read ``1:subj-…``-alike when only the start is kept)."""
+    shown = []
+    for label in labels:
+        whole = visible(label)
+        head = max(2, (width - 1) // 3)
+        tail = width - 1 - head
+        shown.append(whole if len(whole) <= width or tail < 1 else whole[:head] + "…" + whole[-tail:])
+    return shown
 
 
 def fitting_height(data: ChartData, height: int) -> int:

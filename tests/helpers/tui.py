@@ -74,3 +74,8 @@ def labels(table) -> list[str]:
 def row_by_label(table, row: int | str) -> dict[str, str]:
     """One row's drawn cells by drawn column label."""
     return dict(zip(labels(table), cells(table, row)))
+
+
+def screen_lines(app) -> list[str]:
+    """The screen as the terminal would show it, one string per line (the compositor's own output)."""
+    return ["".join(segment.text for segment in strip) for strip in app.screen._compositor.render_strips()]

@@ -29,8 +29,10 @@ class CompareScreen(WorkbenchScreen):
     #compare-runs Input { width: 14; margin-right: 2; }
     #compare-info { height: auto; max-height: 5; }
     #compare-chart { height: 1fr; }
-    #compare-cell { height: 1; background: $panel; padding: 0 1; }
+    #compare-cell { height: 2; background: $panel; padding: 0 1; text-overflow: ellipsis; }
+    CompareScreen.-narrow #compare-cell { height: 3; }
     """
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-normal")]  # narrow: the cell readout gets a third line
     BINDINGS = [
         Binding("tab", "step_chart(1)", "Next chart", tooltip="Show the next compared chart"),
         Binding("shift+tab", "step_chart(-1)", "Previous chart", show=False),
