@@ -4,6 +4,8 @@ Per layer, averaged over heads, documents and query positions: the mean attentio
 each offset 0..window (offset 0 = the token itself), the summed fraction on offsets 1..window,
 and the weight on the first position (BOS). The BOS query (position 0) is excluded: it can
 only attend to itself. A key at offset k exists only for queries at positions >= k.
+Sharded: every shard stores its sums and counts (attention_locality_sums); finalize merges them
+(analyses.core.aggregates, math.fsum) into both tables.
 """
 from __future__ import annotations
 
@@ -52,6 +54,13 @@ SPEC = AnalysisSpec(
             ),
             "per-query sums averaged over queries at positions >= 1 and heads; prev_fraction counts offsets "
             "1..window (the BOS key included when it lies inside the window)",
+        ),
+        ResultTable(
+            "attention_locality_sums",
+            (("layer", "INTEGER"), ("key_offset", "INTEGER"), ("weight_sum", "DOUBLE"), ("n_pairs", "BIGINT"),
+             ("bos_sum", "DOUBLE"), ("n_queries", "BIGINT")),
+            "per shard: attention weight summed over the shard's (query, head) pairs at each offset and their count; "
+            "bos_sum and n_queries per layer (repeated on every offset's row); the other two tables are their merge over every shard",
         ),
     ),
     charts=(
@@ -163,9 +172,48 @@ def locality_tables(sums: LocalitySums) -> dict:
     return {"attention_locality": detail, "attention_locality_summary": summary}
 
 
+def sums_table(sums: LocalitySums) -> Any:
+    """One shard's partial aggregate, one row per (layer, offset)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n_layers, offsets = sums.weights.shape
+    return pa.table({
+        "layer": np.repeat(np.arange(n_layers, dtype=np.int32), offsets),
+        "key_offset": np.tile(np.arange(offsets, dtype=np.int32), n_layers),
+        "weight_sum": np.asarray(sums.weights, dtype=np.float64).ravel(),
+        "n_pairs": np.asarray(sums.pairs, dtype=np.int64).ravel(),
+        "bos_sum": np.repeat(np.asarray(sums.bos, dtype=np.float64), offsets),
+        "n_queries": np.repeat(np.asarray(sums.queries, dtype=np.int64), offsets),
+    })
+
+
+def merged_locality_sums(read: Any) -> LocalitySums | None:
+    """Every stored shard's sums merged (math.fsum), as one LocalitySums."""
+    from analyses.core.aggregates import merged_sums
+
+    merged = merged_sums(read, "attention_locality_sums", ("layer", "key_offset"), ("weight_sum",), ("n_pairs",))
+    # bos_sum and n_queries repeat on every offset's row: merge them over the offset-0 rows only.
+    bos = merged_sums(lambda name, columns: _offset_zero(read(name, [*columns, "key_offset"]), columns),
+                      "attention_locality_sums", ("layer",), ("bos_sum",), ("n_queries",))
+    if merged is None or bos is None:
+        return None
+    n_layers = len(bos["layer"])
+    offsets = len(merged["layer"]) // n_layers
+    return LocalitySums(merged["weight_sum"].reshape(n_layers, offsets), merged["n_pairs"].reshape(n_layers, offsets),
+                        bos["bos_sum"], bos["n_queries"])
+
+
+def _offset_zero(table: Any, columns: list) -> Any:
+    import pyarrow.compute as pc
+
+    return None if table is None else table.filter(pc.equal(table["key_offset"], 0)).select(list(columns))
+
+
 class AttentionLocality(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-shard sums, merged by finalize
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         """An offset past the longest input has no pairs: refuse such a window before anything is stored."""
@@ -186,7 +234,12 @@ class AttentionLocality(Analysis):
             "bos_handling": "queries at position 0 excluded; keys at position 0 counted in their offset and reported as bos_fraction",
             "heads": "averaged over query heads (grouped KV heads expanded by the pattern hook)",
         }
-        return Result(tables=locality_tables(sums), tokens=tokens_table(model, inputs, token_rows), notes=notes)
+        return Result(tables={"attention_locality_sums": sums_table(sums)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """Both tables from every shard's sums (math.fsum: exact merge of the partial sums)."""
+        sums = merged_locality_sums(read)
+        return Result(locality_tables(sums) if sums is not None else {}, None, {})
 
 
 ANALYSIS = AttentionLocality()

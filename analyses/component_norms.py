@@ -2,7 +2,9 @@
 (what each sublayer adds to the residual stream), their ratio, and the residual norm.
 
 The first position (BOS, or the first token without one) is excluded: its norms are outliers.
-Norms are taken in float32 and averaged in float64.
+Norms are taken in float32 and averaged in float64. Sharded: every shard stores its per-layer sums
+and token count (component_norms_sums); finalize merges them (analyses.core.aggregates, math.fsum)
+into the means.
 """
 from __future__ import annotations
 
@@ -41,6 +43,18 @@ SPEC = AnalysisSpec(
             ),
             "means over every position but the first of every input; ratio = attn_out_norm / mlp_out_norm",
         ),
+        ResultTable(
+            "component_norms_sums",
+            (
+                ("layer", "INTEGER"),
+                ("attn_out_sum", "DOUBLE"),
+                ("mlp_out_sum", "DOUBLE"),
+                ("resid_post_sum", "DOUBLE"),
+                ("n_tokens", "BIGINT"),
+            ),
+            "per shard: the norms summed over the shard's positions (all but the first of each input) and their count; "
+            "component_norms is their merge over every shard",
+        ),
     ),
     charts=(
         Line("Attention-output / MLP-output norm ratio by layer", "component_norms", "attn_to_mlp_ratio", x="layer", per_input=False),
@@ -78,11 +92,12 @@ def norm_sums(model, token_rows: list, progress: Progress, cancel: CancelEvent, 
 
 
 def norms_table(sums, token_count: int):
+    """The means per layer from sums [len(PARTS), n_layers] (float64, torch or numpy) over token_count positions."""
     import numpy as np
     import pyarrow as pa
 
     n_layers = sums.shape[1]
-    means = sums.numpy() / max(1, token_count)
+    means = np.asarray(sums, dtype=np.float64) / max(1, token_count)
     layers = np.arange(n_layers, dtype=np.int32)
     return pa.table(
         {
@@ -97,9 +112,23 @@ def norms_table(sums, token_count: int):
     )
 
 
+def sums_table(sums, token_count: int):
+    """One shard's partial aggregate: per layer, the sums of the norms of every part and the count."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.asarray(sums, dtype=np.float64)
+    n_layers = values.shape[1]
+    table = {"layer": np.arange(n_layers, dtype=np.int32)}
+    table.update({f"{part}_sum": values[index] for index, part in enumerate(PARTS)})
+    table["n_tokens"] = np.full(n_layers, token_count, dtype=np.int64)
+    return pa.table(table)
+
+
 class ComponentNorms(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-shard sums, merged by finalize
 
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
         from analyses.core.tables import tokens_table
@@ -110,7 +139,19 @@ class ComponentNorms(Analysis):
         # Every position but the first counts.
         token_count = sum(tokens.shape[-1] - 1 for tokens in token_rows)
         notes = {**model.bos(params.prepend_bos).record(), "bos_handling": "the first position of every input is excluded from every mean"}
-        return Result(tables={"component_norms": norms_table(sums, token_count)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+        return Result(tables={"component_norms_sums": sums_table(sums, token_count)}, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """The means per layer from every shard's sums (math.fsum: exact merge of the partial sums)."""
+        import numpy as np
+
+        from analyses.core.aggregates import merged_sums
+
+        merged = merged_sums(read, "component_norms_sums", ("layer",), [f"{part}_sum" for part in PARTS], ("n_tokens",))
+        if merged is None:
+            return Result({}, None, {})
+        sums = np.stack([merged[f"{part}_sum"] for part in PARTS])
+        return Result(tables={"component_norms": norms_table(sums, int(merged["n_tokens"][0]))}, tokens=None, notes={})
 
 
 ANALYSIS = ComponentNorms()

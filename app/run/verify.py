@@ -59,7 +59,14 @@ def verify(store: Store, model: Any, run_id: int, sample: int, seed: int = 0) ->
     cancel = threading.Event()
     # A run-level state (truncation's mean) is over every input, as in the run itself.
     state = analysis.prepare(model, list(prepared.inputs), params, no_progress, cancel)
-    computed = analysis.compute(model, inputs, params, state, no_progress, cancel).tables.get(table.name)
+    result = analysis.compute(model, inputs, params, state, no_progress, cancel)
+    computed = result.tables.get(table.name)
+    if computed is None and not per_input:
+        # A table merged from every shard's partial aggregates: finalize over the recomputed inputs as one shard.
+        from analyses.core.sharding import table_reader
+
+        shard = {**result.tables, "tokens": result.tokens}
+        computed = analysis.finalize(params, state, table_reader(shard), no_progress, cancel).tables.get(table.name)
     if computed is None:
         raise BadInput(f"run {run_id}: {table.name} is written by the run's final step; verify compares per-input tables only")
     ids = [item.input_id for item in inputs]
