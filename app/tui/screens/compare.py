@@ -1,7 +1,9 @@
 """The compare view: two runs of one analysis, chart by chart, drawn on their shared axes.
 
 F7 on the history screen marks the run under the cursor; F7 on another run compares the two.
-Here, type two run ids and press enter. The alignment is app.run.compare's; this only shows it.
+Here, type two run ids and press enter; d toggles relative depth (layers as fractions of each
+model's depth, for models with different layer counts). The alignment is app.run.compare's; this
+only shows it.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class CompareScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("tab", "step_chart(1)", "Next chart", tooltip="Show the next compared chart"),
         Binding("shift+tab", "step_chart(-1)", "Previous chart", show=False),
+        Binding("d", "toggle_depth", "Depth", tooltip="Align layers by relative depth (0..1) instead of by index: models of different depth"),
     ]
 
     def __init__(self) -> None:
@@ -44,6 +47,8 @@ class CompareScreen(WorkbenchScreen):
         self.comparison: Comparison | None = None
         self.chart_index = 0
         self.pending: tuple[int, int] | None = None
+        self.relative_depth = False
+        self.runs: tuple[int, int] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -77,9 +82,17 @@ class CompareScreen(WorkbenchScreen):
         self._start(run_a, run_b)
 
     def _start(self, run_a: int, run_b: int) -> None:
-        self.pending = None
+        self.pending, self.runs = None, (run_a, run_b)
         self.query_one("#compare-a", Input).value, self.query_one("#compare-b", Input).value = str(run_a), str(run_b)
-        self.load(self.app, run_a, run_b)
+        self.load(self.app, run_a, run_b, self.relative_depth)
+
+    def action_toggle_depth(self) -> None:
+        if isinstance(self.focused, Input):  # d is a character in a run id field
+            return
+        self.relative_depth = not self.relative_depth
+        self.notify("layers aligned by relative depth (0..1)" if self.relative_depth else "layers aligned by index", markup=False)
+        if self.runs is not None:
+            self._start(*self.runs)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         text_a, text_b = self.query_one("#compare-a", Input).value.strip(), self.query_one("#compare-b", Input).value.strip()
@@ -89,9 +102,9 @@ class CompareScreen(WorkbenchScreen):
         self.compare(int(text_a), int(text_b))
 
     @background("compare")
-    def load(self, app: Any, run_a: int, run_b: int) -> None:
+    def load(self, app: Any, run_a: int, run_b: int, relative_depth: bool = False) -> None:
         try:
-            comparison = compare_runs(app.store, run_a, run_b)
+            comparison = compare_runs(app.store, run_a, run_b, relative_depth=relative_depth)
         except (BadInput, StoreError) as error:
             app.call_from_thread(self.show_error, (str(error).splitlines() or [type(error).__name__])[0])
             return
