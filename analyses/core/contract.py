@@ -34,10 +34,11 @@ from analyses.core.charts import FILTER_OPS, Chart, Filter, Heatmap, Line, Mark,
 INPUT_KINDS = ("weights", "prompt", "prompt_set", "pile", "entities")
 
 
-def param(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+def param(default: Any, doc: str, choices: tuple[str, ...] = (), empty_is_none: bool = True) -> Any:
     """A Params field with its default, a one-line doc (shown by the CLI and the TUI form) and,
-    for a text field, the values it takes (checked as you type)."""
-    return field(default=default, metadata={"doc": doc, "choices": choices})
+    for a text field, the values it takes (checked as you type). An optional field reads an empty
+    text as None unless ``empty_is_none`` is False (then an empty string is a value its check sees)."""
+    return field(default=default, metadata={"doc": doc, "choices": choices, "empty_is_none": empty_is_none})
 
 
 def columns(*pairs: str) -> tuple[tuple[str, str], ...]:

@@ -19,6 +19,7 @@ class ParamInfo:
     doc: str
     optional: bool
     choices: tuple[str, ...] = ()
+    empty_is_none: bool = True
 
 
 def _unwrap(annotation: Any) -> tuple[type, bool]:
@@ -34,7 +35,8 @@ def param_infos(params_cls: type) -> list[ParamInfo]:
     infos = []
     for f in dataclasses.fields(params_cls):
         base, optional = _unwrap(hints[f.name])
-        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional, tuple(f.metadata.get("choices", ()))))
+        infos.append(ParamInfo(f.name, base.__name__, f.default, f.metadata.get("doc", ""), optional, tuple(f.metadata.get("choices", ())),
+                               bool(f.metadata.get("empty_is_none", True))))
     return infos
 
 
@@ -44,7 +46,8 @@ _FALSE = {"0", "false", "no", "off"}
 
 def coerce_value(info: ParamInfo, raw: str) -> Any:
     """Parse one textual parameter value into its declared type; BadInput on a bad value."""
-    if info.optional and raw.strip().lower() in {"", "none", "null"}:
+    nones = {"", "none", "null"} if info.empty_is_none else {"none", "null"}
+    if info.optional and raw.strip().lower() in nones:
         return None
     if info.choices and raw.strip().lower() not in info.choices:
         raise BadInput(f"parameter {info.name!r} takes one of {', '.join(info.choices)}, not {raw!r}")
