@@ -396,14 +396,16 @@ class ActorPool:
             raise
         return self
 
-    def run(self, payloads: list[tuple[int, Any]], on_result: Callable[[int, Any], list[tuple[int, Any]] | None]) -> None:
-        """Every payload (and those on_result adds) computed on the pool's actors; see run_on_actors."""
+    def run(self, payloads: list[tuple[int, Any]], on_result: Callable[[int, Any], list[tuple[int, Any]] | None],
+            on_unit: Callable[[int, int], None] | None = None) -> None:
+        """Every payload (and those on_result adds) computed on the pool's actors; see run_on_actors.
+        on_unit(actor index, key) is called for each result just before on_result (per-actor progress)."""
         _check_payloads(payloads)
         if not payloads:
             return
         if self.connection is None:
             raise RuntimeError("ActorPool.run outside its with block")
-        _drive(self.connection.ray, self.options, self.slots, payloads, on_result, self.on_event, self.cancel)
+        _drive(self.connection.ray, self.options, self.slots, payloads, on_result, self.on_event, self.cancel, on_unit)
 
     def close(self) -> None:
         if self.connection is None:
@@ -421,7 +423,7 @@ class ActorPool:
         self.close()
 
 
-def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
+def _drive(ray, options, slots, payloads, on_result, on_event, cancel, on_unit=None) -> None:
     retryable = _retryable(ray)
     by_key = dict(payloads)
     queue = collections.deque(payloads)
@@ -521,6 +523,8 @@ def _drive(ray, options, slots, payloads, on_result, on_event, cancel) -> None:
                 on_event(f"actor {slot.index} {verb} {_describe(value)}")
             else:
                 remaining -= 1
+                if on_unit is not None:
+                    on_unit(slot.index, key)
                 more = on_result(key, value)
                 del value
                 # on_result may return more (key, payload) pairs: e.g. the shards, once the run-level

@@ -227,7 +227,8 @@ def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progres
         writer.write_shard(index, tables, result.notes)
         done_inputs[0] += len(plan[index])
         if n_shards > 1:
-            progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored")
+            per_actor = getattr(compute, "progress_note", lambda: "")()  # a Ray backend: shards per actor
+            progress(min(total, done_inputs[0]), total, f"shard {index + 1}/{n_shards} stored" + (f"; {per_actor}" if per_actor else ""))
             writer.register_partial()  # shows partial results; a locked database only delays this
 
     saved = writer.load_state() if writer.has_state() else None

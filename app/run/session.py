@@ -37,11 +37,12 @@ class Session:
         return execute(self.store, model, prepared, progress, cancel, shard_docs=shard_docs, on_begin=on_begin)
 
     def sweep(self, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
-              shard_docs: int | None, progress: Progress, on_event: Any = None, cancel: Any = None) -> int:
-        """A new run with its shards computed on Ray actors (this process writes the store); its id."""
+              shard_docs: int | None, progress: Progress, on_event: Any = None, cancel: Any = None, on_begin: Any = None) -> int:
+        """A new run with its shards computed on Ray actors (this process writes the store); its id.
+        ``on_begin(run_id)`` is called as soon as the runs row exists (after the request's checks)."""
         from app.run.sweep import sweep
 
-        return sweep(self.store, prepared, options, model_name, device, dtype, shard_docs, progress, on_event, cancel)
+        return sweep(self.store, prepared, options, model_name, device, dtype, shard_docs, progress, on_event, cancel, on_begin)
 
     def resumable(self, run_id: int) -> Prepared:
         """What a stopped run ran on; BadInput for an unknown, done or running run, or a foreign folder."""

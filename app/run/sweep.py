@@ -69,6 +69,7 @@ class RayCompute:
         self.on_event = on_event or (lambda text: None)
         self.info: dict = {}
         self.actors_seen: set[str] = set()
+        self.per_actor: dict[int, int] = {}  # shards computed by each actor, for the progress line
         self.checks: list[tuple] = []
 
     def run(self, prepared: Prepared, state: Any, todo: list, progress: Any, progress_of: Any, cancel: Any,
@@ -101,10 +102,18 @@ class RayCompute:
         if state is NEEDED:
             progress(0, 1, "preparing on an actor")
         if self.pool is not None:
-            self.pool.run(payloads, on_result)
+            self.pool.run(payloads, on_result, self.count_unit)
             return
         with ActorPool(self.options, actor_init, (self.model_name, self.device, self.dtype), actor_work, self.on_event, cancel) as pool:
-            pool.run(payloads, on_result)
+            pool.run(payloads, on_result, self.count_unit)
+
+    def count_unit(self, actor: int, key: int) -> None:
+        if key >= 0:
+            self.per_actor[actor] = self.per_actor.get(actor, 0) + 1
+
+    def progress_note(self) -> str:
+        """Per-actor progress for drive's progress line: "actor 0: 3 shards, actor 1: 2 shards"."""
+        return ", ".join(f"actor {actor}: {count} shard{'s' if count != 1 else ''}" for actor, count in sorted(self.per_actor.items()))
 
     def placement(self) -> dict:
         """Where the shards ran, for the runs row (known once an actor has answered)."""
@@ -148,7 +157,7 @@ def _check_on_actor(pool: ActorPool, prepared: Prepared) -> None:
 
 
 def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str, device: str, dtype: str,
-          shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None) -> int:
+          shard_docs: int | None, progress: Any, on_event: Any = None, cancel: Any = None, on_begin: Any = None) -> int:
     """A new run computed on Ray; returns its id (raises ResultsPending like an inline run). Nothing
     is stored until the request has passed its checks (here on the config, then on an actor)."""
     from app.run.ray_pool import check_address
@@ -161,7 +170,7 @@ def sweep(store: Any, prepared: Prepared, options: PoolOptions, model_name: str,
     with ActorPool(options, actor_init, (model_name, device, dtype), actor_work, on_event, cancel) as pool:
         _check_on_actor(pool, prepared)
         compute = RayCompute(options, model_name, device, dtype, on_event, pool=pool)
-        writer = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs)
+        writer = begin(store, model_name, f"ray ({options.address})", dtype, {"executor": "ray"}, prepared, shard_docs, on_begin)
         drive(writer, prepared, compute, progress, cancel)
     return writer.run_id
 

@@ -16,13 +16,15 @@ def lock_retry_from_env() -> float:
         return 30.0
 
 
-def run_tui(db_path: str | Path, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto") -> int:
+def run_tui(db_path: str | Path, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
+            ray_address: str | None = None, ray_actors: int | None = None) -> int:
     """Run the workbench; 0 after a clean quit, 1 after a crash (its traceback is in the crash log)."""
     from app.tui.app import Workbench, append_traceback
     from app.tui.store_access import SerialStore
 
     settings = Settings(Path(db_path), model=model_name or "smollm2-135m", device=device, dtype=dtype,
-                        worker_log=default_worker_log(), crash_log=default_crash_log(), lock_retry_s=lock_retry_from_env())
+                        worker_log=default_worker_log(), crash_log=default_crash_log(), lock_retry_s=lock_retry_from_env(),
+                        ray_address=ray_address, ray_actors=ray_actors)
     app = Workbench(SerialStore(settings.db_path, lock_retry_seconds=settings.lock_retry_s), settings)
     try:
         app.run()

@@ -40,3 +40,8 @@ class Settings:
     """Rows fetched per page in the SQL console."""
     lock_retry_s: float = 30.0
     """How long the app and its worker retry a database locked by another process before giving up."""
+    ray_address: str | None = None
+    """Run every job as a sweep: its shards on Ray actors at this address (local, auto, host:port or
+    ray://host:10001, as `iwb sweep --ray`); None runs jobs in the worker itself."""
+    ray_actors: int | None = None
+    """Actors of a sweep (None: one per GPU, else one per CPU)."""

@@ -61,6 +61,7 @@ class FakeHost:
     def __init__(self, store: Any, on_event: Callable, model: ModelChoice, hold: bool = False) -> None:
         self.store, self.on_event, self.model, self.hold = store, on_event, model, hold
         self.jobs: list[tuple] = []
+        self.sweeps: list[Any] = []
         self.cancelled: list[int] = []
         self.held: tuple[int, int] | None = None
         self.closed = False
@@ -68,11 +69,13 @@ class FakeHost:
     def start(self, warm: bool = True) -> None:
         self.on_event(ModelStatus(self.model.name, "ready", "cpu", "float32", N_LAYERS, "fake"))
 
-    def submit(self, analysis: str, inputs: tuple, raw_params: dict) -> int:
+    def submit(self, analysis: str, inputs: Any, raw_params: dict, sweep: Any = None) -> int:
+        """inputs: Inputs, or a corpus choice (the worker samples it); sweep: the job's Ray settings, if any."""
         job_id = len(self.jobs) + 1
         self.jobs.append((analysis, inputs, raw_params))
+        self.sweeps.append(sweep)
         self.on_event(Submitted(job_id, analysis))
-        run_id = seed_lens_run(self.store, inputs[0].text)
+        run_id = seed_lens_run(self.store, inputs[0].text if isinstance(inputs, tuple) else "a corpus document")
         self.on_event(Started(job_id, run_id, analysis, self.model.name))
         self.on_event(JobProgress(job_id, 0, 3, "input 1/1: forward pass"))
         if self.hold:
