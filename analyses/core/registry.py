@@ -44,6 +44,8 @@ BUILTIN: dict[str, str] = {
     "first-layer-heads": "analyses.first_layer_heads:FirstLayerHeads",
     "contextual-neurons": "analyses.contextual_neurons:ContextualNeurons",
     "fact-lookup": "analyses.fact_lookup:FactLookup",
+    "attribution-patching": "analyses.attribution_patching:AttributionPatching",
+    "generate": "analyses.generation:Generate",
 }
 
 

@@ -1,0 +1,352 @@
+"""Attribution patching engine: the base and source runs, the gradient pass (with GradDrop's
+variants in the same batch), the QK pass for attention heads and the per-node estimates.
+
+Direction: nodes are patched from the *source* run into the *base* run and the metric is read on
+the base run (noising: base = clean, source = corrupt; denoising: the other way round). With
+noise corruption a run has S rows (one per noise sample) and sample s pairs base row b(s) with
+source row r(s) (the single row of the uncorrupted run, or row s). Every number is a mean over s.
+
+Nodes (bridge hooks, so every family is covered the same way):
+- resid / attn / mlp at (layer, pos): blocks.L.hook_resid_post / hook_attn_out / hook_mlp_out;
+- neuron (layer, n): blocks.L.mlp.out.hook_in (what W_out reads), all positions (sum) or the last;
+- head (layer, h, pos): head h reads position pos from the source run (its query, key and value
+  at pos); this changes its output at every query >= pos. head_total (layer, h): the whole head's
+  output (attn.hook_z) from the source run.
+AtP(n) = (n_source - n_base) . dM/dn at the base run. For heads plain AtP linearises the softmax
+(the exact score change through the softmax's Jacobian); AtP*'s QK fix takes the head's exact new
+output (pattern recomputed through the softmax by the model itself in the QK pass) and linearises
+only downstream of it. GradDrop (AtP*): for each layer l, the gradient with layer l's residual
+contribution detached; score = sum_l |AtP_l(n)| / (L - 1), used to rank nodes for the checks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyses.core.contract import CancelEvent, check_cancel
+
+POSITION_KINDS = ("resid", "attn", "mlp")
+HOOK = {
+    "resid": "hook_resid_post", "attn": "hook_attn_out", "mlp": "hook_mlp_out", "z": "attn.hook_z", "neuron": "mlp.out.hook_in",
+    "attn_in": "attn.hook_in", "scores": "attn.hook_attn_scores", "pattern": "attn.hook_pattern", "v": "attn.hook_v",
+}
+GRAD_SITES = ("resid", "attn", "mlp", "z", "neuron")
+CACHE_SITES = ("resid", "attn", "mlp", "z", "neuron", "attn_in", "scores", "pattern", "v")
+METRICS = ("logprob", "logit_diff", "kl")
+
+
+def hook_name(site: str, layer: int) -> str:
+    return f"blocks.{layer}.{HOOK[site]}"
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """One side of the patch: tokens [1, T] and optional noise [S, e-b, d] on the token embeddings
+    of subject_range (added exactly as causal tracing adds it)."""
+
+    tokens: Any
+    noise: Any = None
+    subject_range: tuple[int, int] = (0, 0)
+
+    @property
+    def rows(self) -> int:
+        return 1 if self.noise is None else int(self.noise.shape[0])
+
+
+@dataclass(frozen=True)
+class Metric:
+    """M(logits at the last position) per row, in float64: log p(target), logit(target) -
+    logit(foil), or KL(clean || row) in nats."""
+
+    kind: str
+    target_id: int
+    foil_id: int | None = None
+    reference_logprobs: Any = None
+
+    def __call__(self, last_logits: Any) -> Any:
+        import torch
+
+        logits = last_logits.double()
+        if self.kind == "logit_diff":
+            return logits[:, self.target_id] - logits[:, self.foil_id]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if self.kind == "kl":
+            reference = self.reference_logprobs.to(logprobs.device)
+            return (reference.exp() * (reference - logprobs)).sum(-1)
+        return logprobs[:, self.target_id]
+
+
+@dataclass(frozen=True)
+class Setup:
+    base: RunInput
+    source: RunInput
+    metric: Metric
+
+    @property
+    def samples(self) -> int:
+        return max(self.base.rows, self.source.rows)
+
+    def base_rows(self) -> list[int]:
+        return [s if self.base.rows > 1 else 0 for s in range(self.samples)]
+
+    def source_rows(self) -> list[int]:
+        return [s if self.source.rows > 1 else 0 for s in range(self.samples)]
+
+
+@dataclass
+class Scores:
+    """Per kind, numpy arrays: position kinds [L, T]; head [L, H, T]; head_total [L, H];
+    neuron_sum / neuron_last [L, m]. ``estimate`` is the method's, ``atp`` plain AtP, ``graddrop``
+    the GradDrop score (None without it)."""
+
+    estimate: dict = field(default_factory=dict)
+    atp: dict = field(default_factory=dict)
+    graddrop: dict | None = None
+    base_metric: float = 0.0
+    source_metric: float = 0.0
+    z_patched: dict = field(default_factory=dict)  # layer -> [T_node, S, T, H, dh] head outputs of the QK pass
+
+
+def forward(model, run: RunInput, rows: list[int], hooks: list) -> Any:
+    """Last-position logits [R, V] of the run's rows (noise rows given by index) with extra bridge
+    hooks: the blocks through the bridge, then the model's own final norm and unembedding on the
+    last position only (unembedding every position was most of a batched forward's time)."""
+    from analyses.causal_trace.engine import corrupt
+    from analyses.model.adapters import adapter_for
+
+    tokens = run.tokens.expand(len(rows), -1)
+    all_hooks = list(hooks)
+    if run.noise is not None:
+        noise = run.noise[rows]
+
+        def add_noise(embed: Any, hook: Any) -> Any:
+            return corrupt(embed[:1], noise, run.subject_range)
+
+        all_hooks.insert(0, ("hook_embed", add_noise))
+    final: dict = {}
+
+    def keep_last(resid: Any, hook: Any) -> None:
+        final["resid"] = resid[:, -1:]
+        raise _LastBlockDone
+
+    # Registered last, so that it sees the last block's output after any patch of it; the bridge's
+    # stop_at_layer=n_layers still unembeds every position, so the forward stops here instead.
+    all_hooks.append((hook_name("resid", model.n_layers - 1), keep_last))
+    try:
+        model.bridge.run_with_hooks(tokens, fwd_hooks=all_hooks, use_cache=False)
+    except _LastBlockDone:
+        pass
+    return adapter_for(model).logits(final["resid"])[:, 0]
+
+
+class _LastBlockDone(Exception):
+    """Raised by the hook on the last block's output: the rest of the forward is not needed."""
+
+
+def capture(model, run: RunInput, sites: tuple[str, ...] = CACHE_SITES) -> tuple[dict, Any]:
+    """Every row of a run: {(site, layer): activation} and the last-position logits."""
+    import torch
+
+    cache: dict = {}
+
+    def keep(tensor: Any, hook: Any, key: tuple) -> None:
+        cache[key] = tensor.detach().clone()
+
+    hooks = [(hook_name(site, layer), _bind(keep, key=(site, layer))) for layer in range(model.n_layers) for site in sites]
+    with torch.inference_mode():
+        logits = forward(model, run, list(range(run.rows)), hooks)
+    return cache, logits.detach().clone()
+
+
+def _bind(fn: Any, **bound: Any) -> Any:
+    import functools
+
+    return functools.partial(fn, **bound)
+
+
+def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None) -> dict:
+    """{(site, layer): dM/d activation [len(variants), base rows, ...]} at the base run. Variant 0
+    is the plain gradient; variant l + 1 detaches layer l's attention and MLP outputs (GradDrop)."""
+    import torch
+
+    check_cancel(cancel)
+    base_rows = setup.base.rows
+    row_variant = torch.tensor(variants).repeat_interleave(base_rows)
+    deltas: dict = {}
+
+    def add_delta(tensor: Any, hook: Any, key: tuple) -> Any:
+        delta = torch.zeros_like(tensor, requires_grad=True)
+        deltas[key] = delta
+        value = tensor + delta
+        site, layer = key
+        if site in ("attn", "mlp"):
+            dropped = (row_variant == layer + 1).to(value.device)
+            if bool(dropped.any()):
+                value = torch.where(dropped[:, None, None], value.detach(), value)
+        return value
+
+    hooks = [(hook_name(site, layer), _bind(add_delta, key=(site, layer))) for layer in range(model.n_layers) for site in GRAD_SITES]
+    rows = list(range(base_rows)) * len(variants)
+    with torch.enable_grad():
+        logits = forward(model, setup.base, rows, hooks)
+        total = setup.metric(logits).sum()
+        keys = list(deltas)
+        grads = torch.autograd.grad(total, [deltas[key] for key in keys], allow_unused=True)
+    out = {}
+    for key, grad in zip(keys, grads):
+        if grad is None:
+            grad = torch.zeros_like(deltas[key])
+        out[key] = grad.detach().reshape(len(variants), base_rows, *grad.shape[1:])
+    return out
+
+
+def qk_pass(model, setup: Setup, base: dict, source: dict, batch_rows: int, cancel: CancelEvent | None = None) -> tuple[dict, dict]:
+    """For every layer, head and position t: the head's exact output when it reads t from the
+    source run (its query, key and value at t), and plain AtP's linearisation of that change.
+    Rows (t, s) patch the attention input at t and put the base output back, so the residual
+    stream stays the base run's and one forward serves every layer. Returns {layer: dz_star},
+    {layer: dz_linear}, each [T, S, T_query, H, dh] (float64)."""
+    import torch
+
+    seq_len = setup.base.tokens.shape[1]
+    samples = setup.samples
+    base_of = setup.base_rows()
+    pairs = [(t, s) for t in range(seq_len) for s in range(samples)]
+    star: dict = {layer: [] for layer in range(model.n_layers)}
+    linear: dict = {layer: [] for layer in range(model.n_layers)}
+    for start in range(0, len(pairs), batch_rows):
+        check_cancel(cancel)
+        chunk = pairs[start : start + batch_rows]
+        row_base = torch.tensor([base_of[s] for _, s in chunk])
+        seen = _qk_chunk(model, setup, base, source, chunk)
+        for layer in range(model.n_layers):
+            z_base = base[("z", layer)][row_base].double()
+            star[layer].append(seen[("z", layer)].double() - z_base)
+            linear[layer].append(_linear_head_change(base, seen, layer, row_base))
+    shape = (seq_len, samples)
+    return ({layer: torch.cat(parts).reshape(*shape, *parts[0].shape[1:]) for layer, parts in star.items()},
+            {layer: torch.cat(parts).reshape(*shape, *parts[0].shape[1:]) for layer, parts in linear.items()})
+
+
+def _qk_chunk(model, setup: Setup, base: dict, source: dict, chunk: list) -> dict:
+    """One forward of the QK pass over rows (t, s): {(site, layer): scores, pattern, v, z} as seen."""
+    import torch
+
+    base_of, source_of = setup.base_rows(), setup.source_rows()
+    positions = torch.tensor([t for t, _ in chunk])
+    row_base = torch.tensor([base_of[s] for _, s in chunk])
+    row_source = torch.tensor([source_of[s] for _, s in chunk])
+    row_ids = torch.arange(len(chunk))
+    seen: dict = {}
+
+    def patch_input(tensor: Any, hook: Any, layer: int) -> Any:
+        device = tensor.device
+        patched = tensor.clone()
+        patched[row_ids.to(device), positions.to(device)] = source[("attn_in", layer)][row_source.to(device), positions.to(device)]
+        return patched
+
+    def keep(tensor: Any, hook: Any, key: tuple) -> None:
+        seen[key] = tensor.detach().clone()
+
+    def restore_z(tensor: Any, hook: Any, layer: int) -> Any:
+        seen[("z", layer)] = tensor.detach().clone()
+        return base[("z", layer)][row_base.to(tensor.device)].clone()
+
+    hooks = []
+    for layer in range(model.n_layers):
+        hooks.append((hook_name("attn_in", layer), _bind(patch_input, layer=layer)))
+        hooks += [(hook_name(site, layer), _bind(keep, key=(site, layer))) for site in ("scores", "pattern", "v")]
+        hooks.append((hook_name("z", layer), _bind(restore_z, layer=layer)))
+    with torch.inference_mode():
+        forward(model, setup.base, row_base.tolist(), hooks)
+    return seen
+
+
+def _expand_heads(values: Any, n_heads: int) -> Any:
+    """[R, T, KV, dh] -> [R, T, H, dh]: query head h reads KV head h // (H // KV)."""
+    return values.repeat_interleave(n_heads // values.shape[2], dim=2)
+
+
+def _linear_head_change(base: dict, seen: dict, layer: int, row_base: Any) -> Any:
+    """Plain AtP's change of every head output: the exact score change through the softmax's
+    Jacobian at the base pattern, plus the value change under the base pattern. [R, T, H, dh]."""
+    import torch
+
+    pattern = base[("pattern", layer)][row_base].double()
+    n_heads = pattern.shape[1]
+    scores_change = seen[("scores", layer)].double() - base[("scores", layer)][row_base].double()
+    # Masked entries are equal (and huge) in both runs: their change is exactly 0; no NaN from inf - inf.
+    scores_change = torch.where(pattern > 0, scores_change, torch.zeros_like(scores_change))
+    pattern_change = pattern * (scores_change - (pattern * scores_change).sum(-1, keepdim=True))
+    values = _expand_heads(base[("v", layer)][row_base].double(), n_heads)
+    values_new = _expand_heads(seen[("v", layer)].double(), n_heads)
+    return torch.einsum("rhqu,ruhd->rqhd", pattern_change, values) + torch.einsum("rhqu,ruhd->rqhd", pattern, values_new - values)
+
+
+def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = True, batch_rows: int = 64, variant_chunk: int = 8,
+                cancel: CancelEvent | None = None, progress: Any = None) -> tuple[Scores, dict, dict]:
+    """Every node's estimate: the base and source runs, the QK pass (heads), and the gradient pass
+    (plain, then GradDrop's variants in chunks). Returns the scores and the two runs' caches."""
+    import numpy as np
+    import torch
+
+    report = progress or (lambda done, total, note="": None)
+    n_layers = model.n_layers
+    use_graddrop = graddrop and method == "atp_star" and n_layers > 1
+    steps = 3 + (n_layers if use_graddrop else 0)
+    report(0, steps, "base and source runs")
+    check_cancel(cancel)
+    base, base_logits = capture(model, setup.base)
+    check_cancel(cancel)
+    source, source_logits = capture(model, setup.source)
+    base_of, source_of = setup.base_rows(), setup.source_rows()
+    scores = Scores()
+    scores.base_metric = float(setup.metric(base_logits)[base_of].mean())
+    scores.source_metric = float(setup.metric(source_logits)[source_of].mean())
+    report(1, steps, "QK pass (attention heads)")
+    dz_star, dz_linear = qk_pass(model, setup, base, source, batch_rows, cancel)
+    scores.z_patched = {layer: dz_star[layer] + base[("z", layer)][base_of].double()[None] for layer in range(n_layers)}
+    deltas = {key: source[key][source_of].double() - base[key][base_of].double() for key in source if key[0] in GRAD_SITES}
+
+    def estimates(grads: dict, n_variants: int) -> tuple[dict, dict]:
+        """Per kind, [n_variants, ...] estimates: the method's and plain AtP."""
+        base_index = torch.tensor(base_of)
+        method_out: dict = {}
+        plain_out: dict = {}
+        per_layer: dict = {kind: [] for kind in (*POSITION_KINDS, "neuron_sum", "neuron_last", "head_total", "head_star", "head_linear")}
+        for layer in range(n_layers):
+            def g(site: str, layer: int = layer) -> Any:
+                return grads[(site, layer)][:, base_index].double()
+
+            for kind in POSITION_KINDS:
+                per_layer[kind].append(torch.einsum("std,vstd->vt", deltas[(kind, layer)], g(kind)) / setup.samples)
+            products = torch.einsum("stm,vstm->vstm", deltas[("neuron", layer)], g("neuron"))
+            per_layer["neuron_sum"].append(products.sum(2).mean(1))
+            per_layer["neuron_last"].append(products[:, :, -1].mean(1))
+            g_z = g("z")
+            per_layer["head_total"].append(torch.einsum("sqhd,vsqhd->vh", deltas[("z", layer)], g_z) / setup.samples)
+            per_layer["head_star"].append(torch.einsum("tsqhd,vsqhd->vht", dz_star[layer], g_z) / setup.samples)
+            per_layer["head_linear"].append(torch.einsum("tsqhd,vsqhd->vht", dz_linear[layer], g_z) / setup.samples)
+        stacked = {kind: torch.stack(parts, dim=1).cpu().numpy() for kind, parts in per_layer.items()}
+        for kind in (*POSITION_KINDS, "neuron_sum", "neuron_last", "head_total"):
+            method_out[kind] = plain_out[kind] = stacked[kind]
+        method_out["head"] = stacked["head_star"] if method == "atp_star" else stacked["head_linear"]
+        plain_out["head"] = stacked["head_linear"]
+        return method_out, plain_out
+
+    report(2, steps, "gradient pass")
+    method_est, plain_est = estimates(gradients(model, setup, [0], cancel), 1)
+    scores.estimate = {kind: values[0] for kind, values in method_est.items()}
+    scores.atp = {kind: values[0] for kind, values in plain_est.items()}
+    if use_graddrop:
+        totals = {kind: np.zeros_like(values) for kind, values in scores.estimate.items()}
+        layers = list(range(n_layers))
+        for start in range(0, n_layers, variant_chunk):
+            chunk = layers[start : start + variant_chunk]
+            report(3 + start, steps, f"GradDrop layers {chunk[0]}-{chunk[-1]}")
+            dropped, _ = estimates(gradients(model, setup, [layer + 1 for layer in chunk], cancel), len(chunk))
+            for kind, values in dropped.items():
+                totals[kind] += np.abs(values).sum(0)
+        scores.graddrop = {kind: values / (n_layers - 1) for kind, values in totals.items()}
+    report(steps, steps, "node scores done")
+    return scores, base, source

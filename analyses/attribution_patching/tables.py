@@ -1,0 +1,206 @@
+"""Attribution patching's result tables: every node's estimates with the exact checks beside them,
+the per-kind check summary (Spearman, sampled false negatives), the inputs, and the mean over a
+prompt set."""
+from __future__ import annotations
+
+from typing import Any
+
+from analyses.attribution_patching.engine import POSITION_KINDS
+from analyses.attribution_patching.exact import Node
+from analyses.core.contract import CancelEvent, Input, Progress, Result, check_cancel
+from analyses.core.tables import arrow_table, tokens_table_of
+
+CHECK_KINDS = (*POSITION_KINDS, "head", "head_total", "neuron_sum", "neuron_last")
+
+
+def node_of(kind: str, index: tuple) -> Node:
+    return Node(kind, tuple(int(i) for i in index))
+
+
+def choose_checks(ranking: Any, top_k: int, random_checks: int, rng: Any) -> tuple[list, list]:
+    """Flat indices of the top-k nodes by ranking score and a uniform sample of the others."""
+    import numpy as np
+
+    order = np.argsort(-ranking.ravel(), kind="stable")
+    top = order[:top_k].tolist()
+    rest = order[top_k:]
+    sampled = sorted(rng.choice(rest, size=min(random_checks, len(rest)), replace=False).tolist()) if len(rest) else []
+    return top, sampled
+
+
+def spearman(first: list, second: list) -> float:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    if len(first) < 3 or np.ptp(first) == 0 or np.ptp(second) == 0:
+        return float("nan")
+    return float(spearmanr(first, second).statistic)
+
+
+def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sampled: list, fn_threshold: float) -> dict:
+    """Spearman over the checked nodes and the sampled false-negative estimate of one kind."""
+    checked = top + sampled
+    exact_values = [exact[i] for i in checked]
+    largest = max((abs(value) for value in exact_values), default=0.0)
+    threshold = fn_threshold * largest
+    misses = sum(1 for i in sampled if largest > 0 and abs(exact[i]) >= threshold)
+    rest = estimate.size - len(top)
+    return {
+        "kind": kind, "nodes": int(estimate.size), "checked": len(checked),
+        "spearman": spearman([float(estimate.ravel()[i]) for i in checked], exact_values),
+        "spearman_atp": spearman([float(atp.ravel()[i]) for i in checked], exact_values),
+        "false_negatives": misses, "fn_estimate": misses * rest / len(sampled) if sampled else float("nan"), "threshold": threshold,
+    }
+
+
+class Collector:
+    """Scores and checks inputs one at a time and accumulates every table's columns."""
+
+    def __init__(self, model, params, state: dict) -> None:
+        from analyses.attribution_patching import setup as atp_setup
+
+        self.model, self.params, self.state = model, params, state or {}
+        self.target_id, self.foil_id = atp_setup.metric_tokens(model, params)
+        names = {
+            "attribution_patching": ("input_id", "kind", "layer", "pos"),
+            "atp_heads": ("input_id", "kind", "layer", "head", "pos"),
+            "atp_neurons": ("input_id", "kind", "rank", "layer", "neuron"),
+        }
+        score_columns = ("estimate", "atp", "graddrop", "exact", "checked")
+        self.rows: dict = {table: {column: [] for column in (*keys, *score_columns)} for table, keys in names.items()}
+        self.inputs: list[dict] = []
+        self.checks: list[dict] = []
+        self.tokens: list = []
+
+    def add(self, item: Input, progress: Progress, cancel: CancelEvent) -> None:
+        import numpy as np
+
+        from analyses.attribution_patching import engine, exact
+        from analyses.attribution_patching import setup as atp_setup
+        from analyses.causal_trace.engine import batch_tokens_limit
+
+        model, params = self.model, self.params
+        change = atp_setup.locate_change(model, item, params)
+        setup, target = atp_setup.build_setup(model, item, params, self.state, change, self.target_id, self.foil_id)
+        seq_len = len(change.ids)
+        batch_rows = max(1, batch_tokens_limit(model, seq_len) // seq_len)
+        scores, _, source = engine.node_scores(model, setup, params.method, params.graddrop, batch_rows, cancel=cancel, progress=progress)
+        check_cancel(cancel)
+        rng = np.random.default_rng([params.seed, item.input_id])
+        chosen: dict = {}
+        nodes: list[Node] = []
+        for kind in CHECK_KINDS:
+            ranking = scores.graddrop[kind] if scores.graddrop is not None else np.abs(scores.estimate[kind])
+            top, sampled = choose_checks(ranking, params.top_k, params.random_checks, rng)
+            chosen[kind] = (top, sampled)
+            shape = scores.estimate[kind].shape
+            nodes += [node_of(kind, np.unravel_index(flat, shape)) for flat in top + sampled]
+        progress(1, 2, f"exact patching of {len(nodes)} checked nodes")
+        effects = exact.exact_effects(model, setup, nodes, source, scores.z_patched, batch_rows, cancel)
+        exact_of: dict = {kind: {} for kind in CHECK_KINDS}
+        for node, effect in zip(nodes, effects):
+            flat = int(np.ravel_multi_index(node.index, scores.estimate[node.kind].shape))
+            exact_of[node.kind][flat] = effect
+        for kind in CHECK_KINDS:
+            top, sampled = chosen[kind]
+            summary = check_summary(kind, scores.estimate[kind], scores.atp[kind], exact_of[kind], top, sampled, params.fn_threshold)
+            self.checks.append({"input_id": item.input_id, **summary})
+        self._store_nodes(item.input_id, scores, chosen, exact_of)
+        clean_metric, corrupt_metric = (scores.base_metric, scores.source_metric) if params.resolved_direction() == "noising" else (scores.source_metric, scores.base_metric)
+        self.inputs.append({
+            "input_id": item.input_id, "corruption": change.corruption, "changed_start": change.changed[0], "changed_end": change.changed[1],
+            "direction": params.resolved_direction(), "metric": params.metric, "target_token": model.token_strings([target])[0],
+            "foil_token": model.token_strings([self.foil_id])[0] if self.foil_id is not None else None,
+            "clean_metric": clean_metric, "corrupt_metric": corrupt_metric, "samples": setup.samples,
+        })
+        self.tokens.append((item.input_id, list(change.ids), model.token_strings(list(change.ids))))
+
+    def _store_nodes(self, input_id: int, scores: Any, chosen: dict, exact_of: dict) -> None:
+        import numpy as np
+
+        for kind in CHECK_KINDS:
+            estimate = scores.estimate[kind]
+            ranking = scores.graddrop[kind] if scores.graddrop is not None else np.abs(estimate)
+            top, sampled = chosen[kind]
+            label = {**dict.fromkeys(sampled, "sample"), **dict.fromkeys(top, "top")}
+            flats = np.arange(estimate.size)
+            index = np.unravel_index(flats, estimate.shape)
+            if kind in POSITION_KINDS:
+                table, keys = "attribution_patching", {"kind": kind, "layer": index[0], "pos": index[1]}
+            elif kind == "head":
+                table, keys = "atp_heads", {"kind": kind, "layer": index[0], "head": index[1], "pos": index[2]}
+            elif kind == "head_total":
+                table, keys = "atp_heads", {"kind": kind, "layer": index[0], "head": index[1], "pos": [None] * estimate.size}
+            else:
+                ranks = np.empty(estimate.size, dtype=np.int64)
+                ranks[np.argsort(-ranking.ravel(), kind="stable")] = np.arange(1, estimate.size + 1)
+                table, keys = "atp_neurons", {"kind": kind.removeprefix("neuron_"), "rank": ranks, "layer": index[0], "neuron": index[1]}
+            columns = self.rows[table]
+            n = estimate.size
+            for key, values in {"input_id": [input_id] * n, **keys}.items():
+                columns[key].extend(values.tolist() if hasattr(values, "tolist") else ([values] * n if isinstance(values, str) else values))
+            columns["estimate"].extend(estimate.ravel().tolist())
+            columns["atp"].extend(scores.atp[kind].ravel().tolist())
+            columns["graddrop"].extend(scores.graddrop[kind].ravel().tolist() if scores.graddrop is not None else [None] * n)
+            columns["exact"].extend(exact_of[kind].get(flat) for flat in range(n))
+            columns["checked"].extend(label.get(flat) for flat in range(n))
+
+    def result(self) -> Result:
+        from analyses.attribution_patching import SPEC
+
+        def table(name: str, columns: dict) -> Any:
+            return arrow_table(SPEC.table(name), columns)
+
+        def rows_to_columns(name: str, rows: list[dict]) -> dict:
+            return {column: [row[column] for row in rows] for column, _ in SPEC.table(name).columns}
+
+        tables = {name: table(name, columns) for name, columns in self.rows.items()}
+        tables["atp_inputs"] = table("atp_inputs", rows_to_columns("atp_inputs", self.inputs))
+        tables["atp_checks"] = table("atp_checks", rows_to_columns("atp_checks", self.checks))
+        notes = {
+            **self.model.bos(self.params.prepend_bos).record(), **self.state, "method": self.params.method,
+            "graddrop": self.params.graddrop and self.params.method == "atp_star", "direction": self.params.resolved_direction(),
+        }
+        return Result(tables=tables, tokens=tokens_table_of(self.tokens), notes=notes)
+
+
+def mean_table(read: Any) -> Any:
+    """Means over the inputs: head_total per (layer, head), resid / attn / mlp at each input's last token per layer."""
+    from analyses.attribution_patching import SPEC
+
+    groups: dict = {}
+    heads = read("atp_heads", ["input_id", "kind", "layer", "head", "estimate"])
+    if heads is not None:
+        for row in heads.to_pylist():
+            if row["kind"] == "head_total":
+                groups.setdefault(("head_total", row["layer"], row["head"]), []).append(row["estimate"])
+    positions = read("attribution_patching", ["input_id", "kind", "layer", "pos", "estimate"])
+    if positions is not None:
+        rows = positions.to_pylist()
+        last: dict = {}
+        for row in rows:
+            last[row["input_id"]] = max(last.get(row["input_id"], -1), row["pos"])
+        for row in rows:
+            if row["pos"] == last[row["input_id"]]:
+                groups.setdefault((row["kind"], row["layer"], -1), []).append(row["estimate"])
+    out: dict = {"kind": [], "layer": [], "index": [], "mean_estimate": [], "n_prompts": []}
+    for (kind, layer, index), values in sorted(groups.items()):
+        for column, value in (("kind", kind), ("layer", layer), ("index", index), ("mean_estimate", sum(values) / len(values)), ("n_prompts", len(values))):
+            out[column].append(value)
+    return arrow_table(SPEC.table("atp_mean"), out)
+
+
+def invariants(params: Any, read: Any) -> list[tuple]:
+    """Nodes before the noised subject have equal values in both runs: estimate and exact are 0."""
+    name, tolerance = "invariant_unchanged_nodes_zero", 1e-9
+    inputs = read("atp_inputs", ["input_id", "corruption", "changed_start"])
+    if inputs is None:
+        return [(name, None, tolerance, None, "skipped: no inputs")]
+    starts = {row["input_id"]: row["changed_start"] for row in inputs.to_pylist() if row["corruption"] == "noise"}
+    positions = read("attribution_patching", ["input_id", "pos", "estimate", "exact"])
+    values = [abs(value) for row in positions.to_pylist() if row["input_id"] in starts and row["pos"] < starts[row["input_id"]]
+              for value in (row["estimate"], row["exact"]) if value is not None]
+    if not values:
+        return [(name, None, tolerance, None, "skipped: no noised input with tokens before the subject")]
+    worst = max(values)
+    return [(name, worst, tolerance, worst <= tolerance, f"max |estimate|, |exact| over {len(values)} values before the subject")]
