@@ -17,7 +17,7 @@ MUST_SHOW = {
     "results": ["Top-token probability (layer x token)", "run 1 · logit-lens", "layer 4 · pos 11", "colour: top_prob"],
     "history": ["time (UTC)", "logit-lens", "run 1: enter opens it"],
     "sql": ["rows 1-5 · 4 columns", "top_token"],
-    "corpus": ["documents 1-100", "Codec for the Punicode"],
+    "corpus": ["documents 1-100", "Codec for the Punicode", "all sets"],
     "compare": ["compare run 2 vs run 1", "Top-token probability (layer x token)", "chart 1/", "colour: top_prob (B - A)", "layer 4 · pos 11"],
 }
 

@@ -6,7 +6,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Header, Input, Static, TextArea
+from textual.widgets import DataTable, Header, Input, Select, Static, TextArea
 
 from analyses.core.errors import BadInput
 from app.tui.plain import plain
@@ -15,6 +15,7 @@ from app.tui.widgets.key_bar import KeyBar
 
 COLUMNS = ("doc", "set", "chars", "start of the text")
 PAGE_SIZE = 100
+SET_SCAN = 20_000  # records read for the set names (a whole Pile shard would take minutes)
 
 
 class CorpusScreen(WorkbenchScreen):
@@ -29,13 +30,16 @@ class CorpusScreen(WorkbenchScreen):
         super().__init__(name="corpus")
         self.page_start = 0
         self.has_more = False
+        self.shown_source: tuple[str | None, str | None] | None = None
+        self.sets_of: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="corpus-body"):
             with Horizontal(id="corpus-source-row"):
                 yield Input(placeholder="corpus file or HF name (empty: shipped sample)", id="corpus-source", compact=True)
-                yield Input(placeholder="pile_set_name (all)", id="corpus-set", compact=True)
+                # The source's set names (pile_set_name), read from it, as choices; blank = every set.
+                yield Select([], id="corpus-set", prompt="all sets", compact=True)
             yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
             yield Static("", id="corpus-info")
             yield TextArea("", id="document", read_only=True, soft_wrap=True)
@@ -44,16 +48,45 @@ class CorpusScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         self.query_one("#documents", DataTable).add_columns(*COLUMNS)
         self.load_page()
+        self.scan_sets(self.app, None)
 
     def source(self) -> tuple[str | None, str | None]:
         path = self.query_one("#corpus-source", Input).value.strip() or None
-        set_name = self.query_one("#corpus-set", Input).value.strip() or None
-        return path, set_name
+        chosen = self.query_one("#corpus-set", Select).value
+        return path, (None if chosen is Select.NULL else str(chosen))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.page_start = 0
+        self.sets_of = None
+        self.query_one("#corpus-set", Select).set_options([])  # a new source: its own sets
         self.load_page()
+        self.scan_sets(self.app, self.source()[0])
         self.query_one("#documents", DataTable).focus()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "corpus-set" and self.source() != self.shown_source:
+            self.page_start = 0
+            self.load_page()
+
+    @background("corpus-sets")
+    def scan_sets(self, app: Any, path: str | None) -> None:
+        """The source's set names and how many documents each has (over its first SET_SCAN records)."""
+        from analyses.inputs.corpus import set_names
+
+        try:
+            counts = set_names(path, scan_limit=SET_SCAN)
+        except BadInput:
+            return  # the page read says what is wrong with the source
+        app.call_from_thread(self.show_sets, path, counts)
+
+    def show_sets(self, path: str | None, counts: dict) -> None:
+        if path != self.source()[0]:
+            return  # the source changed while its sets were read
+        self.sets_of = path
+        named = sorted(((name, count) for name, count in counts.items() if name is not None), key=lambda item: (-item[1], item[0]))
+        select = self.query_one("#corpus-set", Select)
+        select.set_options([(plain(f"{name} ({count})"), name) for name, count in named])
+        select.disabled = not named
 
     def action_focus_source(self) -> None:
         self.query_one("#corpus-source", Input).focus()
@@ -66,6 +99,7 @@ class CorpusScreen(WorkbenchScreen):
 
     def load_page(self) -> None:
         path, set_name = self.source()
+        self.shown_source = (path, set_name)
         self.query_one("#corpus-info", Static).update("reading the corpus ...")
         self.fetch_page(self.app, path, set_name, self.page_start)
 
