@@ -7,12 +7,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 
 from app.run.worker import Failed, Finished, JobCancelled, JobProgress, Log, ModelChoice, ModelStatus, Started, Submitted
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
+from app.tui.keys import KeyOrder
 from app.tui.plain import plain
 from app.tui.screens.compare import CompareScreen, start_compare
 from app.tui.screens.corpus import CorpusScreen
@@ -64,6 +66,7 @@ class Workbench(App):
         self.job_state = JobState(model=settings.model)
         self.events_seen: list[Any] = []
         self.quit_state = ""  # "asking": the quit confirm is shown; "cancelling": quit once the job has ended
+        self.key_order = KeyOrder(self)
         self.host = (host_factory or worker_host_factory(settings))(store, self.post_job_event, ModelChoice(settings.model, settings.device, settings.dtype))
 
     def post_job_event(self, event: Any) -> None:
@@ -78,6 +81,7 @@ class Workbench(App):
         self.install_screen(CorpusScreen(), "corpus")
         self.install_screen(CompareScreen(), "compare")
         await self.push_screen("probe")
+        self.key_order.start()
         self.host.start()
         self.refresh_job_widgets()
 
@@ -95,7 +99,14 @@ class Workbench(App):
         super()._handle_exception(error)
 
     def on_unmount(self) -> None:
+        self.key_order.stop()
         self.host.close()
+
+    async def on_event(self, event: events.Event) -> None:
+        """A key (or paste) from the terminal waits while the one before it is still being handled (app.tui.keys)."""
+        if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded and self.key_order.take(event):
+            return
+        await super().on_event(event)
 
     async def action_quit(self) -> None:
         """Quit at once when no job runs; else ask, and on yes cancel the job and quit when it has ended,

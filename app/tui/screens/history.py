@@ -24,6 +24,7 @@ class HistoryScreen(WorkbenchScreen):
         Binding("R", "resume_run", "Resume", tooltip="Finish an interrupted, failed or cancelled run: only its missing shards are computed"),
         Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
         Binding("ctrl+l", "refresh", "Refresh", tooltip="Read the runs again"),
+        Binding("down", "to_table", "Runs", show=False, tooltip="From the filter: into the list of runs"),
     ]
 
     def __init__(self) -> None:
@@ -31,6 +32,8 @@ class HistoryScreen(WorkbenchScreen):
         self.errors: dict[int, str] = {}
         self.analyses: dict[int, str] = {}
         self.statuses: dict[int, str] = {}
+        self.asked = 0  # loads asked for, and the newest one shown (or failed): an older load's rows never replace a newer one's
+        self.answered = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -51,13 +54,42 @@ class HistoryScreen(WorkbenchScreen):
         self.action_refresh()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the filter opens the highlighted run (the first match), as it does in the list."""
+        self.query_one("#runs", DataTable).focus()
+        self.action_open_run()
+
+    def action_to_table(self) -> None:
         self.query_one("#runs", DataTable).focus()
 
-    def action_refresh(self) -> None:
-        self.load_runs(self.app, self.query_one("#history-filter", Input).value)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "to_table":
+            return self.focused is self.query_one("#history-filter", Input)
+        return True
 
-    @background("history")
-    def load_runs(self, app: Any, text_filter: str) -> None:
+    def holds_keys(self) -> bool:
+        """Keys typed after the filter wait for its rows (app.tui.keys): Down, Enter act on the filtered list."""
+        return self.answered < self.asked
+
+    def action_refresh(self) -> None:
+        self.asked += 1
+        self.load_runs(self.app, self.query_one("#history-filter", Input).value, self.asked)
+
+    def answer(self, generation: int) -> bool:
+        """Mark a load as answered; False when a newer one was already shown (its rows are stale)."""
+        if generation <= self.answered:
+            return False
+        self.answered = generation
+        return True
+
+    @background("history", exclusive=False)
+    def load_runs(self, app: Any, text_filter: str, generation: int = 0) -> None:
+        try:
+            self.read_runs(app, text_filter, generation)
+        except BaseException:
+            app.call_from_thread(self.answer, generation)
+            raise
+
+    def read_runs(self, app: Any, text_filter: str, generation: int) -> None:
         result = app.store.list_runs(limit=500, text_filter=text_filter)
         rows, errors, analyses, statuses = [], {}, {}, {}
         names = result.columns
@@ -77,9 +109,11 @@ class HistoryScreen(WorkbenchScreen):
             badges = app.store.check_badges([run_id for run_id, _ in rows])
             rows = [(run_id, cells[:3] + (plain(cells[3].plain, (f" ({badges[run_id]})", badge_style(badges[run_id]))),) + cells[4:])
                     if badges.get(run_id, "ok") != "ok" else (run_id, cells) for run_id, cells in rows]
-        app.call_from_thread(self.show_runs, rows, errors, analyses, statuses)
+        app.call_from_thread(self.show_runs, rows, errors, analyses, statuses, generation)
 
-    def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None) -> None:
+    def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None, generation: int | None = None) -> None:
+        if generation is not None and not self.answer(generation):
+            return
         self.errors, self.analyses, self.statuses = errors, analyses, statuses or {}
         table = self.query_one("#runs", DataTable)
         selected = self.selected_run()
