@@ -72,6 +72,9 @@ def test_a_run_by_reference_equals_the_run_with_texts_and_resume_checks_the_corp
     stored = store.run_inputs(by_reference)
     assert len(stored) == 24 and all(text == "" for _, _, text, _ in stored)
     assert all(text for _, _, text, _ in store.run_inputs(with_texts))
+    # iwb verify recomputes sampled inputs of the run by reference from the corpus: equal.
+    verdict = session.verify(tiny_model, by_reference, 3)
+    assert not verdict.differences and verdict.cells > 0
 
     # Cancelled after its first shard; the corpus then changes: resume refuses it, and nothing is claimed.
     cancel = threading.Event()

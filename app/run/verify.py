@@ -12,6 +12,7 @@ from typing import Any
 
 from analyses.core.contract import no_progress
 from analyses.core.errors import BadInput
+from analyses.inputs.corpus import DocumentReader, with_texts
 from app.run.runner import check_same_model, stored_request
 from store import Store
 
@@ -58,8 +59,9 @@ def verify(store: Store, model: Any, run_id: int, sample: int, seed: int = 0) ->
         inputs = sorted(random.Random(seed).sample(inputs, sample), key=lambda item: item.input_id)
     cancel = threading.Event()
     # A run-level state (truncation's mean) is over every input, as in the run itself.
-    state = analysis.prepare(model, list(prepared.inputs), params, no_progress, cancel)
-    result = analysis.compute(model, inputs, params, state, no_progress, cancel)
+    # A corpus run stored by reference reads its documents' texts back from the corpus (hash-checked).
+    state = analysis.prepare(model, with_texts(prepared.inputs), params, no_progress, cancel)
+    result = analysis.compute(model, DocumentReader().fill(inputs), params, state, no_progress, cancel)
     computed = result.tables.get(table.name)
     if computed is None and not per_input:
         # A table merged from every shard's partial aggregates: finalize over the recomputed inputs as one shard.
