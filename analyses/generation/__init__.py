@@ -139,13 +139,13 @@ def build_plan(model, params: Params) -> tuple[Any, dict]:
     record: dict = {}
     if params.steer is not None:
         layer = default_layer(params.steer_layer, model.n_layers)
-        vector = iv.resolve_vector(model, params.steer, layer, params.prepend_bos, "steer")
+        vector = iv.resolve_vector(model, params.steer, layer, "steer")
         plan.steer = Steer(layer, (vector.tensor * params.steer_coef).to(model.device), iv.parse_positions(params.steer_positions))
         record["steer"] = {"source": vector.source, "layer": layer, "coef": params.steer_coef, "positions": params.steer_positions,
                            "vector_norm": float(vector.tensor.norm()), **vector.detail}
     if params.clamp is not None:
         layer = default_layer(params.clamp_layer, model.n_layers)
-        vector = iv.resolve_vector(model, params.clamp, layer, params.prepend_bos, "clamp")
+        vector = iv.resolve_vector(model, params.clamp, layer, "clamp")
         norm = float(vector.tensor.norm())
         if not norm > 0:
             raise BadInput("parameter 'clamp': the direction is zero")

@@ -1,7 +1,7 @@
 """Interventions during generation, parsed from the run's parameters and resolved on the model.
 
 - steering: a vector (from a contrast pair of prompts "A|B": the mean residual entering block
-  ``layer`` over A's tokens minus that over B's, BOS excluded; or a ``.npy`` / ``.pt`` file of
+  ``layer`` over A's tokens minus that over B's, each read after a start-of-context token; or a ``.npy`` / ``.pt`` file of
   shape [d_model]) times a coefficient, added to the residual entering block ``layer`` at the
   chosen absolute positions (``all`` or a comma list);
 - ablation of heads (``h3.2``: layer 3 head 2), whole MLPs (``mlp3``) or MLP neurons (``n3.17``),
@@ -136,35 +136,40 @@ def load_vector_file(path_text: str, d_model: int, name: str) -> Vector:
     return Vector(tensor, f"file {path}", {"sha256": hashlib.sha256(raw).hexdigest(), "dtype": dtype})
 
 
-def contrast_vector(model: LoadedModel, plus: str, minus: str, layer: int, prepend_bos: str) -> Vector:
-    """Mean residual entering block ``layer`` over the tokens of ``plus`` minus that over ``minus``
-    (a BOS, identical in both, is left out of the means), from plain forwards without interventions."""
+def contrast_vector(model: LoadedModel, plus: str, minus: str, layer: int) -> Vector:
+    """Mean residual entering block ``layer`` over the tokens of ``plus`` minus that over ``minus``,
+    from plain forwards without interventions. Each text is read after the model's start-of-context
+    token (its document separator), which is left out of the means: the first position of a
+    sequence carries the attention sink's outsized residual (norms in the hundreds on SmolLM2), which
+    would otherwise swamp the difference of a one-word pair."""
     import torch
 
     from analyses.model.adapters import adapter_for
     from analyses.model.kv import PrefixCache
+    from analyses.model.tokens import document_separator_id
 
     adapter = adapter_for(model)
-    bos = model.bos(prepend_bos)
+    start = document_separator_id(model)
     means = []
     with torch.inference_mode():
         for text in (plus, minus):
-            tokens = model.to_tokens(text, prepend_bos=prepend_bos)
-            if int(tokens.shape[-1]) - int(bos.prepend) < 1:
+            ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if not ids:
                 raise BadInput(f"contrast prompt {text!r} has no tokens")
+            tokens = torch.tensor([[start, *ids]], dtype=torch.long, device=model.device)
             resid = adapter.embed(tokens)
             ctx = adapter.context(int(tokens.shape[-1]), 0, resid)
             for index in range(layer):
                 resid = adapter.block(index, resid, ctx, PrefixCache())
-            means.append(resid[0, int(bos.prepend):].float().mean(0))
-    return Vector((means[0] - means[1]).cpu(), f"contrast {plus!r} - {minus!r} at layer {layer}")
+            means.append(resid[0, 1:].float().mean(0))
+    return Vector((means[0] - means[1]).cpu(), f"contrast {plus!r} - {minus!r} at layer {layer} (after token {start})")
 
 
-def resolve_vector(model: LoadedModel, text: str, layer: int, prepend_bos: str, name: str) -> Vector:
+def resolve_vector(model: LoadedModel, text: str, layer: int, name: str) -> Vector:
     if is_file_source(text):
         return load_vector_file(text, model.d_model, name)
     plus, minus = contrast_pair(text, name)
-    return contrast_vector(model, plus, minus, layer, prepend_bos)
+    return contrast_vector(model, plus, minus, layer)
 
 
 def check_layer(value: int, n_layers: int, name: str) -> None:
