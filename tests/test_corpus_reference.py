@@ -106,3 +106,20 @@ def test_the_worker_gets_the_reference_and_samples_it_itself(source):
     assert inputs == corpus.build_inputs(choice, ("pile",))[0]
     sent_texts = Job(1, "logit-lens", corpus.build_inputs(_choice(source, n_docs=30), ("pile",))[0], {})
     assert len(pickle.dumps(job)) < len(pickle.dumps(sent_texts)) / 5
+
+
+def test_the_cli_runs_shows_and_exports_a_run_stored_by_reference(source, tmp_path, tiny_model):
+    from tests.helpers.cli import iwb
+
+    db = tmp_path / "cli.duckdb"
+    run = iwb("--model", tiny_model.location, "--device", "cpu", "run", "logit-lens", "--pile", str(source), "--n-docs", "3",
+              "--max-tokens", "6", "--no-store-texts", "--no-chart", db=db)
+    assert run.returncode == 0, run.stderr
+    run_id = run.stdout.split()[-1]
+    shown = iwb("show", run_id, "--width", "80", "--height", "12", db=db)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("(text not stored: document ") == 3 and str(source) in shown.stdout
+    target = tmp_path / "inputs.csv"
+    exported = iwb("export", run_id, "--table", "inputs", "--to", str(target), db=db)
+    assert exported.returncode == 0 and "wrote 3 rows" in exported.stdout, exported.stderr
+    assert "text_sha256" in target.read_text()
