@@ -243,7 +243,7 @@ def test_iwb_show_draws_the_stored_plugin_run(plugin_site, stored):
     assert result.stdout.startswith(f"run 1: {PLUGIN_NAME} on ")
     assert f"input 0 (prompt): {PROMPT_A!r}" in result.stdout
     assert "Residual-stream norm after each layer (run 1, input 0)" in result.stdout
-    assert "Tower" in result.stdout and "colour: norm" in result.stdout
+    assert "Tower" in result.stdout and "shade: norm" in result.stdout  # NO_COLOR: shades, and the legend says so
 
 
 def test_iwb_export_writes_the_plugin_table(plugin_site, stored, tmp_path):

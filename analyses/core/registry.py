@@ -46,6 +46,7 @@ BUILTIN: dict[str, str] = {
     "fact-lookup": "analyses.fact_lookup:FactLookup",
     "attribution-patching": "analyses.attribution_patching:AttributionPatching",
     "generate": "analyses.generation:Generate",
+    "attention-pattern": "analyses.attention_pattern:AttentionPattern",
 }
 
 
