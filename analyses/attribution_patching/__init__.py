@@ -149,9 +149,11 @@ class AttributionPatching(Analysis):
     def check(self, model, inputs: list[Input], params: Params) -> None:
         from analyses.attribution_patching import setup as atp_setup
 
-        atp_setup.metric_tokens(model, params)
+        target_id, foil_id = atp_setup.metric_tokens(model, params)
         for item in inputs:
-            atp_setup.locate_change(model, item, params)
+            change = atp_setup.locate_change(model, item, params)
+            if foil_id is not None and target_id is None:
+                atp_setup.check_foil_against_top1(model, item, change, foil_id, params.foil)
 
     def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Any:
         from analyses.attribution_patching import setup as atp_setup

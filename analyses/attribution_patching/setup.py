@@ -42,6 +42,16 @@ def metric_tokens(model, params) -> tuple[int | None, int | None]:
     return target, foil
 
 
+def check_foil_against_top1(model, item: Input, change: Change, foil_id: int, foil: str) -> None:
+    """With no target given the target is the clean top-1: refuse a foil that is that token."""
+    import torch
+
+    with torch.inference_mode():
+        top1 = int(model.bridge(torch.tensor([change.ids], device=model.device))[0, -1].argmax())
+    if top1 == foil_id:
+        raise BadInput(f"parameter 'foil' {foil!r} is the clean top-1 of input {item.input_id}, which is the target when none is given")
+
+
 def corrupt_prompt_of(item: Input, params) -> str | None:
     return item.meta.get("corrupt_prompt") or params.corrupt_prompt
 
