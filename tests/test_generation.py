@@ -260,3 +260,22 @@ def test_bad_input_on_the_model(tiny_model, tmp_path):
     good = tmp_path / "good.npy"
     np.save(good, np.ones(tiny_model.d_model, dtype=np.float16))
     ANALYSIS.check(tiny_model, inputs, Params(steer=str(good), steer_layer=2))
+
+
+@pytest.mark.integration
+def test_embedded_model_greedy_equals_hf_generate_and_steering_holds_under_the_cache(embedded_model):
+    params = Params(max_new_tokens=8, stop_at_eos=False)
+    ids, _, gen = run_generate(embedded_model, params)
+    out = pure_hf(embedded_model).generate(ids, max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                                           eos_token_id=None, pad_token_id=embedded_model.tokenizer.eos_token_id)
+    assert gen.new_ids == out.sequences[0, ids.shape[1]:].tolist()
+    for ours, theirs in zip(gen.final_logits, out.logits):
+        torch.testing.assert_close(ours, theirs[0].float(), atol=1e-3, rtol=1e-4)
+    steered = Params(max_new_tokens=3, stop_at_eos=False, steer=" Love| Hate", steer_layer=6, steer_coef=4.0, ablate="h3.1")
+    ids, plan, gen = run_generate(embedded_model, steered)
+    sequence = ids[0].tolist()
+    for step, token in enumerate(gen.new_ids):
+        reference = _reference_logits(embedded_model, plan, sequence)
+        torch.testing.assert_close(gen.final_logits[step], reference, atol=1e-3, rtol=1e-4)
+        sequence.append(token)
+    assert gen.new_ids != out.sequences[0, ids.shape[1]:ids.shape[1] + 3].tolist()
