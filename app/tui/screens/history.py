@@ -14,6 +14,7 @@ from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
 
+REFRESH_S = 3.0  # how often the shown list reads the runs' statuses again
 COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
 
 
@@ -34,6 +35,8 @@ class HistoryScreen(WorkbenchScreen):
         self.statuses: dict[int, str] = {}
         self.asked = 0  # loads asked for, and the newest one shown (or failed): an older load's rows never replace a newer one's
         self.answered = 0
+        self.filter_asked = 0  # the newest load the filter asked for: keys typed after it wait for its rows
+        self.shown_rows: list = []
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -45,6 +48,12 @@ class HistoryScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one("#runs", DataTable).add_columns(*COLUMNS)
+        # Statuses change while the screen is open (a job ends, another process writes): read them again by itself.
+        self.set_interval(REFRESH_S, self.refresh_shown)
+
+    def refresh_shown(self) -> None:
+        if self.app.screen is self and not self.holds_keys():
+            self.action_refresh()
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -52,6 +61,7 @@ class HistoryScreen(WorkbenchScreen):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.action_refresh()
+        self.filter_asked = self.asked
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter in the filter opens the highlighted run (the first match), as it does in the list."""
@@ -68,7 +78,7 @@ class HistoryScreen(WorkbenchScreen):
 
     def holds_keys(self) -> bool:
         """Keys typed after the filter wait for its rows (app.tui.keys): Down, Enter act on the filtered list."""
-        return self.answered < self.asked
+        return self.answered < self.filter_asked
 
     def action_refresh(self) -> None:
         self.asked += 1
@@ -116,6 +126,10 @@ class HistoryScreen(WorkbenchScreen):
             return
         self.errors, self.analyses, self.statuses = errors, analyses, statuses or {}
         table = self.query_one("#runs", DataTable)
+        if rows == self.shown_rows and table.row_count == len(rows):
+            self.show_detail()  # nothing changed (the timer's read): the table, its cursor and scroll stay as they are
+            return
+        self.shown_rows = rows
         selected = self.selected_run()
         table.clear()
         for run_id, cells in rows:
