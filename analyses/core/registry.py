@@ -47,6 +47,7 @@ BUILTIN: dict[str, str] = {
     "attribution-patching": "analyses.attribution_patching:AttributionPatching",
     "generate": "analyses.generation:Generate",
     "attention-pattern": "analyses.attention_pattern:AttentionPattern",
+    "neuron-contexts": "analyses.neuron_contexts:NeuronContexts",
 }
 
 

@@ -16,6 +16,8 @@ from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
 
+NEURON_CONTEXTS = "neuron-contexts"
+
 
 class ResultsScreen(WorkbenchScreen):
     BINDINGS = [
@@ -24,6 +26,8 @@ class ResultsScreen(WorkbenchScreen):
         Binding("right_square_bracket", "next_input", "Next input", tooltip="Per-input charts: the next input of the run"),
         Binding("left_square_bracket", "previous_input", "Previous input", show=False),
         Binding("s", "chart_sql", "SQL", tooltip="Copy the SQL behind this chart into the SQL console (F5) and run it there"),
+        Binding("n", "neuron_contexts", "Contexts", show=False,
+                tooltip="On a table row naming a neuron (contextual-neurons, fact-lookup): its top-activating contexts over a corpus (neuron-contexts)"),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-normal")]  # narrow: the cell readout gets a third line
 
@@ -161,6 +165,36 @@ class ResultsScreen(WorkbenchScreen):
 
     def action_previous_input(self) -> None:
         self._step_input(-1)
+
+    def selected_neuron(self) -> tuple[int, int] | None:
+        """(layer, neuron) of the table row under the cursor when the table names a neuron (a
+        ``neuron`` column; ``layer`` too, else layer 0 as in contextual-neurons); else None."""
+        data = self.loaded[self.chart_index] if self.chart_index < len(self.loaded) else None
+        if data is None or not isinstance(data.chart, charts.Table) or "neuron" not in data.columns or not data.rows:
+            return None
+        row = data.rows[min(self.query_one("#chart-table", DataTable).cursor_row, len(data.rows) - 1)]
+        values = dict(zip(data.columns, row))
+        layer = values.get("layer", 0)
+        if not isinstance(values["neuron"], int) or not isinstance(layer, int):
+            return None
+        return layer, values["neuron"]
+
+    def action_neuron_contexts(self) -> None:
+        """Open the Probe form on neuron-contexts with this row's layer and neuron set (the model and corpus are chosen there)."""
+        found = self.selected_neuron()
+        if found is None:
+            self.notify("Put the cursor on a table row that names a neuron (contextual-neurons, fact-lookup).", severity="warning")
+            return
+        layer, neuron = found
+        probe = self.app.get_screen("probe")
+        values = {"layer": str(layer), "neuron": str(neuron)}
+        if probe.is_mounted and probe.shown_analysis == NEURON_CONTEXTS:
+            form = probe.query_one("#params")
+            for name, value in values.items():
+                form.field(name).value = value
+        probe.form_values[NEURON_CONTEXTS] = {**probe.form_values.get(NEURON_CONTEXTS, {}), **values}
+        self.app.choose_analysis(NEURON_CONTEXTS)
+        self.app.notify(f"neuron-contexts for layer {layer} neuron {neuron}: choose the corpus, then ctrl+r", markup=False)
 
     async def action_chart_sql(self) -> None:
         data = self.loaded[self.chart_index] if self.chart_index < len(self.loaded) else None
