@@ -106,3 +106,29 @@ class FakeHost:
 
     def close(self) -> None:
         self.closed = True
+
+
+def seed_spec_run(store: Any, analysis: str, rows: dict[str, dict[str, list]]) -> int:
+    """A stored run of any analysis with the given columns of the given tables (other columns of
+    those tables: 0, 0.0 or NULL; other tables: empty), made up, no model involved."""
+    import pyarrow as pa
+
+    from analyses.core.registry import get_analysis
+
+    arrow = {"INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}
+    tables = {}
+    for table in get_analysis(analysis).spec.tables:
+        given = rows.get(table.name, {})
+        count = len(next(iter(given.values()))) if given else 0
+        values = {}
+        for name, kind in table.columns:
+            default = 0 if kind in ("INTEGER", "BIGINT") else 0.0 if kind == "DOUBLE" else None
+            values[name] = pa.array(given.get(name, [default] * count), arrow[kind])
+        tables[table.name] = (table.columns, pa.table(values))
+    run_id = store.begin_run(analysis, "fake-model", {}, "cpu", "float32", {"fake": True})
+    tokens = pa.table({"input_id": pa.array([0], pa.int32()), "pos": pa.array([0], pa.int32()), "token_id": pa.array([0], pa.int32()), "token": ["x"]})
+    inputs = pa.table({"input_id": pa.array([0], pa.int32()), "source": ["prompt"], "text": ["x"], "meta": ["{}"]})
+    store.finish_run(run_id, inputs, tokens, tables)
+    with store.write() as conn:
+        conn.execute("UPDATE runs SET created_at = ?::TIMESTAMP WHERE run_id = ?", [FIXED_TIME, run_id])
+    return run_id

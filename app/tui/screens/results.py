@@ -17,6 +17,15 @@ from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
 
 NEURON_CONTEXTS = "neuron-contexts"
+TABLE_VIEW_ROWS = 1000
+
+
+def table_views(spec: Any) -> list[charts.Table]:
+    """A table view of every result table no chart of the SPEC draws (fact-lookup's per-entity
+    predictions, its neurons...): every stored number of a run is one tab away."""
+    drawn = {chart.table for chart in spec.charts}
+    return [charts.Table(f"Table {table.name}", table.name, table.columns[0][0], per_input=False, limit=TABLE_VIEW_ROWS)
+            for table in spec.tables if table.name not in drawn]
 
 
 class ResultsScreen(WorkbenchScreen):
@@ -88,6 +97,7 @@ class ResultsScreen(WorkbenchScreen):
             try:
                 spec = get_analysis(row["analysis"]).spec
                 loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
+                loaded += [data for chart in table_views(spec) for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
                 info.append_text(plain(f"\ncannot draw its charts: {error}", style="red"))
         app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
