@@ -28,6 +28,7 @@ async def test_n_on_a_neuron_row_opens_neuron_contexts_with_its_layer_and_neuron
         await settle(app, pilot)
         table = app.screen.query_one("#chart-table")
         assert table.display and app.screen.selected_neuron() == (0, 40)
+        assert "n: the row's neuron's top contexts" in str(app.screen.query_one("#cell-info").render())
         table.focus()
         await pilot.press("down", "down")
         await pilot.press("n")

@@ -138,7 +138,8 @@ class ResultsScreen(WorkbenchScreen):
             table.clear(columns=True)
             table.add_columns(*[plain(column) for column in data.columns])
             table.add_rows([[plain(charts.format_cell(v)) for v in row] for row in data.rows])
-            self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows · s: its SQL in the console")
+            neuron = " · n: the row's neuron's top contexts" if "neuron" in data.columns else ""
+            self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows · s: its SQL in the console{neuron}")
             table.focus()
         else:
             view.show(data)
