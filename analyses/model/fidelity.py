@@ -20,7 +20,7 @@ MAX_TOKENS = 64
 # float32 logits of the same weights along two code paths (fused vs unfused ops) differ by ~1e-5.
 LOGIT_TOLERANCE = {"float32": 1e-3, "float16": 5e-2, "bfloat16": 2e-1}
 KL_TOLERANCE = {"float32": 1e-6, "float16": 1e-3, "bfloat16": 1e-2}
-LIBRARIES = ("torch", "transformers", "transformer-lens", "numpy", "duckdb", "iwb")
+LIBRARIES = ("torch", "transformers", "transformer-lens", "numpy", "scikit-learn", "pyarrow", "duckdb", "plotext", "textual", "iwb")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ def _version(distribution: str) -> str:
 def provenance(model, params: Any, notes: dict) -> dict:
     import torch
 
+    from analyses.model.fidelity import library_versions
     from app import __version__
 
     return {
@@ -87,6 +88,7 @@ def provenance(model, params: Any, notes: dict) -> dict:
         "transformer_lens": _version("transformer-lens"),
         "transformers": _version("transformers"),
         "iwb": __version__,
+        "libraries": library_versions(),  # every library the numbers depend on, from its installed distribution
         **model.provenance(),
         "seed": getattr(params, "seed", None),
         **notes,
