@@ -109,6 +109,7 @@ SPEC = AnalysisSpec(
     charts=(
         Heatmap("Lens: the chosen token's probability (layer x generated token)", "generation_lens", "chosen_prob", x="pos", y="layer", vmin=0.0, vmax=1.0),
         Line("Probability of each generated token", "generation_steps", "prob", x="step"),
+        Line("Entropy of the model's distribution at each step (bits)", "generation_steps", "entropy_bits", x="step"),
         Table("Generated tokens", "generation_steps", "token", order=(Order("step"),), limit=64),
     ),
 )
