@@ -118,6 +118,9 @@ SPEC = AnalysisSpec(
                     "contextual, averaging, duplicate, sink; see the parameters) measured per document on real attention with its "
                     "estimate over n_docs documents and bootstrap 95% interval [low, high]; class where the interval clears its "
                     "threshold, margin = (low - threshold) / threshold, runner_up the next class that cleared"),
+        ResultTable("first_layer_heads_intervals", columns("layer:INTEGER", "head:INTEGER", "score:VARCHAR", "curve:VARCHAR", "value:DOUBLE"),
+                    "first_layer_heads_class's scores in long form, for the charts: per head and score the estimate, the ends of its "
+                    "95% interval over documents (low, high) and the class threshold, one curve each (prefixed 'layer L' with several layers)"),
         ResultTable("first_layer_heads_terms", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
     ),
@@ -126,6 +129,8 @@ SPEC = AnalysisSpec(
               filters=(Filter("key_offset", "<=", 60), Filter("dest_pos", "=", RunValue("dest_pos"))),
               per_input=False, facet="layer"),
         Table("Head classes", "first_layer_heads_class", "duplicate_score", per_input=False, order=(Order("layer"), Order("head")), limit=64),
+        Line("Class scores by head: estimate, 95% interval over documents (low, high) and threshold", "first_layer_heads_intervals", "value",
+             x="head", series="curve", per_input=False, facet="score"),
         Line("Normaliser (median) over destination position, per corpus set", "first_layer_heads_normaliser", "median",
               x="pos", series="set_name", per_input=False, facet="head"),
     ),
@@ -198,6 +203,7 @@ class FirstLayerHeads(Analysis):
         out = tables.pattern_tables(results)
         out["first_layer_heads_normaliser"] = tables.normaliser_table(results, params.normaliser_bin, first_pos)
         out["first_layer_heads_class"] = tables.class_table(results, first_pos)
+        out["first_layer_heads_intervals"] = tables.intervals_table(results, params.thresholds())
         out["first_layer_heads_terms"] = tables.terms_table(results)
         notes = {
             **model.bos(params.prepend_bos).record(),

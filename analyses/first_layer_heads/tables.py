@@ -117,6 +117,27 @@ def class_table(anatomies: list[LayerAnatomy], first_pos: int) -> Any:
     return arrow_table(declared, rows)
 
 
+def intervals_table(anatomies: list[LayerAnatomy], thresholds: Any) -> Any:
+    """The class scores in long form for drawing: per head and score, its estimate, the ends of its
+    95% interval over documents and the score's threshold, one curve each (prefixed with the layer
+    when more than one layer is analysed)."""
+    from analyses.core.tables import arrow_table
+    from analyses.first_layer_heads import SCORE_COLUMNS, SPEC
+
+    declared = SPEC.table("first_layer_heads_intervals")
+    rows: dict[str, list] = {name: [] for name, _ in declared.columns}
+    several = len(anatomies) > 1
+    for anatomy in anatomies:
+        for summary in anatomy.heads:
+            for score in SCORE_COLUMNS:
+                estimate, low, high = summary.scores[score]
+                for bound, value in (("estimate", estimate), ("low", low), ("high", high), ("threshold", thresholds.of(score))):
+                    curve = f"layer {anatomy.layer} {bound}" if several else bound
+                    for name, item in zip(rows, (anatomy.layer, summary.head, score, curve, value)):
+                        rows[name].append(item)
+    return arrow_table(declared, rows)
+
+
 def terms_table(anatomies: list[LayerAnatomy]) -> Any:
     """Additive layers only: per head and destination, the spread (std over the visible keys) of
     each term of the positional score; the largest says what shapes the pattern."""
