@@ -30,3 +30,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_stored(tiny_folder, db_path, p
         args += ["--param", item]
     assert_bad_input(iwb(*args, db=db_path), fragment)
     assert runs_in(db_path) == 0
+
+
+def test_show_prints_the_checks_under_the_charts(tiny_folder, db_path):
+    ran = iwb("run", "attribution-patching", "--model", str(tiny_folder), "--prompt", PROMPT, "--param", "subject=Eiffel Tower",
+              "--param", "samples=1", "--param", "graddrop=false", "--no-chart", db=db_path)
+    assert ran.returncode == 0, ran.stderr
+    shown = iwb("show", ran.stdout.split()[-1], "--width", "100", db=db_path)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "invariant_unchanged_nodes_zero" in text.split("AtP estimate, resid")[0]
+    checks = text.index("Checks: estimate vs exact patching")
+    assert checks > text.index("AtP estimate, resid") > 0 and checks > text.index("Top MLP neurons")
+    table = text[checks:].splitlines()
+    assert "spearman" in table[1] and "fn_estimate" in table[1]
+    assert sorted(line.split()[1] for line in table[3:10]) == sorted(("attn", "head", "head_total", "mlp", "neuron_last", "neuron_sum", "resid"))
