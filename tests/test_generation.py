@@ -279,3 +279,20 @@ def test_embedded_model_greedy_equals_hf_generate_and_steering_holds_under_the_c
         torch.testing.assert_close(gen.final_logits[step], reference, atol=1e-3, rtol=1e-4)
         sequence.append(token)
     assert gen.new_ids != out.sequences[0, ids.shape[1]:ids.shape[1] + 3].tolist()
+
+
+def test_shards_of_prompts_give_the_rows_of_the_whole_run(tiny_model, cancel):
+    """Sharded: compute on any subset of the prompts gives exactly those prompts' rows, sampled
+    ones included (the sampler is seeded per prompt), so a resumed run repeats what it stored."""
+    import pyarrow as pa
+
+    from analyses.core.contract import no_progress
+
+    params = Params(max_new_tokens=4, decoding="sample", temperature=1.2, seed=3, stop_at_eos=False)
+    inputs = [Input(0, "prompt", "Hello there"), Input(1, "prompt", PROMPT), Input(2, "prompt", "One two three")]
+    whole = ANALYSIS.compute(tiny_model, inputs, params, None, no_progress, cancel)
+    parts = [ANALYSIS.compute(tiny_model, subset, params, None, no_progress, cancel) for subset in (inputs[:1], inputs[1:])]
+    for name in whole.tables:
+        joined = pa.concat_tables([part.tables[name] for part in parts])
+        assert joined.equals(whole.tables[name]), name
+    assert ANALYSIS.sharded

@@ -235,6 +235,9 @@ class Generate(Analysis):
         Invariant("invariant_final_lens_row", 1e-6, "the lens' last row (the final residual) gives the chosen token the probability the step records"),
         Invariant("invariant_greedy_rank", 0.0, "greedy decoding: every chosen token has rank 1 in the model's distribution"),
     )
+    # Each prompt's generation depends on that prompt alone (the sampler is seeded per prompt), so a
+    # prompt set runs in shards of prompts and a cancelled run keeps the prompts it finished.
+    sharded = True
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         n_layers = model.n_layers
@@ -270,8 +273,13 @@ class Generate(Analysis):
             prompt_ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos)
             base = index * params.max_new_tokens
 
-            def on_step(step: int, token: int, base: int = base, index: int = index) -> None:
-                progress(base + step + 1, total, f"input {index + 1}/{len(inputs)}: token {step + 1}/{params.max_new_tokens}")
+            made: list[int] = []
+
+            def on_step(step: int, token: int, base: int = base, index: int = index, made: list[int] = made) -> None:
+                # The progress note streams the text as it is made (its last characters, on one line).
+                made.append(token)
+                tail = " ".join(model.tokenizer.decode(made).split())[-48:]
+                progress(base + step + 1, total, f"input {index + 1}/{len(inputs)}: token {step + 1}/{params.max_new_tokens} …{tail}")
 
             gen = generate(model, prompt_ids, params, plan, cancel, on_step)
             stops[str(item.input_id)] = {"stop_reason": gen.stop_reason, "new_tokens": len(gen.new_ids), "prompt_tokens": len(gen.prompt_ids),

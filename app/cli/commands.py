@@ -16,6 +16,7 @@ try:
     from analyses.core.params import param_infos
     from analyses.core.registry import analysis_names, get_analysis
     from app import charts
+    from app.cli.generated import generated_text
     from app.cli.io import (
         MAX_CHART_HEIGHT,
         MAX_CHART_WIDTH,
@@ -97,6 +98,9 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
         input_id = charts.first_input_id(store, run_id)
     existing = {row[0] for row in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").rows}
     status = (store.run_row(run_id) or {}).get("status")
+    if "generation_steps" in existing and (text := generated_text(store, run_id, input_id, _use_colour())):
+        print(text)
+        print()
     for chart in module.spec.charts:
         loaded = charts.load_charts(store, chart, run_id, input_id) if chart.table in existing else []
         if not loaded and status != "done":
@@ -374,7 +378,7 @@ def cmd_compare(args) -> int:
     from app.run.compare import compare_runs
 
     store = open_store(args, read_only=True)
-    comparison = compare_runs(store, args.run_a, args.run_b, args.table, args.input)
+    comparison = compare_runs(store, args.run_a, args.run_b, args.table, args.input, relative_depth=args.relative_depth)
     print(f"compare {comparison.heading}")
     for line in comparison.differences or ("same model, parameters and input",):
         print(f"  {line}")
@@ -442,7 +446,7 @@ def cmd_tui(args) -> int:
     except ImportError as error:
         # A broken install (Textual missing or mismatched) is said as such, never hidden.
         raise IwbError(f"the workbench cannot start: {error}; `make setup` installs what it needs") from None
-    return run_tui(resolve_db_path(args.db), args.model, args.device, args.dtype)
+    return run_tui(resolve_db_path(args.db), args.model, args.device, args.dtype, args.tui_ray, args.tui_actors)
 
 
 def add_common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -497,6 +501,10 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="iwb", description="Interpretability workbench: run analyses on language models, store every result in DuckDB, chart them in the terminal.")
     add_common_options(parser, suppress=False)
+    parser.add_argument("--ray", dest="tui_ray", metavar="local|auto|ADDRESS",
+                        help="the workbench (iwb with no command) runs every job as a sweep on Ray actors here")
+    parser.add_argument("--actors", dest="tui_actors", type=bounded_int(1, 4096),
+                        help="actors of the workbench's sweeps (default: one per GPU, else one per CPU)")
     common = OneLineParser(add_help=False)
     add_common_options(common, suppress=True)
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
@@ -555,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", type=bounded_int(0))
     compare.add_argument("--table", help="only the charts of this result table")
     compare.add_argument("--input", type=bounded_int(0), help="input id compared in both runs (default: each run's first)")
+    compare.add_argument("--relative-depth", action="store_true",
+                         help="align layers as fractions of each model's depth (0 = first, 1 = last): runs of models with different layer counts")
     compare.set_defaults(func=cmd_compare)
 
     analyses = sub.add_parser("analyses", help="list analyses and their parameters")
@@ -574,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         check_utf8(args)
         if args.command is None:
             args.func = cmd_tui
+        elif args.tui_ray is not None or args.tui_actors is not None:
+            raise BadInput(f"--ray and --actors before a command are the workbench's; give them after `{args.command}`")
         code = args.func(args)
         sys.stdout.flush()
         return code
