@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from store.errors import DatabaseBusy, ResultsPending, RunBusy, StoreError
-from store.reading import READ_ONLY_CONFIG, interruptible
+from store.reading import READ_ONLY_CONFIG, QueryStop, interruptible
 from store.schema import RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
 from store.shards import FINAL, RunFolder, run_folders
 
@@ -560,8 +560,9 @@ class Store:
                       for column, value in zip(result.columns, row)) for row in result.rows]
         return QueryResult(result.columns, result.types, rows)
 
-    def query(self, sql: str, values: list | None = None, max_rows: int | None = None) -> QueryResult:
-        """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError."""
+    def query(self, sql: str, values: list | None = None, max_rows: int | None = None, stop: QueryStop | None = None) -> QueryResult:
+        """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError. With
+        ``stop``, another thread can stop it while it runs (QueryStopped)."""
         if not self.path.exists():
             raise StoreError(f"database {self.path} does not exist yet")
 
@@ -575,7 +576,7 @@ class Store:
             return QueryResult(columns, types, rows)
 
         with self.read() as conn:
-            return interruptible(conn, fetch)
+            return stop.run(conn, fetch) if stop is not None else interruptible(conn, fetch)
 
     @contextlib.contextmanager
     def stream(self, sql: str, values: list | None = None) -> Iterator[QueryStream]:

@@ -63,3 +63,41 @@ def interruptible(conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDB
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+class QueryStopped(StoreError):
+    """The query was stopped on request (QueryStop.stop) before it finished."""
+
+    title = "Query cancelled"
+
+
+class QueryStop:
+    """Stops a query in flight from another thread (the SQL console's cancel): ``stop`` interrupts the
+    connection the query runs on (DuckDB's interrupt), and the query raises QueryStopped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self.stopped = False
+
+    def run(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> Any:
+        """work(conn) as ``interruptible`` runs it, stoppable by ``stop`` while it runs."""
+        with self._lock:
+            if self.stopped:
+                raise QueryStopped("the query was cancelled before it started")
+            self._conn = conn
+        try:
+            return interruptible(conn, work)
+        except (KeyboardInterrupt, StoreError):
+            if self.stopped:  # the interrupt was ours: say so, not DuckDB's "Interrupted!"
+                raise QueryStopped("the query was cancelled") from None
+            raise
+        finally:
+            with self._lock:
+                self._conn = None
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            if self._conn is not None:
+                self._conn.interrupt()

@@ -6,6 +6,7 @@ so no connection stays open between pages and a huge result is never loaded whol
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from analyses.core.errors import BadInput
 from app.cli.io import single_statement
@@ -38,15 +39,16 @@ def read_only_statement(sql: str) -> tuple[str, bool]:
     return statement.query.strip().rstrip(";"), kind == "SELECT"
 
 
-def fetch_page(store, sql: str, page: int, page_rows: int) -> Page:
-    """One page of a read-only query's rows (StoreError carries DuckDB's message)."""
+def fetch_page(store, sql: str, page: int, page_rows: int, stop: Any = None) -> Page:
+    """One page of a read-only query's rows (StoreError carries DuckDB's message); ``stop`` (a
+    store QueryStop) lets the console cancel it while it runs."""
     text, pageable = read_only_statement(sql)
     if pageable:
         wrapped = f"SELECT * FROM ({text}) AS iwb_page LIMIT {page_rows + 1} OFFSET {page * page_rows}"
-        result = store.query(wrapped)
+        result = store.query(wrapped, stop=stop)
     else:
         page = 0
-        result = store.query(text, max_rows=page_rows + 1)
+        result = store.query(text, max_rows=page_rows + 1, stop=stop)
     return Page(result.columns, result.types, result.rows[:page_rows], page, page_rows, len(result.rows) > page_rows, pageable)
 
 

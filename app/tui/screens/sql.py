@@ -19,6 +19,7 @@ from app.tui.widgets.chart_picker import ChartChoice, ChartPickerModal
 from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
 from store import StoreError
+from store.reading import QueryStop, QueryStopped
 
 EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"  # store-sql: shown to the user
 
@@ -53,6 +54,8 @@ class SqlScreen(WorkbenchScreen):
         Binding("ctrl+b", "page(-1)", "Prev page", tooltip="Fetch the previous page of rows"),
         Binding("ctrl+g", "chart", "Chart this", tooltip="Draw a numeric column of the result"),
         Binding("escape", "show_table", "Table", show=False),
+        # Priority: the editor (TextArea) would take ctrl+k for "delete to the end of the line".
+        Binding("ctrl+k", "cancel_query", "Cancel query", priority=True, tooltip="Stop the query that is running (DuckDB interrupts it)"),
     ]
 
     def __init__(self, page_rows: int = 100) -> None:
@@ -60,6 +63,8 @@ class SqlScreen(WorkbenchScreen):
         self.page_rows = page_rows
         self.sql = ""
         self.page: Page | None = None
+        self.stop: QueryStop | None = None  # the query in flight, if any
+        self.query_started = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -72,6 +77,7 @@ class SqlScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         self.query_one("#sql-chart", ChartView).display = False
+        self.set_interval(0.5, self.tick)
         self.query_one("#sql-editor", TextArea).focus()
 
     def action_run_query(self) -> None:
@@ -89,15 +95,62 @@ class SqlScreen(WorkbenchScreen):
             return
         self.run_page(self.app, self.sql, page.page + step)
 
-    @background("sql")
     def run_page(self, app: Any, sql: str, page_number: int) -> None:
+        """Start the query off the UI thread; the status says it runs (and for how long) until it ends."""
+        if self.stop is not None:
+            self.stop.stop()  # a new query replaces the one in flight
+        self.stop, self.query_started = QueryStop(), time.monotonic()
+        status = self.query_one("#sql-status", Static)
+        status.remove_class("error")
+        status.update("running the query… · ctrl+k cancels it")
+        self.fetch(app, sql, page_number, self.stop)
+
+    def tick(self) -> None:
+        """While a query runs, the status line counts its seconds."""
+        if self.stop is not None:
+            self.query_one("#sql-status", Static).update(f"running the query… {time.monotonic() - self.query_started:.1f} s · ctrl+k cancels it")
+
+    def on_unmount(self) -> None:
+        if self.stop is not None:
+            self.stop.stop()  # quitting does not wait for a long query
+
+    def action_cancel_query(self) -> None:
+        if self.stop is None:
+            self.notify("No query is running.", severity="information")
+            return
+        self.stop.stop()
+
+    def query_ended(self, stop: QueryStop) -> bool:
+        """True when this query is still the console's latest (an older one's answer is dropped)."""
+        if stop is not self.stop:
+            return False
+        self.stop = None
+        return True
+
+    @background("sql", exclusive=False)
+    def fetch(self, app: Any, sql: str, page_number: int, stop: QueryStop) -> None:
         started = time.monotonic()
         try:
-            page = fetch_page(app.store, sql, page_number, self.page_rows)
-        except (BadInput, StoreError) as error:
-            app.call_from_thread(self.show_error, str(error))
+            page = fetch_page(app.store, sql, page_number, self.page_rows, stop=stop)
+        except QueryStopped:
+            app.call_from_thread(self.show_stopped, stop, time.monotonic() - started)
             return
-        app.call_from_thread(self.show_page, page, time.monotonic() - started)
+        except (BadInput, StoreError) as error:
+            app.call_from_thread(self.show_query_error, stop, str(error))
+            return
+        app.call_from_thread(self.show_answer, stop, page, time.monotonic() - started)
+
+    def show_stopped(self, stop: QueryStop, seconds: float) -> None:
+        if self.query_ended(stop):
+            self.show_error(f"query cancelled after {seconds:.1f} s (nothing new shown)")
+
+    def show_query_error(self, stop: QueryStop, message: str) -> None:
+        if self.query_ended(stop):
+            self.show_error(message)
+
+    def show_answer(self, stop: QueryStop, page: Page, seconds: float) -> None:
+        if self.query_ended(stop):
+            self.show_page(page, seconds)
 
     def show_error(self, message: str) -> None:
         status = self.query_one("#sql-status", Static)
