@@ -69,7 +69,19 @@ class ResultsScreen(WorkbenchScreen):
         """Show a run; a screen not shown yet loads it when it is first mounted."""
         self.run_id, self.input_index, self.chart_index = run_id, 0, 0
         if self.is_mounted:
+            self.show_loading(run_id)
             self.load_run(self.app, run_id, None)
+
+    def show_loading(self, run_id: int) -> None:
+        """Until the run's charts are read, its header says so and no earlier run's chart stays under it."""
+        self.loaded = []
+        self.query_one("#run-info", Static).update(plain(f"run {run_id} · loading its charts…"))
+        self.query_one("#chart-tabs", Tabs).display = False
+        view = self.query_one("#chart", ChartView)
+        view.show(None)
+        view.display, view.loading = True, True
+        self.query_one("#chart-table", DataTable).display = False
+        self.query_one("#cell-info", Static).update("")
 
     @background("load-run")
     def load_run(self, app: Any, run_id: int, input_index: int | None) -> None:
@@ -103,6 +115,7 @@ class ResultsScreen(WorkbenchScreen):
         app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
 
     def show_problem(self, message: str) -> None:
+        self.query_one("#chart", ChartView).loading = False
         self.query_one("#cell-info", Static).update(plain(message, style="red"))
         super().show_problem(message)
 
@@ -111,7 +124,9 @@ class ResultsScreen(WorkbenchScreen):
         async with self._rebuilding:
             self.analysis, self.loaded, self.input_ids, self.input_index = analysis, loaded, input_ids, input_index
             self.query_one("#run-info", Static).update(info)
+            self.query_one("#chart", ChartView).loading = False
             tabs = self.query_one("#chart-tabs", Tabs)
+            tabs.display = True
             await tabs.clear()
             # Every tab on the line: labels shorten (the chart's own title is shown whole above it).
             room = max(8, (self.size.width - 2) // max(1, sum(data is not None for data in loaded)) - 2)
