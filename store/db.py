@@ -21,7 +21,7 @@ import duckdb
 
 from store.errors import DatabaseBusy, ResultsPending, RunBusy, StoreError
 from store.reading import READ_ONLY_CONFIG, QueryStop, interruptible
-from store.schema import RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
+from store.schema import RUN_EVENTS, RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
 from store.shards import FINAL, RunFolder, run_folders
 
 LOCK_RETRY_SECONDS = 30.0
@@ -140,6 +140,7 @@ class Store:
         self.read_only = read_only
         # One-line notices about run folders set aside (stray, damaged): the faces show them once.
         self.notices: list[str] = []
+        self._has_events = False  # run_events seen in the file (a read-only open of an older store has none)
         if read_only:
             self._check_readable()
             self._check_signature(allow_empty=False)
@@ -241,9 +242,16 @@ class Store:
         dead = [run_id for run_id, run_host, pid, created in rows
                 if (run_host == host or other_hosts) and not owner_alive(run_host, pid, created)]
         for run_id in dead:
+            now = utc_now()
             conn.execute(
                 "UPDATE runs SET status = 'interrupted', finished_at = ?, error = ? WHERE run_id = ?",
-                [utc_now(), f"the process running it ended before it finished; `iwb resume {run_id}` computes only its missing shards", run_id],
+                [now, f"the process running it ended before it finished; `iwb resume {run_id}` computes only its missing shards", run_id],
+            )
+            # When it stopped is not known: its last stored shard, else its start, is the last sign of life.
+            conn.execute(
+                "INSERT INTO run_events SELECT ?, coalesce((SELECT max(registered_at) FROM shards WHERE run_id = ?), "
+                "(SELECT max(happened_at) FROM run_events WHERE run_id = ?), ?), 'interrupted', 'noticed at ' || ?::VARCHAR",
+                [run_id, run_id, run_id, now, now.strftime("%Y-%m-%d %H:%M:%S")],
             )
         return dead
 
@@ -270,12 +278,14 @@ class Store:
             conn.execute("BEGIN TRANSACTION")
             try:
                 run_id = int(first_value(conn.execute("SELECT nextval('run_id_seq')")))
+                now = utc_now()
                 conn.execute(
                     "INSERT INTO runs (run_id, analysis, model, params, status, created_at, device, dtype, provenance, host, pid, n_shards, shards_done, folder_id) "
                     "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                    [run_id, analysis, model, json.dumps(params), utc_now(), device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid(), n_shards,
+                    [run_id, analysis, model, json.dumps(params), now, device, dtype, json.dumps(provenance), socket.gethostname(), os.getpid(), n_shards,
                      folder_id],
                 )
+                conn.execute("INSERT INTO run_events VALUES (?, ?, 'started', NULL)", [run_id, now])
                 if inputs is not None:
                     self._insert_arrow(conn, "inputs", inputs, run_id)
                 conn.execute("COMMIT")
@@ -296,12 +306,14 @@ class Store:
                 for name, (columns, arrow_table) in tables.items():
                     ensure_result_table(conn, name, columns)
                     self._insert_arrow(conn, name, arrow_table, run_id)
+                now = utc_now()
                 update = "UPDATE runs SET status = 'done', finished_at = ?, error = NULL"
-                values: list = [utc_now()]
+                values: list = [now]
                 if provenance is not None:
                     update += ", provenance = ?"
                     values.append(json.dumps(provenance))
                 conn.execute(update + " WHERE run_id = ?", values + [run_id])
+                conn.execute("INSERT INTO run_events VALUES (?, ?, 'completed', NULL)", [run_id, now])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -407,12 +419,14 @@ class Store:
         n_shards = int(manifest.get("n_shards", 0))
         whole = complete is not None and FINAL in registered and all(i in registered for i in range(n_shards))
         if complete is not None and whole and status != "done":
+            finished = _timestamp(complete.get("finished_at"))
             conn.execute(
                 "UPDATE runs SET status = 'done', error = NULL, finished_at = ?, provenance = ?, "
                 "device = coalesce(?, device), dtype = coalesce(?, dtype) WHERE run_id = ?",
-                [_timestamp(complete.get("finished_at")), json.dumps(complete.get("provenance") or {}),
+                [finished, json.dumps(complete.get("provenance") or {}),
                  complete.get("device"), complete.get("dtype"), folder.run_id],
             )
+            conn.execute("INSERT INTO run_events VALUES (?, ?, 'completed', NULL)", [folder.run_id, finished])
             status = "done"
         if status == "done" and whole:
             folder.remove()
@@ -458,17 +472,22 @@ class Store:
                 "WHERE run_id = ? AND status IN ('interrupted', 'failed', 'cancelled') RETURNING run_id",
                 [socket.gethostname(), os.getpid(), run_id],
             ).fetchall()
+            if claimed:
+                conn.execute("INSERT INTO run_events VALUES (?, ?, 'resumed', NULL)", [run_id, utc_now()])
         if not claimed:
             raise RunBusy(f"run {run_id} is being resumed or run by another process; wait for it, or `iwb runs` to see its status")
 
     def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES or status in ("running", "done"):
             raise ValueError(f"end_run takes failed, cancelled or interrupted, not {status!r}")
+        now = utc_now()
         with self.write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ? AND status = 'running'",
-                [status, error, utc_now(), run_id],
-            )
+            ended = conn.execute(
+                "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ? AND status = 'running' RETURNING run_id",
+                [status, error, now, run_id],
+            ).fetchall()
+            if ended:
+                conn.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, now, status, (error or "").splitlines()[0][:200] if error else None])
 
     def delete_run(self, run_id: int, result_tables: list[str]) -> None:
         """Remove a run and all its rows in one transaction (only ever on an explicit request)."""
@@ -476,7 +495,7 @@ class Store:
             existing = {row[0] for row in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
             conn.execute("BEGIN TRANSACTION")
             try:
-                for name in ["inputs", "tokens", "shards", "run_checks"] + [t for t in result_tables if t in existing]:
+                for name in ["inputs", "tokens", "shards", "run_checks", "run_events"] + [t for t in result_tables if t in existing]:
                     conn.execute(f"DELETE FROM {name} WHERE run_id = ?", [run_id])
                 conn.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
                 conn.execute("COMMIT")
@@ -537,6 +556,53 @@ class Store:
             return None
         return dict(zip(result.columns, result.rows[0]))
 
+    def _events_source(self) -> str:
+        """run_events, or for a store older than it opened read-only (not migrated) what its runs rows
+        say, as the migration derives it."""
+        if self._has_events:
+            return "run_events"
+        self._has_events = bool(self.query("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                                           "AND schema_name = 'main' AND table_name = 'run_events'").rows[0][0])
+        if self._has_events:
+            return "run_events"
+        return ("(SELECT run_id, created_at AS happened_at, 'started' AS event, NULL AS detail FROM runs UNION ALL "
+                "SELECT run_id, finished_at, CASE status WHEN 'done' THEN 'completed' ELSE status END, NULL FROM runs "
+                "WHERE finished_at IS NOT NULL AND status <> 'running')")
+
+    def run_events(self, run_id: int) -> list[tuple]:
+        """A run's history, oldest first: (at, event, detail)."""
+        return self.query(f"SELECT happened_at, event, detail FROM {self._events_source()} AS e WHERE run_id = ? ORDER BY happened_at, "
+                          "CASE WHEN event IN ('started', 'resumed') THEN 0 ELSE 1 END", [run_id]).rows
+
+    def run_times(self, run_ids: list[int]) -> dict[int, tuple[float | None, float | None]]:
+        """run id -> (wall seconds, compute seconds): wall from its start to its last end (to now while
+        it runs); compute only the stretches from a start or resume to the next end, so that the time
+        a run sat cancelled or interrupted before its resume is not counted. None where unknown."""
+        if not run_ids:
+            return {}
+        rows = self.query(f"SELECT run_id, happened_at, event FROM {self._events_source()} AS e WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, happened_at, "
+                          "CASE WHEN event IN ('started', 'resumed') THEN 0 ELSE 1 END", [list(run_ids)]).rows
+        now = utc_now()
+        times: dict[int, tuple[float | None, float | None]] = {}
+        by_run: dict[int, list[tuple[datetime, str]]] = {}
+        for run_id, at, event in rows:
+            by_run.setdefault(run_id, []).append((at, event))
+        for run_id, events in by_run.items():
+            compute, opened, first, last = 0.0, None, events[0][0], events[0][0]
+            for at, event in events:
+                if event in ("started", "resumed"):
+                    opened = opened or at
+                elif event in RUN_EVENTS:
+                    if opened is not None:
+                        compute += (at - opened).total_seconds()
+                        opened = None
+                    last = at
+            if opened is not None:  # running now
+                compute += max(0.0, (now - opened).total_seconds())
+                last = now
+            times[run_id] = (round((last - first).total_seconds(), 2), round(compute, 2))
+        return times
+
     def list_runs(self, limit: int = 50, text_filter: str = "") -> QueryResult:
         sql = (
             "SELECT r.run_id, r.created_at, r.analysis, r.model, "
@@ -553,12 +619,16 @@ class Store:
         sql += " ORDER BY r.run_id DESC LIMIT ?"
         values.append(limit)
         result = self.query(sql, values)
+        # Compute time beside the wall time ("seconds"): a resumed run's pause is not compute.
+        times = self.run_times([row[0] for row in result.rows])
+        at = result.columns.index("seconds") + 1
+        columns, types = result.columns[:at] + ["compute_s"] + result.columns[at:], result.types[:at] + ["DOUBLE"] + result.types[at:]
+        rows = [row[:at] + (times.get(row[0], (None, None))[1],) + row[at:] for row in result.rows]
         stale = self.stale_runs()
-        if not stale:
-            return result
-        rows = [tuple(f"{value} ({stale[row[0]]})" if column == "status" and row[0] in stale else value
-                      for column, value in zip(result.columns, row)) for row in result.rows]
-        return QueryResult(result.columns, result.types, rows)
+        if stale:
+            rows = [tuple(f"{value} ({stale[row[0]]})" if column == "status" and row[0] in stale else value
+                          for column, value in zip(columns, row)) for row in rows]
+        return QueryResult(columns, types, rows)
 
     def query(self, sql: str, values: list | None = None, max_rows: int | None = None, stop: QueryStop | None = None) -> QueryResult:
         """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError. With

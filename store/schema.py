@@ -79,11 +79,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             detail VARCHAR
         )"""],
     ),
+    (
+        5,
+        "run_events: each run's history (started, resumed, cancelled, failed, interrupted, completed) with times",
+        [
+            """CREATE TABLE IF NOT EXISTS run_events (
+                run_id BIGINT NOT NULL,
+                happened_at TIMESTAMP NOT NULL,
+                event VARCHAR NOT NULL,
+                detail VARCHAR
+            )""",
+            # Runs stored before this table: what their row still says (their start and how they ended).
+            "INSERT INTO run_events SELECT run_id, created_at, 'started', NULL FROM runs",
+            "INSERT INTO run_events SELECT run_id, finished_at, CASE status WHEN 'done' THEN 'completed' ELSE status END, NULL "
+            "FROM runs WHERE finished_at IS NOT NULL AND status <> 'running'",
+        ],
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 RUN_STATUSES = ("running", "done", "failed", "cancelled", "interrupted")
-CORE_TABLES = ("runs", "inputs", "tokens", "schema_version", "shards", "run_checks")
+CORE_TABLES = ("runs", "inputs", "tokens", "schema_version", "shards", "run_checks", "run_events")
+RUN_EVENTS = ("started", "resumed", "completed", "failed", "cancelled", "interrupted")  # started and resumed open a stretch of compute, the others end it
 _SIGNATURE_COLUMNS = {
     "runs": ("run_id", "analysis", "model", "params", "status", "created_at", "provenance"),
     "inputs": ("run_id", "input_id", "source", "text"),

@@ -277,6 +277,11 @@ def cmd_show(args) -> int:
     row = _run_or_fail(store, args.run_id)
     print(f"run {row['run_id']}: {row['analysis']} on {row['model']} ({row['status']}), {row['created_at']:%Y-%m-%d %H:%M:%S} UTC, {row['device']}/{row['dtype']}")
     print(f"params: {row['params']}")
+    events = store.run_events(args.run_id)
+    if events:
+        wall, compute = store.run_times([args.run_id]).get(args.run_id, (None, None))
+        history = ", ".join(f"{event} {at:%H:%M:%S}" for at, event, _ in events)
+        print(f"time: {compute:.1f} s computing, {wall:.1f} s from start to end ({history})" if compute is not None and wall is not None else f"history: {history}")
     checks = store.run_checks(args.run_id)
     if checks:
         badge = store.check_badges([args.run_id]).get(args.run_id, "")

@@ -15,7 +15,8 @@ from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
 
 REFRESH_S = 3.0  # how often the shown list reads the runs' statuses again
-COLUMNS = ("run", "time (UTC)", "analysis", "status", "seconds", "model", "prompt")
+# compute s: the time the run computed (started or resumed until it ended); wall s: its start to its end, pauses included.
+COLUMNS = ("run", "time (UTC)", "analysis", "status", "compute s", "wall s", "model", "prompt")
 
 
 class HistoryScreen(WorkbenchScreen):
@@ -111,7 +112,7 @@ class HistoryScreen(WorkbenchScreen):
             statuses[run_id] = run["status"].split(" ")[0]
             rows.append((run_id, tuple(plain(cell) for cell in (
                 str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
-                "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
+                "" if run["compute_s"] is None else f"{run['compute_s']:.1f}", "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
             ))))
         if rows:
             errors.update(app.store.run_errors([run_id for run_id, _ in rows]))
