@@ -43,7 +43,9 @@ def test_heatmap_is_b_minus_a_and_curves_share_a_chart(store):
     assert_matches(heatmap(comparison, "top_prob"), sql_difference(store, run_a, run_b, "top_prob"))
     lines = [data for data in comparison.charts if data.chart.kind == "line"]
     assert lines and all(set(data.series) == {f"run {run_a}", f"run {run_b}"} for data in lines)
-    assert "input: 'The Eiffel Tower is located in the city of' vs 'The Louvre is located in the city of'" in comparison.differences
+    # In the heading's order (run B vs run A): B's value first.
+    assert comparison.heading.startswith(f"run {run_b} vs run {run_a}")
+    assert "input: 'The Louvre is located in the city of' vs 'The Eiffel Tower is located in the city of'" in comparison.differences
 
 
 def test_positions_align_only_where_the_tokens_match(store):
@@ -116,7 +118,7 @@ def test_real_runs_that_differ_in_a_parameter(store, tiny_model):
     # The target does not change the forward pass: top-token probabilities agree everywhere.
     assert_matches(heatmap(comparison, "top_prob"), sql_difference(store, tiny_a, tiny_b, "top_prob"))
     assert all(value == pytest.approx(0.0, abs=1e-6) for row in heatmap(comparison, "top_prob").matrix for value in row)
-    assert comparison.differences == ("param target: ' Paris' vs ' London'",)
+    assert comparison.differences == ("param target: ' London' vs ' Paris'",)
 
 
 @pytest.mark.integration
