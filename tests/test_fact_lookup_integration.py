@@ -1,6 +1,8 @@
 """fact-lookup on the embedded model, stored through the real store and drawn by the chart code."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -22,9 +24,16 @@ def test_fact_lookup_stores_and_draws_on_the_embedded_model(embedded_model, stor
     run_id = execute(store, embedded_model, Prepared(get_analysis("fact-lookup"), params, tuple(entity_inputs(table))), no_progress)
     assert store.run_row(run_id)["status"] == "done"
 
+    # The prompt was chosen before the run among every candidate, by the answer-set probability, and recorded.
+    from analyses.fact_lookup.prompts import prompted
+
+    measured = store.query("SELECT prompt, chosen, answer_set_prob, top1_in_set, n_entities FROM fact_lookup_prompts WHERE run_id = ?", [run_id]).rows
+    assert sorted(row[0] for row in measured) == ["chat", "few-shot", "table"] and all(row[4] == len(table) for row in measured)
+    chosen = [row for row in measured if row[1]]
+    assert len(chosen) == 1 and chosen[0][2] == max(row[2] for row in measured)
+    assert json.loads(store.run_row(run_id)["provenance"])["prompt"] == chosen[0][0]
     rows = store.query("SELECT entity, attribute, predicted_among_answers, correct_logprob FROM fact_lookup_entities WHERE run_id = ? ORDER BY input_id", [run_id]).rows
-    assert all(attribute == predicted for _, attribute, predicted, _ in rows)  # the shipped table holds what the model knows
-    first = table[0]
+    first = prompted(chosen[0][0], table, embedded_model.tokenizer, False)[0]
     ids = embedded_model.tokenizer(first.prompt, add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
         logits = embedded_model.bridge(torch.tensor([ids]), use_cache=False)[0, -1].double()

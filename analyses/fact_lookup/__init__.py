@@ -1,7 +1,7 @@
 """Fact lookup: where a model turns a multi-token name into a linear representation of its facts.
 
-Over an entity table (e.g. athletes and their sport, one-shot prompts), at the last token of the
-name: per-layer linear probes for the attribute (k-fold held-out accuracy, random-label control,
+Over an entity table (e.g. athletes and their sport), asked with the candidate prompt the model
+answers most (analyses.fact_lookup.prompts), at the last token of the name: per-layer linear probes for the attribute (k-fold held-out accuracy, random-label control,
 majority baseline); token concatenation (attention from the last name token to the earlier ones,
 and probe accuracy with them hidden from attention in layers 0..L); localisation (mean-ablate
 the MLP or attention output at the last name token per layer: drop in log p(correct) and top-1);
@@ -37,6 +37,10 @@ class Params:
     concat_layer: int | None = param(None, "layer whose resid_post is probed with the earlier name tokens hidden (default n_layers // 2)")
     n_neurons: int = param(5, "neurons per layer scored for non-linearity (those best aligned with the probe directions)")
     prepend_bos: str = bos_param()
+    prompt: str = param("auto", "the prompt: table (the rows' templates), few-shot (one example per value from the table, order rotated), "
+                        "chat (the tokenizer's chat template around the few-shot examples), or auto: the candidate with the highest "
+                        "answer-set probability on prompt_entities entities")
+    prompt_entities: int = param(48, "entities (evenly spread) on which each candidate prompt is measured; 0 = all")
 
     def site_list(self) -> tuple[str, ...]:
         return name_list(self.sites, "sites", SITES)
@@ -52,6 +56,12 @@ class Params:
             raise BadInput(f"parameter 'seed' must be between 0 and {2**32 - 1} (scikit-learn's range), not {self.seed}")
         if self.n_permutations < 0 or self.n_bootstrap < 0:
             raise BadInput("parameters 'n_permutations' and 'n_bootstrap' must not be negative")
+        from analyses.fact_lookup.prompts import CHOICES
+
+        if self.prompt not in CHOICES:
+            raise BadInput(f"parameter 'prompt' takes one of {', '.join(CHOICES)}, not {self.prompt!r}")
+        if self.prompt_entities < 0:
+            raise BadInput(f"parameter 'prompt_entities' must not be negative, not {self.prompt_entities}")
         if self.intervention_entities < 0 or self.c <= 0:
             raise BadInput("parameter 'intervention_entities' must not be negative and 'c' must be positive")
 
@@ -64,7 +74,9 @@ SPEC = AnalysisSpec(
     name="fact-lookup",
     title="Fact lookup (multi-token names)",
     description=(
-        "Over an entity table (default: athletes and their sport), at the last token of the name: "
+        "Over an entity table (default: athletes and their sport), asked with the candidate prompt (the rows' templates, "
+        "few-shot with one example per value, or the chat template) that puts the most probability on the answer set, "
+        "at the last token of the name: "
         "per-layer logistic-regression probes for the attribute with a random-label control; "
         "attention from the last name token to the earlier ones, and probes with those hidden; "
         "mean ablation of MLP and attention outputs there; MLP output norms of known against "
@@ -96,10 +108,19 @@ def validate(model, inputs: list[Input], params: Params) -> None:
         raise BadInput(f"parameter 'concat_layer' must be in 0..{model.n_layers - 1}, not {params.concat_layer}")
 
 
-def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Result:
+def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent, state: dict | None = None) -> Result:
     from analyses.fact_lookup.lookup import compute
 
-    return compute(model, inputs, params, progress, cancel)
+    return compute(model, inputs, params, progress, cancel, state)
+
+
+def choose_prompt(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+    """The run-level prompt choice (analyses.fact_lookup.prompts.choice_state)."""
+    from analyses.fact_lookup.prompts import choice_state
+    from analyses.inputs.entities import entities_of_inputs
+
+    progress(0, 1, "measuring the candidate prompts")
+    return choice_state(model, entities_of_inputs(inputs), params, cancel)
 
 
 class FactLookup(Analysis):
@@ -109,8 +130,11 @@ class FactLookup(Analysis):
     def check(self, model, inputs: list[Input], params: Params) -> None:
         validate(model, inputs, params)
 
+    def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+        return choose_prompt(model, inputs, params, progress, cancel)
+
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        return run(model, inputs, params, progress, cancel)
+        return run(model, inputs, params, progress, cancel, state)
 
 
 ANALYSIS = FactLookup()

@@ -104,14 +104,17 @@ def capture(model, encoded, rows, sites: tuple[str, ...], batch_size: int, answe
     return targets, logprobs
 
 
-def compute(model, inputs: list[Input], params, progress: Progress, cancel: CancelEvent) -> Result:
+def compute(model, inputs: list[Input], params, progress: Progress, cancel: CancelEvent, state: dict | None = None) -> Result:
     import numpy as np
     import torch
 
     from analyses.core.tables import tokens_table_of
+    from analyses.fact_lookup import prompts
     from analyses.inputs.entities import Entity, entities_of_inputs, recombine
 
     entities = entities_of_inputs(inputs)
+    choice = state if state is not None else prompts.choice_state(model, entities, params, cancel)  # without the prepare step (tests)
+    entities = prompts.prompted(str(choice["prompt"]), entities, model.tokenizer, model.bos(params.prepend_bos).prepend)
     values = sorted({entity.value for entity in entities})
     labels = np.array([values.index(entity.value) for entity in entities])
     tokenizer, n_layers, bs = model.tokenizer, model.n_layers, params.batch_size
@@ -238,12 +241,15 @@ def compute(model, inputs: list[Input], params, progress: Progress, cancel: Canc
             "name": [m.name for m in made_up], "first_of": [inputs[m.first_of].input_id for m in made_up], "last_of": [inputs[m.last_of].input_id for m in made_up],
         }),
     }
+    tables["fact_lookup_prompts"] = prompts.prompts_table(choice)
     untested = sorted(set(range(n_layers)) - set(ablate_layers))
     tables["fact_lookup_summary"] = summary_table(tables)
     progress(tick.total, tick.total, "done")
     tokens = tokens_table_of((item.input_id, list(ids), model.token_strings(list(ids))) for item, ids in zip(inputs, encoded.ids))
     notes = {
-        **bos.record(), "answer_tokens": dict(zip(values, answer_ids)), "concat_layer": concat_layer,
+        **bos.record(), "prompt": str(choice["prompt"]), "prompt_measures": {m.name: {"answer_set_prob": m.answer_set_prob, "top1_in_set": m.top1_in_set}
+                                                                          for m in prompts.measures_of_state(choice)},
+        "answer_tokens": dict(zip(values, answer_ids)), "concat_layer": concat_layer,
         "intervention_entities": len(subset), "made_up_names": len(made_up), "ablated_layers": ablate_layers, "untested_layers": untested,
         "hidden_through": hide_through,
         "hiding": "pattern hook honoured" if hiding_works else "this family's pattern hook is read-only: hidden-name accuracies are NaN",

@@ -145,6 +145,11 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
     from collections import Counter
 
     lines: list[str] = []
+    measured = rows.get("fact_lookup_prompts") or []
+    for row in sorted(measured, key=lambda row: not row["chosen"]):
+        lines.append(f"prompt {row['prompt']}{' (chosen)' if row['chosen'] else ''}: answer set p {row['answer_set_prob']:.3f} "
+                     f"{_ci(row['answer_set_low'], row['answer_set_high'])}, model's top-1 in the set {row['top1_in_set']:.2f} "
+                     f"{_ci(row['top1_in_set_low'], row['top1_in_set_high'])} over {row['n_entities']} entities")
     entities = rows["fact_lookup_entities"]
     n = len(entities)
     if n:
@@ -186,6 +191,23 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
         untested = [layer for layer in layers if layer not in tested]
         if untested:
             lines.append(f"layers not ablated (layer_stride): {_ranges(untested)}")
+    concat = [row for row in rows.get("fact_lookup_concat") or [] if row["attention"] is not None and not math.isnan(row["attention"])]
+    if concat:
+        per_layer: dict[int, list[float]] = {}
+        for row in concat:
+            per_layer.setdefault(row["layer"], []).append(row["attention"])
+        ranked = sorted(per_layer, key=lambda layer: -sum(per_layer[layer]) / len(per_layer[layer]))[:3]
+        head = max(concat, key=lambda row: row["attention"])
+        means = ", ".join(f"{layer} ({sum(per_layer[layer]) / len(per_layer[layer]):.2f})" for layer in ranked)
+        lines.append(f"last name token -> earlier name tokens, mean over heads (over {concat[0]['n_entities']} names, no interval): "
+                     f"highest in layers {means}; top head {head['layer']}.{head['head']} ({head['attention']:.2f})")
+    heads = rows.get("fact_lookup_heads") or []
+    if heads:
+        effect = max(heads, key=lambda row: abs(row["direct_effect"]))
+        reader = max(heads, key=lambda row: row["attn_to_name"])
+        lines.append(f"final token's heads (means over entities, no interval): largest direct effect on the answer margin "
+                     f"{effect['layer']}.{effect['head']} ({effect['direct_effect']:+.3f}, attention to the name {effect['attn_to_name']:.2f}); "
+                     f"most attention to the name {reader['layer']}.{reader['head']} ({reader['attn_to_name']:.2f}, direct effect {reader['direct_effect']:+.3f})")
     hidden = {(row["hidden_through"], row["measure"]): row for row in rows["fact_lookup_hidden"]}
     throughs = sorted(through for through, measure in hidden if measure == "probe" and through >= 0)
     if throughs and (-1, "probe") in hidden:

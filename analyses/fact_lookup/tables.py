@@ -73,6 +73,16 @@ TABLES = (
         "from the final position: summed attention to the name tokens, and the head's direct effect on the correct answer's logit minus the mean of the other answers' (final norm recomputed without the head's output)",
     ),
     ResultTable(
+        "fact_lookup_prompts",
+        (("prompt", "VARCHAR"), ("chosen", "BOOLEAN"), ("answer_set_prob", "DOUBLE"), ("answer_set_low", "DOUBLE"), ("answer_set_high", "DOUBLE"),
+         ("top1_in_set", "DOUBLE"), ("top1_in_set_low", "DOUBLE"), ("top1_in_set_high", "DOUBLE"), ("among_answers_correct", "DOUBLE"),
+         ("n_entities", "INTEGER"), ("example", "VARCHAR")),
+        "the candidate prompts measured before the run (parameter prompt; auto chooses the highest answer_set_prob): over "
+        "n_entities evenly spread entities, at the final position, the mean probability on the whole answer set and the share "
+        "whose top-1 over the vocabulary is an answer token, with 95% bootstrap intervals (_low, _high); among_answers_correct: "
+        "share right among the answer tokens (reported, not used to choose); example: the first sampled entity's prompt",
+    ),
+    ResultTable(
         "fact_lookup_summary",
         (("line", "INTEGER"), ("finding", "VARCHAR")),
         "what the run supports, one line each, written from the other tables (scores with their intervals and p-values)",
