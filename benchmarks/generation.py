@@ -9,7 +9,7 @@ coefficient 4, at a quarter of the depth) added at every position. Agreement: ou
 greedy tokens equal HF's (exits 1 otherwise). Per-token time = the whole generation (prompt
 forward included) / N, median over --repeats alternating runs. Prints tokens/s for both and the
 ratio. Usage: python benchmarks/generation.py [--tokens 32] [--models smollm2-135m,gemma3-270m]
-[--device cpu] [--repeats 3]
+[--device cpu] [--repeats 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -82,16 +82,25 @@ def main() -> int:
     parser.add_argument("--models", default="smollm2-135m,gemma3-270m")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 is steadier on a shared machine")
     args = parser.parse_args()
 
     import torch
 
-    rows = [row for name in args.models.split(",") if (row := bench(name.strip(), args.tokens, args.device, args.repeats))]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     print(f"torch threads {torch.get_num_threads()}, {args.tokens} new tokens, prompt {PROMPT!r}, median of {args.repeats}")
-    print(f"{'model':<14} {'device':<7} {'vocab':>7} {'HF ms/tok':>10} {'HF tok/s':>9} {'ours ms/tok':>12} {'ours tok/s':>11} {'ratio':>6}  greedy tokens agree")
-    for row in rows:
+    print(f"{'model':<14} {'device':<7} {'vocab':>7} {'HF ms/tok':>10} {'HF tok/s':>9} {'ours ms/tok':>12} {'ours tok/s':>11} {'ratio':>6}  greedy tokens agree",
+          flush=True)
+    rows = []
+    for name in args.models.split(","):
+        row = bench(name.strip(), args.tokens, args.device, args.repeats)
+        if row is None:
+            continue
+        rows.append(row)
         print(f"{row['model']:<14} {row['device']:<7} {row['vocab']:>7} {row['hf_ms']:>10.1f} {1000 / row['hf_ms']:>9.1f} {row['ours_ms']:>12.1f} "
-              f"{1000 / row['ours_ms']:>11.1f} {row['ratio']:>5.2f}x  {row['agree']}")
+              f"{1000 / row['ours_ms']:>11.1f} {row['ratio']:>5.2f}x  {row['agree']}", flush=True)
     print("ours = lens at every layer and step (top-k + chosen token) + one steering vector (' Love| Hate', coef 4, layer n/4)")
     return 0 if all(row["agree"] for row in rows) else 1
 
