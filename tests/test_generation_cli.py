@@ -24,6 +24,7 @@ def test_generate_prints_the_text_and_the_lens(tiny_folder, db_path):
     assert "Generated (input 0, 5 tokens" in out
     assert out.splitlines()[out.splitlines().index(next(line for line in out.splitlines() if line.startswith("Generated"))) + 1].startswith("I think that you are")
     assert "Lens: the chosen token's probability" in out and "Generated tokens" in out
+    assert "Lens at the last step: the chosen token's probability by layer" in out and "not drawn" not in out
     assert runs_in(db_path) == 1
 
 

@@ -18,6 +18,7 @@ from analyses.core.contract import (
     Analysis,
     AnalysisSpec,
     CancelEvent,
+    Filter,
     Heatmap,
     Input,
     Invariant,
@@ -26,6 +27,7 @@ from analyses.core.contract import (
     Progress,
     Result,
     ResultTable,
+    RunValue,
     Table,
     check_cancel,
     columns,
@@ -111,6 +113,8 @@ SPEC = AnalysisSpec(
         Line("Probability of each generated token", "generation_steps", "prob", x="step"),
         Line("Entropy of the model's distribution at each step (bits)", "generation_steps", "entropy_bits", x="step"),
         Table("Generated tokens", "generation_steps", "token", order=(Order("step"),), limit=64),
+        Line("Lens at the last step: the chosen token's probability by layer", "generation_lens", "chosen_prob", x="layer",
+             filters=(Filter("step", "=", RunValue("step")),)),
     ),
 )
 
