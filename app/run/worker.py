@@ -25,6 +25,14 @@ class ModelChoice:
 
 
 @dataclass(frozen=True)
+class SweepChoice:
+    """Run a job as a sweep: its shards on Ray actors (address as `iwb sweep --ray`; actors None: Ray's default)."""
+
+    address: str = "local"
+    actors: int | None = None
+
+
+@dataclass(frozen=True)
 class Job:
     job_id: int
     analysis: str
@@ -35,6 +43,7 @@ class Job:
     # A corpus sample travels as its reference (source, set, seed, count, sizes): the worker samples it
     # itself, so the documents' texts never cross the pipe (inputs is then empty).
     choice: InputChoice | None = None
+    sweep: SweepChoice | None = None  # compute the shards on Ray actors; the worker writes the store
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,14 @@ class JobCancelled:
     reason: str = "cancelled by the user"
 
 
-Event = Submitted | Started | JobProgress | Log | ModelStatus | Finished | Failed | JobCancelled
+@dataclass(frozen=True)
+class Queued:
+    """The waiting jobs' ids in the order they will run (after a job was moved in the queue)."""
+
+    order: tuple[int, ...]
+
+
+Event = Submitted | Started | JobProgress | Log | ModelStatus | Finished | Failed | JobCancelled | Queued
 PROGRESS_INTERVAL_S = 0.05
 WORKER_NICE = 10
 
@@ -202,8 +218,11 @@ class _WorkerLoop:
                 run_id = self.resume_job(job, on_begin, progress)
             else:
                 prepared = Session.prepare(job.analysis, self.job_inputs(job), job.raw_params)
-                model = self.ensure_model(job.model, job_id)
-                run_id = Session(self.store).run(model, prepared, progress, self.cancel, on_begin=on_begin)
+                if job.sweep is not None:
+                    run_id = self.sweep_job(job, prepared, on_begin, progress)
+                else:
+                    model = self.ensure_model(job.model, job_id)
+                    run_id = Session(self.store).run(model, prepared, progress, self.cancel, on_begin=on_begin)
         except CancelledError as error:
             events.put(JobCancelled(job_id, run_ids[-1] if run_ids else None, str(error) or "cancelled by the user"))
             return
@@ -216,6 +235,21 @@ class _WorkerLoop:
         from analyses.core.registry import get_analysis
 
         events.put(Finished(job_id, run_id, self.count_rows(get_analysis(job.analysis).spec.tables, run_id), time.monotonic() - started))
+
+    def sweep_job(self, job: Job, prepared: Any, on_begin: Any, progress: Any) -> int:
+        """A new run whose shards the Ray actors compute (each loads the job's model); the actors' events
+        go to the log, and each stored shard's progress line says how many shards every actor has done."""
+        from app.run.ray_pool import PoolOptions
+        from app.run.session import Session
+
+        assert job.sweep is not None
+        options = PoolOptions(address=job.sweep.address, actors=job.sweep.actors)
+
+        def on_event(text: str) -> None:
+            self.events.put(Log(job.job_id, "info", f"ray: {text}"))
+
+        return Session(self.store).sweep(prepared, options, job.model.name, job.model.device, job.model.dtype, None, progress,
+                                         on_event=on_event, cancel=self.cancel, on_begin=on_begin)
 
     @staticmethod
     def job_inputs(job: Job) -> tuple[Input, ...]:

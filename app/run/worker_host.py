@@ -33,9 +33,11 @@ from app.run.worker import (
     Log,
     ModelChoice,
     ModelStatus,
+    Queued,
     Started,
     Stop,
     Submitted,
+    SweepChoice,
     worker_main,
 )
 
@@ -113,22 +115,24 @@ class WorkerHost:
         process = self._process
         return process.pid if process is not None and process.is_alive() else None
 
-    def submit(self, analysis: str, inputs: tuple[Input, ...] | InputChoice, raw_params: dict) -> int:
-        """Queue a job: its inputs, or for a corpus sample the choice that names it (the worker samples it)."""
+    def submit(self, analysis: str, inputs: tuple[Input, ...] | InputChoice, raw_params: dict, sweep: SweepChoice | None = None) -> int:
+        """Queue a job: its inputs, or for a corpus sample the choice that names it (the worker samples it);
+        with sweep, its shards are computed on Ray actors."""
         choice = inputs if isinstance(inputs, InputChoice) else None
-        job = Job(next(self._job_ids), analysis, () if choice is not None else tuple(inputs), dict(raw_params), self.model, choice=choice)
-        with self._lock:
+        job = Job(next(self._job_ids), analysis, () if choice is not None else tuple(inputs), dict(raw_params), self.model, choice=choice,
+                  sweep=sweep)
+        with self._lock:  # Submitted goes out before the relay can hand the job over (it needs the lock)
             self._pending.append(job)
-        self._emit(Submitted(job.job_id, analysis))
+            self._emit(Submitted(job.job_id, analysis))
         self._wake.set()
         return job.job_id
 
     def submit_resume(self, run_id: int, analysis: str) -> int:
         """Queue a job that finishes a stored run (only its missing shards)."""
         job = Job(next(self._job_ids), analysis, (), {}, self.model, resume_run=run_id)
-        with self._lock:
+        with self._lock:  # Submitted goes out before the relay can hand the job over (it needs the lock)
             self._pending.append(job)
-        self._emit(Submitted(job.job_id, analysis))
+            self._emit(Submitted(job.job_id, analysis))
         self._wake.set()
         return job.job_id
 
@@ -144,6 +148,25 @@ class WorkerHost:
                 self._cancel.set()
                 self._cancel_deadline = time.monotonic() + self.cancel_grace_s
         self._wake.set()
+
+    def move(self, job_id: int, step: int) -> bool:
+        """Move a waiting job earlier (step < 0) or later in the queue; False when it is not waiting."""
+        with self._lock:
+            order = [job.job_id for job in self._pending]
+            if job_id not in order:
+                return False
+            index = order.index(job_id)
+            job = self._pending[index]
+            del self._pending[index]
+            self._pending.insert(max(0, min(len(order) - 1, index + step)), job)
+            self._emit(Queued(tuple(job.job_id for job in self._pending)))
+        return True
+
+    @property
+    def waiting(self) -> list[int]:
+        """The waiting jobs' ids, first to run first."""
+        with self._lock:
+            return [job.job_id for job in self._pending]
 
     def set_model(self, model: ModelChoice) -> None:
         """Later jobs use this model; an idle worker starts loading it now."""
