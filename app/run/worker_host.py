@@ -82,6 +82,8 @@ class WorkerHost:
         self.cancel_grace_s = cancel_grace_s
         self.extra_analyses = extra_analyses or {}
         self.lock_retry_s = lock_retry_s
+        # Every job a sweep on Ray actors when set (the workbench's settings: `iwb --ray ADDRESS --actors N`).
+        self.sweep: SweepChoice | None = None
         self._context = multiprocessing.get_context("spawn")
         # Start the resource tracker now: under Textual, sys.stderr has no file descriptor to pass it.
         resource_tracker.ensure_running()
@@ -120,7 +122,7 @@ class WorkerHost:
         with sweep, its shards are computed on Ray actors."""
         choice = inputs if isinstance(inputs, InputChoice) else None
         job = Job(next(self._job_ids), analysis, () if choice is not None else tuple(inputs), dict(raw_params), self.model, choice=choice,
-                  sweep=sweep)
+                  sweep=sweep if sweep is not None else self.sweep)
         with self._lock:  # Submitted goes out before the relay can hand the job over (it needs the lock)
             self._pending.append(job)
             self._emit(Submitted(job.job_id, analysis))

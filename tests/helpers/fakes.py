@@ -62,6 +62,7 @@ class FakeHost:
         self.store, self.on_event, self.model, self.hold = store, on_event, model, hold
         self.jobs: list[tuple] = []
         self.sweeps: list[Any] = []
+        self.sweep: Any = None  # every job's sweep settings when set, as WorkerHost.sweep
         self.cancelled: list[int] = []
         self.held: tuple[int, int] | None = None
         self.closed = False
@@ -73,7 +74,7 @@ class FakeHost:
         """inputs: Inputs, or a corpus choice (the worker samples it); sweep: the job's Ray settings, if any."""
         job_id = len(self.jobs) + 1
         self.jobs.append((analysis, inputs, raw_params))
-        self.sweeps.append(sweep)
+        self.sweeps.append(sweep if sweep is not None else self.sweep)
         self.on_event(Submitted(job_id, analysis))
         run_id = seed_lens_run(self.store, inputs[0].text if isinstance(inputs, tuple) else "a corpus document")
         self.on_event(Started(job_id, run_id, analysis, self.model.name))
