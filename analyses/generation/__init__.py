@@ -190,12 +190,15 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
             rows, prefixes = decoder.forward(chunk, first, prefixes, cancel)
             logits = lens_logits(model, rows)
             token = sampler.choose(logits[-1])
-            logp = torch.log_softmax(logits, dim=-1)
-            p = logp.exp()
-            chosen = p[:, token]
-            ranks = (p > chosen[:, None]).sum(-1) + 1
-            entropy = -(p * logp).nan_to_num().sum(-1) / LOG2
-            top_p, top_ids = p.topk(k, dim=-1)
+            # Few passes over [rows, vocab] (Gemma's vocabulary is 262k): the normaliser once, rank
+            # and top-k on the logits, one exp for the entropy, H = lse - sum(p * logit).
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            chosen_logit = logits[:, token : token + 1]
+            chosen = (chosen_logit - lse).exp()[:, 0]
+            ranks = (logits > chosen_logit).sum(-1) + 1
+            top_logits, top_ids = logits.topk(k, dim=-1)
+            top_p = (top_logits - lse).exp()
+            entropy = (lse[:, 0] - (logits - lse).exp_().mul_(logits).nansum(-1)) / LOG2
             pos = len(prompt) + step
             steps["step"].append(step)
             steps["pos"].append(pos)
