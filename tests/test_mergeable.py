@@ -26,26 +26,44 @@ TEXTS = [
 
 # Different shards batch different documents together: a document's float32 activations can differ
 # in the last bits with the batch shape (BLAS blocking), so a merged mean matches the one-shard mean
-# to float32 rounding (rtol 1e-5), not bit for bit. Counts are exact.
+# to float32 rounding (rtol 1e-5), not bit for bit; a mean of differences of float32 entropies and
+# losses (about 10 nats) to about two float32 ulps of them (atol 2e-6). Counts are exact.
 CASES = {
-    "component-norms": ({}, {"component_norms": ("layer", 1e-5)}),
-    "attention-locality": ({"window": 3}, {"attention_locality": (("layer", "key_offset"), 1e-5),
-                                           "attention_locality_summary": ("layer", 1e-5)}),
+    "component-norms": ({}, {"component_norms": ("layer", 1e-5, 0.0)}),
+    "attention-locality": ({"window": 3}, {"attention_locality": (("layer", "key_offset"), 1e-5, 0.0),
+                                           "attention_locality_summary": ("layer", 1e-5, 0.0)}),
+    "layer-interventions": ({"interventions": "block,swap"}, {"layer_interventions": (("intervention", "layer"), 1e-5, 2e-6)}),
+    # Each prompt is traced alone (noise seeded by its input id) and the buckets are math.fsum over
+    # per-prompt rows: bit for bit. threshold -1 keeps every prompt of the random tiny model.
+    "causal-trace": ({"kinds": "resid", "samples": 2, "window": 2, "threshold": -1},
+                     {"causal_trace_buckets": (("category", "kind", "bucket", "layer"), 0.0, 0.0),
+                      "causal_trace": (("input_id", "kind", "layer", "pos"), 0.0, 0.0)}),
 }
+PROMPT_SET = [  # (prompt, subject, category)
+    ("The Eiffel Tower is located in the city of", "Eiffel Tower", "semantic"),
+    ("The Colosseum is located in the city of", "Colosseum", "semantic"),
+    ("1, 2, 3, 4, 5, 6,", "1, 2", "numbers"),
+    ("Mount Fuji is the tallest mountain in", "Mount Fuji", "semantic"),
+    ("a, b, c, d, e,", "a, b", "letters"),
+    ("The Danube flows through the city of", "Danube", "semantic"),
+]
 
 
-def _inputs() -> list[Input]:
+def _inputs(name: str = "") -> list[Input]:
+    if name == "causal-trace":
+        return [Input(index, "prompt_set", text, {"subject": subject, "category": category})
+                for index, (text, subject, category) in enumerate(PROMPT_SET)]
     return [Input(index, "prompt", text, {}) for index, text in enumerate(TEXTS)]
 
 
-def assert_tables_close(got: pa.Table, want: pa.Table, key, rtol: float) -> None:
+def assert_tables_close(got: pa.Table, want: pa.Table, key, rtol: float, atol: float) -> None:
     keys = [key] if isinstance(key, str) else list(key)
     got, want = got.sort_by([(k, "ascending") for k in keys]), want.sort_by([(k, "ascending") for k in keys])
     assert got.schema == want.schema and got.num_rows == want.num_rows > 0
     for name in want.column_names:
         a, b = got[name].to_numpy(), want[name].to_numpy()
         if np.issubdtype(b.dtype, np.floating):
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=0, equal_nan=True, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, equal_nan=True, err_msg=name)
         else:
             assert np.array_equal(a, b), name
 
@@ -56,11 +74,11 @@ def test_merged_shards_equal_the_one_shard_run(tiny_model, name):
     raw, tolerances = CASES[name]
     params = analysis.Params(**raw)
     assert analysis.sharded
-    whole = analysis.run(tiny_model, _inputs(), params).tables
-    for shard_docs in (1, 2):
-        merged = run_in_shards(analysis, tiny_model, _inputs(), params, shard_docs)
-        for table, (key, rtol) in tolerances.items():
-            assert_tables_close(merged[table], whole[table], key, rtol)
+    whole = analysis.run(tiny_model, _inputs(name), params).tables
+    for shard_docs in (1, 2) if name != "causal-trace" else (2,):  # a trace is slow: one split
+        merged = run_in_shards(analysis, tiny_model, _inputs(name), params, shard_docs)
+        for table, (key, rtol, atol) in tolerances.items():
+            assert_tables_close(merged[table], whole[table], key, rtol, atol)
 
 
 def test_merged_sums_are_the_exactly_rounded_sum_of_the_partials():
@@ -79,7 +97,10 @@ def test_merged_sums_are_the_exactly_rounded_sum_of_the_partials():
 STORED = {  # the analysis' final tables and its per-shard partial table
     "component-norms": ("component_norms", "component_norms_sums"),
     "attention-locality": ("attention_locality", "attention_locality_summary", "attention_locality_sums"),
+    "layer-interventions": ("layer_interventions", "layer_interventions_sums"),
+    "causal-trace": ("causal_trace_buckets", "causal_trace", "causal_trace_inputs", "causal_trace_bucket_inputs"),
 }
+EMBEDDED_PARAMS = {"causal-trace": {"kinds": "resid", "samples": "2", "window": "2", "threshold": "-1"}}
 
 
 @pytest.mark.integration
@@ -90,17 +111,20 @@ def test_a_stored_run_resumed_part_way_equals_the_uninterrupted_one(embedded_mod
     from tests.helpers.shards import pile_inputs, rows, same_results, stop_after_shard
 
     store = Store(db_path)
-    prepared = prepare(RunRequest(name, pile_inputs(6), {key: str(value) for key, value in CASES[name][0].items()}))
+    inputs = tuple(_inputs(name)) if name == "causal-trace" else pile_inputs(6)
+    raw = EMBEDDED_PARAMS.get(name, {key: str(value) for key, value in CASES[name][0].items()})
+    prepared = prepare(RunRequest(name, inputs, raw))
     whole = execute(store, embedded_model, prepared, no_progress, shard_docs=100)
     reference = execute(store, embedded_model, prepared, no_progress, shard_docs=2)
     assert rows(db_path, f"SELECT n_shards, shards_done FROM runs WHERE run_id IN ({whole}, {reference}) ORDER BY run_id") == [(1, 1), (3, 3)]
     partial_table = STORED[name][-1]
-    assert rows(db_path, f"SELECT count(*) FROM {partial_table} WHERE run_id = {reference}") == [(3 * rows(db_path, f"SELECT count(*) FROM {partial_table} WHERE run_id = {whole}")[0][0],)]
+    per_shard = 1 if name == "causal-trace" else 3  # one row set per shard; causal-trace's rows are per prompt
+    assert rows(db_path, f"SELECT count(*) FROM {partial_table} WHERE run_id = {reference}") == [(per_shard * rows(db_path, f"SELECT count(*) FROM {partial_table} WHERE run_id = {whole}")[0][0],)]
     # Merged over three shards vs one: float32 forwards of other batch shapes (see CASES).
-    for table, (key, rtol) in CASES[name][1].items():
+    for table, (key, rtol, atol) in CASES[name][1].items():
         got = store.arrow(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = {reference}")
         want = store.arrow(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = {whole}")
-        assert_tables_close(got, want, key, rtol)
+        assert_tables_close(got, want, key, rtol, atol)
     stopped = stop_after_shard(store, embedded_model, prepared, stored=1, n_shards=3)
     assert rows(db_path, f"SELECT status, shards_done FROM runs WHERE run_id = {stopped}") == [("cancelled", 1)]
     assert rows(db_path, f"SELECT count(*) FROM {STORED[name][0]} WHERE run_id = {stopped}") == [(0,)]  # final tables only at the end

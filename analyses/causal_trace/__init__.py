@@ -6,6 +6,10 @@ restored (kind resid: block L's output at the token; mlp / attn: those outputs a
 window of layers centred on L) and the normalised restoration (p - low) / (high - low). The answer
 is the clean run's top-1 at the last position. Rows before the subject equal low exactly (their
 states are those of the clean and corrupted runs alike) and are not recomputed.
+
+Sharded: a prompt's trace depends on that prompt alone (its noise is seeded by its input id) and on
+sigma, computed once for the run (prepare); the bucket averages over every included prompt are
+the run's final step over the shards' per-prompt bucket means (causal_trace_bucket_inputs).
 """
 from __future__ import annotations
 
@@ -113,6 +117,12 @@ SPEC = AnalysisSpec(
         ),
         ResultTable("trace_attention", (("input_id", "INTEGER"), ("layer", "INTEGER"), ("target", "VARCHAR"), ("weight", "DOUBLE")), "clean run, last token's attention, mean over heads"),
         ResultTable("trace_hidden", (("input_id", "INTEGER"), ("layer", "INTEGER"), ("pos", "INTEGER"), ("norm", "DOUBLE"), ("cos_next_layer", "DOUBLE")), "clean block outputs; cos_next_layer only at the last token"),
+        ResultTable(
+            "causal_trace_bucket_inputs",
+            (("input_id", "INTEGER"), ("category", "VARCHAR"), ("kind", "VARCHAR"), ("bucket", "VARCHAR"), ("layer", "INTEGER"),
+             ("restoration", "DOUBLE"), ("prob", "DOUBLE"), ("low_prob", "DOUBLE")),
+            "per included prompt: restoration and prob averaged over the bucket's tokens, and the prompt's low; causal_trace_buckets averages them over the prompts",
+        ),
     ),
     charts=(
         _heatmap("resid"),
@@ -177,6 +187,7 @@ def token_char_spans(tokenizer, text: str, ids: list[int]) -> list[tuple[int, in
 class CausalTrace(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-prompt traces; sigma is run-level state, the bucket averages the final step
     invariant_checks = (Invariant("invariant_last_resid_restoration", 1e-4, "restoring the whole clean residual after the last block at the last token is the clean run: that cell's restoration, computed, is 1 for every input (runs with the resid kind)"),)
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
@@ -203,11 +214,23 @@ class CausalTrace(Analysis):
         worst = max(abs(value - 1.0) for value in cells)
         return [("invariant_last_resid_restoration", worst, 1e-4, worst <= 1e-4, f"max |restoration - 1| at the last resid cell over {len(cells)} inputs")]
 
+    def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+        """The run-level state: sigma (explicit, the embedding matrix's std, or the std of every
+        input's subject-token embeddings), the same for every shard."""
+        import numpy as np
+
+        from analyses.causal_trace import tables as causal_tables
+
+        progress(0, 1, "noise sigma")
+        sigma, _ = causal_tables.noise_sigma(model, [locate(model, item, params) for item in inputs], params)
+        return {"sigma": np.float64(sigma)}
+
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
         from analyses.causal_trace import tables as causal_tables
 
         located = [locate(model, item, params) for item in inputs]
-        sigma, sigma_note = causal_tables.noise_sigma(model, located, params)
+        sigma = float(state["sigma"])
+        sigma_note = "explicit" if params.sigma is not None else ("embedding matrix" if params.sigma_source == "embedding" else "subject-token embeddings")
         collected = causal_tables.Collector(model, params)
         for index, (item, where) in enumerate(zip(inputs, located)):
             check_cancel(cancel)
@@ -219,6 +242,13 @@ class CausalTrace(Analysis):
         progress(len(inputs), len(inputs), "done")
         notes = {**model.bos(params.prepend_bos).record(), "sigma": sigma, "sigma_source": sigma_note, "noise_std": params.noise * sigma, "method": "fast (exact; the naive reference is in the tests and benchmarks)"}
         return collected.result(notes)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """The bucket averages over every included prompt of every shard."""
+        from analyses.causal_trace import tables as causal_tables
+
+        buckets, prompts = causal_tables.bucket_table(read)
+        return Result({"causal_trace_buckets": buckets}, None, {"prompts_in_buckets": prompts})
 
 
 ANALYSIS = CausalTrace()

@@ -1,5 +1,9 @@
 """Causal tracing's result tables: per-prompt traces, the inputs' summary, the bucket averages by
-category and the clean-run companions (attention of the last token, hidden-state norms/cosines)."""
+category and the clean-run companions (attention of the last token, hidden-state norms/cosines).
+
+The bucket averages are over every included prompt of the run: each shard stores its included
+prompts' bucket means per layer (causal_trace_bucket_inputs), and the run's final step averages
+them (math.fsum over the prompts), so the averages do not depend on how the prompts were sharded."""
 from __future__ import annotations
 
 from typing import Any
@@ -125,7 +129,7 @@ class Collector:
         for key, value in row.items():
             self.inputs[key].append(value)
         if included:
-            self.per_prompt.append((category, where.subject_range, seq_len, output, restoration))
+            self.per_prompt.append((item.input_id, category, where.subject_range, seq_len, output, restoration))
         attention, hidden = companions(model, tokens, where.subject_range)
         self.attention["input_id"].extend([item.input_id] * len(attention["target"]))
         self.attention["layer"].extend(attention["input_layer"])
@@ -139,26 +143,30 @@ class Collector:
         self.hidden["cos_next_layer"].append(hidden["cos_next"].ravel())
         self.tokens.append((item.input_id, list(where.ids), model.token_strings(list(where.ids))))
 
-    def buckets(self) -> dict:
-        """Per (category, kind, bucket, layer): mean normalised restoration and ROME's AIE."""
+    def bucket_inputs(self) -> Any:
+        """Per included prompt, kind, bucket and layer: the prompt's mean normalised restoration and
+        mean p(answer) over the bucket's tokens, and its low (the partial aggregate of the buckets)."""
         import numpy as np
 
-        groups: dict = {}
-        for category, subject_range, seq_len, output, restoration in self.per_prompt:
+        table: dict = {k: [] for k in ("input_id", "category", "kind", "bucket", "layer", "restoration", "prob", "low_prob")}
+        for input_id, category, subject_range, seq_len, output, restoration in self.per_prompt:
             for bucket, rows in bucket_rows(subject_range, seq_len).items():
                 for kind in self.kinds:
-                    entry = groups.setdefault((category, kind, bucket), {"r": [], "p": [], "low": []})
-                    entry["r"].append(restoration[kind][rows].mean(0))
-                    entry["p"].append(output.probs[kind][rows].mean(0))
-                    entry["low"].append(output.low)
-        table: dict = {k: [] for k in ("category", "kind", "bucket", "layer", "mean_restoration", "aie", "n_prompts")}
-        for (category, kind, bucket), entry in sorted(groups.items()):
-            mean_r = np.mean(entry["r"], axis=0)
-            aie = np.clip(np.mean(entry["p"], axis=0) - np.mean(entry["low"]), 0.0, None)
-            for layer in range(len(mean_r)):
-                for key, value in (("category", category), ("kind", kind), ("bucket", bucket), ("layer", layer), ("mean_restoration", float(mean_r[layer])), ("aie", float(aie[layer])), ("n_prompts", len(entry["r"]))):
-                    table[key].append(value)
-        return table
+                    mean_r, mean_p = restoration[kind][rows].mean(0), output.probs[kind][rows].mean(0)
+                    n_layers = len(mean_r)
+                    table["input_id"].append(np.full(n_layers, input_id))
+                    table["category"].append(np.full(n_layers, category, dtype=object))
+                    table["kind"].append(np.full(n_layers, kind, dtype=object))
+                    table["bucket"].append(np.full(n_layers, bucket, dtype=object))
+                    table["layer"].append(np.arange(n_layers))
+                    table["restoration"].append(np.asarray(mean_r, dtype=np.float64))
+                    table["prob"].append(np.asarray(mean_p, dtype=np.float64))
+                    table["low_prob"].append(np.full(n_layers, output.low, dtype=np.float64))
+        import pyarrow as pa
+
+        types = {"input_id": pa.int32(), "category": pa.string(), "kind": pa.string(), "bucket": pa.string(), "layer": pa.int32(),
+                 "restoration": pa.float64(), "prob": pa.float64(), "low_prob": pa.float64()}
+        return pa.table({k: pa.array(np.concatenate(v).tolist() if v else [], type=types[k]) for k, v in table.items()})
 
     def result(self, notes: dict) -> Result:
         import numpy as np
@@ -167,7 +175,7 @@ class Collector:
         def flat(columns: dict) -> dict:
             return {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in columns.items()}
 
-        int32 = {"input_id", "layer", "pos", "subject_start", "subject_end", "answer_token_id", "samples", "n_prompts"}
+        int32 = {"input_id", "layer", "pos", "subject_start", "subject_end", "answer_token_id", "samples"}
 
         def arrow(columns: dict) -> Any:
             return pa.table({k: pa.array(v, type=pa.int32()) if k in int32 else pa.array(v, from_pandas=True) for k, v in flat(columns).items()})
@@ -175,9 +183,30 @@ class Collector:
         tables = {
             "causal_trace": arrow(self.trace),
             "causal_trace_inputs": arrow(self.inputs),
-            "causal_trace_buckets": arrow(self.buckets()),
+            "causal_trace_bucket_inputs": self.bucket_inputs(),
             "trace_attention": arrow(self.attention),
             "trace_hidden": arrow(self.hidden),
         }
-        included = sum(1 for value in self.inputs["included"] if value)
-        return Result(tables=tables, tokens=tokens_table_of(self.tokens), notes={**notes, "kinds": list(self.kinds), "prompts_in_buckets": included})
+        return Result(tables=tables, tokens=tokens_table_of(self.tokens), notes={**notes, "kinds": list(self.kinds)})
+
+
+def bucket_table(read: Any) -> tuple[Any, int]:
+    """(causal_trace_buckets, prompts in them) from every shard's causal_trace_bucket_inputs: per
+    (category, kind, bucket, layer) the mean normalised restoration over the included prompts and
+    ROME's AIE max(0, mean prob - mean low); sums merged with math.fsum."""
+    import numpy as np
+    import pyarrow as pa
+
+    from analyses.core.aggregates import merged_sums
+
+    merged = merged_sums(read, "causal_trace_bucket_inputs", ("category", "kind", "bucket", "layer"), ("restoration", "prob", "low_prob"))
+    names = ("category", "kind", "bucket", "layer", "mean_restoration", "aie", "n_prompts")
+    types = (pa.string(), pa.string(), pa.string(), pa.int32(), pa.float64(), pa.float64(), pa.int32())
+    if merged is None:
+        return pa.table({name: pa.array([], type=kind) for name, kind in zip(names, types)}), 0
+    n = merged["n_rows"]
+    columns = (merged["category"], merged["kind"], merged["bucket"], merged["layer"], merged["restoration"] / n,
+               np.clip(merged["prob"] / n - merged["low_prob"] / n, 0.0, None), n)
+    prompts = read("causal_trace_bucket_inputs", ["input_id"])
+    return (pa.table({name: pa.array(np.asarray(values).tolist(), type=kind) for name, values, kind in zip(names, columns, types)}),
+            len(set(prompts["input_id"].to_pylist())) if prompts is not None else 0)

@@ -18,7 +18,8 @@ def merged_sums(read: Callable[..., Any], table: str, keys: Sequence[str], sums:
                 counts: Sequence[str] = ()) -> dict[str, Any] | None:
     """Per distinct key (sorted ascending): each ``sums`` column merged with math.fsum over every
     stored shard's rows (float64) and each ``counts`` column as an int64 total. None when no shard
-    stored the table. Returns {column: numpy array} for the keys, the sums and the counts."""
+    stored the table. Returns {column: numpy array} for the keys, the sums and the counts, and
+    n_rows: how many stored rows each key has."""
     import math
 
     import numpy as np
@@ -36,6 +37,7 @@ def merged_sums(read: Callable[..., Any], table: str, keys: Sequence[str], sums:
         starts = np.array([0])
     bounds = list(zip(starts.tolist(), [*starts[1:].tolist(), stored.num_rows]))
     out: dict[str, Any] = {name: column[starts] for name, column in zip(keys, sorted_keys)}
+    out["n_rows"] = np.diff(np.append(starts, stored.num_rows)).astype(np.int64)
     for name in sums:
         values = stored[name].to_numpy(zero_copy_only=False).astype(np.float64)[order]
         out[name] = np.array([math.fsum(values[start:end].tolist()) for start, end in bounds], dtype=np.float64)

@@ -9,7 +9,8 @@ drives every analysis the same way:
 - ``prepare(model, inputs, params, progress, cancel) -> state``: the run-level state every shard
   needs (plain arrays, saved in the run's folder, e.g. a mean over all inputs); default none;
 - ``shards(inputs, shard_docs)``: the plan, input ids per shard; one shard unless the analysis is
-  ``sharded`` (``compute`` on any subset of the inputs gives exactly the rows of those inputs);
+  ``sharded`` (``compute`` on any subset of the inputs gives exactly the rows of those inputs, or
+  partial aggregates over them that ``finalize`` merges);
 - ``compute(model, inputs, params, state, progress, cancel) -> Result``: one shard's tables;
 - ``finalize(params, state, read, progress, cancel) -> Result``: tables computed from every stored
   shard, where ``read(table, columns, where)`` returns a table over them as Arrow (no model);
@@ -150,7 +151,9 @@ class Analysis:
     """The exact invariants ``invariants`` checks, for the docs (names and tolerances as recorded)."""
     sharded: ClassVar[bool] = False
     """Capability: compute() on any subset of the inputs (given the run-level state) gives exactly the
-    rows of those inputs, so a run over a corpus is split into shards of documents."""
+    rows of those inputs, so a run over a corpus is split into shards of documents. An analysis that
+    aggregates over its inputs is sharded too when each shard stores partial aggregates (sums and
+    counts, or per-input rows) that ``finalize`` merges (analyses.core.aggregates)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

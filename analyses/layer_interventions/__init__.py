@@ -4,7 +4,9 @@ and measure how far the next-token distribution moves (stages of inference).
 Fast path: one clean run per batch caches the residual entering every block (and the residual
 between attention and MLP); each intervention resumes from the cached residual and runs only
 the blocks after it, through the model layer's adapter (every family; parallel blocks read
-the same residual for attention and MLP); a swap runs the two blocks in the other order. Metrics are summed on the device in float64 and read back once per run.
+the same residual for attention and MLP); a swap runs the two blocks in the other order. Metrics are summed on the device in float64 and read back once per shard.
+Sharded: every shard stores its sums per intervention (layer_interventions_sums); finalize merges
+them (analyses.core.aggregates, math.fsum) into the means.
 """
 from __future__ import annotations
 
@@ -60,6 +62,17 @@ SPEC = AnalysisSpec(
             ),
             "intervention block/attn/mlp deletes that part of block `layer`; swap runs layer+1 then layer; "
             "relative_depth = layer / (n_layers - 1); means over all real positions (loss: positions with a next token)",
+        ),
+        ResultTable(
+            "layer_interventions_sums",
+            (
+                ("intervention", "VARCHAR"),
+                ("layer", "INTEGER"),
+                *((f"{name}", "DOUBLE") for name in ("kl_sum", "top1_sum", "entropy_delta_sum", "n_positions", "loss_delta_sum", "n_loss_positions")),
+                ("noop_kl", "DOUBLE"),
+            ),
+            "per shard: the metrics summed over the shard's positions (KL and entropy delta in nats) and the position counts; "
+            "noop_kl = the no-op intervention's mean KL on the shard's first batch; layer_interventions is their merge over every shard",
         ),
     ),
     charts=(
@@ -248,7 +261,7 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
     """The result table (Arrow) from [len(interventions), N_SUMS] sums."""
     import pyarrow as pa
 
-    values = sums.cpu().numpy()
+    values = sums.cpu().numpy() if hasattr(sums, "cpu") else sums
     depth_scale = max(1, n_layers - 1)
     return pa.table(
         {
@@ -264,23 +277,43 @@ def summarise(sums, interventions: list[Intervention], n_layers: int):
     )
 
 
+SUM_COLUMNS = ("kl_sum", "top1_sum", "entropy_delta_sum", "n_positions", "loss_delta_sum", "n_loss_positions")  # N_SUMS, in order
+
+
+def sums_table(sums, interventions: list[Intervention], noop_kl: float | None):
+    """One shard's partial aggregate: per intervention its N_SUMS sums, and the shard's no-op KL."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = sums.cpu().numpy().astype(np.float64)
+    table = {"intervention": pa.array([item.kind for item in interventions], pa.string()),
+             "layer": pa.array([item.layer for item in interventions], pa.int32())}
+    table.update({name: pa.array(values[:, index]) for index, name in enumerate(SUM_COLUMNS)})
+    table["noop_kl"] = pa.array([noop_kl] * len(interventions), pa.float64())
+    return pa.table(table)
+
+
 NOOP_KL_TOLERANCE = 1e-6
 
 
 class LayerInterventions(Analysis):
     Params = Params
     spec = SPEC
-    invariant_checks = (Invariant("invariant_noop_intervention_kl", NOOP_KL_TOLERANCE, "the no-op intervention (every block resumed from the cached embeddings, as each intervention resumes from its cached residual) has mean KL 0 to the clean run, on the first batch"),)
+    invariant_checks = (Invariant("invariant_noop_intervention_kl", NOOP_KL_TOLERANCE, "the no-op intervention (every block resumed from the cached embeddings, as each intervention resumes from its cached residual) has mean KL 0 to the clean run, on the first batch of every shard"),)
+    sharded = True  # per-shard sums, merged by finalize
 
     def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
         """The exact invariant: the no-op intervention (every block resumed from the cached
         embeddings, as each intervention resumes from its cached residual) has KL 0 to the clean
-        run, on the first batch of real documents."""
-        value = notes.get("noop_intervention_kl")
+        run, on the first batch of every shard (the largest |KL| over the shards; without stored
+        shards, the notes')."""
+        stored = read("layer_interventions_sums", ["noop_kl"]) if read is not None else None
+        values = [abs(v) for v in stored["noop_kl"].to_pylist() if v is not None] if stored is not None else []
+        value = max(values) if values else notes.get("noop_intervention_kl")
         if value is None:
             return [("invariant_noop_intervention_kl", None, NOOP_KL_TOLERANCE, None, "skipped: no batch")]
         return [("invariant_noop_intervention_kl", value, NOOP_KL_TOLERANCE, abs(value) <= NOOP_KL_TOLERANCE,
-                 "mean KL(clean || resumed from the cached embeddings) over the first batch's positions")]
+                 "mean KL(clean || resumed from the cached embeddings) over the first batch's positions of each shard, the largest")]
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         from analyses.model.adapters import adapter_for
@@ -325,10 +358,27 @@ class LayerInterventions(Analysis):
             "noop_intervention_kl": noop[0] if noop else None,
         }
         return Result(
-            tables={"layer_interventions": summarise(total, interventions, model.n_layers)},
+            tables={"layer_interventions_sums": sums_table(total, interventions, noop[0] if noop else None)},
             tokens=tokens_table(model, inputs, token_rows),
             notes=notes,
         )
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """The means per intervention from every shard's sums (math.fsum: exact merge of the partial sums),
+        in the order of the interventions."""
+        import numpy as np
+
+        from analyses.core.aggregates import merged_sums
+
+        merged = merged_sums(read, "layer_interventions_sums", ("intervention", "layer"), SUM_COLUMNS)
+        if merged is None:
+            return Result({}, None, {})
+        kinds = kinds_of(params.interventions)
+        order = sorted(range(len(merged["layer"])), key=lambda i: (kinds.index(str(merged["intervention"][i])), int(merged["layer"][i])))
+        interventions = [Intervention(str(merged["intervention"][i]), int(merged["layer"][i])) for i in order]
+        sums = np.stack([merged[name][order] for name in SUM_COLUMNS], axis=1)
+        n_layers = max(item.layer + (2 if item.kind == "swap" else 1) for item in interventions)  # every layer is listed
+        return Result({"layer_interventions": summarise(sums, interventions, n_layers)}, None, {})
 
 
 ANALYSIS = LayerInterventions()
