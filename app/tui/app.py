@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,17 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 
+from app.run.progress import Pace
 from app.run.worker import Failed, Finished, JobCancelled, JobProgress, Log, ModelChoice, ModelStatus, Started, Submitted
 from app.tui.commands import WorkbenchCommands
 from app.tui.events import JobEvent, JobState, apply
 from app.tui.keys import KeyOrder
 from app.tui.plain import plain
+from app.tui.screens.base import WorkbenchScreen
 from app.tui.screens.compare import CompareScreen, start_compare
 from app.tui.screens.corpus import CorpusScreen
 from app.tui.screens.history import HistoryScreen
+from app.tui.screens.jobs import JobsScreen
 from app.tui.screens.probe import ProbeScreen
 from app.tui.screens.results import ResultsScreen
 from app.tui.screens.sql import SqlScreen
@@ -46,7 +50,7 @@ class Workbench(App):
     SUB_TITLE = "interpretability workbench"
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
-        Binding("f1", "toggle_help", "Keys", tooltip="Show or hide every key binding"),
+        Binding("f1", "toggle_help", "Help", tooltip="This screen's help: what it is for, what its numbers mean, its keys (also ?)"),
         Binding("f2", "show('probe')", "Probe", tooltip="Prompt, model, analysis and parameters"),
         Binding("f3", "show('results')", "Results", tooltip="Charts of the open run"),
         Binding("f4", "show('history')", "History", tooltip="Stored runs"),
@@ -54,6 +58,9 @@ class Workbench(App):
         # Priority: the prompt and SQL editors (TextArea) would take F6 for "select line".
         Binding("f6", "show('corpus')", "Corpus", priority=True, tooltip="Browse a corpus and send a document to the probe"),
         Binding("f7", "compare", "Compare", priority=True, show=False, tooltip="History: mark a run, then F7 on another compares them; elsewhere opens the compare view"),
+        # Not in the footer: at 60 columns it would cost the probe's own keys their names. The probe's
+        # progress line names F8 while jobs wait, and F1 and the palette list it.
+        Binding("f8", "show('jobs')", "Jobs", priority=True, show=False, tooltip="The running job and the queue behind it: reorder, cancel"),
         Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit (asks first while a job runs; the job is then cancelled)"),
     ]
@@ -67,6 +74,7 @@ class Workbench(App):
         self.events_seen: list[Any] = []
         self.quit_state = ""  # "asking": the quit confirm is shown; "cancelling": quit once the job has ended
         self.key_order = KeyOrder(self)
+        self.pace, self.pace_job = Pace(), None  # the current job's rate and time left
         self.host = (host_factory or worker_host_factory(settings))(store, self.post_job_event, ModelChoice(settings.model, settings.device, settings.dtype))
 
     def post_job_event(self, event: Any) -> None:
@@ -80,6 +88,7 @@ class Workbench(App):
         self.install_screen(SqlScreen(self.settings.sql_page_rows), "sql")
         self.install_screen(CorpusScreen(), "corpus")
         self.install_screen(CompareScreen(), "compare")
+        self.install_screen(JobsScreen(), "jobs")
         await self.push_screen("probe")
         self.key_order.start()
         self.host.start()
@@ -109,12 +118,12 @@ class Workbench(App):
         await super().on_event(event)
 
     async def action_quit(self) -> None:
-        """Quit at once when no job runs; else ask, and on yes cancel the job and quit when it has ended,
-        so that its run is stored cancelled rather than left running."""
+        """Quit at once when no job runs or waits; else ask, and on yes cancel the jobs and quit when the
+        running one has ended, so that its run is stored cancelled rather than left running."""
         if self.quit_state == "cancelling":
             self.exit()  # a second ctrl+q while the job winds down: quit now (the next open marks the run interrupted)
             return
-        if not self.job_state.running:
+        if not self.job_state.busy:
             self.exit()
             return
         if self.quit_state == "asking":
@@ -122,31 +131,47 @@ class Workbench(App):
         self.quit_state = "asking"
         state = self.job_state
         what = f"run {state.run_id}" if state.run_id is not None else "waiting for the worker"
-        question = f"Job {state.job_id} ({state.analysis}, {what}) is still running. Cancel it and quit?"
+        queued = f" {len(state.waiting)} more {'job waits' if len(state.waiting) == 1 else 'jobs wait'}." if state.waiting else ""
+        if state.running:
+            question = f"Job {state.job_id} ({state.analysis}, {what}) is still running.{queued} Cancel {'them' if queued else 'it'} and quit?"
+        else:
+            question = f"{queued.strip()} Cancel {'them' if len(state.waiting) > 1 else 'it'} and quit?"
         self.push_screen(ConfirmModal(question, yes="Yes, cancel and quit (y)"), self.quit_answered)
 
     def quit_answered(self, answer: bool | None) -> None:
         if not answer:
             self.quit_state = ""
             return
-        if not self.job_state.running:  # it ended while the question was shown
+        if not self.job_state.busy:  # it ended while the question was shown
             self.exit()
             return
         self.quit_state = "cancelling"
-        self.cancel_job()
+        self.host.cancel(None)  # the waiting jobs and the running one
+        if not self.job_state.running:
+            self.exit()
+            return
         self.notify("Cancelling the job; iwb quits as soon as the worker has stopped it (ctrl+q again quits now).", title="Quitting", timeout=10)
 
     def on_job_event(self, message: JobEvent) -> None:
         event = message.event
         self.events_seen.append(event)
         self.job_state = apply(self.job_state, event)
+        if isinstance(event, JobProgress) and event.job_id == self.job_state.job_id:
+            if self.pace_job != event.job_id:
+                self.pace, self.pace_job = Pace(), event.job_id
+            self.pace.update(event.done, event.total)
+            self.job_state = replace(self.job_state, pace=self.pace.describe(event.done, event.total, event.note))
         self.refresh_job_widgets()
         if self.quit_state == "cancelling" and not self.job_state.running:
             self.exit()
             return
         probe = self.get_screen("probe")
         if isinstance(event, Submitted):
-            probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))
+            waiting = [job_id for job_id, _ in self.job_state.waiting]
+            if event.job_id in waiting:
+                probe.log_line(plain(f"job {event.job_id}: {event.analysis} queued ({waiting.index(event.job_id) + 1} of {len(waiting)} waiting; F8 shows the queue)"))
+            else:
+                probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))
         elif isinstance(event, Started):
             probe.log_line(plain(f"job {event.job_id}: run {event.run_id} started on {event.model}"))
         elif isinstance(event, Finished):
@@ -173,6 +198,9 @@ class Workbench(App):
         probe = self.get_screen("probe")
         if probe.is_mounted:
             probe.show_state(self.job_state)
+        jobs = self.get_screen("jobs")
+        if jobs.is_mounted:
+            jobs.show_jobs(self.job_state)
 
     def submit_job(self, analysis: str, inputs: tuple, raw_params: dict) -> None:
         self.host.submit(analysis, inputs, raw_params)
@@ -181,10 +209,19 @@ class Workbench(App):
         """Finish an interrupted, failed or cancelled run in the worker: only its missing shards."""
         self.host.submit_resume(run_id, analysis)
 
-    def cancel_job(self) -> None:
-        if self.job_state.running:
-            self.host.cancel(self.job_state.job_id)
-            self.get_screen("probe").log_line(plain(f"job {self.job_state.job_id}: cancel asked"))
+    def cancel_job(self, job_id: int | None = None) -> None:
+        """Cancel a job (default: the running one): a waiting job is dropped, the running one asked to stop."""
+        state = self.job_state
+        if job_id is None or job_id == state.job_id:
+            if state.running:
+                self.host.cancel(state.job_id)
+                self.get_screen("probe").log_line(plain(f"job {state.job_id}: cancel asked"))
+        elif job_id in dict(state.waiting):
+            self.host.cancel(job_id)
+
+    def move_job(self, job_id: int, step: int) -> bool:
+        """Move a waiting job earlier (step < 0) or later in the queue; False when it is not waiting."""
+        return bool(self.host.move(job_id, step))
 
     def switch_model(self, name: str) -> None:
         if name == self.host.model.name:
@@ -227,10 +264,17 @@ class Workbench(App):
         self.get_screen("probe").action_run()
 
     def action_toggle_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        """F1 or ?: the shown screen's own help (app/tui/help.py), not Textual's list of every key."""
+        from app.tui.help import HelpScreen, help_text
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+        elif isinstance(self.screen, WorkbenchScreen):
+            self.push_screen(HelpScreen(help_text(self.screen)))
+
+    def action_help_quit(self) -> None:
+        """ctrl+c (copy in a text field) elsewhere: say how to quit (Textual's own toast is markup, shown raw here)."""
+        self.notify("Press ctrl+q to quit (ctrl+c copies selected text).", title="Do you want to quit?")
 
 
 def append_traceback(path: Path | None, title: str, error: BaseException) -> None:

@@ -15,7 +15,7 @@ class WorkbenchCommands(Provider):
         for name in analysis_names():
             spec = get_analysis(name).spec
             found.append((f"Analysis: {spec.title} ({name})", partial(app.choose_analysis, name), spec.description))
-        for label, screen in (("Probe", "probe"), ("Results", "results"), ("History", "history"), ("SQL console", "sql"), ("Corpus browser", "corpus"), ("Compare runs", "compare")):
+        for label, screen in (("Probe", "probe"), ("Results", "results"), ("History", "history"), ("SQL console", "sql"), ("Corpus browser", "corpus"), ("Compare runs", "compare"), ("Jobs (the queue)", "jobs")):
             found.append((f"Go to: {label}", partial(app.action_show, screen), f"Switch to the {label.lower()} screen"))
         from analyses.model.loading import EMBEDDED
 

@@ -22,20 +22,20 @@ async def test_history_filters_opens_and_deletes_after_confirming(tui_store):
         await pilot.press("slash", *"Colosseum")
         await settle(app, pilot)
         assert table.row_count == 1 and str(table.get_row_at(0)[0]) == "2"
-        await pilot.press("enter")
-        await settle(app, pilot)
-        table.focus()
-        await pilot.press("enter")
+        await pilot.press("enter")  # the first Enter in the filter opens the match
         await settle(app, pilot)
         assert app.screen.name == "results" and app.screen.run_id == 2
         await pilot.press("f4")
         await settle(app, pilot)
-        await pilot.press("d")
+        await pilot.press("d")  # no letter deletes: only Delete, as the status line says
+        await pilot.pause()
+        assert app.screen.name == "history" and "Delete removes it" in str(app.screen.query_one("#run-detail").render())
+        await pilot.press("delete")
         await pilot.pause()
         await pilot.press("n")
         await settle(app, pilot)
         assert tui_store.run_row(2) is not None
-        await pilot.press("d")
+        await pilot.press("delete")
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from textual import work
+from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -21,6 +22,12 @@ def describe_error(error: BaseException, db_path: object = None) -> str:
 
 
 class WorkbenchScreen(Screen):
+    # Not a priority key: in a text field ? is a character; elsewhere it opens this screen's help.
+    BINDINGS = [Binding("question_mark", "context_help", "Help", show=False, tooltip="What this screen is for, what its numbers mean, its keys")]
+
+    def action_context_help(self) -> None:
+        self.app.action_toggle_help()
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state is WorkerState.ERROR and event.worker.error is not None:
             self.app.record_problem(event.worker.error, f"background work {event.worker.name!r} on {self.name}")

@@ -22,7 +22,7 @@ COLUMNS = ("run", "time (UTC)", "analysis", "status", "compute s", "wall s", "mo
 class HistoryScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
-        Binding("delete,d", "delete_run", "Delete", tooltip="Delete the selected run (asks first)"),
+        Binding("delete", "delete_run", "Delete", tooltip="Delete the selected run and all its rows (asks first)"),
         Binding("R", "resume_run", "Resume", tooltip="Finish an interrupted, failed or cancelled run: only its missing shards are computed"),
         Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
         Binding("ctrl+l", "refresh", "Refresh", tooltip="Read the runs again"),
@@ -150,7 +150,7 @@ class HistoryScreen(WorkbenchScreen):
     def show_detail(self) -> None:
         run_id = self.selected_run()
         table = self.query_one("#runs", DataTable)
-        text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, d deletes it'}"
+        text = f"{table.row_count} runs" + (f" · run {run_id}: {self.errors.get(run_id) or 'enter opens it, Delete removes it'}"
                                                  + (" · R resumes it" if self.statuses.get(run_id) in ("interrupted", "failed", "cancelled") else "") if run_id is not None else "")
         self.query_one("#run-detail", Static).update(plain(text), layout=False)
 

@@ -11,6 +11,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Button, Header, Input, Label, ProgressBar, RichLog, Select, Static, TextArea
 
@@ -27,13 +28,25 @@ from app.tui.widgets.param_form import ParamForm
 SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)", "entities": "entity table (empty path: shipped athletes)"}
 
 
-def model_options(current: str) -> list[tuple[str, str]]:
+def model_names(current: str) -> list[str]:
+    """The names the model field completes: the embedded models, and the one loaded now."""
     from analyses.model.loading import EMBEDDED
 
     names = list(EMBEDDED)
     if current not in names:
         names.insert(0, current)
-    return [(plain(name), name) for name in names]
+    return names
+
+
+def model_problem(state: JobState) -> str:
+    """The worker's load error for the model asked for, as one line ('' when it loaded)."""
+    if state.model_state != "failed" or not state.model_error:
+        return ""
+    line = state.model_error.strip().splitlines()[0]
+    for prefix in (f"model {state.model!r}: ", f"model {state.model!r} "):  # the name is in the field above
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return line
 
 
 class PromptArea(TextArea):
@@ -63,7 +76,7 @@ def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
 
 class ProbeScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker"),
+        Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker; while a job runs, queue it (F8 shows the queue)"),
         Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
         Binding("ctrl+l", "clear_prompt", "Clear prompt", tooltip="Empty the prompt editor (ctrl+z undoes it)"),
     ]
@@ -84,7 +97,9 @@ class ProbeScreen(WorkbenchScreen):
             yield PromptArea(id="prompt", soft_wrap=True, show_line_numbers=False, placeholder="Type a prompt, e.g. The Eiffel Tower is located in the city of")
             with Horizontal(id="pickers"):
                 yield Label("model", classes="picker-label")
-                yield Select(model_options(self.model_name), value=self.model_name, allow_blank=False, id="model", compact=True)
+                # Any model: an embedded name (completed as typed), a Hugging Face name or a local folder; enter loads it.
+                yield Input(self.model_name, id="model", compact=True, placeholder="embedded, Hugging Face name or folder",
+                            suggester=SuggestFromList(model_names(self.model_name), case_sensitive=False))
                 yield Label("analysis", classes="picker-label")
                 names = analysis_names()
                 first = "logit-lens" if "logit-lens" in names else names[0]
@@ -157,11 +172,19 @@ class ProbeScreen(WorkbenchScreen):
             return bool(self.query_one("#prompt", TextArea).display)  # hidden with the prompt
         return True
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "model":
+            return
+        event.stop()
+        name = event.value.strip()
+        if not name:
+            self.query_one("#status-line", Static).update(plain("model: ", ("give an embedded model, a Hugging Face name (org/name) or a local folder", "red")))
+            return
+        self.app.switch_model(name)
+
     async def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "analysis" and event.value is not Select.NULL:
             await self.show_analysis(str(event.value))
-        elif event.select.id == "model" and event.value is not Select.NULL:
-            self.app.switch_model(str(event.value))
         elif event.select.id == "source":
             self.show_source_fields()
 
@@ -224,9 +247,6 @@ class ProbeScreen(WorkbenchScreen):
         )
 
     def action_run(self) -> None:
-        if self.app.job_state.running:
-            self.notify("A job is already running; cancel it first (ctrl+k).", severity="warning")
-            return
         form = self.query_one("#params", ParamForm)
         problem = form.first_problem()
         if problem is not None:
@@ -278,12 +298,20 @@ class ProbeScreen(WorkbenchScreen):
             bar.update(total=state.total, progress=state.done)
         elif state.phase in ("submitted", "started"):
             bar.update(total=None)
-        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}" if state.job_id else "idle"), layout=False)
-        self.query_one("#run", Button).disabled = state.running
+        queued = f" · {len(state.waiting)} queued (F8)" if state.waiting else ""
+        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}{state.pace}{queued}" if state.job_id else "idle"), layout=False)
+        self.query_one("#run", Button).label = "Queue ^r" if state.running else "Run ^r"  # while a job runs, ctrl+r queues the next
         self.query_one("#cancel", Button).disabled = not state.running
         layers = f" · {state.n_layers} layers" if state.n_layers else ""
         device = f" · {state.device} · {state.dtype}" if state.device else ""
-        self.query_one("#status-line", Static).update(plain("model ", (state.model or self.model_name, "bold"), f"{device}{layers} · {state.model_state}"), layout=False)
+        problem = model_problem(state)
+        if problem:  # the load error in place, one line (the job log keeps it whole)
+            self.query_one("#status-line", Static).update(plain("model failed: ", (problem, "red"), f" ({state.model})"), layout=False)
+        else:
+            self.query_one("#status-line", Static).update(plain("model ", (state.model or self.model_name, "bold"), f"{device}{layers} · {state.model_state}"), layout=False)
+        field = self.query_one("#model", Input)
+        if state.model and not field.has_focus and state.model != field.value:
+            field.value = state.model
 
     def log_line(self, text: Any) -> None:
         self.query_one("#job-log", RichLog).write(text)

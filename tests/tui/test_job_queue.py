@@ -1,0 +1,120 @@
+"""The job queue with the REAL worker host (a spawned worker, the tiny model, a slow test analysis):
+ctrl+r while a job runs queues the next; the jobs view (F8) lists the running and the waiting jobs,
+moves a waiting job earlier, cancels a waiting one and the running one; the worker then runs what is
+left in the order shown, and the store holds exactly that."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from app.run.worker import Finished, JobCancelled, JobProgress, Queued, Started
+from tests.helpers.tui import settle
+
+pytestmark = pytest.mark.tui
+SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
+WAIT_S = 120  # a guard against hanging, not a timing assertion
+
+
+async def until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def job_column(screen) -> list[str]:
+    table = screen.query_one("#jobs")
+    return [str(table.get_row_at(row)[0]) for row in range(table.row_count)]
+
+
+async def test_jobs_queue_reorder_and_cancel_with_the_real_worker(tmp_path, tiny_model, monkeypatch):
+    from analyses.core.registry import REGISTRY
+    from app.run.worker import ModelChoice
+    from app.run.worker_host import WorkerHost
+    from app.tui.app import Workbench
+    from app.tui.settings import Settings
+    from app.tui.store_access import SerialStore
+
+    monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
+    settings = Settings(tmp_path / "queue.duckdb", model=tiny_model.location, device="cpu", dtype="float32")
+    store = SerialStore(settings.db_path)
+
+    def host(store, on_event, model):
+        return WorkerHost(store, on_event, ModelChoice(tiny_model.location, "cpu", "float32"),
+                          log_path=str(tmp_path / "worker.log"), extra_analyses=SLOW)
+
+    app = Workbench(store, settings, host_factory=host)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        probe = app.screen
+        probe.query_one("#analysis").value = "slow-steps"
+        await settle(app, pilot)
+        probe.query_one("#prompt").insert("The Eiffel Tower is in")
+        probe.query_one("#param-step_seconds").value = "0.02"
+        for steps in ("100000", "3", "4"):  # job 1 runs until cancelled; jobs 2 and 3 queue behind it
+            probe.query_one("#param-steps").value = steps
+            await pilot.press("ctrl+r")
+            if steps == "100000":
+                await until(lambda: any(isinstance(e, JobProgress) for e in app.events_seen), "job 1's first step")
+            await settle(app, pilot)
+        await until(lambda: len(app.job_state.waiting) == 2, "two queued jobs")
+        assert app.job_state.running and app.job_state.job_id == 1
+        assert [job_id for job_id, _ in app.job_state.waiting] == [2, 3]
+        assert "2 queued (F8)" in str(probe.query_one("#progress-note").render())
+
+        await pilot.press("f8")
+        await settle(app, pilot)
+        jobs = app.screen
+        assert jobs.name == "jobs" and job_column(jobs) == ["1", "2", "3"]
+        assert "running" in str(jobs.query_one("#jobs").get_row_at(0)[2])
+
+        await pilot.press("down", "down")  # job 3
+        await pilot.press("shift+up")  # job 3 now runs before job 2
+        await until(lambda: any(isinstance(e, Queued) for e in app.events_seen), "the host's new order")
+        await settle(app, pilot)
+        assert app.host.waiting == [3, 2] and job_column(jobs) == ["1", "3", "2"]
+        assert jobs.selected_job() == 3  # the cursor followed the job
+
+        await pilot.press("down", "x")  # cancel job 2 while it waits
+        await until(lambda: any(isinstance(e, JobCancelled) and e.job_id == 2 for e in app.events_seen), "job 2 cancelled")
+        await settle(app, pilot)
+        assert app.host.waiting == [3] and job_column(jobs) == ["1", "3"]
+
+        await pilot.press("up", "up", "x")  # cancel the running job: the worker goes on to job 3
+        await until(lambda: any(isinstance(e, Finished) and e.job_id == 3 for e in app.events_seen), "job 3 to finish")
+        await settle(app, pilot)
+        assert job_column(jobs) == [] and not app.job_state.busy
+
+    started = [e.job_id for e in app.events_seen if isinstance(e, Started)]
+    assert started == [1, 3]
+    runs = {e.job_id: e.run_id for e in app.events_seen if isinstance(e, Started)}
+    assert store.run_row(runs[1])["status"] == "cancelled"
+    assert store.run_row(runs[3])["status"] == "done"
+    assert store.query("SELECT count(*) FROM slow_steps WHERE run_id = ?", [runs[3]]).rows[0][0] == 4
+    assert store.query("SELECT count(*) FROM runs").rows[0][0] == 2  # job 2 never became a run
+
+
+def test_job_state_follows_the_queue():
+    """The pure state the screens draw: queued behind the running job, reordered, dropped while waiting,
+    and the next job current from its first event on."""
+    from app.run.worker import Failed, Submitted
+    from app.tui.events import JobState, apply
+
+    state = JobState()
+    for event in (Submitted(1, "a"), Started(1, 10, "a", "m"), Submitted(2, "b"), Submitted(3, "c"), Submitted(4, "d")):
+        state = apply(state, event)
+    assert state.job_id == 1 and state.running and [job for job, _ in state.waiting] == [2, 3, 4]
+    state = apply(state, Queued((4, 2, 3)))
+    assert [job for job, _ in state.waiting] == [4, 2, 3]
+    state = apply(state, JobCancelled(2, None, "cancelled before it started"))
+    assert state.job_id == 1 and [job for job, _ in state.waiting] == [4, 3]
+    state = apply(state, Finished(1, 10, {}, 1.0))
+    assert not state.running and state.busy and state.phase == "finished"
+    state = apply(state, Started(4, 11, "d", "m"))
+    assert (state.job_id, state.analysis, state.phase, state.run_id) == (4, "d", "started", 11)
+    assert [job for job, _ in state.waiting] == [3]
+    state = apply(state, Failed(4, 11, "X", "boom"))
+    state = apply(state, Failed(3, None, "BadInput", "bad", expected=True))  # failed before its run began
+    assert (state.job_id, state.phase, state.waiting, state.busy) == (3, "failed", (), False)
