@@ -3,6 +3,7 @@ tests/helpers/ray_cluster.py): the sweep equals the inline run with the same sha
 partial sums and merged tables alike. One test over every converted analysis: Ray is slow here."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("ray")
 from tests.helpers.cli import iwb, iwb_command  # noqa: E402
 from tests.helpers.ray_cluster import REPO, running_head  # noqa: E402
 from tests.helpers.shards import rows, same_results  # noqa: E402
+from tests.test_mergeable import PROMPT_SET  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +21,9 @@ pytestmark = pytest.mark.integration
 SWEPT = {
     "component-norms": ([], ("component_norms", "component_norms_sums")),
     "attention-locality": (["--param", "window=3"], ("attention_locality", "attention_locality_summary", "attention_locality_sums")),
+    "layer-interventions": (["--param", "interventions=block,swap"], ("layer_interventions", "layer_interventions_sums")),
+    "causal-trace": (["--prompts", "PROMPT_SET", "--param", "kinds=resid", "--param", "samples=2", "--param", "window=2", "--param", "threshold=-1"],
+                     ("causal_trace_buckets", "causal_trace", "causal_trace_inputs", "causal_trace_bucket_inputs")),
 }
 # The actors run torch on one thread; the inline twin must too (BLAS sums round with the thread count).
 ACTOR_THREADS = {"OMP_NUM_THREADS": "1"}
@@ -31,8 +36,13 @@ def head():
 
 def test_a_two_actor_sweep_of_each_merged_analysis_equals_the_inline_run(head, tmp_path):
     db = tmp_path / "sweep.duckdb"
+    prompt_set = tmp_path / "prompts.jsonl"
+    prompt_set.write_text("".join(json.dumps({"prompt": text, "subject": subject, "category": category}) + "\n"
+                                  for text, subject, category in PROMPT_SET))
     for index, (name, (options, tables)) in enumerate(SWEPT.items()):
-        run = [name, "--n-docs", "6", "--max-tokens", "16", *options, "--shard-docs", "2", "--no-chart"]
+        corpus = [] if "--prompts" in options else ["--n-docs", "6", "--max-tokens", "16"]
+        options = [str(prompt_set) if option == "PROMPT_SET" else option for option in options]
+        run = [name, *corpus, *options, "--shard-docs", "2", "--no-chart"]
         inline = iwb("run", *run, db=db, env=ACTOR_THREADS)
         assert inline.returncode == 0, inline.stderr
         swept = subprocess.run(head.beside([*iwb_command(), "--db", str(db), "sweep", *run, "--ray", head.address, "--actors", "2"]),

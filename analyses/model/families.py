@@ -40,7 +40,10 @@ def hf_model(model: LoadedModel | torch.nn.Module) -> Any:
 
 def family_of(model: LoadedModel | torch.nn.Module) -> str:
     """The family of a LoadedModel or a bare HF causal LM; BadInput naming its architecture otherwise."""
-    architecture = type(hf_model(model)).__name__
+    hf = hf_model(model)
+    if hf is None:  # a model described by its config only (a sweep's driver-side checks): no weights to name
+        raise LookupError("the model's weights are not loaded here")
+    architecture = type(hf).__name__
     family = FAMILY_OF_ARCHITECTURE.get(architecture)
     if family is None:
         name = getattr(model, "name", None)
