@@ -21,6 +21,6 @@ class SerialStore(Store):
             yield conn
 
     @contextlib.contextmanager
-    def write(self) -> Iterator:
-        with _CONNECTION_LOCK, super().write() as conn:
+    def write(self, retry_seconds: float | None = None) -> Iterator:
+        with _CONNECTION_LOCK, super().write(retry_seconds) as conn:
             yield conn
