@@ -52,11 +52,9 @@ def prepare(request: RunRequest) -> Prepared:
     return Prepared(analysis, params, request.inputs)
 
 
-def check_with_model(model, prepared: Prepared) -> None:
-    """Checks that need the model: a supported family, context length, the analysis' own check()."""
-    from analyses.model.adapters import adapter_for
-
-    adapter_for(model)
+def check_context(model, prepared: Prepared) -> None:
+    """BadInput when a typed input (BOS included) is longer than the model's context; needs only the
+    tokenizer and n_ctx, so a sweep's driver makes it on the model's config (app.run.sweep)."""
     setting = getattr(prepared.params, "prepend_bos", "auto")
     bos = 1 if isinstance(setting, str) and model.bos(setting).prepend else 0
     for item in prepared.inputs:
@@ -65,6 +63,14 @@ def check_with_model(model, prepared: Prepared) -> None:
         n_tokens = len(model.tokenizer.encode(item.text, add_special_tokens=False)) + bos
         if n_tokens > model.n_ctx:
             raise BadInput(f"input {item.input_id} is {n_tokens} tokens; {model.name}'s context is {model.n_ctx}")
+
+
+def check_with_model(model, prepared: Prepared) -> None:
+    """Checks that need the model: a supported family, context length, the analysis' own check()."""
+    from analyses.model.adapters import adapter_for
+
+    adapter_for(model)
+    check_context(model, prepared)
     # Reference inputs (a corpus sample stored without its texts) are read from their corpora as the check reaches them.
     prepared.analysis.check(model, with_texts(prepared.inputs), prepared.params)
 

@@ -19,7 +19,7 @@ from typing import Any
 from analyses.core.contract import Result, no_progress
 from analyses.core.errors import BadInput
 from app.run.ray_pool import ActorPool, PoolOptions
-from app.run.runner import NEEDED, Prepared, check_with_model, fidelity_rows, provenance
+from app.run.runner import NEEDED, Prepared, check_context, check_with_model, fidelity_rows, provenance
 
 PREPARE = -1
 CHECK = -2
@@ -133,15 +133,8 @@ def check_on_config(model_name: str, prepared: Prepared) -> bool:
     model = config_model(model_name)
     if model is None:
         return False
-    setting = getattr(prepared.params, "prepend_bos", "auto")
     try:
-        bos = 1 if isinstance(setting, str) and model.bos(setting).prepend else 0
-        for item in prepared.inputs:
-            if item.source == "pile":
-                continue
-            n_tokens = len(model.tokenizer.encode(item.text, add_special_tokens=False)) + bos
-            if n_tokens > model.n_ctx:
-                raise BadInput(f"input {item.input_id} is {n_tokens} tokens; {model.name}'s context is {model.n_ctx}")
+        check_context(model, prepared)
         prepared.analysis.check(model, list(prepared.inputs), prepared.params)
     except BadInput:
         raise
