@@ -20,7 +20,6 @@ from analyses.core.contract import (
     Progress,
     Result,
     ResultTable,
-    check_cancel,
     param,
 )
 from analyses.core.errors import BadInput
@@ -89,34 +88,27 @@ class AttentionPattern(Analysis):
     def compute(self, model: Any, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
         import numpy as np
         import pyarrow as pa
-        import torch
 
         from analyses.core.tables import tokens_table
-        from analyses.model.hooks import block_checks
+        from analyses.model.hooks import hook_upto_layer
 
         name = f"blocks.{params.layer}.attn.hook_pattern"
         columns: dict[str, list] = {column: [] for column, _ in SPEC.tables[0].columns}
         token_rows = []
-        with torch.inference_mode():
-            for index, item in enumerate(inputs):
-                check_cancel(cancel)
-                progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward to layer {params.layer}")
-                tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
-                token_rows.append(tokens)
-                # Only the blocks up to the layer read are run (stop_at_layer), with a cancel check before each.
-                with model.bridge.hooks(fwd_hooks=block_checks(params.layer + 1, cancel)):
-                    _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda hook: hook == name, stop_at_layer=params.layer + 1)
-                pattern = cache[name][0].float().cpu().numpy()  # [head, query, key]
-                heads = [params.head] if params.head is not None else list(range(pattern.shape[0]))
-                positions = pattern.shape[-1]
-                for head in heads:
-                    query, key = np.meshgrid(np.arange(positions), np.arange(positions), indexing="ij")
-                    columns["input_id"].append(np.full(positions * positions, item.input_id, dtype=np.int32))
-                    columns["layer"].append(np.full(positions * positions, params.layer, dtype=np.int32))
-                    columns["head"].append(np.full(positions * positions, head, dtype=np.int32))
-                    columns["query_pos"].append(query.ravel().astype(np.int32))
-                    columns["pos"].append(key.ravel().astype(np.int32))
-                    columns["weight"].append(pattern[head].ravel().astype(np.float64))
+        # Only the blocks up to the layer read are run (stop_at_layer), with a cancel check before each.
+        for _, item, tokens, activation in hook_upto_layer(model, inputs, name, params.layer, params.prepend_bos, progress, cancel):
+            token_rows.append(tokens)
+            pattern = activation[0].float().cpu().numpy()  # [head, query, key]
+            heads = [params.head] if params.head is not None else list(range(pattern.shape[0]))
+            positions = pattern.shape[-1]
+            for head in heads:
+                query, key = np.meshgrid(np.arange(positions), np.arange(positions), indexing="ij")
+                columns["input_id"].append(np.full(positions * positions, item.input_id, dtype=np.int32))
+                columns["layer"].append(np.full(positions * positions, params.layer, dtype=np.int32))
+                columns["head"].append(np.full(positions * positions, head, dtype=np.int32))
+                columns["query_pos"].append(query.ravel().astype(np.int32))
+                columns["pos"].append(key.ravel().astype(np.int32))
+                columns["weight"].append(pattern[head].ravel().astype(np.float64))
         progress(len(inputs), len(inputs), "done")
         table = pa.table({column: pa.array(np.concatenate(parts)) for column, parts in columns.items()})
         notes = {**model.bos(params.prepend_bos).record(), "hook": name}

@@ -21,7 +21,6 @@ from analyses.core.contract import (
     Result,
     ResultTable,
     Table,
-    check_cancel,
     param,
 )
 from analyses.core.errors import BadInput
@@ -87,30 +86,23 @@ class NeuronContexts(Analysis):
 
     def compute(self, model: Any, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
         import pyarrow as pa
-        import torch
 
         from analyses.core.tables import tokens_table
-        from analyses.model.hooks import block_checks
+        from analyses.model.hooks import hook_upto_layer
 
         hook = NEURON_HOOK.format(layer=params.layer)
         best: list[tuple[float, int, int, int]] = []  # a min-heap of (activation, -input order, -pos, index)
         token_rows, per_input = [], []
-        with torch.inference_mode():
-            for index, item in enumerate(inputs):
-                check_cancel(cancel)
-                progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward to layer {params.layer}")
-                tokens = model.to_tokens(item.text, prepend_bos=params.prepend_bos, max_tokens=item.meta.get("max_tokens"))
-                token_rows.append(tokens)
-                with model.bridge.hooks(fwd_hooks=block_checks(params.layer + 1, cancel)):
-                    _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name == hook, stop_at_layer=params.layer + 1)
-                acts = cache[hook][0, :, params.neuron].float().cpu().tolist()
-                per_input.append((item.input_id, max(acts), sum(acts) / len(acts), len(acts)))
-                for pos, act in enumerate(acts):
-                    entry = (act, -index, -pos, index)
-                    if len(best) < params.top_k:
-                        heapq.heappush(best, entry)
-                    elif entry > best[0]:
-                        heapq.heapreplace(best, entry)
+        for index, item, tokens, activation in hook_upto_layer(model, inputs, hook, params.layer, params.prepend_bos, progress, cancel):
+            token_rows.append(tokens)
+            acts = activation[0, :, params.neuron].float().cpu().tolist()
+            per_input.append((item.input_id, max(acts), sum(acts) / len(acts), len(acts)))
+            for pos, act in enumerate(acts):
+                entry = (act, -index, -pos, index)
+                if len(best) < params.top_k:
+                    heapq.heappush(best, entry)
+                elif entry > best[0]:
+                    heapq.heapreplace(best, entry)
         progress(len(inputs), len(inputs), "done")
         rows: dict[str, list] = {name: [] for name, _ in SPEC.tables[0].columns}
         for rank, (act, _, neg_pos, index) in enumerate(sorted(best, reverse=True), start=1):

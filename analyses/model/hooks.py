@@ -13,7 +13,7 @@ pad queries with them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,22 @@ def block_checks(n_blocks: int, cancel: CancelEvent, on_block: Callable[[int], N
             on_block(layer)
 
     return [(f"blocks.{layer}.hook_resid_post", functools.partial(check, layer=layer)) for layer in range(n_blocks)]
+
+
+def hook_upto_layer(model: LoadedModel, inputs: Sequence[Input], hook: str, layer: int, prepend_bos: str,
+                    progress: Progress, cancel: CancelEvent) -> Iterator[tuple[int, Input, Any, Any]]:
+    """One unpadded forward per input, stopped after block ``layer`` (cancel checked before each block),
+    yielding (index, input, tokens, the cached ``hook`` activation); progress per input."""
+    import torch
+
+    with torch.inference_mode():
+        for index, item in enumerate(inputs):
+            check_cancel(cancel)
+            progress(index, len(inputs), f"input {index + 1}/{len(inputs)}: forward to layer {layer}")
+            tokens = model.to_tokens(item.text, prepend_bos=prepend_bos, max_tokens=item.meta.get("max_tokens"))
+            with model.bridge.hooks(fwd_hooks=block_checks(layer + 1, cancel)):
+                _, cache = model.bridge.run_with_cache(tokens, names_filter=lambda name: name == hook, stop_at_layer=layer + 1)
+            yield index, item, tokens, cache[hook]
 
 
 def run_hooked_batches(
