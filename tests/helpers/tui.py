@@ -3,6 +3,8 @@ widget shows read from its content rather than from the screen, so that no asser
 the terminal size, a column's width or when the table last re-measured its columns."""
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from tests.helpers.fakes import FakeHost
@@ -79,3 +81,37 @@ def row_by_label(table, row: int | str) -> dict[str, str]:
 def screen_lines(app) -> list[str]:
     """The screen as the terminal would show it, one string per line (the compositor's own output)."""
     return ["".join(segment.text for segment in strip) for strip in app.screen._compositor.render_strips()]
+
+
+# A slow test analysis for the real worker host: one step per step_seconds, cancellable between steps.
+SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
+WAIT_S = 120  # a guard against hanging, not a timing assertion
+
+
+async def until(condition, what: str) -> None:
+    """Wait (yielding to the app) until condition() holds; fail after WAIT_S naming what was awaited."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def real_worker_app(tmp_path, tiny_model, monkeypatch, db_name: str):
+    """The Workbench over a fresh SerialStore with the REAL worker host (a spawned worker on the tiny
+    model) that also knows the slow test analysis; returns (app, store)."""
+    from analyses.core.registry import REGISTRY
+    from app.run.worker import ModelChoice
+    from app.run.worker_host import WorkerHost
+    from app.tui.app import Workbench
+    from app.tui.settings import Settings
+    from app.tui.store_access import SerialStore
+
+    monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
+    settings = Settings(tmp_path / db_name, model=tiny_model.location, device="cpu", dtype="float32")
+    store = SerialStore(settings.db_path)
+
+    def host(store, on_event, model):
+        return WorkerHost(store, on_event, ModelChoice(tiny_model.location, "cpu", "float32"),
+                          log_path=str(tmp_path / "worker.log"), extra_analyses=SLOW)
+
+    return Workbench(store, settings, host_factory=host), store

@@ -4,24 +4,12 @@ moves a waiting job earlier, cancels a waiting one and the running one; the work
 left in the order shown, and the store holds exactly that."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from app.run.worker import Finished, JobCancelled, JobProgress, Queued, Started
-from tests.helpers.tui import settle
+from tests.helpers.tui import real_worker_app, settle, until
 
 pytestmark = pytest.mark.tui
-SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
-WAIT_S = 120  # a guard against hanging, not a timing assertion
-
-
-async def until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def job_column(screen) -> list[str]:
@@ -30,22 +18,7 @@ def job_column(screen) -> list[str]:
 
 
 async def test_jobs_queue_reorder_and_cancel_with_the_real_worker(tmp_path, tiny_model, monkeypatch):
-    from analyses.core.registry import REGISTRY
-    from app.run.worker import ModelChoice
-    from app.run.worker_host import WorkerHost
-    from app.tui.app import Workbench
-    from app.tui.settings import Settings
-    from app.tui.store_access import SerialStore
-
-    monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
-    settings = Settings(tmp_path / "queue.duckdb", model=tiny_model.location, device="cpu", dtype="float32")
-    store = SerialStore(settings.db_path)
-
-    def host(store, on_event, model):
-        return WorkerHost(store, on_event, ModelChoice(tiny_model.location, "cpu", "float32"),
-                          log_path=str(tmp_path / "worker.log"), extra_analyses=SLOW)
-
-    app = Workbench(store, settings, host_factory=host)
+    app, store = real_worker_app(tmp_path, tiny_model, monkeypatch, "queue.duckdb")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         probe = app.screen

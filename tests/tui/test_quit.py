@@ -3,24 +3,12 @@ when the worker has stopped it, so the run is stored `cancelled` instead of bein
 The last test uses the REAL worker host (a spawned worker, the tiny model, a slow test analysis)."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from app.run.worker import Failed, Finished, JobCancelled, JobProgress, Started
-from tests.helpers.tui import make_app, settle
+from tests.helpers.tui import make_app, real_worker_app, settle, until
 
 pytestmark = pytest.mark.tui
-SLOW = {"slow-steps": "tests.helpers.slow_analysis:SlowSteps"}
-WAIT_S = 120  # a guard against hanging, not a timing assertion
-
-
-async def until(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_ctrl_q_without_a_job_quits_at_once(tui_store):
@@ -29,7 +17,7 @@ async def test_ctrl_q_without_a_job_quits_at_once(tui_store):
         await settle(app, pilot)
         assert not app.job_state.running
         await pilot.press("ctrl+q")
-        await until(pilot, lambda: app.return_code is not None, "the app to exit")
+        await until(lambda: app.return_code is not None, "the app to exit")
     assert app.return_code == 0
 
 
@@ -57,23 +45,9 @@ async def test_ctrl_q_during_a_job_asks_and_no_keeps_the_job(tui_store):
 
 
 async def test_quit_during_a_real_job_cancels_its_run(tmp_path, tiny_model, monkeypatch):
-    from analyses.core.registry import REGISTRY
-    from app.run.worker import ModelChoice
-    from app.run.worker_host import WorkerHost
-    from app.tui.app import Workbench
-    from app.tui.settings import Settings
-    from app.tui.store_access import SerialStore
     from app.tui.widgets.confirm import ConfirmModal
 
-    monkeypatch.setitem(REGISTRY, "slow-steps", SLOW["slow-steps"])
-    settings = Settings(tmp_path / "quit.duckdb", model=tiny_model.location, device="cpu", dtype="float32")
-    store = SerialStore(settings.db_path)
-
-    def host(store, on_event, model):
-        return WorkerHost(store, on_event, ModelChoice(tiny_model.location, "cpu", "float32"),
-                          log_path=str(tmp_path / "worker.log"), extra_analyses=SLOW)
-
-    app = Workbench(store, settings, host_factory=host)
+    app, store = real_worker_app(tmp_path, tiny_model, monkeypatch, "quit.duckdb")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         probe = app.screen
@@ -83,14 +57,14 @@ async def test_quit_during_a_real_job_cancels_its_run(tmp_path, tiny_model, monk
         probe.query_one("#param-steps").value = "100000"
         probe.query_one("#param-step_seconds").value = "0.02"
         await pilot.press("ctrl+r")
-        await until(pilot, lambda: any(isinstance(e, JobProgress) for e in app.events_seen), "the job's first step")
+        await until(lambda: any(isinstance(e, JobProgress) for e in app.events_seen), "the job's first step")
         started = next(e for e in app.events_seen if isinstance(e, Started))
         assert store.run_row(started.run_id)["status"] == "running"
         await pilot.press("ctrl+q")
         await settle(app, pilot)
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("y")
-        await until(pilot, lambda: app.return_code is not None, "the app to quit after the cancel")
+        await until(lambda: app.return_code is not None, "the app to quit after the cancel")
     ended = [e for e in app.events_seen if isinstance(e, (JobCancelled, Failed, Finished))]
     assert [type(e) for e in ended] == [JobCancelled], app.events_seen
     assert store.run_row(started.run_id)["status"] == "cancelled"
