@@ -49,6 +49,9 @@ def seed_lens_run(store: Any, prompt: str = "The Eiffel Tower is located in the 
         store.finish_run(run_id, inputs, token_table, {"logit_lens": (SPEC.tables[0].columns, table)})
     with store.write() as conn:
         conn.execute("UPDATE runs SET created_at = ?::TIMESTAMP, finished_at = ?::TIMESTAMP + INTERVAL 2 SECOND WHERE run_id = ?", [FIXED_TIME, FIXED_TIME, run_id])
+        # the History's compute column is measured from run_events: fixed too, or a slow machine shows 0.1 s
+        conn.execute("UPDATE run_events SET happened_at = CASE WHEN event = 'started' THEN ?::TIMESTAMP ELSE ?::TIMESTAMP + INTERVAL 2 SECOND END "
+                     "WHERE run_id = ?", [FIXED_TIME, FIXED_TIME, run_id])
     return run_id
 
 
