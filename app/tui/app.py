@@ -57,10 +57,9 @@ class Workbench(App):
         Binding("f5", "show('sql')", "SQL", tooltip="Read-only SQL console"),
         # Priority: the prompt and SQL editors (TextArea) would take F6 for "select line".
         Binding("f6", "show('corpus')", "Corpus", priority=True, tooltip="Browse a corpus and send a document to the probe"),
-        Binding("f7", "compare", "Compare", priority=True, show=False, tooltip="History: mark a run, then F7 on another compares them; elsewhere opens the compare view"),
-        # Not in the footer: at 60 columns it would cost the probe's own keys their names. The probe's
-        # progress line names F8 while jobs wait, and F1 and the palette list it.
-        Binding("f8", "show('jobs')", "Jobs", priority=True, show=False, tooltip="The running job and the queue behind it: reorder, cancel"),
+        Binding("f7", "compare", "Compare", priority=True, tooltip="History: mark a run, then F7 on another compares them; elsewhere opens the compare view"),
+        # The key bar keeps F1..F8 and ^q at any width: where words do not fit, they shorten (KeyBar).
+        Binding("f8", "show('jobs')", "Jobs", priority=True, tooltip="The running job and the queue behind it: reorder, cancel"),
         Binding("ctrl+t", "toggle_dark", "Theme", show=False, tooltip="Toggle the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit (asks first while a job runs; the job is then cancelled)"),
     ]
