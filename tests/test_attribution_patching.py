@@ -162,8 +162,8 @@ def test_a_run_stores_estimates_beside_exact_checks_and_draws(tiny_model, store)
     checked = store.query("SELECT kind, checked, count(*) FROM attribution_patching WHERE run_id = ? AND exact IS NOT NULL GROUP BY ALL ORDER BY ALL", [run_id]).rows
     assert {(kind, label): n for kind, label, n in checked} == {(kind, label): n for kind in ("attn", "mlp", "resid") for label, n in (("sample", 4), ("top", 3))}
     rows = store.query("SELECT kind, spearman, false_negatives, checked FROM atp_checks WHERE run_id = ? ORDER BY kind", [run_id]).rows
-    assert [row[0] for row in rows] == sorted(("resid", "attn", "mlp", "head", "head_total", "neuron_sum", "neuron_last"))
-    assert all(row[3] == 7 for row in rows)
+    assert [row[0] for row in rows] == sorted(("resid", "attn", "mlp", "head", "head_total", "neuron_sum", "neuron_last", "edge"))
+    assert all(row[3] == 7 for row in rows if row[0] != "edge")
     status = store.query("SELECT ok FROM run_checks WHERE run_id = ? AND \"check\" = 'invariant_unchanged_nodes_zero'", [run_id]).rows
     assert status == [(True,)]
     for chart in attribution_patching.SPEC.charts:

@@ -68,7 +68,7 @@ def test_an_undeclared_table_is_refused():
 
 
 def test_untyped_charts_and_sql_orders_are_refused():
-    assert "a chart is one of Heatmap, Line, Table" in refused(Chart("heatmap", "scores", "kl"))
+    assert "a chart is one of Heatmap, Line, Table, Graph" in refused(Chart("heatmap", "scores", "kl"))
     assert "order takes a tuple of Order" in refused(Table("t", "scores", "kl", order="kl DESC"))
     with pytest.raises(BadInput, match="op 'like' is not one of"):
         Filter("label", "like", "%a%")

@@ -5,6 +5,7 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
+from analyses.core.charts import Graph
 from analyses.core.contract import INPUT_KINDS, Heatmap, Line, Table, param
 from analyses.core.errors import BadInput
 from analyses.core.params import param_infos, parse_params
@@ -30,7 +31,7 @@ def test_every_registered_analysis_honours_the_contract():
         for chart in spec.charts:
             # Typed charts on declared tables; their columns were checked when the SPEC was built
             # (tests/test_charts.py refuses the bad ones).
-            assert isinstance(chart, (Heatmap, Line, Table)) and chart.table in table_names
+            assert isinstance(chart, (Heatmap, Line, Table, Graph)) and chart.table in table_names
         for info in param_infos(module.Params):
             assert info.doc, f"{name}.{info.name} has no doc"
         defaults = module.Params()

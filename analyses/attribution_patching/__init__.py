@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from analyses.core.charts import Graph
 from analyses.core.contract import (
     Analysis,
     AnalysisSpec,
@@ -63,6 +64,9 @@ class Params:
     top_k: int = param(10, "exact checks: the top-k nodes of each kind by ranking score")
     random_checks: int = param(20, "exact checks: a random sample of this many of the other nodes of each kind")
     fn_threshold: float = param(0.1, "false negative: a sampled node whose |exact| is at least this fraction of the largest |exact| checked")
+    edges: bool = param(True, "edge attribution patching: score every edge (head/MLP/embedding -> later head's q/k/v, MLP input, logits), store the top ones and a pruned circuit")
+    top_edges: int = param(100, "edges: how many of the strongest edges (|estimate|) to store; each is checked by exact edge patching")
+    edge_threshold: float = param(0.05, "edges: the pruned circuit keeps stored edges with |estimate| >= this fraction of the largest, connected to the logits")
     prepend_bos: str = bos_param()
 
     def check(self) -> None:
@@ -80,6 +84,10 @@ class Params:
             raise BadInput("parameters 'top_k' and 'random_checks' must not be negative")
         if self.noise < 0 or (self.sigma is not None and self.sigma < 0):
             raise BadInput("parameters 'noise' and 'sigma' must not be negative")
+        if not 1 <= self.top_edges <= 100_000:
+            raise BadInput(f"parameter 'top_edges' must be between 1 and 100000, not {self.top_edges}")
+        if not 0 <= self.edge_threshold <= 1:
+            raise BadInput(f"parameter 'edge_threshold' must be in [0, 1], not {self.edge_threshold}")
         if not 0 < self.fn_threshold <= 1:
             raise BadInput(f"parameter 'fn_threshold' must be in (0, 1], not {self.fn_threshold}")
 
@@ -123,6 +131,24 @@ SPEC = AnalysisSpec(
             "false_negatives:INTEGER", "fn_estimate:DOUBLE", "threshold:DOUBLE"),
             "per kind, over the checked nodes: Spearman(estimate, exact), the same for plain AtP, sampled false negatives (|exact| >= threshold "
             "outside the top-k) and their estimated count among all unchecked nodes"),
+        ResultTable("atp_edges", columns(
+            "input_id:INTEGER", "rank:INTEGER", "upstream:VARCHAR", "up_layer:INTEGER", "downstream:VARCHAR", "node:VARCHAR", "down_layer:INTEGER",
+            "input:VARCHAR", "estimate:DOUBLE", "exact:DOUBLE", "checked:VARCHAR", "in_circuit:BOOLEAN"),
+            "EAP: the top_edges edges by |estimate|; upstream embed / Ll.Hh (head output) / Ll.MLP into downstream input Ll.Hh.q, "
+            "Ll.Hh.k / .v (Ll.KVg with grouped-query attention), Ll.MLP (its input) or logits (final residual); node = the downstream "
+            "component; estimate = (upstream source - base) . dM/d input at the base run, the gradient taken at each head's own query / key / value "
+            "input (the bridge's per-head residual copies before the attention norm, use_split_qkv_input), at the MLP's input (hook_mlp_in) "
+            "and at the final residual stream; not available for GPT-J and Phi (one norm feeds attention and MLP); exact = exact edge patching; in_circuit = "
+            "kept by the pruning (edge_threshold, connected to the logits); embed's layer is -1, logits' n_layers"),
+        ResultTable("atp_edge_inputs", columns(
+            "input_id:INTEGER", "downstream:VARCHAR", "layer:INTEGER", "input:VARCHAR", "input_score:DOUBLE", "edge_sum:DOUBLE", "exact_sum:BOOLEAN"),
+            "every downstream input: its own score (input source - base) . dM/d input and the sum of all edges into it; equal where "
+            "the residual stream is the plain sum of its writers (exact_sum), to first order with post-norms (Gemma 3)"),
+        ResultTable("atp_circuit", columns(
+            "input_id:INTEGER", "node:VARCHAR", "layer:INTEGER", "kind:VARCHAR", "estimate:DOUBLE", "exact:DOUBLE", "spearman:DOUBLE",
+            "fn_estimate:DOUBLE"),
+            "the pruned circuit's nodes: a head's or MLP's whole-node estimate (head_total; the MLP at every token) and exact "
+            "patching of that node; spearman and fn_estimate: its kind's check (atp_checks head_total / mlp)"),
         ResultTable("atp_mean", columns("kind:VARCHAR", "layer:INTEGER", "index:INTEGER", "mean_estimate:DOUBLE", "n_prompts:INTEGER"),
                     "over the inputs: head_total per (layer, head = index) and resid / attn / mlp at the last token per layer (index -1)"),
     ),
@@ -133,6 +159,8 @@ SPEC = AnalysisSpec(
         Heatmap("AtP estimate per head (layer x head, whole head)", "atp_heads", "estimate", x="head", filters=(Filter("kind", "=", "head_total"),)),
         Table("Top MLP neurons at the last token (by ranking score)", "atp_neurons", "estimate", filters=(Filter("kind", "=", "last"),), order=(Order("rank"),), limit=15),
         Table("Top MLP neurons over all tokens (by ranking score)", "atp_neurons", "estimate", filters=(Filter("kind", "=", "sum"),), order=(Order("rank"),), limit=15),
+        Graph("Circuit: the strongest edges (EAP, pruned)", "atp_edges", "estimate", filters=(Filter("in_circuit", "=", True),),
+              source="upstream", target="node", source_layer="up_layer", target_layer="down_layer", label="input", nodes="atp_circuit"),
         Table("Checks: estimate vs exact patching", "atp_checks", "spearman", order=(Order("input_id"), Order("kind")), limit=50),
     ),
 )
@@ -143,6 +171,7 @@ class AttributionPatching(Analysis):
     spec = SPEC
     sharded = True
     invariant_checks = (
+        Invariant("invariant_edges_sum_to_input", 1e-4, "every downstream input's edges sum to its own input score (relative to the largest), where the residual stream is the plain sum of its writers (not Gemma 3's post-norms)"),
         Invariant("invariant_unchanged_nodes_zero", 1e-9, "noise corruption: every resid/attn/mlp node before the noised subject has equal clean and corrupt values, so its estimate and (where checked) exact effect are 0"),
     )
 
@@ -180,9 +209,10 @@ class AttributionPatching(Analysis):
         return Result({"atp_mean": atp_tables.mean_table(read)}, None, {})
 
     def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
+        from analyses.attribution_patching import circuit
         from analyses.attribution_patching import tables as atp_tables
 
-        return atp_tables.invariants(params, read)
+        return atp_tables.invariants(params, read) + (circuit.invariants(read) if params.edges else [])
 
 
 ANALYSIS = AttributionPatching()

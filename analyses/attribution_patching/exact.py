@@ -9,12 +9,13 @@ from typing import Any
 from analyses.attribution_patching.engine import Setup, forward, hook_name
 from analyses.core.contract import CancelEvent, check_cancel
 
-SITE_OF_KIND = {"resid": "resid", "attn": "attn", "mlp": "mlp", "head": "z", "head_total": "z", "neuron_sum": "neuron", "neuron_last": "neuron"}
+SITE_OF_KIND = {"resid": "resid", "attn": "attn", "mlp": "mlp", "mlp_total": "mlp", "head": "z", "head_total": "z", "neuron_sum": "neuron", "neuron_last": "neuron"}
 
 
 @dataclass(frozen=True)
 class Node:
-    """kind and index: (layer, pos) for resid/attn/mlp, (layer, head, pos) for head,
+    """kind and index: (layer, pos) for resid/attn/mlp, (layer,) for mlp_total (the MLP's output
+    at every token), (layer, head, pos) for head,
     (layer, head) for head_total, (layer, neuron) for neuron_sum / neuron_last."""
 
     kind: str
@@ -34,6 +35,8 @@ def _patch_hook(rows: list, base_rows: Any, source_rows: Any, source: dict, z_pa
             if node.kind in ("resid", "attn", "mlp"):
                 pos = node.index[1]
                 tensor[row, pos] = source[(site, layer)][source_rows[sample], pos].to(device)
+            elif node.kind == "mlp_total":
+                tensor[row] = source[(site, layer)][source_rows[sample]].to(device)
             elif node.kind == "head":
                 _, head, pos = node.index
                 tensor[row, :, head] = z_patched[layer][pos, sample, :, head].to(device, tensor.dtype)

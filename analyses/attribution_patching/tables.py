@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from analyses.attribution_patching.circuit import EdgeRows
 from analyses.attribution_patching.engine import POSITION_KINDS
 from analyses.attribution_patching.exact import Node
 from analyses.core.contract import CancelEvent, Input, Progress, Result, check_cancel
@@ -71,6 +72,8 @@ class Collector:
         self.inputs: list[dict] = []
         self.checks: list[dict] = []
         self.tokens: list = []
+        self.edges = EdgeRows()
+        self.edge_note = ""
 
     def add(self, item: Input, progress: Progress, cancel: CancelEvent) -> None:
         import numpy as np
@@ -101,10 +104,18 @@ class Collector:
         for node, effect in zip(nodes, effects):
             flat = int(np.ravel_multi_index(node.index, scores.estimate[node.kind].shape))
             exact_of[node.kind][flat] = effect
+        summaries = {}
         for kind in CHECK_KINDS:
             top, sampled = chosen[kind]
-            summary = check_summary(kind, scores.estimate[kind], scores.atp[kind], exact_of[kind], top, sampled, params.fn_threshold)
-            self.checks.append({"input_id": item.input_id, **summary})
+            summaries[kind] = check_summary(kind, scores.estimate[kind], scores.atp[kind], exact_of[kind], top, sampled, params.fn_threshold)
+            self.checks.append({"input_id": item.input_id, **summaries[kind]})
+        if params.edges:
+            from analyses.attribution_patching import edges as eap
+
+            self.edge_note = eap.unavailable(model) or "scored"
+            if self.edge_note == "scored":
+                summary = self.edges.add(model, setup, params, item.input_id, scores, source, summaries, rng, batch_rows, cancel, progress)
+                self.checks.append({"input_id": item.input_id, **summary})
         self._store_nodes(item.input_id, scores, chosen, exact_of)
         clean_metric, corrupt_metric = (scores.base_metric, scores.source_metric) if params.resolved_direction() == "noising" else (scores.source_metric, scores.base_metric)
         self.inputs.append({
@@ -157,9 +168,14 @@ class Collector:
         tables = {name: table(name, columns) for name, columns in self.rows.items()}
         tables["atp_inputs"] = table("atp_inputs", rows_to_columns("atp_inputs", self.inputs))
         tables["atp_checks"] = table("atp_checks", rows_to_columns("atp_checks", self.checks))
+        if self.edges.inputs["input_id"]:
+            tables["atp_edges"] = table("atp_edges", self.edges.edges)
+            tables["atp_edge_inputs"] = table("atp_edge_inputs", self.edges.inputs)
+            tables["atp_circuit"] = table("atp_circuit", self.edges.nodes)
         notes = {
             **self.model.bos(self.params.prepend_bos).record(), **self.state, "method": self.params.method,
             "graddrop": self.params.graddrop and self.params.method == "atp_star", "direction": self.params.resolved_direction(),
+            "edges": self.edge_note if self.params.edges else "off",
         }
         return Result(tables=tables, tokens=tokens_table_of(self.tokens), notes=notes)
 

@@ -1,4 +1,4 @@
-"""Chart types of an analysis' SPEC: Heatmap, Line and Table, with their rows (Filter, RunValue),
+"""Chart types of an analysis' SPEC: Heatmap, Line, Table and Graph, with their rows (Filter, RunValue),
 marks (Mark) and order (Order) as data, never SQL.
 
 Each type carries only the fields its kind uses; app/charts/__init__.py, the one renderer, writes
@@ -131,7 +131,30 @@ class Table(Chart):
         return (*super().columns_read(), *(("order", item.column) for item in self.order))
 
 
-CHART_TYPES: tuple[type[Chart], ...] = (Heatmap, Line, Table)
+@dataclass(frozen=True)
+class Graph(Chart):
+    """A circuit: the edges of ``table`` (rows: ``source`` node -> ``target`` node, ``value`` the
+    edge's score, ``label`` which input of the target it enters) drawn with nodes as boxes placed
+    by layer (``source_layer`` / ``target_layer``), lowest at the bottom; ``nodes`` names a table
+    with one row per node (column ``node``) whose other columns are what the cursor shows; the
+    ``limit`` strongest edges (by |value|) are drawn, every one is listed."""
+
+    kind: ClassVar[str] = "graph"
+
+    source: str = "source"
+    target: str = "target"
+    source_layer: str = "source_layer"
+    target_layer: str = "target_layer"
+    label: str | None = None
+    nodes: str | None = None
+    limit: int = 24
+
+    def columns_read(self) -> tuple[tuple[str, str | None], ...]:
+        return (*super().columns_read(), ("source", self.source), ("target", self.target), ("source_layer", self.source_layer),
+                ("target_layer", self.target_layer), ("label", self.label))
+
+
+CHART_TYPES: tuple[type[Chart], ...] = (Heatmap, Line, Table, Graph)
 
 
 def check_chart(chart: Chart, table_columns: Callable[[str], tuple[str, ...] | None], owner: str = "") -> None:
@@ -154,6 +177,10 @@ def check_chart(chart: Chart, table_columns: Callable[[str], tuple[str, ...] | N
     if chart.last_pos:
         _check_column(where, "last_pos", "input_id", chart.table, columns)
         _check_column(where, "last_pos", "pos", chart.table, columns)
+    if isinstance(chart, Graph) and chart.nodes is not None:
+        node_columns = _columns_of(where, chart.nodes, table_columns)
+        for role, column in (("nodes", "node"), *((("nodes per_input", "input_id"),) if chart.per_input else ())):
+            _check_column(where, role, column, chart.nodes, node_columns)
     if isinstance(chart, Heatmap) and chart.mark is not None:
         mark_columns = _columns_of(where, chart.mark.table, table_columns)
         for role, column in (("mark", "input_id"), ("mark start", chart.mark.start), ("mark end", chart.mark.end)):

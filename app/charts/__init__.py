@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from analyses.core.charts import Chart, Filter, Heatmap, Line, RunValue, Table
+from analyses.core.charts import Chart, Filter, Graph, Heatmap, Line, RunValue, Table
 
 # Viridis at ten even steps, low to high: perceptually uniform and ordered by lightness, so that
 # brighter always means more (also once a monochrome filter turns it grey).
@@ -49,6 +49,8 @@ class ChartData:
     """Heatmaps: the other columns of each cell's row (e.g. the logit lens' top token), by (row, col)."""
     full_ranges: dict[bool, tuple[float, float]] = field(default_factory=dict)
     """A window of rows keeps the colour scale of the whole heatmap (by log_scale)."""
+    circuit: Any = None
+    """Graph charts: the nodes and edges (app.charts.graph.Circuit); ``rows`` are the edges as stored."""
 
     @property
     def label(self) -> str:
@@ -245,6 +247,8 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
         result = store.query(sql, values)
         data.columns, data.rows, data.sql = result.columns, result.rows, inline(sql, values)
         return data if data.rows else None
+    if isinstance(chart, Graph):
+        return _load_graph(store, chart, data, where, values, run_id, input_id)
     value = quoted(chart.value)
     if isinstance(chart, Heatmap):
         sql = f"SELECT t.{quoted(chart.y)}, t.{quoted(chart.x)}, avg(t.{value}) AS {value} FROM {table} t WHERE {where} GROUP BY ALL ORDER BY 1, 2"
@@ -276,6 +280,26 @@ def load_chart(store, chart: Chart, run_id: int, input_id: int | None = None, fa
         xs, ys = data.series.setdefault(name, ([], []))
         xs.append(x)
         ys.append(float(y))
+    return data
+
+
+def _load_graph(store, chart: Graph, data: ChartData, where: str, values: list, run_id: int, input_id: int | None) -> ChartData | None:
+    """A graph's edges, strongest first, and its node table's rows for the same run and input."""
+    from app.charts.graph import circuit_of
+
+    sql = f"SELECT * EXCLUDE (run_id) FROM {quoted(chart.table)} t WHERE {where} ORDER BY abs(t.{quoted(chart.value)}) DESC"
+    result = store.query(sql, values)
+    data.columns, data.rows, data.sql = result.columns, result.rows, inline(sql, values)
+    if not data.rows:
+        return None
+    node_rows = None
+    if chart.nodes is not None:
+        node_where, node_values = "t.run_id = ?", [run_id]
+        if chart.per_input and input_id is not None:
+            node_where, node_values = node_where + " AND t.input_id = ?", [run_id, input_id]
+        found = store.query(f"SELECT * EXCLUDE (run_id) FROM {quoted(chart.nodes)} t WHERE {node_where}", node_values)
+        node_rows = (found.columns, found.rows)
+    data.circuit = circuit_of(data.columns, data.rows, chart, node_rows)
     return data
 
 
@@ -486,6 +510,11 @@ def render_text(data: ChartData, width: int = 100, height: int = 28, use_colour:
     """A chart as terminal text (ANSI colours when asked), for the CLI."""
     if isinstance(data.chart, Table):
         return render_table(data)
+    if isinstance(data.chart, Graph):
+        from app.charts.graph import render
+
+        return render(data.chart.title + (f" ({data.subtitle})" if data.subtitle else ""), data.circuit, data.columns, data.rows,
+                      data.chart.limit, max_width=width)
     from plotext._figure import _figure_class
 
     figure = _figure_class()

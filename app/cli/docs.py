@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from analyses.core.charts import Graph
 from analyses.core.contract import AnalysisSpec, Chart, Filter, Heatmap, Line, RunValue, Table
 from analyses.core.params import ParamInfo, param_infos
 from analyses.core.registry import BUILTIN, REGISTRY, analysis_names, get_analysis
@@ -90,6 +91,9 @@ def _axes(chart: Chart) -> str:
         axes = f"x {_code(chart.x)}, y {_code(chart.y)}"
     elif isinstance(chart, Line):
         axes = f"x {_code(chart.x)}" + (f", one curve per {_code(chart.series)}" if chart.series else "")
+    elif isinstance(chart, Graph):
+        axes = (f"edges {_code(chart.source)} -> {_code(chart.target)} by layer ({_code(chart.source_layer)}, {_code(chart.target_layer)}), "
+                f"the {chart.limit} strongest drawn" + (f"; nodes from {_code(chart.nodes)}" if chart.nodes else ""))
     else:
         assert isinstance(chart, Table), chart
         order = f" ordered by {_code(_order(chart))}" if chart.order else ""
