@@ -7,6 +7,8 @@ destination token fixed to ``dest_token``) and a key-content part; the positiona
 softmax of the positional part. Rotary models (and other layers): the pattern is the real
 attention averaged over the documents per (destination, key), i.e. averaged over content.
 The normaliser, duplicate-token score and ln scale come from one hooked pass over the corpus.
+Sharded: each shard stores its documents' rows and its summed attention (partials.py), and
+finalize rebuilds the corpus sums from every shard before the anatomy and the bootstrap.
 """
 from __future__ import annotations
 
@@ -123,6 +125,20 @@ SPEC = AnalysisSpec(
                     "95% interval over documents (low, high) and the class threshold, one curve each (prefixed 'layer L' with several layers)"),
         ResultTable("first_layer_heads_terms", columns("layer:INTEGER", "head:INTEGER", "dest_pos:INTEGER", "term:VARCHAR", "spread:DOUBLE"),
                     "additive split only: std over visible keys of each positional term (token_position, position_position, query_bias_position)"),
+        # Per shard (partials.py): what finalize merges into the tables above.
+        ResultTable("first_layer_heads_docs", columns("layer:INTEGER", "input_id:BIGINT", "set_name:VARCHAR", "n_tokens:INTEGER",
+                                                       "scale_sum:DOUBLE", "scale_sq_sum:DOUBLE", "n_scaled:BIGINT"),
+                    "per shard, per document: corpus set, tokens analysed, and its ln1 scales (from the first analysed position) summed, squared and counted"),
+        ResultTable("first_layer_heads_rows", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "pos:INTEGER", "residual_logz:DOUBLE",
+                                                       *(f"{score}:DOUBLE" for score in ("sink", "previous", "local", "contextual", "averaging"))),
+                    "per shard, per document, head and destination: the residual log-normaliser (log-sum-exp of the scores minus their mean) "
+                    "and the row's class scores on its real attention (NaN where a row has none); finalize pools them per document"),
+        ResultTable("first_layer_heads_duplicates", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "dest_pos:INTEGER", "key_pos:INTEGER", "attn:DOUBLE"),
+                    "per shard, per document and head: real attention on each earlier copy (key_pos) of the destination's token"),
+        ResultTable("first_layer_heads_attn_sums", columns("layer:INTEGER", "first_input:BIGINT", "head:INTEGER", "dest_pos:INTEGER", "key_pos:INTEGER",
+                                                            "attn_sum:DOUBLE"),
+                    "per shard (named by its first input_id): real attention summed over the shard's documents per (head, destination, key), the one dense partial "
+                    "(heads x T x T / 2 rows a shard: larger --shard-docs store fewer); the measured pattern is their merge over the documents"),
     ),
     charts=(
         Heatmap("Positional pattern, heads x offset (largest destination)", "first_layer_heads_pattern", "weight", x="key_offset", y="head",
@@ -175,6 +191,7 @@ def anatomies(model, inputs: list[Input], params: Params, progress: Progress, ca
 class FirstLayerHeads(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-document rows and per-shard attention sums, merged by finalize (partials.py)
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         from analyses.model.weights import model_weights
@@ -195,23 +212,59 @@ class FirstLayerHeads(Analysis):
         if not reach:
             raise BadInput(f"no destination position in {params.dest_positions!r} fits the documents (longest: {longest} tokens)")
 
-    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        from analyses.core.tables import tokens_table
-        from analyses.first_layer_heads import tables
+    def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> Any:
+        """The weights finalize reads (it has no model): layer 0's additive split, the windows."""
+        from analyses.first_layer_heads.partials import weights_state
 
-        _, token_rows, results, first_pos = anatomies(model, inputs, params, progress, cancel)
+        first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
+        return weights_state(model, int_list(params.layers, "layers"), params.method, dest_token_id(model, params.dest_token), first_pos)
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        """One shard: the corpus pass over its documents, stored as partial tables."""
+        from analyses.core.tables import tokens_table
+        from analyses.first_layer_heads import engine
+        from analyses.first_layer_heads.partials import shard_tables
+        from analyses.model.weights import model_weights
+
+        token_rows = analysed_token_rows(model, inputs, params)
+        set_names = [str(item.meta.get("pile_set_name") or item.source) for item in inputs]
+        first_pos = 1 if model.bos(params.prepend_bos).prepend else 0
+        layers = int_list(params.layers, "layers")
+        corpus = engine.collect(model, model_weights(model), token_rows, set_names, layers, first_pos, progress, cancel)
+        notes = {
+            **model.bos(params.prepend_bos).record(),
+            "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
+        }
+        return Result(tables=shard_tables(corpus, [item.input_id for item in inputs], set_names),
+                      tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        """The anatomy of each layer from every shard's partials (partials.layer_corpus), then its tables."""
+        from analyses.first_layer_heads import anatomy, tables
+        from analyses.first_layer_heads.partials import layer_corpus, state_weights
+
+        weights = state_weights(state)
+        layers, methods = state["layers"].tolist(), [str(method) for method in state["methods"].tolist()]
+        first_pos, n_ctx = int(state["first_pos"]), int(state["n_ctx"])
+        results = []
+        for index, (layer, method) in enumerate(zip(layers, methods)):
+            check_cancel(cancel)
+            progress(index, len(layers), f"layer {layer} ({index + 1}/{len(layers)}): head anatomy and bootstrap")
+            corpus = layer_corpus(read, layer)
+            if corpus is None:
+                return Result({}, None, {})
+            results.append(anatomy.analyse_layer(weights, corpus, layer, method, int_list(params.dest_positions, "dest_positions"), 0,
+                                                 n_ctx, first_pos, params.thresholds()))
         out = tables.pattern_tables(results)
         out["first_layer_heads_normaliser"] = tables.normaliser_table(results, params.normaliser_bin, first_pos)
         out["first_layer_heads_class"] = tables.class_table(results, first_pos)
         out["first_layer_heads_intervals"] = tables.intervals_table(results, params.thresholds())
         out["first_layer_heads_terms"] = tables.terms_table(results)
         notes = {
-            **model.bos(params.prepend_bos).record(),
             "methods": {str(item.layer): item.method for item in results},
             "ln_scale": {str(item.layer): {"mean": item.scale_mean, "std": item.scale_std, "n_tokens": item.n_scaled} for item in results},
-            "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
         }
-        return Result(tables=out, tokens=tokens_table(model, inputs, token_rows), notes=notes)
+        return Result(tables=out, tokens=None, notes=notes)
 
 
 ANALYSIS = FirstLayerHeads()

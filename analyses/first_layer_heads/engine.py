@@ -65,6 +65,9 @@ class DocumentScores:
     rows: Any
     dup_cells: Any
     dup_attn: Any
+    scale_sum: float = 0.0  # the document's ln1 scales (first analysed position on): sum, sum of squares, count
+    scale_sq_sum: float = 0.0
+    n_scaled: int = 0
 
 
 def row_scores(pattern) -> Any:
@@ -102,9 +105,10 @@ def add_document(entry: LayerCorpus, layer_weights, resid, ids, first_pos: int):
     from analyses.model.weights import attention_scores, norm_scale
 
     scales = norm_scale(layer_weights.ln1, resid[first_pos:]).double()
-    entry.scale_sum += float(scales.sum())
-    entry.scale_sq_sum += float((scales ** 2).sum())
-    entry.n_scaled += int(scales.numel())
+    scale_sum, scale_sq_sum, n_scaled = float(scales.sum()), float((scales ** 2).sum()), int(scales.numel())
+    entry.scale_sum += scale_sum
+    entry.scale_sq_sum += scale_sq_sum
+    entry.n_scaled += n_scaled
     # Scores from the weights: the bridge's hook_attn_scores is not the scores on every family.
     scores, allowed = attention_scores(layer_weights, resid)
     size = scores.shape[-1]
@@ -115,7 +119,7 @@ def add_document(entry: LayerCorpus, layer_weights, resid, ids, first_pos: int):
     entry.dup_count[:size, :size] += duplicate
     entry.dup_attn_sum[:, :size, :size] += pattern * duplicate
     cells = duplicate.nonzero().T
-    document = DocumentScores(row_scores(pattern), cells, pattern[:, cells[0], cells[1]].double())
+    document = DocumentScores(row_scores(pattern), cells, pattern[:, cells[0], cells[1]].double(), scale_sum, scale_sq_sum, n_scaled)
     seen = scores.masked_fill(~allowed, float("nan"))
     return torch.logsumexp(scores, -1) - seen.nanmean(-1), document
 
