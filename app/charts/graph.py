@@ -155,11 +155,11 @@ def layout(circuit: Circuit, limit: int = 24) -> Layout:
 
 
 def describe(circuit: Circuit, name: str) -> str:
-    """One line on a node: its layer, its readout columns, its edges in and out."""
+    """One line on a node: its layer, its readout columns that have a value, its edges in and out."""
     from app.charts import format_cell
 
     parts = [name, f"layer {circuit.nodes.get(name)}"]
-    parts += [f"{column} {format_cell(value)}" for column, value in circuit.info.get(name, ()) if column != "layer"]
+    parts += [f"{column} {format_cell(value)}" for column, value in circuit.info.get(name, ()) if column != "layer" and value is not None]
     into = [edge for edge in circuit.edges if edge[1] == name]
     out = [edge for edge in circuit.edges if edge[0] == name]
     parts.append(f"{len(into)} edges in, {len(out)} out")

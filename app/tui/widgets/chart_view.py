@@ -6,7 +6,10 @@ instead of squeezing into … labels), ``*`` / ``/`` give each row more or fewer
 again. The cursor cell is marked with brackets (``◆`` in a one-character cell) as well as colour, so
 it shows without colour too. Where colours cannot be trusted (NO_COLOR, or a terminal of 16 colours
 or fewer) cells are drawn as shades `` ░▒▓█`` and the legend says so. Line charts get a cursor on
-their x values (a vertical line) and the line below reads each curve's value there.
+their x values (a vertical line) and the line below reads each curve's value there. Graph charts
+(a circuit) are drawn as text (app.charts.graph): left / right walk the nodes, up / down go to the
+nearest node a row above or below, the view scrolls to keep the cursor's box (reversed) on screen,
+and the line below reads the node's own exact check and its edges.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
 from app import charts
+from app.charts import graph
 
 CURSOR_STYLE = Style(color="rgb(255,0,0)", bgcolor="rgb(255,0,0)")
 CURSOR_MARK_STYLE = Style(color="rgb(255,255,255)", bgcolor="rgb(255,0,0)", bold=True)
@@ -30,6 +34,7 @@ TOKEN_CURSOR_STYLE = Style(color="rgb(255,255,255)", bgcolor="rgb(255,0,0)", bol
 FRAME_LINES = 5  # title, two borders, x tick labels, x axis label (see charts.heatmap_canvas)
 DRAWN_KEPT = 24  # drawn charts kept, so paging back to a chart does not draw it again
 TRUSTED_COLOURS = ("256", "truecolor")
+GRAPH_CURSOR_STYLE = Style(reverse=True, bold=True)
 
 
 def cell_text(data: charts.ChartData, row: int, col: int) -> str:
@@ -96,6 +101,11 @@ class ChartView(PlotextPlot, can_focus=True):
         self._strips: list[Strip] = []
         self._drawn: dict[tuple, tuple] = {}
         self.painted_cursor: tuple[int, int] | None = None
+        self.circuit_layout: graph.Layout | None = None
+        self.node = 0
+        """The graph's cursor: an index into its layout's node order."""
+        self.graph_offset = (0, 0)
+        """The graph's first line and column on screen."""
 
     @property
     def is_heatmap(self) -> bool:
@@ -104,6 +114,10 @@ class ChartView(PlotextPlot, can_focus=True):
     @property
     def is_line(self) -> bool:
         return self.data is not None and isinstance(self.data.chart, charts.Line) and bool(self.data.series)
+
+    @property
+    def is_graph(self) -> bool:
+        return self.data is not None and isinstance(self.data.chart, charts.Graph) and self.data.circuit is not None
 
     @property
     def shades(self) -> bool:
@@ -121,6 +135,11 @@ class ChartView(PlotextPlot, can_focus=True):
             self.row_offset, self.col_offset = len(data.matrix), len(data.matrix[0])
         if self.is_line:
             self.point = len(data.line_xs()) - 1
+        self.circuit_layout = None
+        if self.is_graph:
+            # Start on the top node (the logits): where the circuit ends.
+            self.circuit_layout = graph.layout(data.circuit, data.chart.limit)
+            self.node, self.graph_offset = len(self.circuit_layout.order) - 1, (0, 0)
         self._cache_key = None
         self.refresh()
         self.post_message(self.CursorMoved(self.describe_cursor()))
@@ -160,6 +179,9 @@ class ChartView(PlotextPlot, can_focus=True):
         data = self.data
         if data is None:
             return Text("")
+        if self.is_graph and self.circuit_layout is not None and self.circuit_layout.order:
+            name = self.circuit_layout.order[self.node]
+            return Text(f"{graph.describe(data.circuit, name)} · node {self.node + 1}/{len(self.circuit_layout.order)}")
         if not isinstance(data.chart, charts.Heatmap):
             if not self.is_line:
                 return Text("")
@@ -191,6 +213,9 @@ class ChartView(PlotextPlot, can_focus=True):
 
     def action_move(self, rows: int, cols: int) -> None:
         data = self.data
+        if self.is_graph:
+            self._move_node(rows, cols)
+            return
         if self.is_line:
             self.point = min(len(data.line_xs()) - 1, max(0, self.point + cols))
             self._moved()
@@ -202,6 +227,66 @@ class ChartView(PlotextPlot, can_focus=True):
         self.cursor = (row, col)
         self._moved()
 
+    def _move_node(self, rows: int, cols: int) -> None:
+        """Along the node order (cols), or to the node nearest the cursor's centre ``rows`` box rows up or down."""
+        layout = self.circuit_layout
+        if layout is None or not layout.order:
+            return
+        order = layout.order
+        if cols:
+            self.node = min(len(order) - 1, max(0, self.node + cols))
+        elif rows:
+            top, left, right = layout.boxes[order[self.node]]
+            tops = sorted({box[0] for box in layout.boxes.values()})
+            row = min(len(tops) - 1, max(0, tops.index(top) - rows))  # rows up are smaller line numbers
+            centre = (left + right) / 2
+            self.node = min((i for i, name in enumerate(order) if layout.boxes[name][0] == tops[row]),
+                            key=lambda i: abs((layout.boxes[order[i]][1] + layout.boxes[order[i]][2]) / 2 - centre))
+        self._moved()
+
+    def _graph_window(self) -> tuple[int, int]:
+        """The first picture line and column on screen, moved as little as keeps the cursor's box in view."""
+        layout = self.circuit_layout
+        lines = max(1, self.size.height - 1)  # the title takes the first line
+        width = max(1, self.size.width)
+        if layout is None or not layout.order:
+            return 0, 0
+        top, left, right = layout.boxes[layout.order[self.node]]
+        first, column = self.graph_offset
+        height = len(layout.lines)
+        first = min(max(0, first), max(0, height - lines))
+        if top < first:
+            first = top
+        elif top + 3 > first + lines:
+            first = top + 3 - lines
+        if left < column:
+            column = left
+        elif right > column + width:
+            column = right - width
+        self.graph_offset = (max(0, first), max(0, column))
+        return self.graph_offset
+
+    def _graph_line(self, y: int) -> Strip:
+        width = self.size.width
+        layout = self.circuit_layout
+        if layout is None:
+            return Strip.blank(width)
+        first, column = self._graph_window()
+        if y == 0:
+            title = self.data.chart.title if self.data is not None else ""
+            rows = len(layout.lines)
+            note = f" · lines {first + 1}-{min(rows, first + self.size.height - 1)} of {rows}" if rows > self.size.height - 1 else ""
+            return self._strip(Text(charts.shortened(title + note, width), style="bold"))
+        index = first + y - 1
+        if index >= len(layout.lines):
+            return Strip.blank(width)
+        line = Text(layout.lines[index][column: column + width])
+        if layout.order:
+            top, left, right = layout.boxes[layout.order[self.node]]
+            if top <= index < top + 3:
+                line.stylize(GRAPH_CURSOR_STYLE, max(0, left - column), max(0, right - column))
+        return self._strip(line)
+
     def action_page(self, direction: int) -> None:
         """A window's width of columns left or right (the window follows the cursor)."""
         if self.is_heatmap:
@@ -210,7 +295,9 @@ class ChartView(PlotextPlot, can_focus=True):
             self.action_move(0, direction * max(1, len(self.data.line_xs()) // 10))
 
     def action_edge(self, direction: int) -> None:
-        if self.is_heatmap:
+        if self.is_graph:
+            self._move_node(0, direction * len(self.circuit_layout.order) if self.circuit_layout else 0)
+        elif self.is_heatmap:
             self.action_move(0, (len(self.data.matrix[0]) if direction > 0 else -len(self.data.matrix[0])))
         elif self.is_line:
             self.action_move(0, direction * len(self.data.line_xs()))
@@ -330,6 +417,8 @@ class ChartView(PlotextPlot, can_focus=True):
         return Strip(list(line.render(self.app.console, end=""))).adjust_cell_length(self.size.width)
 
     def render_line(self, y: int) -> Strip:
+        if self.is_graph:
+            return self._graph_line(y)
         if not self.is_heatmap:
             return super().render_line(y)
         self._ensure_drawn()
