@@ -1,5 +1,5 @@
 """The probe form at 80x24 and 60x20: every parameter of every analysis is reached by Tab and is on
-the screen when focused, with its whole description; a bad value (in the last parameter too) is
+the screen when focused, with its whole description wrapped on its row; a bad value (in the last parameter too) is
 flagged on its row and ctrl+r says why it refuses and goes there; values are kept per analysis;
 focus never lands in a hidden widget; the prompt editor grows, clears and holds no hidden text.
 
@@ -12,6 +12,7 @@ import pytest
 
 from analyses.core.params import param_infos
 from analyses.core.registry import analysis_names, get_analysis
+from app.tui.widgets.param_form import show_default
 from tests.helpers.tui import make_app, settle, shown
 
 pytestmark = pytest.mark.tui
@@ -53,9 +54,11 @@ def bad_value(info) -> str | None:
 
 
 async def steady(pilot) -> None:
-    """Every pending message, refresh and scroll done (no sleeps)."""
-    await pilot.wait_for_scheduled_animations()
-    await pilot.pause()
+    """Every pending message, refresh and scroll done (no sleeps): a focus change takes a few rounds
+    (the focused row's height, then the form's, then the scroll to the row)."""
+    for _ in range(3):
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
 
 
 async def show(app, pilot, analysis: str):
@@ -89,10 +92,12 @@ async def test_every_parameter_is_reached_by_tab_and_shown_with_its_whole_descri
                     reached.append(focused.id)
                     assert on_screen(app, focused), (size, analysis, info.name, focused.region)
                     row = probe.query_one(f"#row-{info.name}")
-                    assert drawn(app, row).startswith(info.name[:10]), (analysis, drawn(app, row))
-                    help_line = probe.query_one("#param-help")
-                    assert on_screen(app, help_line)
-                    assert collapsed(info.doc) in drawn(app, help_line), (analysis, info.name, drawn(app, help_line))
+                    text = drawn(app, row)
+                    # The focused row opens: on screen whole, its whole description and default
+                    # wrapped under its line, nothing cut to an ellipsis.
+                    assert on_screen(app, row), (size, analysis, info.name, row.region, "\n".join(screen_lines(app)))
+                    assert text.startswith(info.name[:10]) and "…" not in text[len(info.name):], (analysis, text)
+                    assert collapsed(f"{info.doc} (default {show_default(info)})") in text, (size, analysis, info.name, text)
             assert reached == expected, (size, analysis)
             assert on_screen(app, probe.query_one("#run")) and on_screen(app, probe.query_one("#status-line"))
 
@@ -240,3 +245,26 @@ async def test_the_key_bar_shortens_descriptions_to_keep_every_key(tui_store, si
         assert text.split()[:6] == ["^k", "Cancel", "^r", "Run", "^l", "Clear"]  # the screen's own keys first
         for key in ("f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "^q"):
             assert key in text.split()
+
+
+@size_ids
+async def test_the_progress_note_wraps_whole_under_the_bar(tui_store, size):
+    """A long progress note (what it does, n of N, rate, time left, the queue) is shown whole, wrapped
+    at the screen's width, with the Run button and the status line still on screen."""
+    from dataclasses import replace
+
+    app = make_app(tui_store, hold=True)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        probe = app.screen
+        state = replace(app.job_state, job_id=7, phase="started", done=3, total=30, note="input 2/8: layer 3/30 of causal-trace, restoring the MLP window",
+                        pace=" · 4.2 layers/s · ~41 s left", waiting=((8, "logit-lens"), (9, "truncation")))
+        probe.show_state(state)
+        await steady(pilot)
+        note = probe.query_one("#progress-note")
+        expected = f"started: {state.note}{state.pace} · 2 queued (F8)"
+        assert on_screen(app, note) and drawn(app, note) == expected, (drawn(app, note), "\n".join(screen_lines(app)))
+        assert on_screen(app, probe.query_one("#run")) and on_screen(app, probe.query_one("#status-line"))
+        probe.show_state(replace(state, job_id=None, phase="idle"))  # back to one line
+        await steady(pilot)
+        assert drawn(app, note) == "idle" and note.region.height == 1

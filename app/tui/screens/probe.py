@@ -116,7 +116,7 @@ class ProbeScreen(WorkbenchScreen):
                 yield Button("Run ^r", id="run", variant="primary", compact=True)
                 yield Button("Cancel ^k", id="cancel", variant="error", compact=True, disabled=True)
                 yield ProgressBar(total=1, id="progress", show_eta=False)
-                yield Static("idle", id="progress-note")
+            yield Static("idle", id="progress-note")  # full width under the bar: it wraps, never cut
             yield RichLog(id="job-log", max_lines=200, wrap=True)
             yield Static("", id="status-line")
         yield KeyBar()
@@ -299,7 +299,10 @@ class ProbeScreen(WorkbenchScreen):
         elif state.phase in ("submitted", "started"):
             bar.update(total=None)
         queued = f" · {len(state.waiting)} queued (F8)" if state.waiting else ""
-        self.query_one("#progress-note", Static).update(plain(f"{state.phase}: {state.note}{state.pace}{queued}" if state.job_id else "idle"), layout=False)
+        note = self.query_one("#progress-note", Static)
+        note.update(plain(f"{state.phase}: {state.note}{state.pace}{queued}" if state.job_id else "idle"), layout=False)
+        if note.size.width and note.get_content_height(note.size, self.app.size, note.size.width) != note.size.height:
+            note.refresh(layout=True)  # the note wraps: a layout only when its line count changes
         self.query_one("#run", Button).label = "Queue ^r" if state.running else "Run ^r"  # while a job runs, ctrl+r queues the next
         self.query_one("#cancel", Button).disabled = not state.running
         layers = f" · {state.n_layers} layers" if state.n_layers else ""

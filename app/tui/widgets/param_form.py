@@ -1,9 +1,11 @@
 """A parameter form generated from an analysis' Params: one row per field, checked as you type.
 
-The rows scroll (any number of parameters, any terminal height), the focused row is always
-scrolled into view, the line under the rows shows the focused parameter's whole description, a
-bad value is flagged on its own row (the error replaces the row's description, in red) and
-``first_problem`` names the first bad field so that a refused run can say why and go there.
+The rows scroll (any number of parameters, any terminal height); every row is one line (name,
+field, the description cut to fit) except the focused one, which is scrolled into view and opens:
+its line gives the type, and its whole description and default wrap under it at the form's width.
+A bad value is flagged on its own row (the error replaces the row's description, in red) and
+``first_problem`` names the first bad field so that a refused run can say why and go there. The
+line under the rows, while no row is focused, counts the parameters and lists the values set.
 """
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ class ParamValidator(Validator):
         return self.failure(problem) if problem else self.success()
 
 
-class ParamRow(Horizontal):
-    """One parameter: its name, its field, and its description or, while the value is bad, the error."""
+class ParamRow(Vertical):
+    """One parameter: its name, its field, and its description or, while the value is bad, the
+    error, on one line; while focused (open), the line gives the type, and the whole description
+    and the default wrap under it at the form's width."""
 
     def __init__(self, info: ParamInfo, value: str = "") -> None:
         super().__init__(classes="param-row", id=f"row-{info.name}")
@@ -63,14 +67,20 @@ class ParamRow(Horizontal):
 
     def compose(self) -> ComposeResult:
         info = self.info
-        yield Label(info.name, classes="param-name")
-        yield Input(self.initial, placeholder=show_default(info), id=f"param-{info.name}", validators=[ParamValidator(info)],
-                    compact=True, classes="param-input", tooltip=f"{info.doc} ({kind_of(info)}, default {show_default(info)})")
-        yield Static(self.note(), classes="param-doc")
+        with Horizontal(classes="param-line"):
+            yield Label(info.name, classes="param-name")
+            yield Input(self.initial, placeholder=show_default(info), id=f"param-{info.name}", validators=[ParamValidator(info)],
+                        compact=True, classes="param-input", tooltip=f"{info.doc} ({kind_of(info)}, default {show_default(info)})")
+            yield Static(self.note(), classes="param-doc")
+        yield Static(self.more(), classes="param-more")
 
     def note(self) -> Any:
         problem = self.problem()
-        return plain(problem) if problem else plain(f"{kind_of(self.info)} · {self.info.doc}")
+        if problem:
+            return plain(problem)
+        if self.has_class("-open"):
+            return plain(kind_of(self.info))  # the description and default are under the line
+        return plain(f"{kind_of(self.info)} · {self.info.doc}")
 
     def problem(self) -> str:
         field = self.query(Input)
@@ -79,6 +89,27 @@ class ParamRow(Horizontal):
     def show_check(self) -> None:
         self.set_class(bool(self.problem()), "-bad")
         self.query_one(".param-doc", Static).update(self.note())
+        self.query_one(".param-more", Static).update(self.more())
+
+    def more(self) -> Any:
+        """What the open row shows under its line: the error (when bad), the description, the default."""
+        problem = self.problem()
+        text = f"{self.info.doc} (default {show_default(self.info)})"
+        return plain((problem, "red"), "\n", text) if problem else plain(text)
+
+    def open(self, is_open: bool) -> None:
+        if is_open != self.has_class("-open"):
+            self.set_class(is_open, "-open")
+            self.query_one(".param-more", Static).display = is_open
+            self.show_check()
+
+    def lines(self, width: int) -> int:
+        """The lines the row takes at a form width: one, and while open, its wrapped description."""
+        if not self.has_class("-open"):
+            return 1
+        more = self.query_one(".param-more", Static)
+        inner = width - more.styles.padding.left - more.styles.padding.right
+        return 1 + max(1, more.get_content_height(self.size, self.app.size, max(1, inner)))
 
 
 class ParamForm(Vertical):
@@ -117,7 +148,9 @@ class ParamForm(Vertical):
             return
         # From the lines' text at this width, not from their laid-out sizes: those lag one layout
         # behind an update, and a form capped too short would clip the error line.
-        lines = max(1, len(self.infos))
+        rows = list(self.query(ParamRow))
+        rows_width = self.query_one("#param-rows", VerticalScroll).scrollable_content_region.width or width - 1
+        lines = sum(row.lines(rows_width) for row in rows) if rows else 1
         for line in self.query_one("#param-help", Static), self.query_one("#param-error", Static):
             if line.display:
                 lines += line.get_content_height(self.size, self.app.size, width)
@@ -148,6 +181,8 @@ class ParamForm(Vertical):
         row = next((r for r in event.widget.ancestors_with_self if isinstance(r, ParamRow)), None)
         if row is not None:
             self.focused_name = row.info.name
+            for other in self.query(ParamRow):
+                other.open(other is row)
             self.show_help(row.info.name)
             self.call_after_refresh(self.reveal, row)
 
@@ -161,29 +196,31 @@ class ParamForm(Vertical):
             self.query_one("#param-rows", VerticalScroll).scroll_to_widget(row, animate=False, immediate=True)
 
     def on_descendant_blur(self, event: events.DescendantBlur) -> None:
-        self.focused_name = None
+        # The blur of one field and the focus of the next reach the form in either order: what is
+        # focused once both are handled decides.
         self.call_after_refresh(self._help_after_blur)
 
     def _help_after_blur(self) -> None:
-        if self.focused_name is None:
+        focused = self.screen.focused if self.is_attached else None
+        if focused is None or self not in focused.ancestors:
+            self.focused_name = None
+            for row in self.query(ParamRow):
+                row.open(False)
             self.show_help(None)
 
     def show_help(self, name: str | None) -> None:
-        """The focused parameter's whole description (its type and default too); a hint otherwise."""
+        """Unfocused, how many parameters and the values set (one scrolled out of view is still
+        seen); while a row is focused it says all there is to say, and the line goes."""
         help_line = self.query_one("#param-help", Static)
         if name is None:
-            # Unfocused, the line lists the values set, so that one scrolled out of view is still seen.
             count = len(self.infos)
             values = self.values()
             summary = ", ".join(f"{key}={text if text == text.strip() else repr(text)}" for key, text in values.items())
             head = f"{count} parameter{'s' if count != 1 else ''}"
             help_line.update(plain(f"{head}, set: {summary}" if summary else f"{head} (tab moves on; empty = default)" if count else ""))
             help_line.display = bool(count)
-            self.fit()
-            return
-        info = next(i for i in self.infos if i.name == name)
-        help_line.update(plain((info.name, "bold"), f" ({kind_of(info)}, default {show_default(info)}): {info.doc}"))
-        help_line.display = True
+        else:
+            help_line.display = False
         self.fit()
 
     def values(self) -> dict[str, str]:
