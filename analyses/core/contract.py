@@ -13,8 +13,9 @@ drives every analysis the same way:
   partial aggregates over them that ``finalize`` merges);
 - ``compute(model, inputs, params, state, progress, cancel) -> Result``: one shard's tables;
 - ``finalize(params, state, read, progress, cancel) -> Result``: tables computed from every stored
-  shard, where ``read(table, columns, where)`` returns a table over them as Arrow (no model);
-  default none;
+  shard, where ``read(table, columns, where)`` returns a table over them as Arrow (no model) and
+  ``read.quantiles``, ``read.lowest`` and ``read.count_distinct`` reduce rows that grow with the
+  corpus where they are stored (``Reader``); default none;
 - ``invariants(params, read, notes)``: exact checks on the stored numbers, added to the run's record.
 
 ``run(model, inputs, params)`` does all of it in memory, without a store (tests, notebooks).
@@ -24,7 +25,7 @@ forms and drawing charts stay light.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -134,8 +135,33 @@ class Invariant:
     doc: str
 
 
-Reader = Callable[..., Any]
-"""read(table, columns=None, where=None) -> an Arrow table over a run's stored shards (or None)."""
+class Reader(Protocol):
+    """What ``finalize`` and ``invariants`` read a run's stored shards through. Called, it returns a
+    table over every stored shard as Arrow (None when no shard stored it): fine for per-shard partial
+    aggregates, never for rows that grow with the corpus. Those are reduced where they are stored
+    (DuckDB over the shards' files in a run, store.shard_reader.ShardReader; numpy over in-memory
+    tables in ``Analysis.run``, analyses.core.sharding.TableReader), with memory that does not grow
+    with the number of shards. ``where`` keeps rows whose column equals a value or is in a list."""
+
+    def __call__(self, table: str, columns: Sequence[str] | None = None, where: dict | None = None) -> Any: ...
+
+    def quantiles(self, table: str, value: str, by: Sequence[str], quantiles: Mapping[str, float],
+                  where: dict | None = None) -> Any:
+        """Per distinct ``by`` (ascending) as Arrow: the ``by`` columns, n (int64), mean and each named
+        quantile (float64) of ``value`` as float64; quantiles exact, as numpy.quantile ('linear') bit
+        for bit; mean within about 1e-16 of numpy's. None when no shard stored the table."""
+        ...
+
+    def lowest(self, table: str, value: str, n: int, columns: Sequence[str], distinct: Sequence[str] = (),
+               rows_per_key: int = 1, where: dict | None = None) -> Any:
+        """The n rows with the lowest ``value`` (ascending, ties in stored order) as Arrow with
+        ``columns``; with ``distinct``, only each key's first row in that order counts (at most
+        ``rows_per_key`` rows per key). None when no shard stored the table."""
+        ...
+
+    def count_distinct(self, table: str, columns: Sequence[str], where: dict | None = None) -> int:
+        """How many distinct tuples of ``columns`` the stored rows hold."""
+        ...
 
 
 class Analysis:
