@@ -161,3 +161,21 @@ def test_a_stored_run_resumed_part_way_equals_the_uninterrupted_one(embedded_mod
         want = _stored(store, table, reference)
         assert want.num_rows or table == "first_layer_heads_terms", table
         assert_close(_stored(store, table, stopped), want, keys)
+
+
+def test_the_bootstrap_in_blocks_of_resamplings_gives_the_same_bits(monkeypatch):
+    # finalize's bootstrap gathers a block of resamplings at a time (memory bounded in the documents'
+    # square); the intervals are the bits of the one-block gather.
+    import torch
+
+    from analyses.first_layer_heads import engine
+
+    generator = torch.Generator().manual_seed(3)
+    numerators = torch.rand(300, len(engine.SCORES), 9, generator=generator, dtype=torch.float64)
+    denominators = torch.rand(300, len(engine.SCORES), 9, generator=generator, dtype=torch.float64) + 0.1
+    monkeypatch.setattr(engine, "BOOTSTRAP_BLOCK", 1 << 40)
+    whole = engine.bootstrap(numerators, denominators, 500, 0)
+    monkeypatch.setattr(engine, "BOOTSTRAP_BLOCK", 7 * 300 * len(engine.SCORES) * 9)  # blocks of 7 resamplings
+    blocks = engine.bootstrap(numerators, denominators, 500, 0)
+    assert all(torch.equal(a, b) for a, b in zip(whole[:3], blocks[:3])) and whole[3] == blocks[3] == 300
+    assert not torch.isnan(whole[1]).any()

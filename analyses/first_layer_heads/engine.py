@@ -313,6 +313,9 @@ def document_sums(corpus: LayerCorpus, score_from: int) -> tuple[Any, Any]:
     return torch.stack(numerators), torch.stack(denominators)
 
 
+BOOTSTRAP_BLOCK = 1 << 22  # gathered values per block of resamplings (32 MiB of float64)
+
+
 def bootstrap(numerators, denominators, samples: int, seed: int) -> tuple[Any, Any, Any, int]:
     """(estimate, low, high [len(SCORES), H], documents used): the pooled ratio over the documents
     that have rows, and the 2.5 and 97.5 percentiles of the same ratio over `samples` resamplings of
@@ -332,7 +335,14 @@ def bootstrap(numerators, denominators, samples: int, seed: int) -> tuple[Any, A
         return estimate, nan, nan.clone(), n_docs
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, n_docs, (samples, n_docs), generator=generator)
-    totals = denominators[picks].sum(1)
-    ratios = (numerators[picks].sum(1) / totals).masked_fill(totals <= 0, float("nan"))
+    # The resampled sums a block of resamplings at a time: the gathered [samples, n_docs, scores, H]
+    # would grow with the square of the documents (about 430 MB at 1,000 documents); the same sums.
+    block = max(1, BOOTSTRAP_BLOCK // max(1, numerators[0].numel() * n_docs))
+    ratios = []
+    for start in range(0, samples, block):
+        chosen = picks[start: start + block]
+        totals = denominators[chosen].sum(1)
+        ratios.append((numerators[chosen].sum(1) / totals).masked_fill(totals <= 0, float("nan")))
+    ratios = torch.cat(ratios)
     low, high = torch.nanquantile(ratios, torch.tensor([0.025, 0.975], dtype=torch.float64), dim=0)
     return estimate, low, high, n_docs
