@@ -22,7 +22,7 @@ import duckdb
 from store.errors import DatabaseBusy, ResultsPending, RunBusy, StoreError
 from store.reading import READ_ONLY_CONFIG, QueryStop, interruptible
 from store.schema import RUN_EVENTS, RUN_STATUSES, ensure_result_table, first_value, migrate, signature_problem
-from store.shards import FINAL, RunFolder, run_folders
+from store.shards import FINAL, PARTIAL, RunFolder, run_folders
 
 LOCK_RETRY_SECONDS = 30.0
 
@@ -465,7 +465,8 @@ class Store:
 
     def reopen_run(self, run_id: int) -> None:
         """Mark an interrupted, failed or cancelled run running again, owned by this process (resume).
-        One statement claims it, so of two resumes started together exactly one gets it."""
+        One statement claims it, so of two resumes started together exactly one gets it. What a
+        cancel kept of a cut-short shard (shard PARTIAL, runner.keep_partial) is dropped: resume computes it whole."""
         with self.write() as conn:
             claimed = conn.execute(
                 "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL, host = ?, pid = ? "
@@ -476,6 +477,33 @@ class Store:
                 conn.execute("INSERT INTO run_events VALUES (?, ?, 'resumed', NULL)", [run_id, utc_now()])
         if not claimed:
             raise RunBusy(f"run {run_id} is being resumed or run by another process; wait for it, or `iwb runs` to see its status")
+        self.drop_partial(run_id)  # a shard a cancel cut short is computed whole again
+
+    def drop_partial(self, run_id: int) -> None:
+        """Remove what a cancel kept of a cut-short shard (shard PARTIAL, runner.keep_partial): its rows (by the
+        input ids it holds, which no computed shard holds), its shards row and its folder."""
+        import pyarrow.parquet as pq
+
+        folder = self.run_folder(run_id)
+        tables = folder.shard_tables(PARTIAL) if folder.has_shard(PARTIAL) else {}
+        with self.write() as conn:
+            if conn.execute("SELECT shard FROM shards WHERE run_id = ? AND shard = ?", [run_id, PARTIAL]).fetchall():
+                conn.execute("BEGIN TRANSACTION")
+                try:
+                    for name, path in tables.items():  # an analysis that keeps a partial shard has input_id in every table
+                        ids = sorted(set(pq.read_table(path, columns=["input_id"]).column("input_id").to_pylist()))
+                        if ids:
+                            conn.execute(f"DELETE FROM {name} WHERE run_id = ? AND input_id IN (SELECT unnest(?))", [run_id, ids])
+                    conn.execute("DELETE FROM shards WHERE run_id = ? AND shard = ?", [run_id, PARTIAL])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        folder.remove_shard(PARTIAL)
+
+    def has_partial(self, run_id: int) -> bool:
+        """Whether a stopped run holds the registered rows of a shard a cancel cut short."""
+        return bool(self.query("SELECT count(*) FROM shards WHERE run_id = ? AND shard = ?", [run_id, PARTIAL]).rows[0][0])
 
     def end_run(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in RUN_STATUSES or status in ("running", "done"):

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 FINAL = -1
+# A shard cut short by a cancel (generate's steps so far): registered so the stopped run's rows can be
+# read, never counted as computed; resume drops it (rows and folder) and computes that shard whole.
+PARTIAL = -2
 _MANIFEST, _STATE, _COMPLETE, _META = "manifest.json", "state.npz", "complete.json", "meta.json"
 _QUARANTINE, _STRAY, _CHECKS = "quarantine", "stray", "checks.json"
 _HASH_CHUNK = 1 << 20
@@ -42,7 +45,7 @@ def runs_root(db_path: str | Path) -> Path:
 
 
 def shard_name(index: int) -> str:
-    return "shard-final" if index == FINAL else f"shard-{index:06d}"
+    return "shard-final" if index == FINAL else "shard-partial" if index == PARTIAL else f"shard-{index:06d}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -179,8 +182,8 @@ class RunFolder:
         found = []
         for entry in self.path.iterdir():
             suffix = entry.name[6:]
-            if entry.name.startswith("shard-") and (suffix == "final" or suffix.isdigit()) and (entry / _META).is_file():
-                found.append(FINAL if suffix == "final" else int(suffix))
+            if entry.name.startswith("shard-") and (suffix in ("final", "partial") or suffix.isdigit()) and (entry / _META).is_file():
+                found.append(FINAL if suffix == "final" else PARTIAL if suffix == "partial" else int(suffix))
         return sorted(found)
 
     def write_shard(self, index: int, tables: dict[str, Any], meta: dict | None = None) -> bool:
@@ -243,12 +246,15 @@ class RunFolder:
         """Move a damaged shard aside (never registered; resume computes it again)."""
         return _move_aside(self.shard_path(index), self.path / _QUARANTINE, shard_name(index))
 
+    def remove_shard(self, index: int) -> None:
+        shutil.rmtree(self.shard_path(index), ignore_errors=True)
+
     def shard_tables(self, index: int) -> dict[str, Path]:
         folder = self.shard_path(index)
         return {entry.stem: entry for entry in sorted(folder.glob("*.parquet"))}
 
     def read(self, table: str, columns: Iterable[str] | None = None, where: dict | None = None) -> Any:
-        """One table over every computed shard (the final one excluded), as one Arrow table, in
+        """One table over every computed shard (the final and a partial one excluded), as one Arrow table, in
         shard order; ``where`` keeps rows whose column equals a value or is in a list of values."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -258,7 +264,7 @@ class RunFolder:
             filters = [(name, "in", list(value)) if isinstance(value, (list, tuple, set)) else (name, "=", value) for name, value in where.items()]
         parts = []
         for index in self.shards_on_disk():
-            if index == FINAL:
+            if index in (FINAL, PARTIAL):
                 continue
             path = self.shard_path(index) / f"{table}.parquet"
             if path.is_file():

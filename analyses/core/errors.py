@@ -38,7 +38,14 @@ class ModelUnavailable(BadInput):
 
 
 class Cancelled(IwbError):
-    """The job was cancelled between units of work."""
+    """The job was cancelled between units of work. ``partial``: what an analysis made of its shard
+    before the cancel (a Result: generate's steps so far), which the runner keeps apart from the
+    computed shards; ``shard``: that shard's index, set by the runner."""
 
     exit_code = 130
     title = "Cancelled"
+
+    def __init__(self, *args: object, partial: object = None) -> None:
+        super().__init__(*args)
+        self.partial = partial
+        self.shard: int | None = None

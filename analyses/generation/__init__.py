@@ -11,6 +11,8 @@ step alike.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,7 @@ from analyses.core.contract import (
     columns,
     param,
 )
-from analyses.core.errors import BadInput
+from analyses.core.errors import BadInput, Cancelled
 from analyses.generation import interventions as iv
 from analyses.model.tokens import bos_param
 
@@ -184,7 +186,7 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
     final_logits: list = []
     stop_reason = "max_new_tokens"
     chunk, first, prefixes = prompt_ids, 0, {}
-    with torch.inference_mode():
+    with torch.inference_mode(), _kept_on_cancel(lambda: Generation(prompt, list(new_ids), "cancelled", steps, lens, topk, final_logits)):
         for step in range(params.max_new_tokens):
             check_cancel(cancel)
             rows, prefixes = decoder.forward(chunk, first, prefixes, cancel)
@@ -235,6 +237,19 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
     return Generation(prompt, new_ids, stop_reason, steps, lens, topk, final_logits)
 
 
+@contextlib.contextmanager
+def _kept_on_cancel(made: Any) -> Iterator[None]:
+    """A cancel inside a decoding loop carries the steps made so far (``made()``, a Generation
+    whose stop_reason is 'cancelled') as Cancelled.partial. A cancel inside a step's forward
+    leaves that step out: every kept step is whole."""
+    try:
+        yield
+    except Cancelled as stop:
+        if stop.partial is None:
+            stop.partial = made()
+        raise
+
+
 class Generate(Analysis):
     Params = Params
     spec = SPEC
@@ -272,43 +287,43 @@ class Generate(Analysis):
 
         plan, record = build_plan(model, params)
         tables: dict[str, dict] = {table.name: {name: [] for name, _ in table.columns} for table in SPEC.tables}
-        sequences = []
-        stops = {}
+        sequences: list = []
+        stops: dict = {}
+
+        def result(partial: str = "") -> Result:
+            result_tables = {table.name: arrow_table(table, tables[table.name]) for table in SPEC.tables}
+            notes = {**model.bos(params.prepend_bos).record(), "interventions": record, "generations": stops,
+                     "decoding": {"mode": params.decoding, "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed},
+                     "kv_cache": "prefix cache: one forward per new token", "lens": "proper (final norm recomputed per layer)"}
+            return Result(result_tables, tokens_table_of(sequences), {**notes, "partial": partial} if partial else notes)
+
         total = len(inputs) * params.max_new_tokens
-        for index, item in enumerate(inputs):
-            check_cancel(cancel)
-            prompt_ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos)
-            base = index * params.max_new_tokens
+        item = inputs[0] if inputs else None
+        try:
+            for index, item in enumerate(inputs):
+                check_cancel(cancel)
+                prompt_ids = model.to_tokens(item.text, prepend_bos=params.prepend_bos)
+                base = index * params.max_new_tokens
 
-            made: list[int] = []
+                made: list[int] = []
 
-            def on_step(step: int, token: int, base: int = base, index: int = index, made: list[int] = made) -> None:
-                # The progress note streams the text as it is made (its last characters, on one line).
-                made.append(token)
-                tail = " ".join(model.tokenizer.decode(made).split())[-48:]
-                progress(base + step + 1, total, f"input {index + 1}/{len(inputs)}: token {step + 1}/{params.max_new_tokens} …{tail}")
+                def on_step(step: int, token: int, base: int = base, index: int = index, made: list[int] = made) -> None:
+                    # The progress note streams the text as it is made (its last characters, on one line).
+                    made.append(token)
+                    tail = " ".join(model.tokenizer.decode(made).split())[-48:]
+                    progress(base + step + 1, total, f"input {index + 1}/{len(inputs)}: token {step + 1}/{params.max_new_tokens} …{tail}")
 
-            gen = generate(model, prompt_ids, params, plan, cancel, on_step)
-            stops[str(item.input_id)] = {"stop_reason": gen.stop_reason, "new_tokens": len(gen.new_ids), "prompt_tokens": len(gen.prompt_ids),
-                                         "text": model.tokenizer.decode(gen.new_ids)}
-            ids = gen.prompt_ids + gen.new_ids
-            sequences.append((item.input_id, ids, model.token_strings(ids)))
-            strings = _strings(model, gen)
-            for name, source in (("generation_steps", gen.steps), ("generation_lens", gen.lens), ("generation_topk", gen.topk)):
-                target = tables[name]
-                count = len(next(iter(source.values())))
-                target["input_id"].extend([item.input_id] * count)
-                for key, values in source.items():
-                    target[key].extend(values)
-            tables["generation_steps"]["token"].extend(strings[i] for i in gen.steps["token_id"])
-            tables["generation_lens"]["top_token"].extend(strings[i] for i in gen.lens["top_token_id"])
-            tables["generation_topk"]["token"].extend(strings[i] for i in gen.topk["token_id"])
+                _add(model, tables, sequences, stops, item.input_id, generate(model, prompt_ids, params, plan, cancel, on_step))
+        except Cancelled as stop:
+            # A cancel keeps this shard's finished prompts and the whole steps made so far of the one cut short.
+            steps, finished = 0, len(stops)
+            if isinstance(stop.partial, Generation) and item is not None:
+                _add(model, tables, sequences, stops, item.input_id, stop.partial)
+                steps = len(stop.partial.new_ids)
+            where = f"input {item.input_id} cut short after {steps} of {params.max_new_tokens} steps" if item is not None else "no input"
+            raise Cancelled(str(stop) or "cancelled", partial=result(f"{finished} of {len(inputs)} inputs finished; {where}")) from None
         progress(total, total, "done")
-        result_tables = {table.name: arrow_table(table, tables[table.name]) for table in SPEC.tables}
-        notes = {**model.bos(params.prepend_bos).record(), "interventions": record, "generations": stops,
-                 "decoding": {"mode": params.decoding, "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed},
-                 "kv_cache": "prefix cache: one forward per new token", "lens": "proper (final norm recomputed per layer)"}
-        return Result(result_tables, tokens_table_of(sequences), notes)
+        return result()
 
     def invariants(self, params: Params, read: Any, notes: dict) -> list[tuple]:
         steps = read("generation_steps", ["input_id", "step", "prob", "rank"])
@@ -326,6 +341,24 @@ class Generate(Analysis):
         else:
             rows.append(("invariant_greedy_rank", None, 0.0, None, "skipped: sampled decoding"))
         return rows
+
+
+def _add(model, tables: dict, sequences: list, stops: dict, input_id: int, gen: Generation) -> None:
+    """One prompt's generation into the result's columns, its tokens and its note."""
+    stops[str(input_id)] = {"stop_reason": gen.stop_reason, "new_tokens": len(gen.new_ids), "prompt_tokens": len(gen.prompt_ids),
+                            "text": model.tokenizer.decode(gen.new_ids)}
+    ids = gen.prompt_ids + gen.new_ids
+    sequences.append((input_id, ids, model.token_strings(ids)))
+    strings = _strings(model, gen)
+    for name, source in (("generation_steps", gen.steps), ("generation_lens", gen.lens), ("generation_topk", gen.topk)):
+        target = tables[name]
+        count = len(next(iter(source.values())))
+        target["input_id"].extend([input_id] * count)
+        for key, values in source.items():
+            target[key].extend(values)
+    tables["generation_steps"]["token"].extend(strings[i] for i in gen.steps["token_id"])
+    tables["generation_lens"]["top_token"].extend(strings[i] for i in gen.lens["top_token_id"])
+    tables["generation_topk"]["token"].extend(strings[i] for i in gen.topk["token_id"])
 
 
 def _strings(model, gen: Generation) -> dict:

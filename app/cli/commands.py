@@ -291,9 +291,10 @@ def cmd_show(args) -> int:
         print(f"input {input_id} ({source}): {_input_line(text, meta)}")
     if row["status"] != "done":
         print(f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else row['status']}")
-        if not row.get("shards_done"):
+        kept_part = store.has_partial(args.run_id)  # a cancel's steps so far (generate)
+        if not row.get("shards_done") and not kept_part:
             return 0
-        print(f"partial results: {row['shards_done']} of {row['n_shards']} shards stored")
+        print(f"partial results: {row['shards_done']} of {row['n_shards']} shards stored" + (" and one in part" if kept_part else ""))
     print()
     print_charts(store, row["analysis"], args.run_id, args, args.input)
     return 0

@@ -22,6 +22,7 @@ from analyses.core.registry import get_analysis
 from analyses.inputs.corpus import DocumentReader, check_sources, with_texts
 from store import Store
 from store.runs import RunWriter
+from store.shards import PARTIAL
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,12 @@ class InlineCompute:
             for index, shard_inputs in todo:
                 check_cancel(cancel)
                 inputs = reader.fill(shard_inputs)  # a reference input's text, read when its shard needs it
-                on_done(index, prepared.analysis.compute(self.model, inputs, prepared.params, state, progress_of(index), cancel))
+                try:
+                    result = prepared.analysis.compute(self.model, inputs, prepared.params, state, progress_of(index), cancel)
+                except Cancelled as stop:
+                    stop.shard = index  # drive keeps stop.partial (the shard so far) apart from the computed shards
+                    raise
+                on_done(index, result)
         finally:
             reader.close()
 
@@ -265,8 +271,9 @@ def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progres
         notes["shards"] = {"n_shards": n_shards, "docs_per_shard": writer.manifest.get("shard_docs")}
         placement = getattr(compute, "placement", dict)()
         writer.complete(compute.provenance(prepared.params, notes), placement)
-    except (Cancelled, KeyboardInterrupt):
-        writer.stop("cancelled", "cancelled by the user")
+    except (Cancelled, KeyboardInterrupt) as stop:
+        kept = keep_partial(writer, stop)
+        writer.stop("cancelled", "cancelled by the user" + (f"; {kept}" if kept else ""))
         raise
     except BaseException as error:
         cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -274,6 +281,20 @@ def drive(writer: RunWriter, prepared: Prepared, compute: Any, progress: Progres
         raise
     progress(total, total, "registering results")
     writer.register()
+
+
+def keep_partial(writer: RunWriter, stop: BaseException) -> str:
+    """Write what a cancelled analysis made of its shard (Cancelled.partial, a Result) as the run's
+    partial shard; what it kept in words ('' when nothing)."""
+    partial, index = getattr(stop, "partial", None), getattr(stop, "shard", None)
+    if not isinstance(partial, Result) or index is None:
+        return ""
+    tables = dict(partial.tables)
+    tables["tokens"] = partial.tokens
+    # Shard PARTIAL: registered with the stopped run so its rows can be read, never counted as shard
+    # ``index`` (which stays missing, so a resume computes it whole; reopening the run drops PARTIAL).
+    writer.write_shard(PARTIAL, tables, {**partial.notes, "partial_of": index})
+    return str(partial.notes.get("partial", f"shard {index + 1} kept in part"))
 
 
 def resumable(store: Store, run_id: int) -> Prepared:
