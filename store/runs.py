@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from store.shard_reader import ShardReader
 from store.shards import FINAL, RunFolder
 
 if TYPE_CHECKING:
@@ -110,9 +111,11 @@ class RunWriter:
     def write_final(self, tables: dict[str, Any], notes: dict) -> None:
         self.folder.write_shard(FINAL, tables, {"notes": notes})
 
-    def read(self, table: str, columns: Any = None, where: dict | None = None) -> Any:
-        """A table over the stored shards, as Arrow (what ``Analysis.finalize`` and invariants read)."""
-        return self.folder.read(table, columns, where)
+    @property
+    def read(self) -> ShardReader:
+        """What ``Analysis.finalize`` and invariants read the stored shards through: called, a table
+        over them as Arrow; its quantiles, lowest and count_distinct run DuckDB over the shards' files."""
+        return ShardReader(self.folder)
 
     def add_checks(self, checks: list[tuple]) -> None:
         """Rows of the run's fidelity record, registered with the shards."""

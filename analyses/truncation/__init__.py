@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Result, ResultTable, Table, param
+from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Input, Line, Order, Progress, Reader, Result, ResultTable, Table, param
 from analyses.core.errors import BadInput
 from analyses.model.tokens import document_separator_id
 
@@ -190,18 +190,19 @@ class Truncation(Analysis):
         }
         return Result(tables={"truncation": detail}, tokens=tokens, notes=notes)
 
-    def finalize(self, params: Params, state: dict, read, progress: Progress, cancel: CancelEvent) -> Result:
-        """Summary quantiles and the lowest tokens, read back layer by layer from the stored shards."""
+    def finalize(self, params: Params, state: dict, read: Reader, progress: Progress, cancel: CancelEvent) -> Result:
+        """Summary quantiles, the lowest tokens and the document counts, reduced where the shards are
+        stored (read.quantiles, read.lowest, read.count_distinct): memory does not grow with the corpus."""
         from analyses.truncation.tables import lowest_table, summary_table
 
         n_layers = int(state["mean"].shape[0])
-        summary, n_tokens = summary_table(read, n_layers, params.k_max, cancel)
+        summary, n_tokens = summary_table(read, cancel)
+        progress(1, 3, "summaries: quantiles")
         lowest = lowest_table(read, n_layers, params.k_max, params.n_lowest)
-        token_inputs = read("tokens", ["input_id"])
-        detail_inputs = read("truncation", ["input_id"])
-        n_docs = len(set(token_inputs["input_id"].to_pylist())) if token_inputs is not None else 0
-        n_analysed_docs = len(set(detail_inputs["input_id"].to_pylist())) if detail_inputs is not None else 0
-        progress(1, 1, "summaries")
+        progress(2, 3, "summaries: lowest tokens")
+        n_docs = read.count_distinct("tokens", ["input_id"])
+        n_analysed_docs = read.count_distinct("truncation", ["input_id"], {"layer": 0, "context": 1})
+        progress(3, 3, "summaries")
         notes = {"analysed_tokens": n_tokens, "documents_without_analysed_tokens": n_docs - n_analysed_docs}
         return Result(tables={"truncation_summary": summary, "truncation_lowest": lowest}, tokens=None, notes=notes)
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from analyses.core.tables import tokens_table_of
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 # Tokens shown before the truncation boundary in truncation_lowest.text.
 DROPPED_SHOWN = 6
 
@@ -68,75 +67,72 @@ def _strings(column: Any) -> Any:
 
 
 SUMMARY_COLUMNS = ("layer", "context", "category", "n", "mean", "median", "q05", "q25", "q75", "q95")
+QUANTILE_NAMES = {"q05": 0.05, "q25": 0.25, "median": 0.5, "q75": 0.75, "q95": 0.95}
 
 
-def summary_table(read: Callable[..., Any], n_layers: int, k_max: int, cancel: Any = None) -> tuple[Any, int]:
-    """n, mean and quantiles per (layer, k, category), 'all' included, over every stored token;
-    read one layer at a time, so memory holds one layer's cosines. Returns (table, tokens)."""
-    import numpy as np
+def summary_table(read: Any, cancel: Any = None) -> tuple[Any, int]:
+    """n, mean and quantiles per (layer, k, category), 'all' included, over every stored token.
+
+    Reduced where the rows are stored (``read.quantiles``: DuckDB over the run's shards, exact
+    quantiles in memory that does not grow with the corpus); rows 'all' first, then the categories
+    in name order, each by layer and k. Returns (table, analysed tokens)."""
     import pyarrow as pa
 
     from analyses.core.contract import check_cancel
 
-    per_group: dict[str, list[tuple]] = {}
-    n_tokens = 0
-    for layer in range(n_layers):
-        check_cancel(cancel)
-        part = read("truncation", ["category", "context", "cos"], {"layer": layer})
-        if part is None or part.num_rows == 0:
-            continue
-        cos = part["cos"].to_numpy().astype(np.float64).reshape(-1, k_max)
-        categories = _strings(part["category"])[::k_max]
-        n_tokens = cos.shape[0]
-        groups = [("all", np.ones(len(categories), dtype=bool))] + [(name, categories == name) for name in sorted(set(categories.tolist()))]
-        for name, selected in groups:
-            values = cos[selected]
-            quantiles = np.quantile(values, QUANTILES, axis=0)  # [5, k_max]
-            means = values.mean(axis=0)
-            for k in range(k_max):
-                q05, q25, median, q75, q95 = (float(q) for q in quantiles[:, k])
-                per_group.setdefault(name, []).append((layer, k + 1, name, int(values.shape[0]), float(means[k]), median, q05, q25, q75, q95))
-    rows = [row for name in ["all"] + sorted(set(per_group) - {"all"}) for row in per_group.get(name, [])]
-    columns = list(zip(*rows)) if rows else [[] for _ in SUMMARY_COLUMNS]
+    check_cancel(cancel)
+    every = read.quantiles("truncation", "cos", ("layer", "context"), QUANTILE_NAMES)
+    check_cancel(cancel)
+    per_category = read.quantiles("truncation", "cos", ("category", "layer", "context"), QUANTILE_NAMES)
     schema = pa.schema([("layer", pa.int32()), ("context", pa.int32()), ("category", pa.string()), ("n", pa.int32())]
                        + [(name, pa.float64()) for name in ("mean", "median", "q05", "q25", "q75", "q95")])
-    return pa.table({name: list(values) for name, values in zip(SUMMARY_COLUMNS, columns)}, schema=schema), n_tokens
+    if every is None or every.num_rows == 0:
+        return schema.empty_table(), 0
+    parts = []
+    for part, category in ((every, pa.array(["all"] * every.num_rows, type=pa.string())), (per_category, None)):
+        if part is None:
+            continue
+        parts.append(pa.table({
+            "layer": part["layer"].cast(pa.int32()), "context": part["context"].cast(pa.int32()),
+            "category": category if category is not None else part["category"].cast(pa.string()),
+            "n": part["n"].cast(pa.int32()),
+            **{name: part[name] for name in ("mean", "median", "q05", "q25", "q75", "q95")},
+        }, schema=schema))
+    # Every token has a row at every (layer, k): any group of 'all' counts them.
+    return pa.concat_tables(parts), int(every["n"][0].as_py())
 
 
-def lowest_table(read: Callable[..., Any], n_layers: int, k_max: int, n_lowest: int) -> Any:
-    """The tokens with the lowest cosine over layers at k = k_max, with their context text."""
-    import numpy as np
+def lowest_table(read: Any, n_layers: int, k_max: int, n_lowest: int) -> Any:
+    """The tokens with the lowest cosine over layers at k = k_max, with their context text.
+
+    ``read.lowest`` takes the n_lowest distinct tokens (input_id, pos) in ascending cosine order
+    (a top-n over the stored rows, at most n_layers rows per token): each token at its lowest layer
+    (ties: the first layer), tokens of equal cosine in stored order."""
     import pyarrow as pa
 
     names = ("rank", "input_id", "pos", "token", "category", "layer", "context", "cos", "text")
     lowest: dict[str, list] = {name: [] for name in names}
-    part = read("truncation", ["input_id", "pos", "token", "category", "cos"], {"context": k_max})
-    if part is not None and part.num_rows and n_lowest > 0:
-        at_longest = part["cos"].to_numpy().reshape(-1, n_layers)
-        first_rows = np.arange(0, part.num_rows, n_layers)
-        worst_layer = at_longest.argmin(axis=1)
-        worst = at_longest[np.arange(at_longest.shape[0]), worst_layer]
-        chosen = np.argsort(worst, kind="stable")[:n_lowest]
-        input_ids = part["input_id"].to_numpy()[first_rows]
-        positions = part["pos"].to_numpy()[first_rows]
-        tokens, categories = _strings(part["token"])[first_rows], _strings(part["category"])[first_rows]
-        wanted = sorted({int(input_ids[row]) for row in chosen})
+    chosen = read.lowest("truncation", "cos", n_lowest, ("input_id", "pos", "token", "category", "layer", "cos"),
+                         distinct=("input_id", "pos"), rows_per_key=n_layers, where={"context": k_max}) if n_lowest > 0 else None
+    if chosen is not None and chosen.num_rows:
+        wanted = sorted(set(chosen["input_id"].to_pylist()))
         stored = read("tokens", ["input_id", "pos", "token"], {"input_id": wanted})
         strings_of: dict[int, dict[int, str]] = {}
         for input_id, pos, text in zip(stored["input_id"].to_pylist(), stored["pos"].to_pylist(), stored["token"].to_pylist()):
             strings_of.setdefault(input_id, {})[pos] = text
-        for rank, row in enumerate(chosen, start=1):
-            input_id, pos = int(input_ids[row]), int(positions[row])
+        tokens, categories = _strings(chosen["token"]), _strings(chosen["category"])
+        for rank, (input_id, pos, layer, cos) in enumerate(zip(chosen["input_id"].to_pylist(), chosen["pos"].to_pylist(),
+                                                                chosen["layer"].to_pylist(), chosen["cos"].to_pylist()), start=1):
             strings = [strings_of[input_id][p] for p in range(max(strings_of[input_id]) + 1)]
             lowest["rank"].append(rank)
-            lowest["input_id"].append(input_id)
-            lowest["pos"].append(pos)
-            lowest["token"].append(str(tokens[row]))
-            lowest["category"].append(str(categories[row]))
-            lowest["layer"].append(int(worst_layer[row]))
+            lowest["input_id"].append(int(input_id))
+            lowest["pos"].append(int(pos))
+            lowest["token"].append(str(tokens[rank - 1]))
+            lowest["category"].append(str(categories[rank - 1]))
+            lowest["layer"].append(int(layer))
             lowest["context"].append(k_max)
-            lowest["cos"].append(float(worst[row]))
-            lowest["text"].append(context_text(strings, pos, k_max))
+            lowest["cos"].append(float(cos))
+            lowest["text"].append(context_text(strings, int(pos), k_max))
     schema = pa.schema([("rank", pa.int32()), ("input_id", pa.int32()), ("pos", pa.int32()), ("token", pa.string()),
                         ("category", pa.string()), ("layer", pa.int32()), ("context", pa.int32()),
                         ("cos", pa.float64()), ("text", pa.string())])
