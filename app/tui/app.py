@@ -173,6 +173,8 @@ class Workbench(App):
                 probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))
         elif isinstance(event, Started):
             probe.log_line(plain(f"job {event.job_id}: run {event.run_id} started on {event.model}"))
+            if event.analysis == "generate":  # Results (F3) streams its text while it runs
+                self.get_screen("results").open_run(event.run_id)
         elif isinstance(event, Finished):
             rows = ", ".join(f"{name} {count}" for name, count in event.table_rows.items())
             probe.log_line(plain(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)"))
@@ -183,10 +185,16 @@ class Workbench(App):
             self.notify(message, title=f"Job failed ({event.heading})", severity="error", timeout=8)
         elif isinstance(event, JobCancelled):
             probe.log_line(plain(f"job {event.job_id}: {event.reason}"))
+            results = self.get_screen("results")
+            if event.run_id is not None and results.is_mounted and results.run_id == event.run_id:
+                results.load_run(self, event.run_id, results.input_index)  # what the cancel kept (generate: the steps so far)
         elif isinstance(event, ModelStatus) and event.state in ("ready", "failed", "stopped"):
             probe.log_line(plain(f"model {event.name} {event.state}" + (f" on {event.device} {event.dtype}" if event.device else "") + (f" ({event.detail})" if event.detail else "")))
         elif isinstance(event, Log):
             probe.log_line(plain(event.text, style="" if event.level == "info" else "yellow"))
+        elif isinstance(event, JobProgress) and self.job_state.analysis == "generate" and self.job_state.run_id is not None \
+                and not event.note.endswith("stored"):
+            self.get_screen("results").stream(self.job_state.run_id, event.note)  # the text as it is made
         elif isinstance(event, JobProgress) and event.note.endswith("stored") and self.job_state.run_id is not None:
             # A shard of the running job is stored: a results view showing that run draws it now.
             results = self.get_screen("results")

@@ -1,40 +1,145 @@
-"""A real generate run (tiny model, real store) reopened in the workbench at 80x24: the lens
-heatmap over the generated tokens, its cursor stepping through the steps with the exact stored
-value, and the per-step curves and table behind it."""
+"""A real generate run (tiny model, real store) reopened in the workbench at 80x24: the generation
+view first (the text, the step cursor with each step's stored lens as a layer x top-k table and a
+curve over layers), then the run's charts (the lens heatmap with its own cursor); a cancelled run
+shows the steps it kept; Compare of a steered and an unsteered twin aligns them by step."""
 from __future__ import annotations
 
 import pytest
 
 from analyses.core.contract import Input, no_progress
 from app.run.session import Session
-from tests.helpers.tui import make_app, settle
+from app.tui.widgets.generation_view import probability
+from tests.helpers.tui import make_app, screen_lines, settle
 
 pytestmark = pytest.mark.tui
+PROMPT = "I think that you are"
 
 
-async def test_a_generate_run_reopens_with_a_step_cursor(tui_store, tiny_model):
-    prepared = Session.prepare("generate", (Input(0, "prompt", "I think that you are"),), {"max_new_tokens": "5", "steer": " Love| Hate", "steer_layer": "1"})
+def _run(store_path, model, params: dict) -> int:
     from store import Store
 
-    run_id = Session(Store(tui_store.path)).run(tiny_model, prepared, no_progress)
-    steps = tui_store.query("SELECT pos, token FROM generation_steps WHERE run_id = ? ORDER BY step", [run_id]).rows
+    prepared = Session.prepare("generate", (Input(0, "prompt", PROMPT),), {"max_new_tokens": "5", "stop_at_eos": "false", **params})
+    return Session(Store(store_path)).run(model, prepared, no_progress)
+
+
+def _table_rows(view) -> list[list[str]]:
+    table = view.query_one("#gen-table")
+    return [[str(cell) for cell in table.get_row_at(row)] for row in range(table.row_count)]
+
+
+async def test_a_generate_run_reopens_in_the_generation_view(tui_store, tiny_model):
+    run_id = _run(tui_store.path, tiny_model, {"steer": " Love| Hate", "steer_layer": "1"})
+    steps = tui_store.query("SELECT pos, token, prob FROM generation_steps WHERE run_id = ? ORDER BY step", [run_id]).rows
     assert len(steps) == 5
     app = make_app(tui_store)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
         app.open_run(run_id)
         await settle(app, pilot)
-        view = app.screen.query_one("#chart")
-        assert view.data.chart.title.startswith("Lens: the chosen token's probability")
-        assert view.data.x_values[-5:] == [pos for pos, _ in steps]
-        row, col = view.cursor
+        view = app.screen.query_one("#generation")
+        assert view.display and app.screen.focused is view
+        assert view.step == 4  # the cursor starts on the last step
+        lines = "\n".join(screen_lines(app))
+        assert "Generation · step 5/5" in lines
+        assert PROMPT in lines and "".join(token for _, token, _ in steps).strip()[:12] in lines.replace("\n", "")
+        assert "p chosen" in lines and "top 1" in lines and "Lens at step 5" in lines
         await pilot.press("left", "left")
         await pilot.pause()
-        assert view.cursor == (row, col - 2)
-        layer, _, value = view.data.cell(*view.cursor)
-        pos = view.data.x_values[col - 2]
-        stored = tui_store.query("SELECT chosen_prob FROM generation_lens WHERE run_id = ? AND layer = ? AND pos = ?", [run_id, layer, pos]).rows[0][0]
-        assert value == pytest.approx(stored)
+        assert view.step == 2
+        assert f"step 3/5 · {steps[2][1]!r} pos {steps[2][0]}" in view.describe()
+        # The table at step 3: the model's own output first, then layer n-1 .. 0; each cell the stored top-k.
+        stored = tui_store.query("SELECT layer, k, token, prob FROM generation_topk WHERE run_id = ? AND step = 2 ORDER BY layer DESC, k",
+                                 [run_id]).rows
+        chosen = tui_store.query("SELECT layer, chosen_prob FROM generation_lens WHERE run_id = ? AND step = 2 ORDER BY layer DESC",
+                                 [run_id]).rows
+        rows = _table_rows(view)
+        assert len(rows) == tiny_model.n_layers + 1 and rows[0][0] == "out" and rows[-1][0] == "0"
+        assert [row[1] for row in rows] == [probability(p) for _, p in chosen]
+        top1 = [(token, prob) for layer, k, token, prob in stored if k == 1]
+        assert [row[2] for row in rows] == [f"{token} {probability(prob)}" for token, prob in top1]
+        curve = view.query_one("#gen-curve").data
+        assert curve.series[f"run {run_id}"][1] == pytest.approx([p for _, p in reversed(chosen)])
+        await pilot.press("end")
+        assert view.step == 4
+        # tab goes on to the run's charts: the lens heatmap with its cursor on the stored values.
         await pilot.press("tab")
+        await settle(app, pilot)
+        chart = app.screen.query_one("#chart")
+        assert not view.display and chart.data.chart.title.startswith("Lens: the chosen token's probability")
+        assert chart.data.x_values[-5:] == [pos for pos, _, _ in steps]
+        await pilot.press("left")
         await pilot.pause()
-        assert app.screen.query_one("#chart").data.chart.title == "Probability of each generated token"
+        layer, _, value = chart.data.cell(*chart.cursor)
+        pos = chart.data.x_values[chart.cursor[1]]
+        stored_value = tui_store.query("SELECT chosen_prob FROM generation_lens WHERE run_id = ? AND layer = ? AND pos = ?", [run_id, layer, pos]).rows[0][0]
+        assert value == pytest.approx(stored_value)
+        # Reopened from History (F4, enter): the same view, on the last step again.
+        await pilot.press("f4")
+        await settle(app, pilot)
+        assert app.screen.selected_run() == run_id
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.screen.name == "results" and view.display and view.step == 4 and view.runs[0].run_id == run_id
+
+
+async def test_compare_aligns_a_steered_and_an_unsteered_generation_by_step(tui_store, tiny_model):
+    plain_id = _run(tui_store.path, tiny_model, {})
+    steered_id = _run(tui_store.path, tiny_model, {"steer": " Love| Hate", "steer_layer": "1", "steer_coef": "8"})
+    tokens = {run: [t for (t,) in tui_store.query("SELECT token FROM generation_steps WHERE run_id = ? ORDER BY step", [run]).rows]
+              for run in (plain_id, steered_id)}
+    assert tokens[plain_id] != tokens[steered_id]  # the steering changes the text
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.get_screen("compare").compare(plain_id, steered_id)
+        app.action_show("compare")
+        await settle(app, pilot)
+        view = app.screen.query_one("#compare-generation")
+        assert view.display and [run.run_id for run in view.runs] == [plain_id, steered_id]
+        lines = "\n".join(screen_lines(app))
+        assert f"run {plain_id}: " in lines and f"run {steered_id}: " in lines
+        assert f"run {plain_id} p chosen" in lines and f"run {steered_id} p chosen" in lines
+        await pilot.press("home", "right")
+        await pilot.pause()
+        readout = view.describe()
+        assert readout.startswith("Generation · step 2/5")
+        for run in (plain_id, steered_id):
+            assert f"run {run} {tokens[run][1]!r}" in readout  # the cursor on step 2 in both
+        assert set(view.query_one("#gen-curve").data.series) == {f"run {plain_id}", f"run {steered_id}"}
+        # tab: on to the aligned charts (the lens difference heatmap first).
+        await pilot.press("tab")
+        await settle(app, pilot)
+        assert not view.display and app.screen.query_one("#compare-chart").display
+
+
+async def test_a_running_generation_streams_and_a_cancel_keeps_its_steps(tmp_path, tiny_model, monkeypatch):
+    """On the REAL worker: Results (F3) streams a generate job's text while it runs; a cancel after a
+    few steps ends the run 'cancelled' with the steps made so far stored, and the view shows them."""
+    from app.run.worker import JobCancelled, JobProgress, Started
+    from tests.helpers.tui import real_worker_app, until
+
+    app, store = real_worker_app(tmp_path, tiny_model, monkeypatch, "generate.duckdb")
+    prompts = tuple(Input(i, "prompt", text) for i, text in enumerate((PROMPT, "Hello there", "One two three", "The sky is")))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        # 4 prompts x 240 tokens, one shard: far more steps than are made before the cancel lands.
+        app.submit_job("generate", prompts, {"max_new_tokens": "240", "stop_at_eos": "false"})
+        await until(lambda: any(isinstance(e, Started) for e in app.events_seen), "the run to start")
+        await pilot.press("f3")
+        await settle(app, pilot)
+        view = app.screen.query_one("#generation")
+        await until(lambda: "token 3/240" in str(view.query_one("#gen-text").render()) or
+                    any(isinstance(e, JobProgress) and e.done >= 6 for e in app.events_seen), "a few streamed tokens")
+        await until(lambda: view.display and "generating" in str(view.query_one("#gen-text").render()), "the streamed text shown")
+        app.cancel_job()
+        await until(lambda: any(isinstance(e, JobCancelled) for e in app.events_seen), "the cancel")
+        run_id = next(e.run_id for e in app.events_seen if isinstance(e, Started))
+        await until(lambda: bool(view.runs), "the kept steps shown")
+        await settle(app, pilot)
+        row = store.run_row(run_id)
+        assert row["status"] == "cancelled" and "cut short after" in row["error"]
+        kept = store.query("SELECT input_id, count(*) FROM generation_steps WHERE run_id = ? GROUP BY input_id ORDER BY input_id", [run_id]).rows
+        assert kept and 0 < sum(n for _, n in kept) < 4 * 240
+        assert all(n == 240 for _, n in kept[:-1])  # the finished prompts whole, then the one cut short
+        assert len(view.runs[0].steps) == kept[0][1]  # input 0's steps in the generation view
+        assert "one in part" in str(app.screen.query_one("#run-info").render())

@@ -16,10 +16,12 @@ from textual.widgets import Header, Input, Static
 
 from analyses.core.errors import BadInput
 from app import charts
+from app.charts.generation import Generation, load_generation
 from app.run.compare import Comparison, compare_runs
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.generation_view import GenerationView
 from app.tui.widgets.key_bar import KeyBar
 from store import StoreError
 
@@ -31,6 +33,7 @@ class CompareScreen(WorkbenchScreen):
     #compare-runs Input { width: 14; margin-right: 2; }
     #compare-info { height: auto; max-height: 5; }
     #compare-chart { height: 1fr; }
+    #compare-generation { height: 1fr; }
     #compare-cell { height: 2; background: $panel; padding: 0 1; text-overflow: ellipsis; }
     CompareScreen.-narrow #compare-cell { height: 3; }
     """
@@ -49,6 +52,8 @@ class CompareScreen(WorkbenchScreen):
         self.pending: tuple[int, int] | None = None
         self.relative_depth = False
         self.runs: tuple[int, int] | None = None
+        self.generations: tuple[Generation, Generation] | None = None
+        """Two generate runs: shown first, aligned by step (the generation view), before the charts."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -58,10 +63,12 @@ class CompareScreen(WorkbenchScreen):
                 yield Input(placeholder="run B", id="compare-b", type="integer", compact=True)
             yield Static("Type two run ids and press enter, or mark a run in the history (F7) and press F7 on another.", id="compare-info", markup=False)
             yield ChartView(id="compare-chart")
+            yield GenerationView(id="compare-generation")
             yield Static("", id="compare-cell", markup=False)
         yield KeyBar()
 
     def on_mount(self) -> None:
+        self.query_one("#compare-generation", GenerationView).display = False
         if self.pending is not None:
             self._start(*self.pending)
 
@@ -105,30 +112,48 @@ class CompareScreen(WorkbenchScreen):
     def load(self, app: Any, run_a: int, run_b: int, relative_depth: bool = False) -> None:
         try:
             comparison = compare_runs(app.store, run_a, run_b, relative_depth=relative_depth)
+            generations = None
+            if comparison.analysis == "generate":  # the two texts and their lens, aligned by step
+                found = [load_generation(app.store, run, charts.first_input_id(app.store, run)) for run in (run_a, run_b)]
+                generations = (found[0], found[1]) if found[0] is not None and found[1] is not None else None
         except (BadInput, StoreError) as error:
             app.call_from_thread(self.show_error, (str(error).splitlines() or [type(error).__name__])[0])
             return
-        app.call_from_thread(self.show_comparison, comparison)
+        app.call_from_thread(self.show_comparison, comparison, generations)
 
     def show_error(self, message: str) -> None:
-        self.comparison = None
+        self.comparison, self.generations = None, None
+        self.query_one("#compare-generation", GenerationView).display = False
+        self.query_one("#compare-chart", ChartView).display = True
+        self.query_one("#compare-cell", Static).display = True
         self.query_one("#compare-info", Static).update(plain(message, style="red"))
         self.query_one("#compare-chart", ChartView).show(None)
         self.query_one("#compare-cell", Static).update("")
 
-    def show_comparison(self, comparison: Comparison) -> None:
-        self.comparison, self.chart_index = comparison, 0
+    def show_comparison(self, comparison: Comparison, generations: tuple[Generation, Generation] | None = None) -> None:
+        self.comparison, self.generations, self.chart_index = comparison, generations, 0
         lines = [f"compare {comparison.heading}: " + ("; ".join(comparison.differences) or "same model, parameters and input")]
         lines += [f"not compared: {note}" for note in comparison.skipped[:3]]
         self.query_one("#compare-info", Static).update(plain("\n".join(lines)))
         self.show_chart()
 
+    @property
+    def n_views(self) -> int:
+        """The compared charts, and the generation view first for two generate runs."""
+        return (len(self.comparison.charts) if self.comparison else 0) + (1 if self.generations else 0)
+
     def show_chart(self) -> None:
         if self.comparison is None:
             return
-        data: charts.ChartData = self.comparison.charts[self.chart_index]
-        view = self.query_one("#compare-chart", ChartView)
-        view.show(data)
+        view, generation = self.query_one("#compare-chart", ChartView), self.query_one("#compare-generation", GenerationView)
+        index = self.chart_index - (1 if self.generations else 0)
+        generation.display, view.display = index < 0, index >= 0
+        self.query_one("#compare-cell", Static).display = index >= 0  # the generation view has its own step readout
+        if index < 0 and self.generations is not None:
+            generation.show(*self.generations)
+            generation.focus()
+            return
+        view.show(self.comparison.charts[index])
         view.focus()
 
     def action_step_chart(self, step: int) -> None:
@@ -136,13 +161,16 @@ class CompareScreen(WorkbenchScreen):
             self.focus_next() if step > 0 else self.focus_previous()
             return
         if self.comparison is not None:
-            self.chart_index = (self.chart_index + step) % len(self.comparison.charts)
+            self.chart_index = (self.chart_index + step) % self.n_views
             self.show_chart()
 
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
-        total = len(self.comparison.charts) if self.comparison else 0
+        if self.query_one("#compare-generation", GenerationView).display:
+            return  # the generation view's own curve: its step readout says what is shown
+        total = self.n_views
         prefix = f"chart {self.chart_index + 1}/{total} (tab: next) · " if total else ""
         self.query_one("#compare-cell", Static).update(plain(prefix, event.description))
+
 
     def show_problem(self, message: str) -> None:
         self.show_error(message)

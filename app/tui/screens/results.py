@@ -11,12 +11,15 @@ from textual.widgets import DataTable, Header, Static, Tab, Tabs
 
 from analyses.core.registry import get_analysis
 from app import charts
+from app.charts.generation import Generation, load_generation
 from app.tui.plain import badge_style, plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.generation_view import GenerationView
 from app.tui.widgets.key_bar import KeyBar
 
 NEURON_CONTEXTS = "neuron-contexts"
+GENERATE = "generate"
 TABLE_VIEW_ROWS = 1000
 
 
@@ -48,6 +51,7 @@ class ResultsScreen(WorkbenchScreen):
         self.input_index = 0
         self.loaded: list[charts.ChartData | None] = []
         self.chart_index = 0
+        self.shown: Any = None  # what the chart, table or generation view shows now
         self._rebuilding = asyncio.Lock()
 
     def compose(self) -> ComposeResult:
@@ -57,11 +61,13 @@ class ResultsScreen(WorkbenchScreen):
             yield Tabs(id="chart-tabs")
             yield ChartView(id="chart")
             yield DataTable(id="chart-table", zebra_stripes=True)
+            yield GenerationView(id="generation")
             yield Static("", id="cell-info")
         yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#chart-table", DataTable).display = False
+        self.query_one("#generation", GenerationView).display = False
         if self.run_id is not None:
             self.load_run(self.app, self.run_id, None)
 
@@ -74,13 +80,15 @@ class ResultsScreen(WorkbenchScreen):
 
     def show_loading(self, run_id: int) -> None:
         """Until the run's charts are read, its header says so and no earlier run's chart stays under it."""
-        self.loaded = []
+        self.loaded, self.shown = [], None
         self.query_one("#run-info", Static).update(plain(f"run {run_id} · loading its charts…"))
         self.query_one("#chart-tabs", Tabs).display = False
         view = self.query_one("#chart", ChartView)
         view.show(None)
         view.display, view.loading = True, True
         self.query_one("#chart-table", DataTable).display = False
+        self.query_one("#generation", GenerationView).display = False
+        self.query_one("#cell-info", Static).display = True
         self.query_one("#cell-info", Static).update("")
 
     @background("load-run")
@@ -95,20 +103,23 @@ class ResultsScreen(WorkbenchScreen):
         index = input_index or 0
         input_id = input_ids[index] if input_ids else None
         prompt = store.input_text(run_id, input_id, preview=70) or ""
-        partial = row["status"] != "done" and (row.get("shards_done") or 0) > 0
+        kept_part = row["status"] != "done" and store.has_partial(run_id)  # a cancel's steps so far (generate)
+        partial = row["status"] != "done" and ((row.get("shards_done") or 0) > 0 or kept_part)
         status = row["status"] if row["status"] == "done" else f"{row['status']}: {(row['error'] or '').splitlines()[0] if row['error'] else ''}"
         badge = store.check_badges([run_id]).get(run_id)
         if partial:
-            status += f" · {row['shards_done']}/{row['n_shards']} shards stored"
+            status += f" · {row['shards_done']}/{row['n_shards']} shards stored" + (" and one in part" if kept_part else "")
         inputs_note = f" · input {index + 1}/{len(input_ids)} ([ ] switch)" if len(input_ids) > 1 else ""
         # The fidelity badge: green when every check passed, amber when one was skipped, red when one failed.
         badge_part = (f" · checks {badge}", badge_style(badge)) if badge else ""
         info = plain(f"run {run_id} · {row['analysis']} · {row['model']} · {status}", badge_part, f"{inputs_note}\n", (prompt, "dim"))
-        loaded: list[charts.ChartData | None] = []
+        loaded: list[charts.ChartData | Generation | None] = []
         if row["status"] == "done" or partial:
             try:
                 spec = get_analysis(row["analysis"]).spec
-                loaded = [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
+                if row["analysis"] == GENERATE:  # the generation view first: the text, its step cursor and the lens per step
+                    loaded.append(load_generation(store, run_id, input_id))
+                loaded += [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
                 loaded += [data for chart in table_views(spec) for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
                 info.append_text(plain(f"\ncannot draw its charts: {error}", style="red"))
@@ -116,6 +127,7 @@ class ResultsScreen(WorkbenchScreen):
 
     def show_problem(self, message: str) -> None:
         self.query_one("#chart", ChartView).loading = False
+        self.query_one("#cell-info", Static).display = True
         self.query_one("#cell-info", Static).update(plain(message, style="red"))
         super().show_problem(message)
 
@@ -135,6 +147,8 @@ class ResultsScreen(WorkbenchScreen):
                     await tabs.add_tab(Tab(plain(charts.shortened(data.label, room)), id=f"chart-{index}"))
             if not any(data is not None for data in loaded):
                 self.query_one("#chart", ChartView).show(None)
+                self.query_one("#generation", GenerationView).display = False
+                self.query_one("#cell-info", Static).display = True
                 self.query_one("#cell-info", Static).update("This run has no chart data.")
                 return
             self.chart_index = min(self.chart_index, len(loaded) - 1)
@@ -145,8 +159,16 @@ class ResultsScreen(WorkbenchScreen):
 
     def show_chart(self, index: int) -> None:
         data = self.loaded[index]
-        self.chart_index = index
+        self.chart_index, self.shown = index, data
         view, table = self.query_one("#chart", ChartView), self.query_one("#chart-table", DataTable)
+        generation = self.query_one("#generation", GenerationView)
+        generation.display = isinstance(data, Generation)
+        self.query_one("#cell-info", Static).display = not generation.display  # the view has its own step readout
+        if isinstance(data, Generation):
+            view.display = table.display = False
+            generation.show(data)
+            generation.focus()
+            return
         is_table = data is not None and isinstance(data.chart, charts.Table)
         view.display, table.display = not is_table, is_table
         if is_table:
@@ -163,11 +185,23 @@ class ResultsScreen(WorkbenchScreen):
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         if event.tab is not None and event.tab.id and event.tab.id.startswith("chart-"):
             index = int(event.tab.id.split("-")[1])
-            if index < len(self.loaded) and (index != self.chart_index or self.query_one("#chart", ChartView).data is not self.loaded[index]):
+            if index < len(self.loaded) and (index != self.chart_index or self.shown is not self.loaded[index]):
                 self.show_chart(index)
 
     def on_chart_view_cursor_moved(self, event: ChartView.CursorMoved) -> None:
+        if self.query_one("#generation", GenerationView).display:
+            return  # the generation view's own curve: its step readout says what is shown
         self.query_one("#cell-info", Static).update(event.description, layout=False)  # one fixed line: no re-layout per key
+
+    def stream(self, run_id: int, note: str) -> None:
+        """A running generate job's progress (the text so far) while this view shows its run."""
+        if self.run_id != run_id or not self.is_mounted or self.loaded:
+            return
+        generation = self.query_one("#generation", GenerationView)
+        self.query_one("#chart", ChartView).display = False
+        self.query_one("#cell-info", Static).display = False
+        generation.display = True
+        generation.stream(run_id, note)
 
     def _step_chart(self, step: int) -> None:
         present = [i for i, d in enumerate(self.loaded) if d is not None]
@@ -196,7 +230,7 @@ class ResultsScreen(WorkbenchScreen):
         """(layer, neuron) of the table row under the cursor when the table names a neuron (a
         ``neuron`` column; ``layer`` too, else layer 0 as in contextual-neurons); else None."""
         data = self.loaded[self.chart_index] if self.chart_index < len(self.loaded) else None
-        if data is None or not isinstance(data.chart, charts.Table) or "neuron" not in data.columns or not data.rows:
+        if not isinstance(data, charts.ChartData) or not isinstance(data.chart, charts.Table) or "neuron" not in data.columns or not data.rows:
             return None
         row = data.rows[min(self.query_one("#chart-table", DataTable).cursor_row, len(data.rows) - 1)]
         values = dict(zip(data.columns, row))
@@ -224,7 +258,7 @@ class ResultsScreen(WorkbenchScreen):
 
     async def action_chart_sql(self) -> None:
         data = self.loaded[self.chart_index] if self.chart_index < len(self.loaded) else None
-        if data is None or not data.sql:
+        if not isinstance(data, charts.ChartData) or not data.sql:
             self.notify("Open a run with a chart first.", severity="warning")
             return
         await self.app.use_sql(data.sql)
