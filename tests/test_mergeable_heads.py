@@ -179,3 +179,18 @@ def test_the_bootstrap_in_blocks_of_resamplings_gives_the_same_bits(monkeypatch)
     blocks = engine.bootstrap(numerators, denominators, 500, 0)
     assert all(torch.equal(a, b) for a, b in zip(whole[:3], blocks[:3])) and whole[3] == blocks[3] == 300
     assert not torch.isnan(whole[1]).any()
+
+
+def test_verify_recomputes_the_merged_pattern_over_every_input(tiny_model, db_path):
+    from app.run.runner import RunRequest, execute, prepare
+    from app.run.verify import verify
+    from store import Store
+
+    store = Store(db_path)
+    raw = {name: str(value) for name, value in SMALL.items()}
+    run_id = execute(store, tiny_model, prepare(RunRequest("first-layer-heads", tuple(_inputs()), raw)), no_progress, shard_docs=2)
+    verdict = verify(store, tiny_model, run_id, sample=2)
+    assert verdict.table == "first_layer_heads_pattern" and verdict.cells > 0 and verdict.differences == []
+    with store.write() as conn:
+        conn.execute("UPDATE first_layer_heads_pattern SET weight = weight * 1.01 WHERE run_id = ? AND head = 1 AND key_offset = 0", [run_id])
+    assert [line for line in verify(store, tiny_model, run_id, sample=2).differences if "head=1" in line and "weight" in line]
