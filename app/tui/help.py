@@ -41,7 +41,10 @@ HELP: dict[str, tuple[str, str, str]] = {
         "of the most likely next token when that residual is decoded through the final norm and unembedding; "
         "target_prob, your target's probability; entropy in bits; KL to the final layer's prediction in nats). "
         "Colours run dark (low) to bright (high) over the range in the legend; l switches to log10. What each "
-        "analysis' numbers are is on its page, docs/analyses/<name>.md.",
+        "analysis' numbers are is on its page, docs/analyses/<name>.md. A circuit (attribution-patching's "
+        "Circuit tab) draws its nodes as boxes, layers from the bottom up, each edge leaving a box's top and "
+        "entering the box above at its bottom; left and right walk the nodes, up and down go a row, and the line "
+        "under it reads the node's exact check (patching the whole node) and its edges.",
     ),
     "history": (
         "History: every stored run",
