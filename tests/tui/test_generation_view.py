@@ -143,3 +143,19 @@ async def test_a_running_generation_streams_and_a_cancel_keeps_its_steps(tmp_pat
         assert all(n == 240 for _, n in kept[:-1])  # the finished prompts whole, then the one cut short
         assert len(view.runs[0].steps) == kept[0][1]  # input 0's steps in the generation view
         assert "one in part" in str(app.screen.query_one("#run-info").render())
+
+
+async def test_a_long_text_scrolls_with_the_step_cursor(tui_store, tiny_model):
+    run_id = _run(tui_store.path, tiny_model, {"max_new_tokens": "80"})
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.open_run(run_id)
+        await settle(app, pilot)
+        view = app.screen.query_one("#generation")
+        box = view.query_one("#gen-text-box")
+        assert box.max_scroll_y > 0  # 80 tokens do not fit the text's 4 lines at 80 columns
+        assert box.scroll_y == box.max_scroll_y  # on the last step: the end of the text
+        await pilot.press("home")
+        await settle(app, pilot)
+        assert view.step == 0 and box.scroll_y == 0

@@ -172,6 +172,9 @@ class GenerationView(Vertical, can_focus=True):
 
     def _draw(self) -> None:
         self.query_one("#gen-text", Static).update(self._text() if self.runs else plain("This run has no generated steps."))
+        # A text longer than its box: keep the cursor's part of it in view (by its share of the steps).
+        box = self.query_one("#gen-text-box", VerticalScroll)
+        box.call_after_refresh(lambda: box.scroll_to(y=round(box.max_scroll_y * self.step / max(1, self.n_steps - 1)), animate=False))
         description = self.describe()
         self.query_one("#gen-step", Static).update(plain(description))
         self.query_one("#gen-curve", ChartView).show(self._curve() if self.runs else None)
