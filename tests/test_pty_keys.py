@@ -49,12 +49,12 @@ def test_bursts_land_as_typed(tmp_path, stored_runs):
         time.sleep(0.5)
         term.keys("Enter")
         term.wait_for("analysis truncation")
-        for _ in range(8):
-            if "k_max (int" in term.screen():
+        for _ in range(8):  # to k_max: its row open, its default under its description
+            if "(default 10)" in term.screen():
                 break
             term.keys("Tab")
             time.sleep(0.5)
-        term.wait_for("k_max (int")
+        term.wait_for("(default 10)")
         term.write(b"5\t3")
         term.wait_for_line(r"^\s*min_context\s+3\s")
         assert term.wait_for_line(r"^\s*k_max\s+(\S+)").group(1) == "5"

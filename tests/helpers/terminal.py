@@ -87,7 +87,9 @@ def open_terminal(tmp_path: Path, width: int, height: int, *arguments: str) -> T
         "PYTHONPATH": str(REPO), "TERM": "xterm-256color",
     }
     exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
-    command = (f"env {exports} {shlex.quote(str(iwb))} --db {shlex.quote(str(tmp_path / 'runs.duckdb'))} --device cpu "
+    # COLUMNS and LINES unset: pytest's environment sets them to 80x24, and Textual would take them
+    # over the pane's real size.
+    command = (f"env -u COLUMNS -u LINES {exports} {shlex.quote(str(iwb))} --db {shlex.quote(str(tmp_path / 'runs.duckdb'))} --device cpu "
                + " ".join(shlex.quote(argument) for argument in arguments)
                + f"; echo $? > {shlex.quote(str(tmp_path / 'exit'))}")
     term = Terminal(f"iwb-test-{os.getpid()}-{tmp_path.name}", "iwb", tmp_path / "exit")

@@ -129,6 +129,8 @@ async def test_a_bad_value_in_the_last_parameter_is_named_when_ctrl_r_refuses(tu
             assert text.startswith(f"Not run: parameter '{last.name}'") and value in text, (analysis, text)
             row = probe.query_one(f"#row-{last.name}")
             assert row.has_class("-bad") and f"parameter '{last.name}'" in shown(row.query_one(".param-doc"))
+            await steady(pilot)
+            assert on_screen(app, row) and collapsed(f"{last.doc} (default {show_default(last)})") in drawn(app, row), (analysis, drawn(app, row))
             field.value = ""
             await pilot.pause()
             assert not row.has_class("-bad") and not error.display  # fixed: the flag and the refusal go

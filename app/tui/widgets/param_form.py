@@ -92,10 +92,9 @@ class ParamRow(Vertical):
         self.query_one(".param-more", Static).update(self.more())
 
     def more(self) -> Any:
-        """What the open row shows under its line: the error (when bad), the description, the default."""
-        problem = self.problem()
-        text = f"{self.info.doc} (default {show_default(self.info)})"
-        return plain((problem, "red"), "\n", text) if problem else plain(text)
+        """What the open row shows under its line: the whole description and the default (an error
+        is on the row's line and, whole, on the form's error line)."""
+        return plain(f"{self.info.doc} (default {show_default(self.info)})")
 
     def open(self, is_open: bool) -> None:
         if is_open != self.has_class("-open"):
@@ -241,8 +240,10 @@ class ParamForm(Vertical):
         return None
 
     def go_to(self, name: str) -> None:
-        """Focus a parameter's field (scrolled into view)."""
+        """Focus a parameter's field and scroll its open row into view (when it has the focus
+        already, no focus event would: the row may have grown with an error since)."""
         self.field(name).focus()
+        self.call_after_refresh(self.reveal, self.row(name))
 
     def named_parameter(self, message: str) -> str | None:
         """The parameter of this form a message names (``parameter 'seed' ...``), if any."""
