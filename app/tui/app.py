@@ -252,6 +252,19 @@ class Workbench(App):
         self.action_show("probe")
         self.get_screen("probe").select_analysis(name)
 
+    def rerun_in_probe(self, analysis: str, prompt: str, values: dict[str, str], what: str) -> None:
+        """A stored run's analysis, prompt and set parameters in the Probe form (History's e): one
+        changed value and ctrl+r make the twin run."""
+        probe = self.get_screen("probe")
+        probe.form_values[analysis] = dict(values)
+        if probe.is_mounted and probe.shown_analysis == analysis:  # the form is not rebuilt: fill it in place
+            form = probe.query_one("#params")
+            for info in form.infos:
+                form.field(info.name).value = values.get(info.name, "")
+        self.choose_analysis(analysis)
+        probe.use_prompt(prompt)
+        self.notify(f"{what} is in the form: change a value (a coefficient, a layer), then ctrl+r runs it", markup=False)
+
     def use_prompt(self, text: str) -> None:
         """Make text the probe's prompt (from the corpus browser) and go there."""
         self.action_show("probe")

@@ -159,3 +159,29 @@ async def test_a_long_text_scrolls_with_the_step_cursor(tui_store, tiny_model):
         await pilot.press("home")
         await settle(app, pilot)
         assert view.step == 0 and box.scroll_y == 0
+
+
+async def test_history_puts_a_run_in_the_probe_form_to_rerun_with_one_change(tui_store, tiny_model):
+    """History's e: the run's analysis, prompt and the parameters it set go into the Probe form;
+    one changed coefficient and ctrl+r submit the twin."""
+    run_id = _run(tui_store.path, tiny_model, {"steer": " Love| Hate", "steer_layer": "1"})
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f4")
+        await settle(app, pilot)
+        assert app.screen.selected_run() == run_id
+        await pilot.press("e")
+        await settle(app, pilot)
+        probe = app.screen
+        assert probe.name == "probe" and probe.query_one("#analysis").value == "generate"
+        await settle(app, pilot)
+        assert probe.query_one("#prompt").text == PROMPT
+        form = probe.query_one("#params")
+        assert form.values() == {"max_new_tokens": "5", "stop_at_eos": "false", "steer": " Love| Hate", "steer_layer": "1"}
+        form.field("steer_coef").value = "8"
+        await pilot.press("ctrl+r")
+        await settle(app, pilot)
+        analysis, inputs, raw = app.host.jobs[-1]
+        assert analysis == "generate" and inputs[0].text == PROMPT
+        assert raw == {"max_new_tokens": "5", "stop_at_eos": "false", "steer": " Love| Hate", "steer_layer": "1", "steer_coef": "8"}

@@ -24,6 +24,8 @@ class HistoryScreen(WorkbenchScreen):
         Binding("enter", "open_run", "Open", tooltip="Open the selected run in the results view"),
         Binding("delete", "delete_run", "Delete", tooltip="Delete the selected run and all its rows (asks first)"),
         Binding("R", "resume_run", "Resume", tooltip="Finish an interrupted, failed or cancelled run: only its missing shards are computed"),
+        Binding("e", "edit_run", "Re-run", show=False,
+                tooltip="Put the selected run's analysis, prompt and parameters in the Probe form (F2): change one (a coefficient, a layer) and ctrl+r makes a new run"),
         Binding("ctrl+f,slash", "focus_filter", "Filter", tooltip="Filter runs by analysis, model, status, params or prompt text"),
         Binding("ctrl+l", "refresh", "Refresh", tooltip="Read the runs again"),
         Binding("down", "to_table", "Runs", show=False, tooltip="From the filter: into the list of runs"),
@@ -179,6 +181,32 @@ class HistoryScreen(WorkbenchScreen):
             return
         self.app.resume_run(run_id, self.analyses.get(run_id, ""))
         self.notify(f"Resuming run {run_id}: its missing shards are queued.")
+
+    def action_edit_run(self) -> None:
+        run_id = self.selected_run()
+        if run_id is not None:
+            self.read_for_rerun(self.app, run_id)
+
+    @background("history-rerun")
+    def read_for_rerun(self, app: Any, run_id: int) -> None:
+        """The run's analysis, typed prompt and the parameters it set away from their defaults, read
+        off the UI thread, then put in the Probe form."""
+        import json
+
+        from analyses.core.params import param_infos
+
+        row = app.store.run_row(run_id)
+        inputs = app.store.run_inputs(run_id, limit=2)
+        if row is None or len(inputs) != 1 or inputs[0][1] != "prompt" or row["analysis"] not in REGISTRY:
+            app.call_from_thread(self.notify, f"Run {run_id} is not a run of one typed prompt; re-run it from the Probe form (F2).", severity="warning")
+            return
+        stored = json.loads(row["params"] or "{}")
+        values = {}
+        for info in param_infos(get_analysis(row["analysis"]).Params):
+            value = stored.get(info.name, info.default)
+            if value is not None and value != info.default:
+                values[info.name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        app.call_from_thread(app.rerun_in_probe, row["analysis"], inputs[0][2], values, f"run {run_id} on {row['model']}")
 
     def action_focus_filter(self) -> None:
         self.query_one("#history-filter", Input).focus()
