@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from analyses.core.charts import Graph
 from analyses.core.contract import Chart, Heatmap, Table
 from analyses.core.errors import BadInput
 from analyses.core.registry import get_analysis
@@ -60,7 +61,8 @@ def compare_runs(store: Any, run_a: int, run_b: int, table: str | None = None, i
     if row_a["analysis"] != row_b["analysis"]:
         raise CompareError(f"run {run_a} is {row_a['analysis']} and run {run_b} is {row_b['analysis']}: runs of different analyses cannot be aligned")
     spec = get_analysis(row_a["analysis"]).spec
-    chosen = [chart for chart in spec.charts if not isinstance(chart, Table) and (table is None or chart.table == table)]
+    # A table or a circuit has no axes to align: compare those with `iwb sql`.
+    chosen = [chart for chart in spec.charts if not isinstance(chart, (Table, Graph)) and (table is None or chart.table == table)]
     if table is not None and table not in [t.name for t in spec.tables]:
         raise CompareError(f"{spec.name} has no table {table!r}; it has {', '.join(t.name for t in spec.tables)}")
     if not chosen:
