@@ -44,7 +44,10 @@ HELP: dict[str, tuple[str, str, str]] = {
         "analysis' numbers are is on its page, docs/analyses/<name>.md. A circuit (attribution-patching's "
         "Circuit tab) draws its nodes as boxes, layers from the bottom up, each edge leaving a box's top and "
         "entering the box above at its bottom; left and right walk the nodes, up and down go a row, and the line "
-        "under it reads the node's exact check (patching the whole node) and its edges.",
+        "under it reads the node's exact check (patching the whole node) and its edges. On a table row that names "
+        "a neuron (contextual-neurons, fact-lookup), n shows its top-activating contexts: read from the newest "
+        "stored neuron-contexts run of the same model, layer and neuron, else the Probe form to compute them; N "
+        "always opens the form (another corpus, other settings).",
     ),
     "history": (
         "History: every stored run",

@@ -39,7 +39,10 @@ class ResultsScreen(WorkbenchScreen):
         Binding("left_square_bracket", "previous_input", "Previous input", show=False),
         Binding("s", "chart_sql", "SQL", tooltip="Copy the SQL behind this chart into the SQL console (F5) and run it there"),
         Binding("n", "neuron_contexts", "Contexts", show=False,
-                tooltip="On a table row naming a neuron (contextual-neurons, fact-lookup): its top-activating contexts over a corpus (neuron-contexts)"),
+                tooltip="On a table row naming a neuron (contextual-neurons, fact-lookup): its top-activating contexts, from a stored "
+                        "neuron-contexts run of that model and neuron when there is one, else the Probe form to compute them"),
+        Binding("N", "neuron_contexts(True)", "Compute contexts", show=False,
+                tooltip="On a table row naming a neuron: the Probe form on neuron-contexts to compute its contexts anew (another corpus)"),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-normal")]  # narrow: the cell readout gets a third line
 
@@ -175,7 +178,7 @@ class ResultsScreen(WorkbenchScreen):
             table.clear(columns=True)
             table.add_columns(*[plain(column) for column in data.columns])
             table.add_rows([[plain(charts.format_cell(v)) for v in row] for row in data.rows])
-            neuron = " · n: the row's neuron's top contexts" if "neuron" in data.columns else ""
+            neuron = " · n: the row's neuron's top contexts (stored, else computed; N: compute)" if "neuron" in data.columns else ""
             self.query_one("#cell-info", Static).update(f"{len(data.rows)} rows · s: its SQL in the console{neuron}")
             table.focus()
         else:
@@ -239,13 +242,35 @@ class ResultsScreen(WorkbenchScreen):
             return None
         return layer, values["neuron"]
 
-    def action_neuron_contexts(self) -> None:
-        """Open the Probe form on neuron-contexts with this row's layer and neuron set (the model and corpus are chosen there)."""
+    def action_neuron_contexts(self, compute: bool = False) -> None:
+        """This row's neuron's top-activating contexts: the newest stored neuron-contexts run of the
+        same model, layer and neuron when there is one (read, not recomputed), else (or with
+        ``compute``) the Probe form on neuron-contexts with the layer and neuron set."""
         found = self.selected_neuron()
         if found is None:
             self.notify("Put the cursor on a table row that names a neuron (contextual-neurons, fact-lookup).", severity="warning")
             return
-        layer, neuron = found
+        if compute or self.run_id is None:
+            self.compute_contexts(*found)
+        else:
+            self.find_contexts(self.app, self.run_id, *found)
+
+    @background("neuron-contexts")
+    def find_contexts(self, app: Any, run_id: int, layer: int, neuron: int) -> None:
+        stored = app.store.query(
+            "SELECT c.run_id, (SELECT count(*) FROM inputs i WHERE i.run_id = c.run_id) FROM runs c, runs r "
+            "WHERE r.run_id = ? AND c.analysis = ? AND c.status = 'done' AND c.model = r.model "
+            "AND TRY_CAST(json_extract_string(c.params, '$.layer') AS INTEGER) = ? AND TRY_CAST(json_extract_string(c.params, '$.neuron') AS INTEGER) = ? "
+            "ORDER BY c.run_id DESC LIMIT 1", [run_id, NEURON_CONTEXTS, layer, neuron]).rows
+        if stored:
+            found, n_inputs = stored[0]
+            app.call_from_thread(app.open_run, found)
+            app.call_from_thread(app.notify, f"layer {layer} neuron {neuron}: its top contexts as stored by run {found} "
+                                 f"({n_inputs} inputs); N computes them anew", markup=False)
+        else:
+            app.call_from_thread(self.compute_contexts, layer, neuron)
+
+    def compute_contexts(self, layer: int, neuron: int) -> None:
         probe = self.app.get_screen("probe")
         values = {"layer": str(layer), "neuron": str(neuron)}
         if probe.is_mounted and probe.shown_analysis == NEURON_CONTEXTS:
