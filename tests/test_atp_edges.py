@@ -152,3 +152,15 @@ def _spec():
     from analyses import attribution_patching
 
     return attribution_patching.SPEC
+
+
+def test_progress_only_moves_forward_through_scores_checks_and_edges(tiny_model, store):
+    seen: list[float] = []
+
+    def record(done: int, total: int, note: str = "") -> None:
+        if total:
+            seen.append(done / total)
+
+    raw = {"subject": "Eiffel Tower", "samples": "1", "graddrop": "false", "top_k": "2", "random_checks": "2", "top_edges": "5"}
+    execute(store, tiny_model, prepare(RunRequest("attribution-patching", (Input(0, "prompt", PROMPT),), raw)), record)
+    assert len(seen) > 5 and seen == sorted(seen), seen

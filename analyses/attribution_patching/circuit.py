@@ -78,7 +78,7 @@ class EdgeRows:
         from analyses.attribution_patching import exact
         from analyses.attribution_patching.tables import check_summary
 
-        progress(1, 2, "edge attribution patching")
+        progress(7, 10, "edge attribution patching")
         edge = eap.edge_scores(model, setup, cancel)
         top = top_edges(edge.scores, params.top_edges)
         valid = [tuple(int(i) for i in pair) for pair in np.argwhere(~np.isnan(edge.scores))]
@@ -86,9 +86,10 @@ class EdgeRows:
         rest = [pair for pair in valid if pair not in top_set]
         picks = rng.choice(len(rest), size=min(params.random_checks, len(rest)), replace=False) if rest else []
         sampled = [rest[int(i)] for i in sorted(picks)]
-        progress(1, 2, f"exact patching of {len(top) + len(sampled)} edges")
+        progress(8, 10, f"exact patching of {len(top) + len(sampled)} edges")
         effects = eap.exact_edges(model, setup, edge, top + sampled, batch_rows, cancel)
         exact_of = dict(zip(top + sampled, effects))
+        progress(9, 10, "exact patching of the circuit's nodes")
         flat_scores = edge.scores[tuple(np.array(valid).T)] if valid else np.zeros(0)
         index_of = {pair: i for i, pair in enumerate(valid)}
         summary = check_summary("edge", flat_scores, flat_scores, {index_of[pair]: value for pair, value in exact_of.items()},

@@ -87,7 +87,11 @@ class Collector:
         setup, target = atp_setup.build_setup(model, item, params, self.state, change, self.target_id, self.foil_id)
         seq_len = len(change.ids)
         batch_rows = max(1, batch_tokens_limit(model, seq_len) // seq_len)
-        scores, _, source = engine.node_scores(model, setup, params.method, params.graddrop, batch_rows, cancel=cancel, progress=progress)
+        # Progress: the node scores are the first 60% of an input, then its exact checks, then its edges.
+        def scores_progress(done: int, total: int, note: str = "") -> None:
+            progress(6 * done, 10 * max(1, total), note)
+
+        scores, _, source = engine.node_scores(model, setup, params.method, params.graddrop, batch_rows, cancel=cancel, progress=scores_progress)
         check_cancel(cancel)
         rng = np.random.default_rng([params.seed, item.input_id])
         chosen: dict = {}
@@ -98,7 +102,7 @@ class Collector:
             chosen[kind] = (top, sampled)
             shape = scores.estimate[kind].shape
             nodes += [node_of(kind, np.unravel_index(flat, shape)) for flat in top + sampled]
-        progress(1, 2, f"exact patching of {len(nodes)} checked nodes")
+        progress(6, 10, f"exact patching of {len(nodes)} checked nodes")
         effects = exact.exact_effects(model, setup, nodes, source, scores.z_patched, batch_rows, cancel)
         exact_of: dict = {kind: {} for kind in CHECK_KINDS}
         for node, effect in zip(nodes, effects):
