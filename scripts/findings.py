@@ -5,10 +5,12 @@ stored tables back and writes their summary lines between the markers
 between the markers is typed by hand, so the quoted numbers cannot go stale without `--check`
 (and tests/test_findings.py) saying so.
 
-    python scripts/findings.py [--only logit-lens,first-layer-heads,fact-lookup] [--db FILE] [--check]
+    python scripts/findings.py [--only logit-lens,first-layer-heads,fact-lookup,...] [--db FILE] [--check]
 
 --check renders and compares without writing (exit 1 when a block differs). With --db FILE and
---runs NAME=RUN_ID,... the blocks are rendered from runs already stored there, without a model.
+--runs NAME=RUN_ID,... the blocks are rendered from runs already stored there, without a model
+(a finding made of several runs takes RUN_ID+RUN_ID). A finding that names its own model (the
+Gemma 3 blocks) is run on that model, whatever --model says.
 """
 from __future__ import annotations
 
@@ -30,36 +32,57 @@ HEAD_DOCS, HEAD_TOKENS = 16, 512
 FACT_PARAMS = {"layer_stride": 10, "intervention_entities": 16, "concat_layer": 3}
 
 
+Read = Callable[[str], list[dict]]
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One block: the analysis, the command a reader can type for the same run, how to make the
-    run's inputs and params, and how to write its lines from the stored tables."""
+    """One block: the analysis, the command a reader can type for the same runs, how to make each
+    run's inputs and params (one pair per run), how to write its lines from the stored tables of
+    those runs (one reader each, in order), and the model when it is not the script's --model."""
 
     name: str
     analysis: str
     command: str
-    make: Callable[[Any], tuple[list, dict]]
-    render: Callable[[Callable[[str], list[dict]]], list[str]]
+    make: Callable[[Any], list[tuple[list, dict]]]
+    render: Callable[[list[Read]], list[str]]
+    model: str | None = None
 
 
-def _lens_run(model: Any) -> tuple[list, dict]:
+def _lens_run(model: Any) -> list[tuple[list, dict]]:
     from analyses.inputs.corpus import prompt_inputs
 
-    return prompt_inputs(PROMPT), {"target": TARGET}
+    return [(prompt_inputs(PROMPT), {"target": TARGET})]
 
 
-def _heads_run(model: Any) -> tuple[list, dict]:
+def corpus_documents(start: int, count: int, max_tokens: int) -> list:
+    """Documents start..start+count-1 of the shipped corpus as inputs, max_tokens each."""
+    import itertools
+
     from analyses.inputs.corpus import corpus_source, iter_records, record_input
 
     source = corpus_source(None)
-    records = [record for _, record in zip(range(HEAD_DOCS), iter_records(source)) if record is not None]
-    return [record_input(i, record, source, HEAD_TOKENS) for i, record in enumerate(records)], {}
+    records = [record for record in itertools.islice(iter_records(source), start + count) if record is not None][start:]
+    return [record_input(i, record, source, max_tokens) for i, record in enumerate(records)]
 
 
-def _fact_run(model: Any) -> tuple[list, dict]:
+def _heads_run(model: Any) -> list[tuple[list, dict]]:
+    return [(corpus_documents(0, HEAD_DOCS, HEAD_TOKENS), {})]
+
+
+def two_sample_runs(docs: int = HEAD_DOCS, max_tokens: int = HEAD_TOKENS) -> Callable[[Any], list[tuple[list, dict]]]:
+    """first-layer-heads with its default params on documents 0..docs-1 and docs..2*docs-1 (disjoint samples)."""
+    return lambda model: [(corpus_documents(start, docs, max_tokens), {}) for start in (0, docs)]
+
+
+def _fact_run(model: Any, every: int = 1) -> list[tuple[list, dict]]:
+    """fact-lookup on the shipped table (every every-th athlete of it), FACT_PARAMS."""
     from analyses.inputs.entities import entity_inputs, load_entities
 
-    return entity_inputs(load_entities(None)), dict(FACT_PARAMS)
+    return [(entity_inputs(load_entities(None)[::every]), dict(FACT_PARAMS))]
+
+
+GEMMA_EVERY = 2  # Gemma 3's fact-lookup on every second athlete of the table, a run half the size for a shared CPU
 
 
 def lens_lines(read: Callable[[str], list[dict]]) -> list[str]:
@@ -91,7 +114,30 @@ def head_lines(read: Callable[[str], list[dict]]) -> list[str]:
     return lines
 
 
-def fact_lines(read: Callable[[str], list[dict]]) -> list[str]:
+def two_sample_lines(reads: list[Read], docs: int = HEAD_DOCS) -> list[str]:
+    """Per head, its class in each sample, whether it holds (the same class, or uncertain in one),
+    and per sample its margin, runner-up and every class score with its 95% interval over documents."""
+    from analyses.first_layer_heads import SCORE_COLUMNS
+
+    samples = [{(row["layer"], row["head"]): row for row in read("first_layer_heads_class")} for read in reads]
+    labels = [f"docs {index * docs}-{(index + 1) * docs - 1}" for index in range(len(samples))]
+    lines, holding = [], 0
+    for key in sorted(samples[0]):
+        classes = [sample[key]["class"] for sample in samples]
+        holds = len(set(classes)) == 1 or "uncertain" in classes
+        holding += holds
+        lines.append(f"head {key[0]}.{key[1]}: {' / '.join(classes)}  {'holds' if holds else 'FLIPS'}")
+        for label, sample in zip(labels, samples):
+            row = sample[key]
+            margin = f"margin {row['margin']:.2f}" if row["margin"] is not None and row["margin"] == row["margin"] else "no class cleared"
+            runner = f", runner-up {row['runner_up']} ({row['runner_up_margin']:.2f})" if row["runner_up"] else ""
+            scores = ", ".join(f"{name} {row[f'{name}_score']:.3g} [{row[f'{name}_low']:.3g}, {row[f'{name}_high']:.3g}]" for name in SCORE_COLUMNS)
+            lines.append(f"  {label} ({row['n_docs']} docs): {row['class']}, {margin}{runner}; {scores}")
+    lines.append(f"{holding} of {len(samples[0])} heads keep their class or are uncertain in one sample")
+    return lines
+
+
+def fact_lines(read: Read) -> list[str]:
     """fact-lookup's own summary lines (what its summary table holds), written from the stored tables."""
     from analyses.fact_lookup.summaries import summary_lines, wrapped
     from analyses.fact_lookup.tables import TABLES
@@ -99,14 +145,25 @@ def fact_lines(read: Callable[[str], list[dict]]) -> list[str]:
     return wrapped(summary_lines({table.name: read(table.name) for table in TABLES}))
 
 
+def _first(render: Callable[[Read], list[str]]) -> Callable[[list[Read]], list[str]]:
+    return lambda reads: render(reads[0])
+
+
+GEMMA = "gemma3-270m"
+TWO_SAMPLES = f"first-layer-heads on documents 0-{HEAD_DOCS - 1} and {HEAD_DOCS}-{2 * HEAD_DOCS - 1} of the shipped corpus, {HEAD_TOKENS} tokens each, default params"
+FACT_COMMAND = "iwb run fact-lookup " + " ".join(f"--param {k}={v}" for k, v in FACT_PARAMS.items())
 FINDINGS = (
-    Finding("logit-lens", "logit-lens", f'iwb run logit-lens --prompt "{PROMPT}" --param target="{TARGET}"', _lens_run, lens_lines),
-    Finding("first-layer-heads", "first-layer-heads", f"first-layer-heads on documents 0-{HEAD_DOCS - 1} of the shipped corpus, {HEAD_TOKENS} tokens each, default params", _heads_run, head_lines),
-    Finding("fact-lookup", "fact-lookup", "iwb run fact-lookup " + " ".join(f"--param {k}={v}" for k, v in FACT_PARAMS.items()), _fact_run, fact_lines),
+    Finding("logit-lens", "logit-lens", f'iwb run logit-lens --prompt "{PROMPT}" --param target="{TARGET}"', _lens_run, _first(lens_lines)),
+    Finding("first-layer-heads", "first-layer-heads", f"first-layer-heads on documents 0-{HEAD_DOCS - 1} of the shipped corpus, {HEAD_TOKENS} tokens each, default params", _heads_run, _first(head_lines)),
+    Finding("first-layer-heads-two-samples", "first-layer-heads", TWO_SAMPLES, two_sample_runs(), two_sample_lines),
+    Finding("first-layer-heads-two-samples-gemma3", "first-layer-heads", TWO_SAMPLES, two_sample_runs(), two_sample_lines, model=GEMMA),
+    Finding("fact-lookup", "fact-lookup", FACT_COMMAND, _fact_run, _first(fact_lines)),
+    Finding("fact-lookup-gemma3", "fact-lookup", FACT_COMMAND.replace("fact-lookup ", f"fact-lookup --model {GEMMA} ", 1) + f" on every {GEMMA_EVERY}nd athlete of the shipped table",
+            lambda model: _fact_run(model, GEMMA_EVERY), _first(fact_lines), model=GEMMA),
 )
 
 
-def reader(store: Any, run_id: int) -> Callable[[str], list[dict]]:
+def reader(store: Any, run_id: int) -> Read:
     def read(table: str) -> list[dict]:
         result = store.query(f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?", [run_id])
         return [dict(zip(result.columns, row)) for row in result.rows]
@@ -137,22 +194,31 @@ def blocks_in(text: str) -> dict[str, str]:
     return {match.group(1): match.group(2) for match in re.finditer(r"<!-- findings:([\w-]+) -->(.*?)<!-- /findings:\1 -->", text, re.S)}
 
 
-def run_finding(store: Any, model: Any, finding: Finding) -> int:
+def run_finding(store: Any, model: Any, finding: Finding) -> tuple[int, ...]:
+    """The finding's runs, executed and stored in order: their run ids."""
     from analyses.core.contract import no_progress
     from analyses.core.registry import get_analysis
     from app.run.runner import Prepared, execute
 
     analysis = get_analysis(finding.analysis)
-    inputs, values = finding.make(model)
-    return execute(store, model, Prepared(analysis, analysis.Params(**values), tuple(inputs)), no_progress)
+    return tuple(execute(store, model, Prepared(analysis, analysis.Params(**values), tuple(inputs)), no_progress) for inputs, values in finding.make(model))
 
 
-def rendered(store: Any, runs: dict[str, int], model_name: str) -> dict[str, str]:
+RunIds = int | tuple[int, ...]
+
+
+def rendered(store: Any, runs: dict[str, RunIds], model_name: str) -> dict[str, str]:
+    """Each named finding's block from its stored runs (a run id, or a tuple for several runs)."""
     from analyses.model.fidelity import library_versions
 
     versions = library_versions()
-    return {finding.name: render(finding, finding.render(reader(store, runs[finding.name])), model_name, versions)
-            for finding in FINDINGS if finding.name in runs}
+    blocks = {}
+    for finding in FINDINGS:
+        if finding.name in runs:
+            ids = runs[finding.name]
+            reads = [reader(store, run_id) for run_id in ((ids,) if isinstance(ids, int) else ids)]
+            blocks[finding.name] = render(finding, finding.render(reads), finding.model or model_name, versions)
+    return blocks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,15 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown findings: {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as folder:
         store = Store(args.db or str(Path(folder) / "findings.duckdb"))
+        runs: dict[str, RunIds]
         if args.runs:
-            runs = {name: int(run_id) for name, run_id in (item.split("=") for item in args.runs.split(","))}
+            runs = {name: tuple(int(run_id) for run_id in ids.split("+")) for name, ids in (item.split("=") for item in args.runs.split(","))}
         else:
             from analyses.model.loading import load_model
 
-            model = load_model(args.model, device="cpu", dtype="float32")
-            runs = {finding.name: run_finding(store, model, finding) for finding in FINDINGS if finding.name in names}
-            for name, run_id in runs.items():
-                print(f"{name}: run {run_id}", file=sys.stderr)
+            models: dict[str, Any] = {}
+            runs = {}
+            for finding in FINDINGS:
+                if finding.name in names:
+                    wanted = finding.model or args.model
+                    if wanted not in models:
+                        models[wanted] = load_model(wanted, device="cpu", dtype="float32")
+                    runs[finding.name] = run_finding(store, models[wanted], finding)
+                    print(f"{finding.name}: runs {runs[finding.name]}", file=sys.stderr)
         blocks = rendered(store, {name: runs[name] for name in names if name in runs}, args.model)
     differ = 0
     for path in FILES:

@@ -2,57 +2,42 @@
 default), printing every layer-0 head's class with its scores and 95% intervals in both, and
 whether each head keeps its class or is uncertain in one (issue 24: classes that hold up).
 
+The runs are stored in a temporary store and the lines written from the stored tables by
+scripts/findings.py's two_sample_lines, the same lines its first-layer-heads-two-samples blocks in
+docs/findings.md hold (`scripts/findings.py --only first-layer-heads-two-samples` writes them).
+
 Usage: python scripts/head_classes_two_samples.py [--model smollm2-135m] [--docs 16] [--max-tokens 512]
 """
 from __future__ import annotations
 
 import argparse
-import itertools
-import threading
-
-
-def documents(start: int, count: int, max_tokens: int) -> list:
-    from analyses.inputs.corpus import corpus_source, iter_records, record_input
-
-    source = corpus_source(None)
-    records = [record for record in itertools.islice(iter_records(source), start + count) if record is not None][start:]
-    return [record_input(i, record, source, max_tokens) for i, record in enumerate(records)]
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 
 def main() -> None:
-    from analyses import first_layer_heads as flh
-    from analyses.core.contract import no_progress
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import findings
+
     from analyses.model.loading import load_model
+    from store import Store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--docs", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--docs", type=int, default=findings.HEAD_DOCS)
+    parser.add_argument("--max-tokens", type=int, default=findings.HEAD_TOKENS)
     args = parser.parse_args()
+    finding = next(item for item in findings.FINDINGS if item.name == "first-layer-heads-two-samples")
+    finding = replace(finding, make=findings.two_sample_runs(args.docs, args.max_tokens))
     model = load_model(args.model, device="cpu", dtype="float32")
-    params = flh.Params()
-    runs = []
-    for start in (0, args.docs):
-        inputs = documents(start, args.docs, args.max_tokens)
-        flh.ANALYSIS.check(model, inputs, params)
-        result = flh.ANALYSIS.run(model, inputs, params, no_progress, threading.Event())
-        runs.append((f"docs {start}-{start + args.docs - 1}", {row["head"]: row for row in result.tables["first_layer_heads_class"].to_pylist()}))
-    names = flh.SCORE_COLUMNS
-    print(f"{args.model}, layer 0, params defaults; score = estimate [2.5%, 97.5%] over documents")
-    stable = 0
-    for head in sorted(runs[0][1]):
-        classes = [table[head]["class"] for _, table in runs]
-        holds = len(set(classes)) == 1 or "uncertain" in classes
-        stable += holds
-        print(f"head {head}: {' / '.join(classes)}  {'holds' if holds else 'FLIPS'}")
-        for label, table in runs:
-            row = table[head]
-            scores = "  ".join(f"{name} {row[f'{name}_score']:.3g} [{row[f'{name}_low']:.3g}, {row[f'{name}_high']:.3g}]" for name in names)
-            margin = f"margin {row['margin']:.2f}" if row["margin"] == row["margin"] else "no class cleared"
-            runner = f", runner-up {row['runner_up']} ({row['runner_up_margin']:.2f})" if row["runner_up"] else ""
-            print(f"  {label} ({row['n_docs']} docs): {row['class']}, {margin}{runner}")
-            print(f"    {scores}")
-    print(f"{stable} of {len(runs[0][1])} heads keep their class or are uncertain in one sample")
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(str(Path(folder) / "heads.duckdb"))
+        runs = findings.run_finding(store, model, finding)
+        lines = findings.two_sample_lines([findings.reader(store, run_id) for run_id in runs], args.docs)
+    print(f"{args.model}, layer 0, params defaults, {args.max_tokens} tokens per document; score = estimate [2.5%, 97.5%] over documents")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -38,10 +38,13 @@ def test_blocks_are_rendered_from_the_stored_tables_and_only_they_are_replaced(t
         "first-layer-heads": (word_documents(3), {"dest_positions": "100"}),
         "fact-lookup": (entity_inputs(table), {"folds": 3, "intervention_entities": 3, "n_neurons": 1, "n_permutations": 5, "n_bootstrap": 50}),
     }
-    runs = {}
+    runs: dict = {}
     for name, (inputs, values) in settings.items():
         analysis = get_analysis(name)
         runs[name] = execute(store, tiny_model, Prepared(analysis, analysis.Params(**values), tuple(inputs)), no_progress)
+    heads = get_analysis("first-layer-heads")
+    runs["first-layer-heads-two-samples"] = (runs["first-layer-heads"], execute(
+        store, tiny_model, Prepared(heads, heads.Params(dest_positions="100"), tuple(word_documents(3, seed=1))), no_progress))
     blocks = findings.rendered(store, runs, "tiny")
     assert set(blocks) == set(runs)
     body = {name: text.split("```text\n")[1].split("\n```")[0].split("\n") for name, text in blocks.items()}
@@ -52,6 +55,16 @@ def test_blocks_are_rendered_from_the_stored_tables_and_only_they_are_replaced(t
     for line, (head, head_class, previous_low) in zip(body["first-layer-heads"], classes):
         assert line.startswith(f"head 0.{head} {head_class} (3 docs): previous ") and f"[{previous_low:.3g}, " in line
         assert all(f" {score} " in line for score in SCORE_COLUMNS[1:])
+    # Two samples: per head its class in each stored run, holds when equal or uncertain in one, and each sample's scores.
+    second = dict(store.query("SELECT head, class FROM first_layer_heads_class WHERE run_id = ?", [runs["first-layer-heads-two-samples"][1]]).rows)
+    two = body["first-layer-heads-two-samples"]
+    assert len(two) == 3 * len(classes) + 1
+    for index, (head, head_class, _) in enumerate(classes):
+        holds = head_class == second[head] or "uncertain" in (head_class, second[head])
+        assert two[3 * index] == f"head 0.{head}: {head_class} / {second[head]}  {'holds' if holds else 'FLIPS'}"
+        assert two[3 * index + 1].startswith(f"  docs 0-15 (3 docs): {head_class}, ") and two[3 * index + 2].startswith(f"  docs 16-31 (3 docs): {second[head]}, ")
+    held = sum(line.endswith("  holds") for line in two[:-1])
+    assert two[-1] == f"{held} of {len(classes)} heads keep their class or are uncertain in one sample"
     lens = store.query("SELECT top_token, top_prob FROM logit_lens WHERE run_id = ? AND pos = (SELECT max(pos) FROM logit_lens WHERE run_id = ?) ORDER BY layer DESC LIMIT 1",
                        [runs["logit-lens"]] * 2).rows[0]
     assert body["logit-lens"][0].startswith(f"final top token {lens[0]!r}, p = {lens[1]:.2f}")
@@ -74,7 +87,7 @@ def test_the_checked_in_blocks_name_the_script_run():
             if body.strip():  # a block not yet written by the script is empty, never typed by hand
                 assert f"from `{commands[name]}` on " in body and "```text\n" in body
                 found.setdefault(name, []).append(path.name)
-    assert {"logit-lens", "first-layer-heads"} <= set(found) and "README.md" in found["logit-lens"]
+    assert {"logit-lens", "first-layer-heads", "first-layer-heads-two-samples", "fact-lookup"} <= set(found) and "README.md" in found["logit-lens"]
 
 
 @pytest.mark.integration
