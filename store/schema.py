@@ -107,7 +107,8 @@ _SIGNATURE_COLUMNS = {
     "tokens": ("run_id", "input_id", "pos", "token_id", "token"),
 }
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
-_TYPES = {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE", "FLOAT", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
+# FLOAT[]: a list of float32 per row (a per-entity state vector a sharded analysis stores for its finalize).
+_TYPES = {"INTEGER", "BIGINT", "SMALLINT", "DOUBLE", "FLOAT", "FLOAT[]", "VARCHAR", "BOOLEAN", "JSON", "TIMESTAMP"}
 
 
 def first_value(cursor: duckdb.DuckDBPyConnection) -> Any:
