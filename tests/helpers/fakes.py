@@ -119,7 +119,8 @@ def seed_spec_run(store: Any, analysis: str, rows: dict[str, dict[str, list]]) -
 
     from analyses.core.registry import get_analysis
 
-    arrow = {"INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}
+    arrow = {"INTEGER": pa.int32(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "BOOLEAN": pa.bool_(),
+             "FLOAT[]": pa.list_(pa.float32())}
     tables = {}
     for table in get_analysis(analysis).spec.tables:
         given = rows.get(table.name, {})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from app import charts
 from tests.helpers.fakes import seed_spec_run
 from tests.helpers.tui import make_app, row_by_label, settle
 
@@ -59,7 +58,7 @@ async def test_n_elsewhere_says_what_it_needs(seeded_store):
         assert any("names a neuron" in str(n.message) for n in app._notifications)
 
 
-async def test_fact_lookups_entities_and_neurons_are_table_views_and_n_follows_a_neuron(tui_store):
+async def test_fact_lookups_entities_have_their_view_its_neurons_a_table_view_and_n_follows_a_neuron(tui_store):
     entities = {"entity": ["Serena Williams", "Lionel Messi", "Tom Brady"], "attribute": ["tennis", "soccer", "football"],
                 "predicted_among_answers": ["tennis", "basketball", "football"], "correct_logprob": [-0.25, -3.5, -0.75],
                 "top1_among_answers_correct": [True, False, True]}
@@ -71,17 +70,10 @@ async def test_fact_lookups_entities_and_neurons_are_table_views_and_n_follows_a
         app.open_run(run_id)
         await settle(app, pilot)
         screen = app.screen
-        titles = [data.chart.title for data in screen.loaded if data is not None]
-        assert "Table fact_lookup_entities" in titles and "Table fact_lookup_neurons" in titles
-        index = titles.index("Table fact_lookup_entities")
-        screen.query_one("#chart-tabs").active = f"chart-{index}"
-        await settle(app, pilot)
-        table = screen.query_one("#chart-table")
-        shown = [row_by_label(table, row) for row in range(table.row_count)]
-        assert [(r["entity"], r["attribute"], r["predicted_among_answers"], r["correct_logprob"]) for r in shown] == [
-            (e, a, p, charts.format_cell(lp)) for e, a, p, lp in zip(entities["entity"], entities["attribute"],
-                                                                     entities["predicted_among_answers"], entities["correct_logprob"])]
-        screen.query_one("#chart-tabs").active = f"chart-{titles.index('Table fact_lookup_neurons')}"
+        labels = [data.label for data in screen.loaded if data is not None]
+        assert "Entities" in labels and "Table fact_lookup_neurons" in labels
+        assert "Table fact_lookup_entities" not in labels  # the entity view replaces the generic table
+        screen.query_one("#chart-tabs").active = f"chart-{labels.index('Table fact_lookup_neurons')}"
         await settle(app, pilot)
         screen.query_one("#chart-table").focus()
         await pilot.press("down", "n")

@@ -15,11 +15,13 @@ from app.charts.generation import Generation, load_generation
 from app.tui.plain import badge_style, plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.entity_view import Entities, EntityView, load_entities
 from app.tui.widgets.generation_view import GenerationView
 from app.tui.widgets.key_bar import KeyBar
 
 NEURON_CONTEXTS = "neuron-contexts"
 GENERATE = "generate"
+FACT_LOOKUP = "fact-lookup"  # its entities get their own view (app/tui/widgets/entity_view.py), not the generic table
 TABLE_VIEW_ROWS = 1000
 
 
@@ -65,12 +67,14 @@ class ResultsScreen(WorkbenchScreen):
             yield ChartView(id="chart")
             yield DataTable(id="chart-table", zebra_stripes=True)
             yield GenerationView(id="generation")
+            yield EntityView(id="entities")
             yield Static("", id="cell-info")
         yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#chart-table", DataTable).display = False
         self.query_one("#generation", GenerationView).display = False
+        self.query_one("#entities", EntityView).display = False
         if self.run_id is not None:
             self.load_run(self.app, self.run_id, None)
 
@@ -91,6 +95,7 @@ class ResultsScreen(WorkbenchScreen):
         view.display, view.loading = True, True
         self.query_one("#chart-table", DataTable).display = False
         self.query_one("#generation", GenerationView).display = False
+        self.query_one("#entities", EntityView).display = False
         self.query_one("#cell-info", Static).display = True
         self.query_one("#cell-info", Static).update("")
 
@@ -123,7 +128,11 @@ class ResultsScreen(WorkbenchScreen):
                 if row["analysis"] == GENERATE:  # the generation view first: the text, its step cursor and the lens per step
                     loaded.append(load_generation(store, run_id, input_id))
                 loaded += [data for chart in spec.charts for data in charts.load_charts(store, chart, run_id, input_id)]
-                loaded += [data for chart in table_views(spec) for data in charts.load_charts(store, chart, run_id, input_id)]
+                views = table_views(spec)
+                if row["analysis"] == FACT_LOOKUP:  # the entity view in place of the generic table of its entities
+                    loaded.append(load_entities(store, run_id))
+                    views = [chart for chart in views if chart.table != "fact_lookup_entities"]
+                loaded += [data for chart in views for data in charts.load_charts(store, chart, run_id, input_id)]
             except Exception as error:
                 info.append_text(plain(f"\ncannot draw its charts: {error}", style="red"))
         app.call_from_thread(self.show_run, row["analysis"], info, loaded, input_ids, index)
@@ -151,6 +160,7 @@ class ResultsScreen(WorkbenchScreen):
             if not any(data is not None for data in loaded):
                 self.query_one("#chart", ChartView).show(None)
                 self.query_one("#generation", GenerationView).display = False
+                self.query_one("#entities", EntityView).display = False
                 self.query_one("#cell-info", Static).display = True
                 self.query_one("#cell-info", Static).update("This run has no chart data.")
                 return
@@ -166,7 +176,14 @@ class ResultsScreen(WorkbenchScreen):
         view, table = self.query_one("#chart", ChartView), self.query_one("#chart-table", DataTable)
         generation = self.query_one("#generation", GenerationView)
         generation.display = isinstance(data, Generation)
-        self.query_one("#cell-info", Static).display = not generation.display  # the view has its own step readout
+        entities = self.query_one("#entities", EntityView)
+        entities.display = isinstance(data, Entities)
+        self.query_one("#cell-info", Static).display = not (generation.display or entities.display)  # each has its own readout
+        if isinstance(data, Entities):
+            view.display = table.display = False
+            entities.show(data)
+            entities.focus_table()
+            return
         if isinstance(data, Generation):
             view.display = table.display = False
             generation.show(data)
