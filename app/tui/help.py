@@ -47,7 +47,10 @@ HELP: dict[str, tuple[str, str, str]] = {
         "under it reads the node's exact check (patching the whole node) and its edges. On a table row that names "
         "a neuron (contextual-neurons, fact-lookup), n shows its top-activating contexts: read from the newest "
         "stored neuron-contexts run of the same model, layer and neuron, else the Probe form to compute them; N "
-        "always opens the form (another corpus, other settings).",
+        "always opens the form (another corpus, other settings). A fact-lookup run's Entities tab lists each entity "
+        "with its true attribute, the prediction among the answers, p(answer set) and whether it is correct: o "
+        "sorts by the next column, r reverses, c shows all / correct / incorrect, / filters by text, and the "
+        "line under it gives the row's details and, where the run stored them, its own ablation effects.",
     ),
     "history": (
         "History: every stored run",
