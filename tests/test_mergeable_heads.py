@@ -24,7 +24,8 @@ FINAL = {  # table -> key columns
 }
 PARTIAL = {
     "first_layer_heads_docs": ("layer", "input_id"),
-    "first_layer_heads_rows": ("layer", "input_id", "head", "pos"),
+    "first_layer_heads_logz": ("layer", "input_id", "head", "pos"),
+    "first_layer_heads_doc_scores": ("layer", "input_id", "head", "score"),
     "first_layer_heads_duplicates": ("layer", "input_id", "head", "dest_pos", "key_pos"),
     "first_layer_heads_attn_sums": ("layer", "first_input", "head", "dest_pos", "key_pos"),
 }
@@ -101,7 +102,7 @@ def test_measured_layers_merge_to_the_one_shard_run(tiny_model):
         if whole[table].num_rows:
             assert_close(merged[table], whole[table], keys, lambda layer: (1e-12, 1e-14) if layer == 0 else (1e-5, 1e-7))
     # The partial rows of layer 0 do not depend on the split at all.
-    for table in ("first_layer_heads_docs", "first_layer_heads_rows", "first_layer_heads_duplicates"):
+    for table in ("first_layer_heads_docs", "first_layer_heads_logz", "first_layer_heads_doc_scores", "first_layer_heads_duplicates"):
         zero = [pa.compute.equal(t["layer"], 0) for t in (merged[table], whole[table])]
         assert_close(merged[table].filter(zero[0]), whole[table].filter(zero[1]), PARTIAL[table])
     assert merged["first_layer_heads_duplicates"].num_rows > 0

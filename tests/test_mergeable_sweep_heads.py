@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 SWEPT = {
     "first-layer-heads": (["--param", "dest_positions=8,15", "--param", "score_from=2", "--param", "bootstrap=100"],
                           ("first_layer_heads_pattern", "first_layer_heads_mass", "first_layer_heads_width", "first_layer_heads_normaliser",
-                           "first_layer_heads_class", "first_layer_heads_intervals", "first_layer_heads_docs", "first_layer_heads_rows",
+                           "first_layer_heads_class", "first_layer_heads_intervals", "first_layer_heads_docs", "first_layer_heads_logz", "first_layer_heads_doc_scores",
                            "first_layer_heads_duplicates", "first_layer_heads_attn_sums")),
 }
 

@@ -129,10 +129,11 @@ SPEC = AnalysisSpec(
         ResultTable("first_layer_heads_docs", columns("layer:INTEGER", "input_id:BIGINT", "set_name:VARCHAR", "n_tokens:INTEGER",
                                                        "scale_sum:DOUBLE", "scale_sq_sum:DOUBLE", "n_scaled:BIGINT"),
                     "per shard, per document: corpus set, tokens analysed, and its ln1 scales (from the first analysed position) summed, squared and counted"),
-        ResultTable("first_layer_heads_rows", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "pos:INTEGER", "residual_logz:DOUBLE",
-                                                       *(f"{score}:DOUBLE" for score in ("sink", "previous", "local", "contextual", "averaging"))),
-                    "per shard, per document, head and destination: the residual log-normaliser (log-sum-exp of the scores minus their mean) "
-                    "and the row's class scores on its real attention (NaN where a row has none); finalize pools them per document"),
+        ResultTable("first_layer_heads_logz", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "pos:INTEGER", "residual_logz:DOUBLE"),
+                    "per shard, per document, head and destination: the residual log-normaliser (log-sum-exp of the scores minus their mean)"),
+        ResultTable("first_layer_heads_doc_scores", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "score:VARCHAR", "row_sum:DOUBLE", "n_rows:BIGINT"),
+                    "per shard, per document and head: each row score (sink, previous, local, contextual, averaging) measured on its real "
+                    "attention, summed over the destinations from score_from that have it, and their number; the bootstrap resamples these"),
         ResultTable("first_layer_heads_duplicates", columns("layer:INTEGER", "input_id:BIGINT", "head:INTEGER", "dest_pos:INTEGER", "key_pos:INTEGER", "attn:DOUBLE"),
                     "per shard, per document and head: real attention on each earlier copy (key_pos) of the destination's token"),
         ResultTable("first_layer_heads_attn_sums", columns("layer:INTEGER", "first_input:BIGINT", "head:INTEGER", "dest_pos:INTEGER", "key_pos:INTEGER",
@@ -235,7 +236,7 @@ class FirstLayerHeads(Analysis):
             **model.bos(params.prepend_bos).record(),
             "positions": "pos counts from the first input token (BOS included when prepended); offset = destination - key",
         }
-        return Result(tables=shard_tables(corpus, [item.input_id for item in inputs], set_names),
+        return Result(tables=shard_tables(corpus, [item.input_id for item in inputs], set_names, params.score_from),
                       tokens=tokens_table(model, inputs, token_rows), notes=notes)
 
     def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:

@@ -68,6 +68,13 @@ class DocumentScores:
     scale_sum: float = 0.0  # the document's ln1 scales (first analysed position on): sum, sum of squares, count
     scale_sq_sum: float = 0.0
     n_scaled: int = 0
+    pooled: Any = None  # row_pools(rows, score_from) when rows is None (a document rebuilt from a shard)
+
+
+def row_pools(rows, score_from: int) -> tuple[Any, Any]:
+    """(sum, count) [len(ROW_SCORES), H] of a document's row scores over destinations from score_from."""
+    rows = rows[:, :, score_from:]
+    return rows.nan_to_num(0.0).sum(-1), (~rows.isnan()).sum(-1).double()
 
 
 def row_scores(pattern) -> Any:
@@ -299,21 +306,20 @@ def document_sums(corpus: LayerCorpus, score_from: int) -> tuple[Any, Any]:
     usable = (corpus.dup_count > 0) & (other_count > 0)
     numerators, denominators = [], []
     for document in corpus.documents:
-        rows = document.rows[:, :, score_from:]
-        counted = ~rows.isnan()
+        sums, counts = row_pools(document.rows, score_from) if document.rows is not None else document.pooled
         dest, key = document.dup_cells
         keep = usable[dest, key]
         observed = document.dup_attn[:, keep].sum(-1)
         expected = baseline[:, dest[keep], key[keep]].sum(-1)
-        numerators.append(torch.cat([rows.nan_to_num(0.0).sum(-1), observed[None]]))
-        denominators.append(torch.cat([counted.sum(-1).double(), expected[None]]))
+        numerators.append(torch.cat([sums, observed[None]]))
+        denominators.append(torch.cat([counts, expected[None]]))
     if not numerators:
         empty = torch.zeros(0, len(SCORES), corpus.n_heads, dtype=torch.float64)
         return empty, empty.clone()
     return torch.stack(numerators), torch.stack(denominators)
 
 
-BOOTSTRAP_BLOCK = 1 << 22  # gathered values per block of resamplings (32 MiB of float64)
+BOOTSTRAP_BLOCK = 1 << 20  # gathered values per block of resamplings (8 MiB of float64)
 
 
 def bootstrap(numerators, denominators, samples: int, seed: int) -> tuple[Any, Any, Any, int]:

@@ -1,8 +1,9 @@
 """What a shard of first-layer-heads stores, and how finalize rebuilds the corpus sums from it.
 
 A shard stores, per analysed layer: per document its set name, length and ln1 scale sums
-(first_layer_heads_docs); per document, head and position its residual log-normaliser and row
-scores (first_layer_heads_rows); per document and head its attention on every duplicate pair
+(first_layer_heads_docs); per document, head and position its residual log-normaliser
+(first_layer_heads_logz); per document and head its row scores pooled over the destinations from
+score_from (first_layer_heads_doc_scores); per document and head its attention on every duplicate pair
 (first_layer_heads_duplicates); and the shard's summed real attention per (head, destination, key)
 (first_layer_heads_attn_sums, the one dense partial: [heads, T, T] per shard, named by its first input). ``layer_corpus``
 rebuilds from every stored shard the engine.LayerCorpus that one pass over the whole corpus fills,
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses.first_layer_heads import engine
-
-ROW_COLUMNS = ("residual_logz", *engine.ROW_SCORES)
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def state_weights(state: dict) -> StateWeights:
     return StateWeights(tensor("W_E_dest"), tensor("W_pos"), layers)
 
 
-def shard_tables(corpus: dict[int, engine.LayerCorpus], input_ids: list[int], set_names: list[str]) -> dict[str, Any]:
+def shard_tables(corpus: dict[int, engine.LayerCorpus], input_ids: list[int], set_names: list[str], score_from: int) -> dict[str, Any]:
     """One shard's partial tables from its corpus pass (documents in input order)."""
     import numpy as np
     import torch
@@ -114,7 +113,8 @@ def shard_tables(corpus: dict[int, engine.LayerCorpus], input_ids: list[int], se
     from analyses.first_layer_heads import SPEC
 
     docs: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_docs").columns}
-    rows: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_rows").columns}
+    rows: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_logz").columns}
+    pools: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_doc_scores").columns}
     dups: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_duplicates").columns}
     sums: dict[str, list] = {name: [] for name, _ in SPEC.table("first_layer_heads_attn_sums").columns}
     for layer, entry in corpus.items():
@@ -127,8 +127,12 @@ def shard_tables(corpus: dict[int, engine.LayerCorpus], input_ids: list[int], se
             rows["layer"].append(np.full(heads * size, layer)), rows["input_id"].append(np.full(heads * size, input_id))
             rows["head"].append(head.ravel()), rows["pos"].append(pos.ravel())
             rows["residual_logz"].append(logz.double().reshape(-1).numpy())
+            row_sum, row_count = engine.row_pools(document.rows, score_from)
             for index, score in enumerate(engine.ROW_SCORES):
-                rows[score].append(document.rows[index].reshape(-1).numpy())
+                for head in range(heads):
+                    for name, value in (("layer", layer), ("input_id", input_id), ("head", head), ("score", score),
+                                        ("row_sum", float(row_sum[index, head])), ("n_rows", int(row_count[index, head]))):
+                        pools[name].append(value)
             pairs = document.dup_cells.shape[1]
             dups["layer"].append(np.full(heads * pairs, layer)), dups["input_id"].append(np.full(heads * pairs, input_id))
             dups["head"].append(np.repeat(np.arange(heads), pairs))
@@ -147,7 +151,8 @@ def shard_tables(corpus: dict[int, engine.LayerCorpus], input_ids: list[int], se
 
     return {
         "first_layer_heads_docs": arrow_table(SPEC.table("first_layer_heads_docs"), docs),
-        "first_layer_heads_rows": arrow_table(SPEC.table("first_layer_heads_rows"), joined(rows)),
+        "first_layer_heads_logz": arrow_table(SPEC.table("first_layer_heads_logz"), joined(rows)),
+        "first_layer_heads_doc_scores": arrow_table(SPEC.table("first_layer_heads_doc_scores"), pools),
         "first_layer_heads_duplicates": arrow_table(SPEC.table("first_layer_heads_duplicates"), joined(dups)),
         "first_layer_heads_attn_sums": arrow_table(SPEC.table("first_layer_heads_attn_sums"), joined(sums)),
     }
@@ -174,7 +179,10 @@ def layer_corpus(read, layer: int) -> engine.LayerCorpus | None:
         return None
     docs = _sorted(stored, ("input_id",))
     ids, lengths = docs["input_id"], docs["n_tokens"].astype(np.int64)
-    rows = _sorted(read("first_layer_heads_rows", None, {"layer": layer}), ("input_id", "head", "pos"))
+    rows = _sorted(read("first_layer_heads_logz", None, {"layer": layer}), ("input_id", "head", "pos"))
+    pools = _sorted(read("first_layer_heads_doc_scores", None, {"layer": layer}), ("input_id", "score", "head"))
+    # Scores in ROW_SCORES order within a document: their names sort otherwise.
+    rank = {score: index for index, score in enumerate(engine.ROW_SCORES)}
     heads = int(rows["head"].max()) + 1
     length = int(lengths.max())
     corpus = engine.LayerCorpus(heads, length)
@@ -195,14 +203,21 @@ def layer_corpus(read, layer: int) -> engine.LayerCorpus | None:
     dup_attn = np.zeros((heads, length, length), dtype=np.float64)
     dup_count = np.zeros((length, length), dtype=np.float64)
     row_bounds = np.searchsorted(rows["input_id"], ids, side="left"), np.searchsorted(rows["input_id"], ids, side="right")
+    pool_bounds = np.searchsorted(pools["input_id"], ids, side="left")
     if dups is not None:
         dup_bounds = np.searchsorted(dups["input_id"], ids, side="left"), np.searchsorted(dups["input_id"], ids, side="right")
     for index, (input_id, size) in enumerate(zip(ids.tolist(), lengths.tolist())):
         start, stop = int(row_bounds[0][index]), int(row_bounds[1][index])
         if stop - start != heads * size:
-            raise ValueError(f"first_layer_heads_rows: document {input_id} of layer {layer} has {stop - start} rows, not {heads * size}")
+            raise ValueError(f"first_layer_heads_logz: document {input_id} of layer {layer} has {stop - start} rows, not {heads * size}")
         logz = torch.from_numpy(rows["residual_logz"][start:stop].reshape(heads, size))
-        scores = torch.from_numpy(np.stack([rows[score][start:stop].reshape(heads, size) for score in engine.ROW_SCORES]))
+        first = int(pool_bounds[index])
+        block = slice(first, first + len(engine.ROW_SCORES) * heads)
+        if first + len(engine.ROW_SCORES) * heads > len(pools["input_id"]) or not (pools["input_id"][block] == input_id).all():
+            raise ValueError(f"first_layer_heads_doc_scores: document {input_id} of layer {layer} lacks rows")
+        order = np.argsort([rank[str(score)] for score in pools["score"][block].reshape(-1, heads)[:, 0]], kind="stable")
+        sums = torch.from_numpy(pools["row_sum"][block].reshape(-1, heads)[order].copy())
+        counts = torch.from_numpy(pools["n_rows"][block].reshape(-1, heads)[order].astype(np.float64))
         cells = torch.zeros(2, 0, dtype=torch.long)
         attn_cells = torch.zeros(heads, 0, dtype=torch.float64)
         if dups is not None and dup_bounds[1][index] > dup_bounds[0][index]:
@@ -214,7 +229,7 @@ def layer_corpus(read, layer: int) -> engine.LayerCorpus | None:
             np.add.at(dup_count, (dest, key), 1.0)
             cells, attn_cells = torch.from_numpy(np.stack([dest, key])), torch.from_numpy(values.copy())
         corpus.residual_logz.append((str(docs["set_name"][index]), logz))
-        corpus.documents.append(engine.DocumentScores(scores, cells, attn_cells))
+        corpus.documents.append(engine.DocumentScores(None, cells, attn_cells, pooled=(sums, counts)))
     corpus.dup_attn_sum = torch.from_numpy(dup_attn)
     corpus.dup_count = torch.from_numpy(dup_count)
     return corpus
