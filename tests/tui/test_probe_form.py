@@ -270,3 +270,19 @@ async def test_the_progress_note_wraps_whole_under_the_bar(tui_store, size):
         probe.show_state(replace(state, job_id=None, phase="idle"))  # back to one line
         await steady(pilot)
         assert drawn(app, note) == "idle" and note.region.height == 1
+
+
+async def test_the_file_path_is_kept_per_input_kind(tui_store):
+    """A corpus path typed for a corpus analysis does not become fact-lookup's entity table (whose
+    empty path means the shipped athletes): each input kind keeps its own path."""
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        probe = await show(app, pilot, "truncation")  # a corpus (Pile format) analysis
+        path = probe.query_one("#source-path")
+        path.focus()
+        await pilot.press(*"corpus.jsonl")
+        probe = await show(app, pilot, "fact-lookup")
+        assert path.display and path.value == "" and "shipped athletes" in path.placeholder
+        probe = await show(app, pilot, "truncation")
+        assert path.value == "corpus.jsonl"

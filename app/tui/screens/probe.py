@@ -25,6 +25,9 @@ from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.key_bar import KeyBar
 from app.tui.widgets.param_form import ParamForm
 
+# The file path is kept per input kind: a corpus path never becomes fact-lookup's entity table.
+PATH_KINDS = {"prompt_set": "path to the prompt-set file", "pile": "path to the corpus file (Pile format .jsonl)",
+              "entities": "entity table file (empty: the shipped athletes)"}
 SOURCE_LABELS = {"weights": "model weights (no input)", "prompt": "typed prompt", "prompt_set": "prompt-set file", "pile": "corpus file (Pile format)", "entities": "entity table (empty path: shipped athletes)"}
 
 
@@ -90,6 +93,8 @@ class ProbeScreen(WorkbenchScreen):
         self.shown_analysis = ""
         self.form_values: dict[str, dict[str, str]] = {}  # what was typed in each analysis' form
         self.source_kinds: dict[str, str] = {}  # the input kind chosen for each analysis
+        self.source_paths: dict[str, str] = {}  # the file path typed for each input kind
+        self.path_kind = ""  # the input kind the path field holds a path for now
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -229,7 +234,14 @@ class ProbeScreen(WorkbenchScreen):
     def show_source_fields(self) -> None:
         kind = self.query_one("#source", Select).value
         self.query_one("#prompt", TextArea).display = kind == "prompt"
-        self.query_one("#source-path", Input).display = kind in ("prompt_set", "pile", "entities")
+        path = self.query_one("#source-path", Input)
+        if kind != self.path_kind:  # the path field follows the input kind: each kind its own path
+            if self.path_kind:
+                self.source_paths[self.path_kind] = path.value
+            path.value = self.source_paths.get(str(kind), "")
+            path.placeholder = PATH_KINDS.get(str(kind), "path to the file")
+            self.path_kind = str(kind)
+        path.display = kind in PATH_KINDS
         self.query_one("#n-docs", Input).display = kind == "pile"
         self.query_one("#max-tokens", Input).display = kind == "pile"
         self.refresh_bindings()
