@@ -33,6 +33,7 @@ from analyses.core.contract import CancelEvent, check_cancel
 
 INPUT_HOOK = {"q": "attn.hook_q_input", "k": "attn.hook_k_input", "v": "attn.hook_v_input", "mlp": "hook_mlp_in"}
 FLAGS = ("use_split_qkv_input", "use_attn_result", "use_hook_mlp_in")
+DOWN_CHUNK = 64  # downstream inputs whose gradients are stacked at once
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,8 @@ def _capture(model, run, rows: list[int], grad_metric: Any = None) -> tuple[dict
     deltas: dict = {}
 
     def keep(tensor: Any, hook: Any, key: tuple) -> Any:
-        values[key] = tensor.detach().clone()
+        # Every head's query/key/value input is a copy of the same residual stream: one is kept.
+        values[key] = (tensor[:, :, 0] if key[0] in ("q", "k", "v") else tensor).detach().clone()
         if grad_metric is not None and key[0] in (*INPUT_HOOK, "logits"):
             delta = torch.zeros_like(tensor, requires_grad=True)
             deltas[key] = delta
@@ -212,8 +214,7 @@ def _input_grad(grads: dict, down: Downstream, rows: Any) -> Any:
 
 def _input_change(base: dict, source: dict, down: Downstream, rows_b: Any, rows_s: Any) -> Any:
     key = ("logits", down.layer - 1) if down.input == "logits" else (down.input, down.layer)
-    change = source[key][rows_s].double() - base[key][rows_b].double()
-    return change[:, :, down.index] if down.input in ("q", "k", "v") else change
+    return source[key][rows_s].double() - base[key][rows_b].double()
 
 
 def edge_scores(model, setup: Setup, cancel: CancelEvent | None = None) -> EdgeScores:
@@ -234,14 +235,18 @@ def edge_scores(model, setup: Setup, cancel: CancelEvent | None = None) -> EdgeS
     writes = up_writes(model, ups, base, source, base_of, source_of)
     rows_b, rows_s = torch.tensor(base_of), torch.tensor(source_of)
     samples = setup.samples
-    gradients = torch.stack([_input_grad(grads, down, rows_b) for down in downs], dim=1)  # [S, D, T, d]
-    scores = torch.einsum("sutd,svtd->uv", writes, gradients).cpu().numpy() / samples
+    # The downstream inputs' gradients a chunk at a time: [S, chunk, T, d] in float64, not all at once.
+    parts, input_scores = [], []
+    for start in range(0, len(downs), DOWN_CHUNK):
+        chunk = downs[start : start + DOWN_CHUNK]
+        gradients = torch.stack([_input_grad(grads, down, rows_b) for down in chunk], dim=1)
+        parts.append(torch.einsum("sutd,svtd->uv", writes, gradients).cpu().numpy() / samples)
+        input_scores += [float(torch.einsum("std,std->", _input_change(base, source, down, rows_b, rows_s), gradients[:, j])) / samples
+                         for j, down in enumerate(chunk)]
     mask = np.array([[feeds(up, down, parallel) for down in downs] for up in ups])
-    scores = np.where(mask, scores, np.nan)
-    input_scores = np.array([float(torch.einsum("std,std->", _input_change(base, source, down, rows_b, rows_s), gradients[:, j])) / samples
-                             for j, down in enumerate(downs)])
+    scores = np.where(mask, np.concatenate(parts, axis=1), np.nan)
     exact_sum = all(_post_attn(model, layer) is None for layer in range(model.n_layers))
-    return EdgeScores(ups, downs, scores, input_scores, exact_sum, writes)
+    return EdgeScores(ups, downs, scores, np.array(input_scores), exact_sum, writes)
 
 
 def exact_edges(model, setup: Setup, edges: EdgeScores, pairs: list[tuple[int, int]], batch_rows: int = 64,
