@@ -183,6 +183,8 @@ class Workbench(App):
             message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
             probe.log_line(plain(f"job {event.job_id} failed: {event.heading}: {message}", style="red"))
             self.notify(message, title=f"Job failed ({event.heading})", severity="error", timeout=8)
+            if event.run_id is None and event.title == "Bad input":  # refused by the analysis' own check in the worker:
+                probe.show_form_error(message)  # under the form, as a check on this side would be, at the field it names
         elif isinstance(event, JobCancelled):
             probe.log_line(plain(f"job {event.job_id}: {event.reason}"))
             results = self.get_screen("results")

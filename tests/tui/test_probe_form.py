@@ -286,3 +286,26 @@ async def test_the_file_path_is_kept_per_input_kind(tui_store):
         assert path.display and path.value == "" and "shipped athletes" in path.placeholder
         probe = await show(app, pilot, "truncation")
         assert path.value == "corpus.jsonl"
+
+
+async def test_a_refusal_from_the_worker_is_shown_under_the_form_at_the_field_it_names(tmp_path, tiny_model, monkeypatch):
+    """causal-trace on a prompt without its subject: the REAL worker's check refuses it (it needs the
+    tokenizer); the refusal is shown under the form like a check on this side, the subject field gets
+    the focus, and nothing is stored."""
+    from app.run.worker import Failed
+    from tests.helpers.tui import real_worker_app, until
+
+    app, store = real_worker_app(tmp_path, tiny_model, monkeypatch, "refusal.duckdb")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        probe = await show(app, pilot, "causal-trace")
+        probe.query_one("#prompt").insert("The Eiffel Tower is located in the city of")
+        await pilot.press("ctrl+r")
+        await until(lambda: any(isinstance(event, Failed) for event in app.events_seen), "the worker's refusal")
+        await settle(app, pilot)
+        await steady(pilot)
+        assert app.screen is probe
+        error = probe.query_one("#param-error")
+        assert on_screen(app, error) and drawn(app, error).startswith("Not run: the prompt has no subject"), drawn(app, error)
+        assert app.focused is probe.query_one("#param-subject")
+        assert store.query("SELECT count(*) FROM runs").rows[0][0] == 0

@@ -23,7 +23,7 @@ from analyses.core.params import ParamInfo, coerce_value, param_infos
 from app.tui.plain import plain
 
 NAME_WIDTH = 22  # the longest name column; a longer name is shortened with an ellipsis
-NAMED_PARAMETER = re.compile(r"parameter '([A-Za-z_][A-Za-z0-9_]*)'")
+NAMED_PARAMETER = re.compile(r"parameter '([A-Za-z_][A-Za-z0-9_]*)'|--param ([A-Za-z_][A-Za-z0-9_]*)=")
 
 
 def show_default(info: ParamInfo) -> str:
@@ -248,7 +248,7 @@ class ParamForm(Vertical):
     def named_parameter(self, message: str) -> str | None:
         """The parameter of this form a message names (``parameter 'seed' ...``), if any."""
         names = {info.name for info in self.infos}
-        return next((name for name in NAMED_PARAMETER.findall(message) if name in names), None)
+        return next((name for found in NAMED_PARAMETER.findall(message) for name in found if name in names), None)
 
     def show_error(self, message: str) -> None:
         error = self.query_one("#param-error", Static)
