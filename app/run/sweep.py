@@ -48,9 +48,11 @@ def actor_work(state: dict, payload: tuple) -> dict:
     # texts at once, the whole run's (check, prepare) streamed as they are reached.
     if kind == "shard":
         inputs = state["reader"].fill(inputs)
-    check_with_model(model, Prepared(chosen, params, tuple(inputs)))
     info = {"model": model.name, "device": model.device, "dtype": model.dtype, "provenance": provenance(model, params, {})}
     if kind == "check":
+        # The whole request, once, before the run row (sweep, sweep_resume). Not again per shard: an
+        # analysis' check may be about all its inputs (fact-lookup: enough entities per value for the folds).
+        check_with_model(model, Prepared(chosen, params, tuple(inputs)))
         return info
     if len(payload) > 5:  # (the run's first input,) or () for a run without inputs
         info["checks"] = fidelity_rows(model, Prepared(chosen, params, tuple(payload[5])))
