@@ -63,15 +63,15 @@ async def test_entities_listed_sorted_filtered_and_detailed(tui_store):
         assert view.display and not screen.query_one("#chart-table").display
         # Sorted by p(answer set), highest first; each row its true sport, prediction and verdict.
         assert rows(view) == [
-            {"entity": "Serena Williams", "true": "tennis", "predicted": "tennis", "p(answer set) ↓": "0.710", "correct": "yes", "log p(correct)": "-0.250"},
-            {"entity": "Tom Brady", "true": "football", "predicted": "football", "p(answer set) ↓": "0.550", "correct": "yes", "log p(correct)": "-0.750"},
-            {"entity": "Roger Federer", "true": "tennis", "predicted": "golf", "p(answer set) ↓": "0.330", "correct": "no", "log p(correct)": "-2.000"},
-            {"entity": "Lionel Messi", "true": "soccer", "predicted": "basketball", "p(answer set) ↓": "0.120", "correct": "no", "log p(correct)": "-3.500"},
+            {"entity": "Serena Williams", "true": "tennis", "predicted": "tennis", "p(answer set) ↓": "0.71", "correct": "yes", "log p(correct)": "-0.25"},
+            {"entity": "Tom Brady", "true": "football", "predicted": "football", "p(answer set) ↓": "0.55", "correct": "yes", "log p(correct)": "-0.75"},
+            {"entity": "Roger Federer", "true": "tennis", "predicted": "golf", "p(answer set) ↓": "0.33", "correct": "no", "log p(correct)": "-2"},
+            {"entity": "Lionel Messi", "true": "soccer", "predicted": "basketball", "p(answer set) ↓": "0.12", "correct": "no", "log p(correct)": "-3.5"},
         ]
         detail = shown(view.query_one("#entity-detail"))
         assert "4 of 4 entities · correct 2/4 (50%)" in detail
         assert "Serena Williams (input 0) · true tennis · predicted tennis correct" in detail
-        assert "ablation, largest drops in log p(correct): mlp L3 2.75, mlp L2 1.50, attn L3 0.25" in detail
+        assert "ablation, largest drops in log p(correct): mlp L3 2.75, mlp L2 1.5, attn L3 0.25" in detail
 
         await pilot.press("r")  # reversed: lowest p(answer set) first
         assert names(view) == ["Lionel Messi", "Roger Federer", "Tom Brady", "Serena Williams"]

@@ -57,7 +57,8 @@ def load_entities(store: Any, run_id: int) -> Entities:
 
 
 def number(value: Any, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    """Significant digits, so that a small model's tiny probabilities still read (3.2e-05, not 0.000)."""
+    return "—" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
 class EntityView(Vertical):
@@ -146,7 +147,7 @@ class EntityView(Vertical):
                        f" · {row['n_name_tokens']} name tokens")]
         effects = self.data.ablation.get(row["input_id"], [])
         if effects:
-            listed = ", ".join(f"{component} L{layer} {number(drop, 2)}" for component, layer, drop, _ in effects[:ABLATION_SHOWN])
+            listed = ", ".join(f"{component} L{layer} {number(drop)}" for component, layer, drop, _ in effects[:ABLATION_SHOWN])
             lines.append(plain(f"\nablation, largest drops in log p(correct): {listed}"))
         elif self.data.ablation_stored:
             lines.append(plain("\nablation: this entity is not in the run's intervention subset"))
