@@ -195,3 +195,20 @@ def test_verify_recomputes_the_merged_pattern_over_every_input(tiny_model, db_pa
     with store.write() as conn:
         conn.execute("UPDATE first_layer_heads_pattern SET weight = weight * 1.01 WHERE run_id = ? AND head = 1 AND key_offset = 0", [run_id])
     assert [line for line in verify(store, tiny_model, run_id, sample=2).differences if "head=1" in line and "weight" in line]
+
+
+def test_the_additive_split_resumes_from_the_saved_state(tiny_gpt2, db_path):
+    # Finalize has no model: the weights of layer 0's additive split travel in the run's saved
+    # state (npz), which a resumed run reads back; the same tables bit for bit.
+    from app.run.runner import RunRequest, execute, prepare, resume
+    from store import Store
+    from tests.helpers.shards import rows, same_results, stop_after_shard
+
+    store = Store(db_path)
+    inputs = tuple(_inputs() + [Input(5, "prompt", TEXTS[0], {})])
+    prepared = prepare(RunRequest("first-layer-heads", inputs, {name: str(value) for name, value in SMALL.items()}))
+    reference = execute(store, tiny_gpt2, prepared, no_progress, shard_docs=2)
+    stopped = stop_after_shard(store, tiny_gpt2, prepared, stored=1, n_shards=3)
+    resume(store, tiny_gpt2, stopped, no_progress)
+    assert rows(db_path, f"SELECT DISTINCT method FROM first_layer_heads_pattern WHERE run_id = {stopped}") == [("additive",)]
+    same_results(db_path, reference, stopped, (*FINAL, *PARTIAL, "tokens"))
