@@ -658,6 +658,19 @@ class Store:
                           for column, value in zip(columns, row)) for row in rows]
         return QueryResult(columns, types, rows)
 
+    def latest_run_with(self, like_run: int, analysis: str, params: dict[str, int]) -> tuple[int, int] | None:
+        """The newest finished run of ``analysis`` on the same model as run ``like_run`` whose integer
+        params equal ``params`` (e.g. a neuron-contexts run for one layer and neuron), with its
+        number of inputs; None where there is none."""
+        if not all(name.isidentifier() for name in params):
+            raise StoreError(f"not parameter names: {sorted(params)}")
+        conditions = "".join(f" AND TRY_CAST(json_extract_string(c.params, '$.{name}') AS INTEGER) = ?" for name in params)
+        found = self.query(
+            "SELECT c.run_id, (SELECT count(*) FROM inputs i WHERE i.run_id = c.run_id) FROM runs c, runs r "
+            "WHERE r.run_id = ? AND c.analysis = ? AND c.status = 'done' AND c.model = r.model" + conditions
+            + " ORDER BY c.run_id DESC LIMIT 1", [like_run, analysis, *params.values()]).rows
+        return (int(found[0][0]), int(found[0][1])) if found else None
+
     def query(self, sql: str, values: list | None = None, max_rows: int | None = None, stop: QueryStop | None = None) -> QueryResult:
         """Run SQL on a read-only connection; DuckDB's own message on an error, as StoreError. With
         ``stop``, another thread can stop it while it runs (QueryStopped)."""

@@ -274,13 +274,9 @@ class ResultsScreen(WorkbenchScreen):
 
     @background("neuron-contexts")
     def find_contexts(self, app: Any, run_id: int, layer: int, neuron: int) -> None:
-        stored = app.store.query(
-            "SELECT c.run_id, (SELECT count(*) FROM inputs i WHERE i.run_id = c.run_id) FROM runs c, runs r "
-            "WHERE r.run_id = ? AND c.analysis = ? AND c.status = 'done' AND c.model = r.model "
-            "AND TRY_CAST(json_extract_string(c.params, '$.layer') AS INTEGER) = ? AND TRY_CAST(json_extract_string(c.params, '$.neuron') AS INTEGER) = ? "
-            "ORDER BY c.run_id DESC LIMIT 1", [run_id, NEURON_CONTEXTS, layer, neuron]).rows
+        stored = app.store.latest_run_with(run_id, NEURON_CONTEXTS, {"layer": layer, "neuron": neuron})
         if stored:
-            found, n_inputs = stored[0]
+            found, n_inputs = stored
             app.call_from_thread(app.open_run, found)
             app.call_from_thread(app.notify, f"layer {layer} neuron {neuron}: its top contexts as stored by run {found} "
                                  f"({n_inputs} inputs); N computes them anew", markup=False)
