@@ -178,3 +178,82 @@ def test_too_few_entities_per_value_is_refused_before_the_run(tiny_model):
         fact_lookup.ANALYSIS.check(tiny_model, inputs, Params(folds=3))
     with pytest.raises(BadInput, match="sites"):
         Params(sites="resid_post,nope").check()
+
+
+def _plain_bootstrap(values: np.ndarray, n_bootstrap: int, seed: int) -> tuple[float, float]:
+    """The 95% percentile interval of the mean of values [N], one resample at a time (the same seeded draws)."""
+    draws = np.random.default_rng(seed).integers(0, len(values), (n_bootstrap, len(values)))
+    means = [float(np.mean([values[i] for i in draw])) for draw in draws]
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def test_name_attention_and_direct_effect_intervals_equal_a_plain_numpy_recomputation(tiny_model):
+    """Per entity, each head's direct effect recomputed in numpy from the captured final residual and
+    z with the HF model's own weights (o_proj, final RMSNorm, unembedding); then every mean and
+    bootstrap interval over entities redone one resample at a time; and the summary lines quote them."""
+    from analyses.fact_lookup.lookup import capture
+    from analyses.fact_lookup.summaries import concat_table, heads_table, layer_intervals_table, summary_lines
+
+    model = tiny_model
+    entities = small_table(3)
+    values = ["baseball", "basketball", "football"]
+    labels = np.array([values.index(e.value) for e in entities])
+    answer_ids = engine.answer_token_ids(model.tokenizer, values)
+    encoded = engine.encode(model.tokenizer, [e.prompt for e in entities], [e.name_span for e in entities], None)
+    n, n_boot, seed = len(entities), 40, 3
+    clean, _ = capture(model, encoded, list(range(n)), ("concat", "final_attn", "z", "final_resid"), 4, answer_ids, threading.Event(), lambda: None)
+
+    hf = hf_reference(model)
+    norm = hf.model.norm
+    w_norm, eps = norm.weight.detach().double().numpy(), norm.variance_epsilon
+    unembed = hf.lm_head.weight.detach().double().numpy()[answer_ids]  # [A, d]
+    n_layers, _, n_heads = clean["final_attn"].shape
+    d_head = clean["z"].shape[-1]
+
+    def margin(resid: np.ndarray, label: int) -> float:
+        scores = unembed @ (resid / np.sqrt(np.mean(resid**2) + eps) * w_norm)
+        return float(scores[label] - (scores.sum() - scores[label]) / (len(answer_ids) - 1))
+
+    effects = np.zeros((n_layers, n, n_heads))
+    for layer in range(n_layers):
+        w_o = hf.model.layers[layer].self_attn.o_proj.weight.detach().double().numpy()  # [d, H * d_head]
+        for row in range(n):
+            resid = clean["final_resid"][row].double().numpy()
+            for head in range(n_heads):
+                out = w_o[:, head * d_head : (head + 1) * d_head] @ clean["z"][layer, row, head].double().numpy()
+                effects[layer, row, head] = margin(resid, labels[row]) - margin(resid - out, labels[row])
+
+    heads = {(row["layer"], row["head"]): row for row in heads_table(model, clean, labels, answer_ids, n_boot, seed).to_pylist()}
+    attention = clean["final_attn"].double().numpy()
+    for (layer, head), row in heads.items():
+        for name, per_entity in (("direct_effect", effects[layer, :, head]), ("attn_to_name", attention[layer, :, head])):
+            low, high = _plain_bootstrap(per_entity, n_boot, seed)
+            assert row[name] == pytest.approx(per_entity.mean(), abs=2e-5), (layer, head, name)
+            assert (row[f"{name}_low"], row[f"{name}_high"]) == pytest.approx((low, high), abs=2e-5), (layer, head, name)
+            assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"] and row["n_entities"] == n
+    assert np.abs(effects).max() > 1e-3  # the heads do move the margin: the comparison is not of zeros
+
+    multi = np.array([encoded.last_name_pos[i] > encoded.first_name_pos[i] for i in range(n)])
+    assert multi.all()  # every name here has several tokens; leave some out as single-token names would be
+    multi[::4] = False
+    concat = clean["concat"].double().numpy()
+    for row in concat_table(clean["concat"].numpy(), multi, n_boot, seed).to_pylist():
+        per_entity = concat[row["layer"], multi, row["head"]]
+        assert row["attention"] == pytest.approx(per_entity.mean(), abs=1e-6)
+        assert (row["attention_low"], row["attention_high"]) == pytest.approx(_plain_bootstrap(per_entity, n_boot, seed), abs=1e-6)
+    curves = {(row["measure"], row["layer"], row["curve"]): row["value"]
+              for row in layer_intervals_table(clean["concat"].numpy(), multi, clean["final_attn"].numpy(), n_boot, seed).to_pylist()}
+    for measure, per_entity in (("name_attention", concat[:, multi].mean(-1)), ("final_to_name", attention.mean(-1))):
+        for layer in range(n_layers):
+            low, high = _plain_bootstrap(per_entity[layer], n_boot, seed)
+            assert [curves[(measure, layer, curve)] for curve in ("estimate", "low", "high")] == pytest.approx([per_entity[layer].mean(), low, high], abs=1e-6)
+
+    top = max(heads.values(), key=lambda row: abs(row["direct_effect"]))
+    lines = summary_lines({"fact_lookup_entities": [], "fact_lookup_probe": [], "fact_lookup_ablation": [], "fact_lookup_hidden": [],
+                           "fact_lookup_heads": list(heads.values()),
+                           "fact_lookup_concat": concat_table(clean["concat"].numpy(), multi, n_boot, seed).to_pylist(),
+                           "fact_lookup_intervals": [{"measure": m, "layer": layer, "curve": c, "value": v, "n_entities": int(multi.sum())}
+                                                     for (m, layer, c), v in curves.items()]})
+    quoted = f"{top['layer']}.{top['head']} ({top['direct_effect']:+.3f} [{top['direct_effect_low']:.3f}, {top['direct_effect_high']:.3f}]"
+    assert any(quoted in line for line in lines), lines
+    assert any(line.startswith("last name token -> earlier name tokens") and "95% intervals over names" in line for line in lines), lines

@@ -16,6 +16,7 @@ from typing import Any
 from analyses.core.contract import Analysis, AnalysisSpec, CancelEvent, Filter, Heatmap, Input, Line, Order, Progress, Result, Table, param
 from analyses.core.errors import BadInput
 from analyses.core.params import name_list
+from analyses.fact_lookup.sharded import STATE_TABLES
 from analyses.fact_lookup.tables import TABLES
 from analyses.model.tokens import bos_param
 
@@ -83,13 +84,15 @@ SPEC = AnalysisSpec(
         "recombined names; AND-like neurons; heads moving the attribute to the final token."
     ),
     input_kinds=("entities",),
-    tables=TABLES,
+    tables=TABLES + STATE_TABLES,
     charts=(
         Table("What the run supports (from its tables: 95% intervals, permutation p-values)", "fact_lookup_summary", "finding", per_input=False, order=(Order("line"),), limit=40),
         _line("Probe accuracy at the last name token (resid_post, held-out) by layer", "fact_lookup_probe", "accuracy", "layer", "measure", (Filter("site", "=", "resid_post"),)),
         _line("Mean-ablation at the last name token: drop in log p(correct) by layer", "fact_lookup_ablation", "logprob_drop", "layer", "component"),
         _line("MLP output norm at the last name token: known vs made-up names", "fact_lookup_norms", "mean_norm", "layer", "names"),
         Heatmap("Attention from the last name token to the earlier name tokens (layer x head)", "fact_lookup_concat", "attention", x="head", y="layer", per_input=False),
+        Line("Name attention by layer, mean over heads: estimate and 95% interval over entities (low, high)", "fact_lookup_intervals", "value",
+             x="layer", series="curve", per_input=False, facet="measure"),
         _line("Probe accuracy with the earlier name tokens hidden in layers 0..L", "fact_lookup_hidden", "accuracy", "hidden_through", "measure"),
         Table("Heads reading the name from the final token (by direct effect)", "fact_lookup_heads", "direct_effect", per_input=False, order=(Order("direct_effect", descending=True),), limit=12),
     ),
@@ -114,27 +117,29 @@ def run(model, inputs: list[Input], params: Params, progress: Progress, cancel: 
     return compute(model, inputs, params, progress, cancel, state)
 
 
-def choose_prompt(model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
-    """The run-level prompt choice (analyses.fact_lookup.prompts.choice_state)."""
-    from analyses.fact_lookup.prompts import choice_state
-    from analyses.inputs.entities import entities_of_inputs
-
-    progress(0, 1, "measuring the candidate prompts")
-    return choice_state(model, entities_of_inputs(inputs), params, cancel)
-
-
 class FactLookup(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-entity states per shard; probes, nulls and intervals over every entity in finalize
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         validate(model, inputs, params)
 
     def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
-        return choose_prompt(model, inputs, params, progress, cancel)
+        """The prompt choice and what every shard needs from every entity (analyses.fact_lookup.sharded.prepare)."""
+        from analyses.fact_lookup.sharded import prepare
+
+        return prepare(model, inputs, params, progress, cancel)
 
     def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        return run(model, inputs, params, progress, cancel, state)
+        from analyses.fact_lookup.sharded import compute_shard
+
+        return compute_shard(model, inputs, params, state, progress, cancel)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        from analyses.fact_lookup.sharded import finalize
+
+        return finalize(params, state, read, progress, cancel)
 
 
 ANALYSIS = FactLookup()

@@ -8,17 +8,52 @@ from analyses.fact_lookup import probes
 from analyses.fact_lookup.tables import arrow_table
 
 
-def concat_table(concat: Any, multi_token: Any) -> Any:
-    """Mean over multi-token names of the attention [L, N, H] from the last name token to the earlier ones."""
+def entity_intervals(values: Any, n_bootstrap: int, seed: int) -> tuple[Any, Any]:
+    """95% bootstrap intervals over entities of the means of values [L, N, H] (entities on axis 1):
+    low and high [L, H], every cell resampled with the same draws (lookup.bootstrap_means)."""
+    import numpy as np
+
+    from analyses.fact_lookup.lookup import bootstrap_means
+
+    n_layers, n, n_heads = values.shape
+    low, high = bootstrap_means(np.moveaxis(np.asarray(values, dtype=np.float64), 1, 0).reshape(n, n_layers * n_heads), n_bootstrap, seed)
+    return low.reshape(n_layers, n_heads), high.reshape(n_layers, n_heads)
+
+
+def concat_table(concat: Any, multi_token: Any, n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """Mean over multi-token names of the attention [L, N, H] from the last name token to the earlier
+    ones, with its 95% bootstrap interval over those names."""
     import numpy as np
 
     n_layers, _, n_heads = concat.shape
     count = int(multi_token.sum())
-    means = concat[:, multi_token].mean(1) if count else np.full((n_layers, n_heads), np.nan)
+    per_entity = concat[:, multi_token]
+    means = per_entity.mean(1) if count else np.full((n_layers, n_heads), np.nan)
+    low, high = entity_intervals(per_entity, n_bootstrap, seed)
     return arrow_table("fact_lookup_concat", {
         "layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers),
-        "attention": means.ravel().astype(float), "n_entities": [count] * (n_layers * n_heads),
+        "attention": means.ravel().astype(float), "attention_low": low.ravel(), "attention_high": high.ravel(),
+        "n_entities": [count] * (n_layers * n_heads),
     })
+
+
+def layer_intervals_table(concat: Any, multi_token: Any, final_attn: Any, n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """Per layer, the mean over heads of the name attention [L, N, H], its mean over entities and the
+    ends of its 95% bootstrap interval over entities, one curve each: name_attention (last name token
+    to the earlier name tokens, multi-token names) and final_to_name (final token to the name, all)."""
+    import numpy as np
+
+    columns: dict[str, list] = {key: [] for key in ("measure", "layer", "curve", "value", "n_entities")}
+    for measure, values in (("name_attention", concat[:, multi_token]), ("final_to_name", final_attn)):
+        per_layer = np.asarray(values, dtype=np.float64).mean(-1)[:, :, None]  # [L, N, 1]
+        n_layers, n = per_layer.shape[:2]
+        low, high = entity_intervals(per_layer, n_bootstrap, seed)
+        estimate = per_layer.mean(1) if n else np.full((n_layers, 1), np.nan)
+        for layer in range(n_layers):
+            for curve, value in (("estimate", estimate[layer, 0]), ("low", low[layer, 0]), ("high", high[layer, 0])):
+                for key, item in zip(columns, (measure, layer, curve, float(value), n)):
+                    columns[key].append(item)
+    return arrow_table("fact_lookup_intervals", columns)
 
 
 def norms_table(known: Any, made_up: Any | None) -> Any:
@@ -102,25 +137,28 @@ def answer_margin(model, resid: Any, labels: Any, answer_ids: list[int]) -> Any:
     return correct - others
 
 
-def heads_table(model, clean: dict, labels: Any, answer_ids: list[int]) -> Any:
-    """Per head: attention from the final token to the name and the direct effect on the answer margin."""
+def heads_table(model, clean: dict, labels: Any, answer_ids: list[int], n_bootstrap: int = 0, seed: int = 0) -> Any:
+    """Per head: attention from the final token to the name and the direct effect on the answer
+    margin, means over entities with their 95% bootstrap intervals over entities."""
     import numpy as np
     import torch
 
     final_resid = clean["final_resid"]
-    n_layers, _, n_heads = clean["final_attn"].shape
-    effects = np.zeros((n_layers, n_heads))
+    n_layers, n, n_heads = clean["final_attn"].shape
+    effects = np.zeros((n_layers, n, n_heads))
     with torch.inference_mode():
         base = answer_margin(model, final_resid, labels, answer_ids)
         for layer in range(n_layers):
             outputs = head_outputs(model, clean["z"][layer], layer)  # [N, H, d]
             without = final_resid[None, :, :] - outputs.permute(1, 0, 2)  # [H, N, d]
-            effects[layer] = (base[None, :] - answer_margin(model, without, labels, answer_ids)).mean(1).double().numpy()
-    attention = clean["final_attn"].mean(1).double().numpy()
-    return arrow_table("fact_lookup_heads", {
-        "layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers),
-        "attn_to_name": attention.ravel(), "direct_effect": effects.ravel(),
-    })
+            effects[layer] = (base[None, :] - answer_margin(model, without, labels, answer_ids)).T.double().numpy()
+    attention = clean["final_attn"].double().numpy()  # [L, N, H]
+    columns: dict[str, Any] = {"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)}
+    for name, values in (("attn_to_name", attention), ("direct_effect", effects)):
+        low, high = entity_intervals(values, n_bootstrap, seed)
+        columns.update({name: values.mean(1).ravel(), f"{name}_low": low.ravel(), f"{name}_high": high.ravel()})
+    columns["n_entities"] = [n] * (n_layers * n_heads)
+    return arrow_table("fact_lookup_heads", columns)
 
 
 def _ranges(layers: list[int]) -> str:
@@ -191,23 +229,7 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
         untested = [layer for layer in layers if layer not in tested]
         if untested:
             lines.append(f"layers not ablated (layer_stride): {_ranges(untested)}")
-    concat = [row for row in rows.get("fact_lookup_concat") or [] if row["attention"] is not None and not math.isnan(row["attention"])]
-    if concat:
-        per_layer: dict[int, list[float]] = {}
-        for row in concat:
-            per_layer.setdefault(row["layer"], []).append(row["attention"])
-        ranked = sorted(per_layer, key=lambda layer: -sum(per_layer[layer]) / len(per_layer[layer]))[:3]
-        head = max(concat, key=lambda row: row["attention"])
-        means = ", ".join(f"{layer} ({sum(per_layer[layer]) / len(per_layer[layer]):.2f})" for layer in ranked)
-        lines.append(f"last name token -> earlier name tokens, mean over heads (over {concat[0]['n_entities']} names, no interval): "
-                     f"highest in layers {means}; top head {head['layer']}.{head['head']} ({head['attention']:.2f})")
-    heads = rows.get("fact_lookup_heads") or []
-    if heads:
-        effect = max(heads, key=lambda row: abs(row["direct_effect"]))
-        reader = max(heads, key=lambda row: row["attn_to_name"])
-        lines.append(f"final token's heads (means over entities, no interval): largest direct effect on the answer margin "
-                     f"{effect['layer']}.{effect['head']} ({effect['direct_effect']:+.3f}, attention to the name {effect['attn_to_name']:.2f}); "
-                     f"most attention to the name {reader['layer']}.{reader['head']} ({reader['attn_to_name']:.2f}, direct effect {reader['direct_effect']:+.3f})")
+    lines += attention_lines(rows)
     hidden = {(row["hidden_through"], row["measure"]): row for row in rows["fact_lookup_hidden"]}
     throughs = sorted(through for through, measure in hidden if measure == "probe" and through >= 0)
     if throughs and (-1, "probe") in hidden:
@@ -219,6 +241,73 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
             verdict = "intervals overlap: no drop supported" if overlap else "intervals apart: a drop"
             lines.append(f"name hidden through layer {throughs[-1]}: probe {base['accuracy']:.2f} {_ci(base['ci_low'], base['ci_high'])} -> "
                          f"{last['accuracy']:.2f} {_ci(last['ci_low'], last['ci_high'])}, p = {last['p_value']:.3g}; {verdict}")
+    return lines
+
+
+def _value_ci(row: dict, name: str, fmt: str = ".2f") -> str:
+    """'0.48 [0.45, 0.51]' from a row's name, name_low and name_high ('0.48, no interval' without them)."""
+    low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
+    if low is None or high is None or low != low:
+        return f"{row[name]:{fmt}}, no interval"
+    bound = fmt.lstrip("+")
+    return f"{row[name]:{fmt}} [{low:{bound}}, {high:{bound}}]"
+
+
+def _others_overlapping(rows: list[dict], best: dict, name: str, key: Any) -> str:
+    """The rows other than best whose interval of name overlaps best's (on best's side of zero), up to 6 named."""
+    if best.get(f"{name}_low") is None:
+        return "not measured"
+    positive = best[name] >= 0
+    rivals = [row for row in rows if row is not best and row.get(f"{name}_low") is not None and (
+        row[f"{name}_high"] >= best[f"{name}_low"] if positive else row[f"{name}_low"] <= best[f"{name}_high"])]
+    rivals.sort(key=lambda row: -abs(row[name]))
+    named = ", ".join(key(row) for row in rivals[:6])
+    return f"{named}{f' and {len(rivals) - 6} more' if len(rivals) > 6 else ''}" if rivals else "none"
+
+
+def attention_lines(rows: dict[str, list[dict]]) -> list[str]:
+    """The name-attention and extraction-head lines: each mean with its 95% interval over entities
+    and which others the interval does not tell apart from the top one."""
+    import math
+
+    lines: list[str] = []
+    curves: dict[int, dict] = {}
+    for row in rows.get("fact_lookup_intervals") or []:
+        if row["measure"] == "name_attention" and row["value"] is not None and not math.isnan(row["value"]):
+            curves.setdefault(row["layer"], {"layer": row["layer"], "n": row["n_entities"]})[
+                {"estimate": "attention", "low": "attention_low", "high": "attention_high"}[row["curve"]]] = row["value"]
+    concat = [row for row in rows.get("fact_lookup_concat") or [] if row["attention"] is not None and not math.isnan(row["attention"])]
+    if concat:
+        head = max(concat, key=lambda row: row["attention"])
+        top_head = f"top head {head['layer']}.{head['head']} ({_value_ci(head, 'attention')})"
+        layers = [row for row in curves.values() if "attention" in row]
+        if layers:
+            ranked = sorted(layers, key=lambda row: -row["attention"])
+            means = ", ".join(f"{row['layer']} ({_value_ci(row, 'attention')})" for row in ranked[:3])
+            tied = _others_overlapping(layers, ranked[0], "attention", lambda row: str(row["layer"]))
+            lines.append(f"last name token -> earlier name tokens, mean over heads (over {ranked[0]['n']} names, 95% intervals over names): "
+                         f"highest in layers {means}; layers whose interval reaches the top one's: {tied}; {top_head}")
+        else:  # a run stored before the interval table
+            per_layer: dict[int, list[float]] = {}
+            for row in concat:
+                per_layer.setdefault(row["layer"], []).append(row["attention"])
+            ranked_layers = sorted(per_layer, key=lambda layer: -sum(per_layer[layer]) / len(per_layer[layer]))[:3]
+            means = ", ".join(f"{layer} ({sum(per_layer[layer]) / len(per_layer[layer]):.2f})" for layer in ranked_layers)
+            lines.append(f"last name token -> earlier name tokens, mean over heads (over {concat[0]['n_entities']} names, no interval): "
+                         f"highest in layers {means}; {top_head}")
+    heads = rows.get("fact_lookup_heads") or []
+    if heads:
+        def name(row: dict) -> str:
+            return f"{row['layer']}.{row['head']}"
+        effect = max(heads, key=lambda row: abs(row["direct_effect"]))
+        reader = max(heads, key=lambda row: row["attn_to_name"])
+        over = f"over {effect['n_entities']} entities, 95% intervals" if effect.get("n_entities") is not None else "means over entities, no interval"
+        lines.append(f"final token's heads ({over}): largest direct effect on the answer margin {name(effect)} "
+                     f"({_value_ci(effect, 'direct_effect', '+.3f')}, attention to the name {_value_ci(effect, 'attn_to_name')}); "
+                     f"heads whose interval reaches it: {_others_overlapping(heads, effect, 'direct_effect', name)}")
+        lines.append(f"most attention to the name from the final token: {name(reader)} ({_value_ci(reader, 'attn_to_name')}, "
+                     f"direct effect {_value_ci(reader, 'direct_effect', '+.3f')}); heads whose interval reaches it: "
+                     f"{_others_overlapping(heads, reader, 'attn_to_name', name)}")
     return lines
 
 

@@ -33,8 +33,17 @@ TABLES = (
     ),
     ResultTable(
         "fact_lookup_concat",
-        (("layer", "INTEGER"), ("head", "INTEGER"), ("attention", "DOUBLE"), ("n_entities", "INTEGER")),
-        "attention from the last name token to the earlier name tokens (summed), mean over entities with multi-token names",
+        (("layer", "INTEGER"), ("head", "INTEGER"), ("attention", "DOUBLE"), ("attention_low", "DOUBLE"), ("attention_high", "DOUBLE"),
+         ("n_entities", "INTEGER")),
+        "attention from the last name token to the earlier name tokens (summed), mean over entities with multi-token names, "
+        "with its 95% bootstrap interval over those entities (_low, _high)",
+    ),
+    ResultTable(
+        "fact_lookup_intervals",
+        (("measure", "VARCHAR"), ("layer", "INTEGER"), ("curve", "VARCHAR"), ("value", "DOUBLE"), ("n_entities", "INTEGER")),
+        "per layer, attention averaged over the layer's heads, in long form for the charts: its mean over entities (curve "
+        "estimate) and the ends of its 95% bootstrap interval over entities (low, high); measure name_attention: from the last "
+        "name token to the earlier name tokens (multi-token names), final_to_name: from the final token to the name tokens",
     ),
     ResultTable(
         "fact_lookup_hidden",
@@ -69,8 +78,11 @@ TABLES = (
     ),
     ResultTable(
         "fact_lookup_heads",
-        (("layer", "INTEGER"), ("head", "INTEGER"), ("attn_to_name", "DOUBLE"), ("direct_effect", "DOUBLE")),
-        "from the final position: summed attention to the name tokens, and the head's direct effect on the correct answer's logit minus the mean of the other answers' (final norm recomputed without the head's output)",
+        (("layer", "INTEGER"), ("head", "INTEGER"), ("attn_to_name", "DOUBLE"), ("attn_to_name_low", "DOUBLE"), ("attn_to_name_high", "DOUBLE"),
+         ("direct_effect", "DOUBLE"), ("direct_effect_low", "DOUBLE"), ("direct_effect_high", "DOUBLE"), ("n_entities", "INTEGER")),
+        "from the final position: summed attention to the name tokens, and the head's direct effect on the correct answer's logit "
+        "minus the mean of the other answers' (final norm recomputed without the head's output); means over entities with 95% "
+        "bootstrap intervals over entities (_low, _high)",
     ),
     ResultTable(
         "fact_lookup_prompts",
