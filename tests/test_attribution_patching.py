@@ -188,3 +188,24 @@ def test_a_prompt_set_is_sharded_by_prompt_with_the_mean(tiny_model, store):
     for key, values in expected.items():
         assert len(values) == 2
         assert means[key] == pytest.approx(sum(values) / 2, rel=1e-12)
+
+
+def test_the_unchanged_nodes_invariant_is_relative_to_the_largest_effect_and_catches_a_leak():
+    """Float32 rounding before the subject (the clean run is one row, the noised runs a batch) passes;
+    an estimate of a tenth of the largest before the subject (noise leaking) fails."""
+    import pyarrow as pa
+
+    from analyses.attribution_patching.tables import invariants
+
+    def read_with(before: float):
+        tables = {
+            "atp_inputs": pa.table({"input_id": [0], "corruption": ["noise"], "changed_start": [2]}),
+            "attribution_patching": pa.table({"input_id": [0] * 4, "pos": [0, 1, 2, 3], "estimate": [before, 0.0, -0.8, 0.3],
+                                              "exact": [None, before / 2, -1.2, None]}),
+        }
+        return lambda name, columns: tables[name].select(columns)
+
+    (name, value, tolerance, ok, detail), = invariants(None, read_with(7.6e-7))
+    assert name == "invariant_unchanged_nodes_zero" and ok and abs(value - 7.6e-7 / 1.2) < 1e-12 and "relative to the largest 1.2" in detail
+    (_, value, _, ok, _), = invariants(None, read_with(0.12))
+    assert not ok and abs(value - 0.1) < 1e-12

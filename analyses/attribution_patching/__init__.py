@@ -172,7 +172,7 @@ class AttributionPatching(Analysis):
     sharded = True
     invariant_checks = (
         Invariant("invariant_edges_sum_to_input", 1e-4, "every downstream input's edges sum to its own input score (relative to the largest), where the residual stream is the plain sum of its writers (not Gemma 3's post-norms)"),
-        Invariant("invariant_unchanged_nodes_zero", 1e-9, "noise corruption: every resid/attn/mlp node before the noised subject has equal clean and corrupt values, so its estimate and (where checked) exact effect are 0"),
+        Invariant("invariant_unchanged_nodes_zero", 1e-5, "noise corruption: every resid/attn/mlp node before the noised subject has equal clean and corrupt values, so its estimate and (where checked) exact effect are 0 up to float32 rounding (the clean run is one row, the noised runs a batch): the largest of them relative to the run's largest |estimate| or |exact|"),
     )
 
     def check(self, model, inputs: list[Input], params: Params) -> None:

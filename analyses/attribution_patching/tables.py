@@ -211,16 +211,24 @@ def mean_table(read: Any) -> Any:
 
 
 def invariants(params: Any, read: Any) -> list[tuple]:
-    """Nodes before the noised subject have equal values in both runs: estimate and exact are 0."""
-    name, tolerance = "invariant_unchanged_nodes_zero", 1e-9
+    """Nodes before the noised subject have equal values in both runs: estimate and exact are 0 up
+    to float32 rounding. The clean run is one row and the noised runs a batch of ``samples`` rows,
+    so the same prefix is computed in different batch shapes (measured on SmolLM2: 7.6e-7 nats, on
+    Gemma 3: 2.6e-6, against largest effects near 1); the value is therefore relative to the run's
+    largest |estimate| or |exact|, where a real leak of the noise before the subject is of order 1."""
+    name, tolerance = "invariant_unchanged_nodes_zero", 1e-5
     inputs = read("atp_inputs", ["input_id", "corruption", "changed_start"])
     if inputs is None:
         return [(name, None, tolerance, None, "skipped: no inputs")]
     starts = {row["input_id"]: row["changed_start"] for row in inputs.to_pylist() if row["corruption"] == "noise"}
     positions = read("attribution_patching", ["input_id", "pos", "estimate", "exact"])
-    values = [abs(value) for row in positions.to_pylist() if row["input_id"] in starts and row["pos"] < starts[row["input_id"]]
+    rows = positions.to_pylist()
+    values = [abs(value) for row in rows if row["input_id"] in starts and row["pos"] < starts[row["input_id"]]
               for value in (row["estimate"], row["exact"]) if value is not None]
     if not values:
         return [(name, None, tolerance, None, "skipped: no noised input with tokens before the subject")]
+    scale = max((abs(value) for row in rows for value in (row["estimate"], row["exact"]) if value is not None and value == value), default=0.0)
     worst = max(values)
-    return [(name, worst, tolerance, worst <= tolerance, f"max |estimate|, |exact| over {len(values)} values before the subject")]
+    relative = worst / scale if scale > 0 else worst
+    return [(name, relative, tolerance, relative <= tolerance,
+             f"max |estimate|, |exact| over {len(values)} values before the subject: {worst:.3g}, relative to the largest {scale:.3g}")]
