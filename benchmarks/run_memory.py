@@ -17,7 +17,8 @@ give a projected time for 100,000 documents in core-hours (one core, or one 1-th
 N actors divide it by N); the store's bytes per million
 result rows are read from the database file after the runs (checkpointed). ``--project-docs N``
 and ``--threads 1`` (OMP_NUM_THREADS for the runs: one Ray actor's share of this machine) shape
-that projection. ``--no-store-texts`` runs the corpora by reference.
+that projection. ``--no-store-texts`` runs the corpora by reference. ``--analyses fact-lookup`` runs
+over --small and --large entities of the shipped athletes table instead of documents (ENTITY_PARAMS).
 """
 from __future__ import annotations
 
@@ -34,7 +35,30 @@ sys.path.insert(0, str(ROOT))
 TARGET = 1.3
 CORPUS_ANALYSES = ("logit-lens", "truncation", "component-norms", "attention-locality", "layer-interventions",
                    "first-layer-heads", "contextual-neurons")
-EXTRA_PARAMS = {"truncation": ["--param", "k_max=5"]}
+EXTRA_PARAMS = {"truncation": ["--param", "k_max=5"],
+                # Destinations and class rows that fit documents of 16 tokens (the defaults ask for 100 and more).
+                "first-layer-heads": ["--param", "dest_positions=8,15", "--param", "score_from=2"],
+                "contextual-neurons": ["--param", "dest_positions=8,15"]}
+# fact-lookup takes an entity table, not a corpus: --small and --large entities of the shipped athletes
+# (values in turn), with few permutations and resamples and every tenth layer ablated and hidden.
+ENTITY_ANALYSES = ("fact-lookup",)
+ENTITY_PARAMS = [f"--param={item}" for item in ("folds=3", "n_permutations=10", "n_bootstrap=100", "layer_stride=10",
+                                                "intervention_entities=12", "prompt=table", "concat_layer=4")]
+
+
+def entity_table(folder: Path, n: int) -> str:
+    """A CSV of the first n athletes of the shipped table, taking the attribute values in turn."""
+    from analyses.inputs.entities import ALL_ATHLETES, load_entities
+
+    by_value: dict[str, list] = {}
+    for entity in load_entities(str(ALL_ATHLETES)):
+        by_value.setdefault(entity.value, []).append(entity)
+    rows = [group[i] for i in range(max(len(group) for group in by_value.values())) for group in by_value.values() if i < len(group)][:n]
+    if len(rows) < n:
+        raise SystemExit(f"the shipped athletes table has {len(rows)} rows, fewer than {n}")
+    path = folder / f"entities-{n}.csv"
+    path.write_text("entity,attribute\n" + "".join(f"{entity.name},{entity.value}\n" for entity in rows))
+    return str(path)
 
 
 def iwb() -> list[str]:
@@ -66,6 +90,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (1: one Ray actor's share)")
     parser.add_argument("--no-store-texts", action="store_true", help="run the corpora by reference (no texts in the inputs table)")
     parser.add_argument("--keep-db", help="copy the database here at the end (to inspect it)")
+    parser.add_argument("--param", action="append", default=[], help="an analysis parameter KEY=VALUE for every run (repeatable)")
     args = parser.parse_args()
     import duckdb
 
@@ -84,11 +109,16 @@ def main() -> int:
             corpus_path = str(write_corpus(Path(tmp) / "synthetic.jsonl.zst", max(5 * args.large, 1000), seed=0, max_chars=2000).path)
         corpus_path = corpus_path or str(DEFAULT_CORPUS)
         for analysis in analyses:
-            extra = EXTRA_PARAMS.get(analysis, []) + (["--no-store-texts"] if args.no_store_texts else [])
+            extra = (EXTRA_PARAMS.get(analysis, []) + [part for value in args.param for part in ("--param", value)]
+                     + (["--no-store-texts"] if args.no_store_texts else []))
             measured = {}
             for n in (args.small, args.large):
-                run_args = ["--db", str(db), "run", analysis, "--pile", corpus_path, "--n-docs", str(n), "--max-tokens", str(args.max_tokens),
-                            "--shard-docs", str(args.shard_docs), "--no-chart", *extra]
+                if analysis in ENTITY_ANALYSES:
+                    run_args = ["--db", str(db), "run", analysis, "--entities", entity_table(Path(tmp), n), "--shard-docs", str(args.shard_docs),
+                                "--no-chart", *ENTITY_PARAMS]
+                else:
+                    run_args = ["--db", str(db), "run", analysis, "--pile", corpus_path, "--n-docs", str(n), "--max-tokens", str(args.max_tokens),
+                                "--shard-docs", str(args.shard_docs), "--no-chart", *extra]
                 measured[n] = peak_rss_run(run_args, env)
                 print(f"{analysis:11s} {n:4d} docs: peak RSS {measured[n][0]:7.1f} MiB in {measured[n][1]:6.1f} s ({measured[n][2]:.1f} CPU s)", flush=True)
             ratio = measured[args.large][0] / measured[args.small][0]
