@@ -4,6 +4,11 @@ For a neuron (``layer``, ``neuron``; e.g. one that contextual-neurons or fact-lo
 activation (the input of the MLP's output projection, ``blocks.L.mlp.out.hook_in``) at every token
 of every input; the ``top_k`` highest, each with the ``context`` tokens before it and the token
 itself, best first. The forward of each input stops after that layer.
+Sharded: every shard stores its inputs' rows (neuron_contexts_inputs) and its own top_k contexts
+(neuron_contexts_candidates, rendered from its tokens); finalize takes the top_k of those (DuckDB over
+the stored shards, a top-n, not a sort) into neuron_contexts. The global top_k lies within the union
+of the shards' top_k, and ties (equal activations) go to the earlier input, then the earlier position,
+in shards and in the merge alike: the merged table equals the one-shard run's bit for bit.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from analyses.core.contract import (
     Input,
     Order,
     Progress,
+    Reader,
     Result,
     ResultTable,
     Table,
@@ -66,6 +72,12 @@ SPEC = AnalysisSpec(
             (("input_id", "INTEGER"), ("max_activation", "DOUBLE"), ("mean_activation", "DOUBLE"), ("n_tokens", "INTEGER")),
             "per input: the neuron's highest and mean activation over its tokens",
         ),
+        ResultTable(
+            "neuron_contexts_candidates",
+            (("sort_key", "DOUBLE"), ("activation", "DOUBLE"), ("token", "VARCHAR"), ("context", "VARCHAR"), ("input_id", "INTEGER"), ("pos", "INTEGER")),
+            "per shard: its own top_k contexts, best first (sort_key = 0 - activation, the merge's ascending key); "
+            "neuron_contexts is the top_k of these over every shard",
+        ),
     ),
     charts=(
         Table("Top-activating contexts (best first)", "neuron_contexts", "activation", per_input=False, order=(Order("rank"),), limit=MAX_TOP),
@@ -73,9 +85,13 @@ SPEC = AnalysisSpec(
 )
 
 
+CONTEXT_COLUMNS = ("activation", "token", "context", "input_id", "pos")
+
+
 class NeuronContexts(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-input rows and each shard's top_k, merged by finalize
 
     def check(self, model: Any, inputs: list[Input], params: Params) -> None:
         if not params.layer < model.n_layers:
@@ -104,20 +120,21 @@ class NeuronContexts(Analysis):
                 elif entry > best[0]:
                     heapq.heapreplace(best, entry)
         progress(len(inputs), len(inputs), "done")
-        rows: dict[str, list] = {name: [] for name, _ in SPEC.tables[0].columns}
-        for rank, (act, _, neg_pos, index) in enumerate(sorted(best, reverse=True), start=1):
+        # The shard's top_k, best first (activation descending; ties: earlier input, then earlier position).
+        rows: dict[str, list] = {name: [] for name, _ in SPEC.table("neuron_contexts_candidates").columns}
+        for act, _, neg_pos, index in sorted(best, reverse=True):
             ids = token_rows[index][0].tolist()
             pos = -neg_pos
             before = model.token_strings(ids[max(0, pos - params.context):pos])
             token = model.token_strings([ids[pos]])[0]
-            rows["rank"].append(rank)
+            rows["sort_key"].append(0.0 - act)  # 0.0 - x: both zeros give +0.0, so they tie as in the heap
             rows["activation"].append(act)
             rows["token"].append(token)
             rows["context"].append("".join(before) + f"[{token}]")
             rows["input_id"].append(inputs[index].input_id)
             rows["pos"].append(pos)
-        contexts = pa.table({name: pa.array(values, type=pa.int32() if name in ("rank", "input_id", "pos") else None)
-                             for name, values in rows.items()})
+        types = _types()
+        candidates = pa.table({name: pa.array(values, type=types[name]) for name, values in rows.items()})
         summary = pa.table({
             "input_id": pa.array([row[0] for row in per_input], pa.int32()),
             "max_activation": [row[1] for row in per_input],
@@ -125,8 +142,29 @@ class NeuronContexts(Analysis):
             "n_tokens": pa.array([row[3] for row in per_input], pa.int32()),
         })
         notes = {**model.bos(params.prepend_bos).record(), "hook": hook}
-        return Result(tables={"neuron_contexts": contexts, "neuron_contexts_inputs": summary},
+        return Result(tables={"neuron_contexts_candidates": candidates, "neuron_contexts_inputs": summary},
                       tokens=tokens_table(model, inputs, token_rows), notes=notes)
+
+    def finalize(self, params: Params, state: Any, read: Reader, progress: Progress, cancel: CancelEvent) -> Result:
+        """neuron_contexts: the top_k of every shard's top_k, by sort_key ascending with ties in stored
+        order (shard, then row: input order, then position), read.lowest over the stored shards."""
+        import pyarrow as pa
+
+        chosen = read.lowest("neuron_contexts_candidates", "sort_key", params.top_k, CONTEXT_COLUMNS)
+        if chosen is None:
+            return Result({}, None, {})
+        types = _types()
+        columns = {"rank": pa.array(range(1, chosen.num_rows + 1), type=pa.int32())}
+        columns.update({name: chosen[name].combine_chunks().cast(types[name]) for name in CONTEXT_COLUMNS})
+        return Result(tables={"neuron_contexts": pa.table(columns)}, tokens=None, notes={})
+
+
+def _types() -> dict[str, Any]:
+    """The Arrow types of the candidates' columns (pyarrow imported on use, not when listing analyses)."""
+    import pyarrow as pa
+
+    return {"sort_key": pa.float64(), "activation": pa.float64(), "token": pa.string(), "context": pa.string(),
+            "input_id": pa.int32(), "pos": pa.int32()}
 
 
 ANALYSIS = NeuronContexts()
