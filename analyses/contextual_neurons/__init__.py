@@ -6,12 +6,16 @@ analyses/contextual_neurons/engine.py). Each token's extended embedding (its wei
 summed over those heads) composed with a neuron's input direction is the neuron's token
 contribution; the model's prediction of the pre-activation on corpus text is compared with the
 real one per neuron, and neurons are ranked by the share of their variance the heads explain.
+Sharded (sharded.py): the heads' model is fitted once per run in ``prepare`` on the fit_docs longest
+documents; each shard stores per-neuron sums (shifted moments, curve bins, content), merged in
+``finalize``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from analyses.contextual_neurons.sharded import SHARD_TABLES
 from analyses.core.contract import (
     Analysis,
     AnalysisSpec,
@@ -47,14 +51,18 @@ class Params:
     prepend_bos: str = bos_param()
     default_max_tokens: int = param(512, "tokens per document when the corpus options set none (--max-tokens)")
     neuron_chunk: int = param(256, "neurons per chunk of the vocabulary product (memory vs speed; results do not depend on it)")
+    fit_docs: int = param(32, "documents (the longest, earlier first) the heads' model, ln scales, fitted means and curve bins come from "
+                              "before every document is scored (0: all)")
 
     def check(self) -> None:
 
         if self.heads.strip():
             int_list(self.heads, "heads")
         int_list(self.dest_positions, "dest_positions")
-        if self.top_k < 1 or self.min_count < 0 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2:
-            raise BadInput("top_k must be at least 1, min_count at least 0, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, default_max_tokens at least 2")
+        if self.top_k < 1 or self.min_count < 0 or self.n_curves < 0 or self.curve_bins < 2 or self.neuron_chunk < 1 or self.default_max_tokens < 2 \
+                or self.fit_docs < 0:
+            raise BadInput("top_k must be at least 1, min_count at least 0, n_curves at least 0, curve_bins at least 2, neuron_chunk at least 1, "
+                           "default_max_tokens at least 2, fit_docs at least 0")
         if self.curve_bins > MAX_CURVE_BINS:
             raise BadInput(f"curve_bins must be at most {MAX_CURVE_BINS}, not {self.curve_bins}")
 
@@ -84,7 +92,9 @@ SPEC = AnalysisSpec(
         ResultTable("contextual_neurons_heads", columns("head:INTEGER", "class:VARCHAR", "used:BOOLEAN", "normaliser_median:DOUBLE", "content_std:DOUBLE"),
                     "layer-0 heads: class from first-layer-heads, whether used, median normaliser, spread of the content weight over corpus tokens"),
         ResultTable("contextual_neurons_curve", columns("neuron:INTEGER", "rank:INTEGER", "bin:INTEGER", "series:VARCHAR", "value:DOUBLE"),
-                    "tokens binned by predicted pre-activation: mean predicted and mean real per bin, for the best-explained neurons"),
+                    "tokens binned by predicted pre-activation (equal-count bins on the fitted documents, edges fixed in prepare): "
+                    "mean predicted and mean real per bin, for the best-explained neurons"),
+        *SHARD_TABLES,
     ),
     charts=(
         Table("Neurons ranked by variance the contextual heads explain", "contextual_neurons_fit", "ctx_explained", per_input=False, order=(Order("rank"),), limit=15),
@@ -100,6 +110,7 @@ SPEC = AnalysisSpec(
 class ContextualNeurons(Analysis):
     Params = Params
     spec = SPEC
+    sharded = True  # per-neuron sums per shard, merged by finalize (sharded.py)
 
     def check(self, model, inputs: list[Input], params: Params) -> None:
         from analyses import first_layer_heads
@@ -118,10 +129,22 @@ class ContextualNeurons(Analysis):
             if max(chosen) >= n_heads:
                 raise BadInput(f"heads must be below {n_heads} for {model.name}, not {max(chosen)}")
 
-    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
-        from analyses.contextual_neurons.compute import compute
+    def prepare(self, model, inputs: list[Input], params: Params, progress: Progress, cancel: CancelEvent) -> dict:
+        """The heads' model, directions, fitted means, curve bins and token lists (sharded.prepare)."""
+        from analyses.contextual_neurons.sharded import prepare
 
-        return compute(model, inputs, params, progress, cancel)
+        return prepare(model, inputs, params, progress, cancel)
+
+    def compute(self, model, inputs: list[Input], params: Params, state: Any, progress: Progress, cancel: CancelEvent) -> Result:
+        """One shard's per-neuron sums (sharded.compute_shard)."""
+        from analyses.contextual_neurons.sharded import compute_shard
+
+        return compute_shard(model, inputs, params, state, progress, cancel)
+
+    def finalize(self, params: Params, state: Any, read, progress: Progress, cancel: CancelEvent) -> Result:
+        from analyses.contextual_neurons.sharded import finalize
+
+        return finalize(params, state, read, progress, cancel)
 
 
 ANALYSIS = ContextualNeurons()
