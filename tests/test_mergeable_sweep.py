@@ -31,6 +31,10 @@ SWEPT = {
                      "fact_lookup_concat", "fact_lookup_norms", "fact_lookup_neurons", "fact_lookup_recombined", "fact_lookup_summary",
                      "fact_lookup_entities", "fact_lookup_features", "fact_lookup_entity_layers", "fact_lookup_entity_ablation",
                      "fact_lookup_made_up_layers", "fact_lookup_hidden_features")),
+    # Head 0 given by hand (the embedded model's classes on 16-token documents are not the point); two fitted documents.
+    "contextual-neurons": (["--param", "heads=0", "--param", "dest_positions=8,15", "--param", "fit_docs=2", "--param", "top_k=3"],
+                           ("contextual_neurons_fit", "contextual_neurons_curve", "contextual_neurons_heads", "contextual_neurons_tokens",
+                            "contextual_neurons_sums", "contextual_neurons_bins", "contextual_neurons_content")),
 }
 ENTITIES = ("Babe Ruth,baseball", "Hank Aaron,baseball", "Willie Mays,baseball", "Tom Brady,football", "Peyton Manning,football", "Joe Montana,football")
 # The actors run torch on one thread; the inline twin must too (BLAS sums round with the thread count).
