@@ -18,8 +18,10 @@ from analyses.core.params import int_list
 from analyses.core.tables import tokens_table_of
 
 CLASSES = ("prediction", "suppression", "none")
-# Upper bound on cosines held at once (neurons x vocabulary).
-CHUNK_ELEMENTS = 16 * 1024 * 1024
+# Upper bound on cosines held at once (neurons x vocabulary), and the unit a cancel waits for: 4M is
+# 85 of SmolLM2's neurons against its 49k vocabulary, 1.2-1.6 s a chunk on 2 cores at load 14 where
+# 16M (341 neurons) took 3.8-7.6 s (benchmarks/cancel_latency.py measured 3.5 s to cancel at load 7).
+CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
