@@ -34,6 +34,11 @@ CASES: dict[str, tuple[str, int, int | None, dict]] = {
     "neuron-classes": ("weights", 0, None, {}),
     "first-layer-heads": ("pile", 16, 512, {}),
     "contextual-neurons": ("pile", 16, 512, {}),
+    "attention-pattern": ("pile-prompts", 16, 512, {"layer": 29}),
+    "attribution-patching": ("prompt", 0, None, {"subject": "The Eiffel Tower"}),
+    "fact-lookup": ("entities", 0, None, {}),
+    "generate": ("prompt", 0, None, {"max_new_tokens": 200, "stop_at_eos": "false"}),
+    "neuron-contexts": ("pile", 16, 512, {"layer": 29}),
 }
 
 
@@ -57,7 +62,13 @@ def inputs_for(kind: str, n_docs: int, max_tokens: int | None) -> tuple:
         return ()
     if kind == "prompt":
         return (Input(0, "prompt", PROMPT),)
+    if kind == "entities":  # the shipped table of athletes the embedded model knows
+        from analyses.inputs.entities import entity_inputs, load_entities
+
+        return tuple(entity_inputs(load_entities(None)))
     inputs, _ = corpus.sample_documents(None, n_docs, 0, max_tokens=max_tokens)
+    if kind == "pile-prompts":  # for an analysis of prompts only: corpus documents as a prompt set
+        return tuple(Input(document.input_id, "prompt_set", document.text) for document in inputs)
     return tuple(inputs)
 
 
