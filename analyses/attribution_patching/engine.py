@@ -29,9 +29,10 @@ POSITION_KINDS = ("resid", "attn", "mlp")
 HOOK = {
     "resid": "hook_resid_post", "attn": "hook_attn_out", "mlp": "hook_mlp_out", "z": "attn.hook_z", "neuron": "mlp.out.hook_in",
     "attn_in": "attn.hook_in", "scores": "attn.hook_attn_scores", "pattern": "attn.hook_pattern", "v": "attn.hook_v",
+    "q": "attn.hook_rot_q", "k": "attn.hook_rot_k",
 }
 GRAD_SITES = ("resid", "attn", "mlp", "z", "neuron")
-CACHE_SITES = ("resid", "attn", "mlp", "z", "neuron", "attn_in", "scores", "pattern", "v")
+CACHE_SITES = ("resid", "attn", "mlp", "z", "neuron", "attn_in", "scores", "pattern", "v", "q", "k")
 METRICS = ("logprob", "logit_diff", "kl")
 
 
@@ -152,7 +153,13 @@ def capture(model, run: RunInput, sites: tuple[str, ...] = CACHE_SITES) -> tuple
     def keep(tensor: Any, hook: Any, key: tuple) -> None:
         cache[key] = tensor.detach().clone()
 
-    hooks = [(hook_name(site, layer), _bind(keep, key=(site, layer))) for layer in range(model.n_layers) for site in sites]
+    hooks = [(hook_name(site, layer), _bind(keep, key=(site, layer))) for layer in range(model.n_layers) for site in sites if site not in ("q", "k")]
+    # The queries and keys the scores are made of: rotated where the bridge hooks the rotation.
+    hook_names = model.bridge.hook_dict
+    for site in ("q", "k"):
+        if site in sites:
+            rotated = hook_name(site, 0) in hook_names
+            hooks += [(f"blocks.{layer}.attn.hook_{'rot_' if rotated else ''}{site}", _bind(keep, key=(site, layer))) for layer in range(model.n_layers)]
     with torch.inference_mode():
         logits = forward(model, run, list(range(run.rows)), hooks)
     return cache, logits.detach().clone()
@@ -203,9 +210,102 @@ def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | No
 def qk_pass(model, setup: Setup, base: dict, source: dict, batch_rows: int, cancel: CancelEvent | None = None) -> tuple[dict, dict]:
     """For every layer, head and position t: the head's exact output when it reads t from the
     source run (its query, key and value at t), and plain AtP's linearisation of that change.
-    Rows (t, s) patch the attention input at t and put the base output back, so the residual
-    stream stays the base run's and one forward serves every layer. Returns {layer: dz_star},
-    {layer: dz_linear}, each [T, S, T_query, H, dh] (float64)."""
+    Returns {layer: dz_star}, {layer: dz_linear}, each [T, S, T_query, H, dh] (float64).
+
+    From the two runs' cached queries, keys and values (no forward) where they reproduce the
+    model's own scores (scale . q k + mask, every layer, both runs): Llama family, Gemma 3, GPT-2,
+    Phi. Otherwise (GPT-NeoX, GPT-J: rotary applied with no hook on the rotated q and k) the
+    forward QK pass, rows (t, s) of one batched forward."""
+    scales = qk_scales(model, base, source)
+    if scales is not None:
+        check_cancel(cancel)
+        return _qk_from_cache(model, setup, base, source, scales)
+    return _qk_forward(model, setup, base, source, batch_rows, cancel)
+
+
+QK_TOLERANCE = 1e-4  # |model's score - scale . q k| relative to the layer's largest |score|, unmasked entries: float32 rounding is ~1e-6
+
+
+def _masked(scores: Any) -> Any:
+    """Entries the causal (or sliding-window) mask removed: -inf or the dtype's most negative value."""
+    import torch
+
+    return scores <= torch.finfo(scores.dtype).min / 2
+
+
+def qk_scales(model, base: dict, source: dict) -> list[float] | None:
+    """Per layer, the attention's score scale if the cached q and k reproduce both runs' scores
+    on every unmasked entry (within QK_TOLERANCE); None where any layer does not."""
+    import torch
+
+    from analyses.model.families import unwrap
+
+    if ("q", 0) not in base:
+        return None
+    scales = []
+    for layer in range(model.n_layers):
+        scale = getattr(unwrap(model.bridge.blocks[layer].attn), "scaling", None)
+        if not isinstance(scale, (int, float)):
+            return None
+        for run in (base, source):
+            scores = run[("scores", layer)]
+            queries = run[("q", layer)]
+            keys = _expand_heads(run[("k", layer)], queries.shape[2])
+            rebuilt = torch.einsum("rqhd,rkhd->rhqk", queries.double(), keys.double()) * scale
+            unmasked = ~_masked(scores)
+            if not bool(unmasked.any()):
+                return None
+            error = (scores.double() - rebuilt)[unmasked].abs().max()
+            if not float(error) <= QK_TOLERANCE * max(1.0, float(scores.double()[unmasked].abs().max())):
+                return None
+        scales.append(float(scale))
+    return scales
+
+
+def _qk_from_cache(model, setup: Setup, base: dict, source: dict, scales: list[float]) -> tuple[dict, dict]:
+    """The QK pass computed from the caches: row t takes query, key and value at t from the
+    source run. Every change is formed as a difference from the base values (dq, dk, dv, the
+    scores' change, softmax of changed minus softmax of base scores of the same shape), so a node
+    whose values do not change scores exactly 0, as in the forward QK pass."""
+    import torch
+
+    seq_len = setup.base.tokens.shape[1]
+    base_rows, source_rows = torch.tensor(setup.base_rows()), torch.tensor(setup.source_rows())
+    at_node = torch.eye(seq_len, dtype=torch.bool)  # [t, position]: row t reads position t from the source
+    star: dict = {}
+    linear: dict = {}
+    for layer in range(model.n_layers):
+        def both(site: str, heads: int | None = None, layer: int = layer) -> tuple[Any, Any]:
+            b, s = base[(site, layer)][base_rows].double(), source[(site, layer)][source_rows].double()
+            if heads is not None:
+                b, s = _expand_heads(b, heads), _expand_heads(s, heads)
+            # [t, S, T, H, dh]: the change that row t makes (the source minus the base value at t only)
+            change = torch.where(at_node[:, None, :, None, None], (s - b)[None], torch.zeros((), dtype=b.dtype))
+            return b, change
+
+        q_base, dq = both("q")
+        n_heads = q_base.shape[2]
+        k_base, dk = both("k", n_heads)
+        v_base, dv = both("v", n_heads)
+        k_new = k_base[None] + dk
+        # (q + dq)(k + dk) - q k = dq (k + dk) + q dk
+        raw_change = (torch.einsum("tsqhd,tskhd->tshqk", dq, k_new) + torch.einsum("sqhd,tskhd->tshqk", q_base, dk)) * scales[layer]
+        scores = base[("scores", layer)][base_rows].double()
+        masked = _masked(base[("scores", layer)][base_rows])
+        score_change = torch.where(masked[None], torch.zeros((), dtype=scores.dtype), raw_change)
+        pattern_before = torch.softmax(scores.expand_as(score_change), dim=-1)
+        pattern_change = torch.softmax(scores[None] + score_change, dim=-1) - pattern_before
+        values_new = v_base[None] + dv
+        star[layer] = torch.einsum("tshqk,skhd->tsqhd", pattern_change, v_base) + torch.einsum("tshqk,tskhd->tsqhd", pattern_before + pattern_change, dv)
+        pattern = base[("pattern", layer)][base_rows].double()
+        linear_pattern = pattern[None] * (score_change - (pattern[None] * score_change).sum(-1, keepdim=True))
+        linear[layer] = torch.einsum("tshqk,skhd->tsqhd", linear_pattern, v_base) + torch.einsum("shqk,tskhd->tsqhd", pattern, values_new - v_base[None])
+    return star, linear
+
+
+def _qk_forward(model, setup: Setup, base: dict, source: dict, batch_rows: int, cancel: CancelEvent | None = None) -> tuple[dict, dict]:
+    """The forward QK pass: rows (t, s) patch the attention input at t and put the base output
+    back, so the residual stream stays the base run's and one forward serves every layer."""
     import torch
 
     seq_len = setup.base.tokens.shape[1]
