@@ -8,7 +8,7 @@ import pytest
 
 from analyses.core.contract import Input, no_progress
 from app.run.session import Session
-from app.tui.widgets.generation_view import probability
+from app.tui.widgets.generation_view import CELL_TOKEN, cell_token, probability
 from tests.helpers.tui import make_app, screen_lines, settle
 
 pytestmark = pytest.mark.tui
@@ -56,7 +56,7 @@ async def test_a_generate_run_reopens_in_the_generation_view(tui_store, tiny_mod
         assert len(rows) == tiny_model.n_layers + 1 and rows[0][0] == "out" and rows[-1][0] == "0"
         assert [row[1] for row in rows] == [probability(p) for _, p in chosen]
         top1 = [(token, prob) for layer, k, token, prob in stored if k == 1]
-        assert [row[2] for row in rows] == [f"{token} {probability(prob)}" for token, prob in top1]
+        assert [row[2] for row in rows] == [f"{cell_token(token)} {probability(prob)}" for token, prob in top1]
         curve = view.query_one("#gen-curve").data
         assert curve.series[f"run {run_id}"][1] == pytest.approx([p for _, p in reversed(chosen)])
         await pilot.press("end")
@@ -82,6 +82,37 @@ async def test_a_generate_run_reopens_in_the_generation_view(tui_store, tiny_mod
         assert app.screen.name == "results" and view.display and view.step == 4 and view.runs[0].run_id == run_id
 
 
+def test_a_table_cell_shows_a_token_s_spaces_and_cuts_a_long_one():
+    # Gemma 3 has ' BC' and 'BC', ' clear' and 'clear' in one top-k; tokens of spaces; tokens of 30+ characters.
+    assert cell_token(" BC") == "·BC" and cell_token("BC") == "BC" and cell_token("   ") == "···"
+    assert cell_token("a\nb") == "a⏎b"
+    long = "<start_of_image>" * 2
+    assert len(cell_token(long)) == CELL_TOKEN and cell_token(long).endswith("…")
+
+
+async def test_the_lens_table_pans_sideways_to_columns_past_80(tui_store, tiny_model):
+    """At 80 columns a top-k of 10 is wider than the screen: shift+right brings the last columns into
+    view (the table takes no focus, so its own keys cannot), shift+left goes back."""
+    run_id = _run(tui_store.path, tiny_model, {"top_k": "10"})
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.open_run(run_id)
+        await settle(app, pilot)
+        view = app.screen.query_one("#generation")
+        table = view.query_one("#gen-table")
+        assert table.virtual_size.width > table.size.width
+        assert "top 10" not in "\n".join(screen_lines(app))
+        for _ in range(4):
+            await pilot.press("shift+right")
+        await pilot.pause()
+        assert table.scroll_x > 0 and "top 10" in "\n".join(screen_lines(app))
+        for _ in range(4):
+            await pilot.press("shift+left")
+        await pilot.pause()
+        assert table.scroll_x == 0 and "p chosen" in "\n".join(screen_lines(app))
+
+
 async def test_compare_aligns_a_steered_and_an_unsteered_generation_by_step(tui_store, tiny_model):
     plain_id = _run(tui_store.path, tiny_model, {})
     steered_id = _run(tui_store.path, tiny_model, {"steer": " Love| Hate", "steer_layer": "1", "steer_coef": "8"})
@@ -103,6 +134,9 @@ async def test_compare_aligns_a_steered_and_an_unsteered_generation_by_step(tui_
         await pilot.pause()
         readout = view.describe()
         assert readout.startswith("Generation · step 2/5")
+        # The two runs' readout wraps rather than being cut at 80 columns: both ranks on screen.
+        shown = " ".join(line.strip() for line in screen_lines(app))
+        assert "…" not in str(view.query_one("#gen-step").render()) and shown.count(" rank ") >= 2
         for run in (plain_id, steered_id):
             assert f"run {run} {tokens[run][1]!r}" in readout  # the cursor on step 2 in both
         assert set(view.query_one("#gen-curve").data.series) == {f"run {plain_id}", f"run {steered_id}"}

@@ -26,6 +26,15 @@ def _token(token: str) -> str:
     return charts.visible(token)
 
 
+CELL_TOKEN = 14  # a table cell's token at most this wide (Gemma's vocabulary has tokens of 30+ characters)
+
+
+def cell_token(token: str) -> str:
+    """A token in a table cell: spaces as ·, newlines as ⏎ (so ' BC' and 'BC', a token of spaces, read
+    apart), cut to CELL_TOKEN characters with …; the step readout above gives it whole."""
+    return charts.label_token(token, CELL_TOKEN)
+
+
 def probability(value: float) -> str:
     """A probability in a table cell: two decimals, or its order of magnitude below 0.005."""
     return f"{value:.2f}" if value >= 0.005 else f"{value:.0e}"
@@ -42,7 +51,7 @@ class GenerationView(Vertical, can_focus=True):
     GenerationView { height: 1fr; }
     GenerationView #gen-text-box { height: auto; max-height: 4; }
     GenerationView #gen-text { height: auto; }
-    GenerationView #gen-step { height: 1; background: $panel; text-overflow: ellipsis; text-wrap: nowrap; }
+    GenerationView #gen-step { height: auto; max-height: 2; background: $panel; text-overflow: ellipsis; }
     GenerationView #gen-curve { height: 7; }
     GenerationView #gen-table { height: 1fr; min-height: 3; }
     GenerationView:focus #gen-step { background: $accent 30%; }
@@ -56,6 +65,9 @@ class GenerationView(Vertical, can_focus=True):
         Binding("down", "scroll_table(1)", "Table down", show=False),
         Binding("pageup", "scroll_table(-8)", "Table page up", show=False),
         Binding("pagedown", "scroll_table(8)", "Table page down", show=False),
+        Binding("shift+right", "pan_table(1)", "Table right", show=False,
+                tooltip="The lens table's columns past the right edge (a narrow terminal shows top 1..3 of 5)"),
+        Binding("shift+left", "pan_table(-1)", "Table left", show=False),
     ]
 
     class StepMoved(Message):
@@ -165,7 +177,7 @@ class GenerationView(Vertical, can_focus=True):
                 tops = run.topk.get(step, [])
                 top = tops[position] if position < len(tops) else []
                 shown = top[:1] if twin else top
-                cells += [f"{_token(token)} {probability(prob)}" for token, prob in shown] + [""] * ((1 if twin else k) - len(shown))
+                cells += [f"{cell_token(token)} {probability(prob)}" for token, prob in shown] + [""] * ((1 if twin else k) - len(shown))
             table.add_row(*cells)
         if row:
             table.move_cursor(row=min(row, table.row_count - 1))
@@ -196,3 +208,8 @@ class GenerationView(Vertical, can_focus=True):
         table = self.query_one("#gen-table", DataTable)
         if table.row_count:
             table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + rows)))
+
+    def action_pan_table(self, direction: int) -> None:
+        """Half the table's width sideways: the top-k columns a narrow terminal cuts off."""
+        table = self.query_one("#gen-table", DataTable)
+        table.scroll_to(x=table.scroll_x + direction * max(1, table.size.width // 2), animate=False)
