@@ -173,12 +173,16 @@ class Workbench(App):
                 probe.log_line(plain(f"job {event.job_id}: {event.analysis} submitted"))
         elif isinstance(event, Started):
             probe.log_line(plain(f"job {event.job_id}: run {event.run_id} started on {event.model}"))
-            if event.analysis == "generate":  # Results (F3) streams its text while it runs
+            if event.analysis == "generate" and not self.reading_another_run(event.run_id):  # Results (F3) streams its text
                 self.get_screen("results").open_run(event.run_id)
         elif isinstance(event, Finished):
             rows = ", ".join(f"{name} {count}" for name, count in event.table_rows.items())
             probe.log_line(plain(f"job {event.job_id}: run {event.run_id} done in {event.seconds:.1f} s ({rows} rows)"))
-            self.open_run(event.run_id, switch=self.screen is probe)
+            if self.reading_another_run(event.run_id):
+                self.notify(f"run {event.run_id} is done: enter on it in History (F4) opens it",
+                            title="Job done", timeout=6)
+            else:
+                self.open_run(event.run_id, switch=self.screen is probe)
         elif isinstance(event, Failed):
             message = event.message if len(event.message) <= 300 else event.message[:299] + "…"
             probe.log_line(plain(f"job {event.job_id} failed: {event.heading}: {message}", style="red"))
@@ -238,6 +242,12 @@ class Workbench(App):
         self.host.set_model(ModelChoice(name, self.settings.device, self.settings.dtype))
         self.job_state = apply(self.job_state, _model_switching(name))
         self.refresh_job_widgets()
+
+    def reading_another_run(self, run_id: int) -> bool:
+        """Results is on screen with another run open: a queued job that starts or ends does not take
+        the view away from what is being read (a circuit walked, a heatmap cell); a toast says so."""
+        results = self.get_screen("results")
+        return self.screen is results and results.run_id is not None and results.run_id != run_id
 
     def open_run(self, run_id: int, switch: bool = True) -> None:
         self.get_screen("results").open_run(run_id)

@@ -140,3 +140,32 @@ async def test_run_finishing_while_another_screen_is_shown_opens_in_the_backgrou
         await pilot.press("f3")
         await settle(app, pilot)
         assert app.screen.run_id == 1 and app.screen.query_one("#chart").data is not None
+
+
+async def test_a_queued_job_that_ends_does_not_take_results_away_from_another_run(tui_store):
+    """Found on Gemma at 80x24: walking run 1's circuit on Results while a queued generate job ran, its
+    start and its end each replaced run 1 with run 2 under the cursor. Now Results keeps the run being
+    read and a toast says the other is done; from the Probe screen a finished job still opens."""
+    from tests.helpers.fakes import seed_lens_run
+
+    reading, queued, later = seed_lens_run(tui_store), seed_lens_run(tui_store), seed_lens_run(tui_store)
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.open_run(reading)
+        await settle(app, pilot)
+        results = app.screen
+        assert results.name == "results" and results.run_id == reading
+        app.post_job_event(Submitted(2, "generate"))
+        app.post_job_event(Started(2, queued, "generate", "fake-model"))
+        app.post_job_event(Finished(2, queued, {"generation_steps": 3}, 1.0))
+        await settle(app, pilot)
+        assert app.screen is results and results.run_id == reading
+        assert any(f"run {queued} is done" in str(n.message) for n in app._notifications)
+        await pilot.press("f2")
+        await settle(app, pilot)
+        app.post_job_event(Submitted(3, "logit-lens"))
+        app.post_job_event(Started(3, later, "logit-lens", "fake-model"))
+        app.post_job_event(Finished(3, later, {"logit_lens": 3}, 1.0))
+        await settle(app, pilot)
+        assert app.screen.name == "results" and app.screen.run_id == later
