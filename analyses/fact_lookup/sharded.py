@@ -118,8 +118,13 @@ def prepare(model, inputs: list[Input], params: Any, progress: Progress, cancel:
     from analyses.inputs.entities import entities_of_inputs, recombine
 
     entities = entities_of_inputs(inputs)
-    progress(0, 1, "measuring the candidate prompts")
-    state = prompts.choice_state(model, entities, params, cancel)
+    # Progress per forward batch of every candidate measured: on the embedded model this phase is
+    # minutes, and one note at its start said nothing for all of them (issue 19, item 6).
+    names = prompts.candidates(model.tokenizer) if params.prompt == "auto" else (params.prompt,)
+    measured = Ticker(progress, len(names) * batch_count(len(prompts.sample_rows(len(entities), params.prompt_entities)), params.batch_size))
+    measured.note = "measuring the candidate prompts"
+    progress(0, measured.total, measured.note)
+    state = prompts.choice_state(model, entities, params, cancel, measured)
     bos = model.bos(params.prepend_bos)
     entities = prompts.prompted(str(state["prompt"]), entities, model.tokenizer, bos.prepend)
     values = sorted({entity.value for entity in entities})
