@@ -113,6 +113,25 @@ async def test_the_lens_table_pans_sideways_to_columns_past_80(tui_store, tiny_m
         assert table.scroll_x == 0 and "p chosen" in "\n".join(screen_lines(app))
 
 
+async def test_a_streaming_generation_shows_no_empty_chart(tui_store, tiny_model):
+    """While a generate job runs (Gemma 3: a minute for 12 tokens) its text streams with no empty
+    'No chart to show.' frame under it; the stored run brings the curve back."""
+    run_id = _run(tui_store.path, tiny_model, {})
+    app = make_app(tui_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        app.open_run(run_id)
+        await settle(app, pilot)
+        view = app.screen.query_one("#generation")
+        view.stream(run_id + 1, "input 1/1: token 3/12 … right. I")
+        await pilot.pause()
+        lines = "\n".join(screen_lines(app))
+        assert "generating: input 1/1: token 3/12" in lines and "No chart to show" not in lines
+        app.open_run(run_id)  # the run stored: the view as it reopens
+        await settle(app, pilot)
+        assert view.query_one("#gen-curve").display and "Lens at step" in "\n".join(screen_lines(app))
+
+
 async def test_compare_aligns_a_steered_and_an_unsteered_generation_by_step(tui_store, tiny_model):
     plain_id = _run(tui_store.path, tiny_model, {})
     steered_id = _run(tui_store.path, tiny_model, {"steer": " Love| Hate", "steer_layer": "1", "steer_coef": "8"})

@@ -109,7 +109,9 @@ class GenerationView(Vertical, can_focus=True):
         self.runs, self.streaming = [], True
         self.query_one("#gen-text", Static).update(plain(f"run {run_id if run_id is not None else '?'} generating: ", (note, "bold")))
         self.query_one("#gen-step", Static).update(plain("the step cursor and the lens come when the run's steps are stored"))
-        self.query_one("#gen-curve", ChartView).show(None)
+        curve = self.query_one("#gen-curve", ChartView)
+        curve.show(None)
+        curve.display = False  # no step stored yet: no empty chart frame saying "No chart to show." under the text
         self.query_one("#gen-table", DataTable).clear(columns=True)
 
     def describe(self) -> str:
@@ -189,7 +191,9 @@ class GenerationView(Vertical, can_focus=True):
         box.call_after_refresh(lambda: box.scroll_to(y=round(box.max_scroll_y * self.step / max(1, self.n_steps - 1)), animate=False))
         description = self.describe()
         self.query_one("#gen-step", Static).update(plain(description))
-        self.query_one("#gen-curve", ChartView).show(self._curve() if self.runs else None)
+        curve = self.query_one("#gen-curve", ChartView)
+        curve.display = True
+        curve.show(self._curve() if self.runs else None)
         self._table()
         self.post_message(self.StepMoved(description))
 
