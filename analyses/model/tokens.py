@@ -142,8 +142,11 @@ def token_budget(model: LoadedModel, bytes_per_token: int, cpu_default: int = CP
 
 
 def activation_bytes_per_token(model: LoadedModel, extra_floats: int = 0) -> int:
-    """Rough live bytes per token in one block (doubled for temporaries)."""
+    """Rough live bytes per token in one block (doubled for temporaries), plus the logits a full
+    forward returns (d_vocab float32 per token, doubled for a softmax beside them). Without the
+    logits a CUDA budget overcommitted: on an H200 SmolLM2's budget was ~1.2M tokens of 75 KB each,
+    whose logits alone (196 KB a token) asked for 217 GiB."""
     cfg = model.bridge.cfg
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * model.d_model
     element = 2 if model.dtype in ("float16", "bfloat16") else 4
-    return element * (8 * model.d_model + 3 * d_mlp + extra_floats) * 2
+    return element * (8 * model.d_model + 3 * d_mlp + extra_floats) * 2 + 4 * model.d_vocab * 2
