@@ -149,6 +149,13 @@ def capture(model, run: RunInput, sites: tuple[str, ...] = CACHE_SITES) -> tuple
     import torch
 
     cache: dict = {}
+    with torch.inference_mode():
+        logits = forward(model, run, list(range(run.rows)), _capture_hooks(model, sites, cache))
+    return cache, logits.detach().clone()
+
+
+def _capture_hooks(model, sites: tuple[str, ...], cache: dict) -> list:
+    """Hooks that keep every row's activation at each site and layer in cache[(site, layer)]."""
 
     def keep(tensor: Any, hook: Any, key: tuple) -> None:
         cache[key] = tensor.detach().clone()
@@ -160,9 +167,7 @@ def capture(model, run: RunInput, sites: tuple[str, ...] = CACHE_SITES) -> tuple
         if site in sites:
             rotated = hook_name(site, 0) in hook_names
             hooks += [(f"blocks.{layer}.attn.hook_{'rot_' if rotated else ''}{site}", _bind(keep, key=(site, layer))) for layer in range(model.n_layers)]
-    with torch.inference_mode():
-        logits = forward(model, run, list(range(run.rows)), hooks)
-    return cache, logits.detach().clone()
+    return hooks
 
 
 def _bind(fn: Any, **bound: Any) -> Any:
@@ -174,6 +179,19 @@ def _bind(fn: Any, **bound: Any) -> Any:
 def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None) -> dict:
     """{(site, layer): dM/d activation [len(variants), base rows, ...]} at the base run. Variant 0
     is the plain gradient; variant l + 1 detaches layer l's attention and MLP outputs (GradDrop)."""
+    return _gradient_run(model, setup, variants, cancel)[0]
+
+
+def base_pass(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[dict, Any, dict]:
+    """The base run's cache (as capture's), its last-position logits and the plain gradients, from
+    one forward and one backward: the forward that the gradient needs is the base run itself."""
+    cache: dict = {}
+    grads, logits = _gradient_run(model, setup, [0], cancel, cache)
+    return cache, logits, grads
+
+
+def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None, cache: dict | None = None) -> tuple[dict, Any]:
+    """gradients(), and with cache (variants [0] only) every CACHE_SITES activation of the base rows."""
     import torch
 
     check_cancel(cancel)
@@ -192,7 +210,8 @@ def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | No
                 value = torch.where(dropped[:, None, None], value.detach(), value)
         return value
 
-    hooks = [(hook_name(site, layer), _bind(add_delta, key=(site, layer))) for layer in range(model.n_layers) for site in GRAD_SITES]
+    hooks = [] if cache is None else _capture_hooks(model, CACHE_SITES, cache)  # before add_delta: they keep the value itself
+    hooks += [(hook_name(site, layer), _bind(add_delta, key=(site, layer))) for layer in range(model.n_layers) for site in GRAD_SITES]
     rows = list(range(base_rows)) * len(variants)
     with torch.enable_grad():
         logits = forward(model, setup.base, rows, hooks)
@@ -204,7 +223,7 @@ def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | No
         if grad is None:
             grad = torch.zeros_like(deltas[key])
         out[key] = grad.detach().reshape(len(variants), base_rows, *grad.shape[1:])
-    return out
+    return out, logits.detach().clone()
 
 
 def qk_pass(model, setup: Setup, base: dict, source: dict, batch_rows: int, cancel: CancelEvent | None = None) -> tuple[dict, dict]:
@@ -271,7 +290,8 @@ def _qk_from_cache(model, setup: Setup, base: dict, source: dict, scales: list[f
 
     seq_len = setup.base.tokens.shape[1]
     base_rows, source_rows = torch.tensor(setup.base_rows()), torch.tensor(setup.source_rows())
-    at_node = torch.eye(seq_len, dtype=torch.bool)  # [t, position]: row t reads position t from the source
+    device = base[("q", 0)].device  # the caches stay where the model ran: build every mask beside them
+    at_node = torch.eye(seq_len, dtype=torch.bool, device=device)  # [t, position]: row t reads position t from the source
     star: dict = {}
     linear: dict = {}
     for layer in range(model.n_layers):
@@ -280,7 +300,7 @@ def _qk_from_cache(model, setup: Setup, base: dict, source: dict, scales: list[f
             if heads is not None:
                 b, s = _expand_heads(b, heads), _expand_heads(s, heads)
             # [t, S, T, H, dh]: the change that row t makes (the source minus the base value at t only)
-            change = torch.where(at_node[:, None, :, None, None], (s - b)[None], torch.zeros((), dtype=b.dtype))
+            change = torch.where(at_node[:, None, :, None, None], (s - b)[None], torch.zeros((), dtype=b.dtype, device=b.device))
             return b, change
 
         q_base, dq = both("q")
@@ -292,7 +312,7 @@ def _qk_from_cache(model, setup: Setup, base: dict, source: dict, scales: list[f
         raw_change = (torch.einsum("tsqhd,tskhd->tshqk", dq, k_new) + torch.einsum("sqhd,tskhd->tshqk", q_base, dk)) * scales[layer]
         scores = base[("scores", layer)][base_rows].double()
         masked = _masked(base[("scores", layer)][base_rows])
-        score_change = torch.where(masked[None], torch.zeros((), dtype=scores.dtype), raw_change)
+        score_change = torch.where(masked[None], torch.zeros((), dtype=scores.dtype, device=scores.device), raw_change)
         pattern_before = torch.softmax(scores.expand_as(score_change), dim=-1)
         pattern_change = torch.softmax(scores[None] + score_change, dim=-1) - pattern_before
         values_new = v_base[None] + dv
@@ -385,8 +405,9 @@ def _linear_head_change(base: dict, seen: dict, layer: int, row_base: Any) -> An
 
 def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = True, batch_rows: int = 64, variant_chunk: int = 8,
                 cancel: CancelEvent | None = None, progress: Any = None) -> tuple[Scores, dict, dict]:
-    """Every node's estimate: the base and source runs, the QK pass (heads), and the gradient pass
-    (plain, then GradDrop's variants in chunks). Returns the scores and the two runs' caches."""
+    """Every node's estimate: the base run with its gradient (one forward, one backward), the
+    source run, the QK pass (heads; from the caches where the model allows), then GradDrop's
+    variants in chunks. Returns the scores and the two runs' caches."""
     import numpy as np
     import torch
 
@@ -394,9 +415,9 @@ def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = 
     n_layers = model.n_layers
     use_graddrop = graddrop and method == "atp_star" and n_layers > 1
     steps = 3 + (n_layers if use_graddrop else 0)
-    report(0, steps, "base and source runs")
+    report(0, steps, "base run (forward and backward) and source run")
     check_cancel(cancel)
-    base, base_logits = capture(model, setup.base)
+    base, base_logits, plain_grads = base_pass(model, setup, cancel)
     check_cancel(cancel)
     source, source_logits = capture(model, setup.source)
     base_of, source_of = setup.base_rows(), setup.source_rows()
@@ -434,8 +455,8 @@ def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = 
         plain_out["head"] = stacked["head_linear"]
         return method_out, plain_out
 
-    report(2, steps, "gradient pass")
-    method_est, plain_est = estimates(gradients(model, setup, [0], cancel), 1)
+    report(2, steps, "estimates")
+    method_est, plain_est = estimates(plain_grads, 1)
     scores.estimate = {kind: values[0] for kind, values in method_est.items()}
     scores.atp = {kind: values[0] for kind, values in plain_est.items()}
     if use_graddrop:
