@@ -148,3 +148,35 @@ def test_logit_lens_stops_within_a_forward(tiny_model):
     assert seen == [1]
     assert counter.calls <= 2
     assert len(block_checks(tiny_model.n_layers, cancel)) == tiny_model.n_layers
+
+
+def test_hooked_batches_stop_inside_a_block(tiny_model):
+    """One block of a padded batch at the model's budget is seconds of work on a CPU, so the hooked
+    batches check cancel inside every block too: a cancel set after block 0's attention stops the
+    forward before block 0's MLP runs, and no hook of a later point or block is called."""
+    from analyses.model.hooks import WITHIN_BLOCK, run_hooked_batches
+
+    token_rows = [tiny_model.to_tokens(TEXT, prepend_bos="auto") for _ in range(3)]
+    cancel = threading.Event()
+    calls: list[str] = []
+
+    def set_cancel(activation, batch):
+        calls.append("z0")
+        cancel.set()
+
+    def later(activation, batch, name):
+        calls.append(name)
+
+    hooks = [("blocks.0.attn.hook_z", set_cancel)] + [
+        (name, lambda activation, batch, name=name: later(activation, batch, name))
+        for name in ("blocks.0.hook_mlp_out", "blocks.0.hook_resid_post", "blocks.1.attn.hook_z")
+    ]
+    counter = MlpCounter(tiny_model)
+    try:
+        with pytest.raises(Cancelled):
+            run_hooked_batches(tiny_model, token_rows, hooks, lambda done, total, note="": None, cancel)
+    finally:
+        counter.close()
+    assert calls == ["z0"]
+    assert counter.calls == 0
+    assert "attn.hook_z" in WITHIN_BLOCK

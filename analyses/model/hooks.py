@@ -83,17 +83,31 @@ def _bound(hooks: list[BatchHook], current: dict) -> list:
     return [(name, functools.partial(call, fn=fn)) for name, fn in hooks]
 
 
-def block_checks(n_blocks: int, cancel: CancelEvent, on_block: Callable[[int], None] | None = None) -> list:
+# Hook points inside every block, in the order a forward reaches them, that every supported
+# family has (GPT-2, NeoX, GPT-J, Phi, Llama, Gemma 3): after the q projection, after attention
+# (z), the attention output, the MLP's hidden layer before and after its activation. None of
+# them asks the bridge for the attention pattern, so hooking them changes no computation.
+WITHIN_BLOCK = ("attn.hook_q", "attn.hook_z", "hook_attn_out", "mlp.hook_pre", "mlp.hook_post")
+
+
+def block_checks(n_blocks: int, cancel: CancelEvent, on_block: Callable[[int], None] | None = None,
+                 within: Sequence[str] = ()) -> list:
     """Bridge hooks on every block's output (blocks 0..n_blocks-1) that check cancel (raising
     Cancelled inside the forward) and then call on_block(layer): cancel and progress per block,
-    not only per forward."""
+    not only per forward. ``within``: hook points inside each block (e.g. WITHIN_BLOCK) that check
+    cancel too, for forwards whose one block is itself seconds of work (a padded batch at the
+    model's token budget)."""
 
     def check(activation: Any, hook: Any, layer: int) -> None:
         check_cancel(cancel)
         if on_block is not None:
             on_block(layer)
 
-    return [(f"blocks.{layer}.hook_resid_post", functools.partial(check, layer=layer)) for layer in range(n_blocks)]
+    def check_only(activation: Any, hook: Any) -> None:
+        check_cancel(cancel)
+
+    inner = [(f"blocks.{layer}.{name}", check_only) for layer in range(n_blocks) for name in within]
+    return inner + [(f"blocks.{layer}.hook_resid_post", functools.partial(check, layer=layer)) for layer in range(n_blocks)]
 
 
 def hook_upto_layer(model: LoadedModel, inputs: Sequence[Input], hook: str, layer: int, prepend_bos: str,
@@ -117,9 +131,10 @@ def run_hooked_batches(
     batch_tokens: int | None = None, stop_at_layer: int | None = None,
 ) -> None:
     """Forwards over the documents grouped by length under batch_tokens (default: the model
-    layer's budget), right-padded with the pad id and an attention mask; cancel is checked and
-    progress reported after every block of every forward (in document-blocks: a batch of B
-    documents through n blocks is B x n units)."""
+    layer's budget), right-padded with the pad id and an attention mask; progress is reported
+    after every block of every forward (in document-blocks: a batch of B documents through n
+    blocks is B x n units) and cancel checked there and at the WITHIN_BLOCK points inside every
+    block, so a cancel waits for a fraction of one block of one batch."""
     import torch
 
     from analyses.model.tokens import length_batches, pad_right
@@ -134,7 +149,7 @@ def run_hooked_batches(
         group = current["batch"].indices
         progress(done * n_blocks + len(group) * (layer + 1), total * n_blocks, f"documents {done + 1}-{done + len(group)}/{total}: block {layer + 1}/{n_blocks}")
 
-    checks = block_checks(n_blocks, cancel, on_block)
+    checks = block_checks(n_blocks, cancel, on_block, within=WITHIN_BLOCK)
     with torch.inference_mode():
         for group in groups:
             check_cancel(cancel)
