@@ -69,7 +69,8 @@ HELP: dict[str, tuple[str, str, str]] = {
         "Read-only DuckDB SQL over every stored result. Tables: runs (one row per run), inputs and tokens "
         "(what each run read), run_checks (its fidelity record), run_events (its history), shards, and one "
         "table per analysis result (logit_lens, causal_trace, ...), each keyed by run_id. ctrl+r runs the "
-        "statement; a long query says it runs and ctrl+k cancels it. Writes are refused: nothing you type "
+        "statement; a long query says it runs and ctrl+k cancels it. In the editor ctrl+a selects the whole "
+        "statement (then delete or typing replaces it) and ctrl+l clears it (ctrl+z undoes). Writes are refused: nothing you type "
         "here can change the database.",
         "Rows come 100 a page (ctrl+n, ctrl+b). ctrl+g charts a numeric column over an optional x, one line per "
         "optional series column.",

@@ -24,10 +24,20 @@ from store.reading import QueryStop, QueryStopped
 EXAMPLE_SQL = "SELECT run_id, analysis, model, status, created_at FROM runs ORDER BY run_id DESC"  # store-sql: shown to the user
 
 
+class SqlArea(TextArea):
+    """The SQL editor, with the prompt editor's keys: ctrl+a selects the whole text (then delete or
+    typing replaces it), instead of TextArea's move to the line start."""
+
+    BINDINGS = [Binding("ctrl+a", "select_all", "Select all", show=False, tooltip="Select the whole statement")]
+
+    def action_select_all(self) -> None:
+        self.select_all()
+
+
 def sql_editor() -> TextArea:
     """SQL highlighting where the tree-sitter grammar is installed, a plain editor otherwise."""
     language = "sql" if "sql" in TextArea().available_languages else None
-    return TextArea("", language=language, id="sql-editor", show_line_numbers=True, soft_wrap=True, placeholder=f"e.g. {EXAMPLE_SQL}")
+    return SqlArea("", language=language, id="sql-editor", show_line_numbers=True, soft_wrap=True, placeholder=f"e.g. {EXAMPLE_SQL}")
 
 
 def chart_data_from_rows(choice: ChartChoice, rows: list[tuple]) -> charts.ChartData | None:
@@ -53,6 +63,7 @@ class SqlScreen(WorkbenchScreen):
         Binding("ctrl+n", "page(1)", "Next page", tooltip="Fetch the next page of rows"),
         Binding("ctrl+b", "page(-1)", "Prev page", tooltip="Fetch the previous page of rows"),
         Binding("ctrl+g", "chart", "Chart this", tooltip="Draw a numeric column of the result"),
+        Binding("ctrl+l", "clear_sql", "Clear", tooltip="Empty the editor (ctrl+z undoes it)"),
         Binding("escape", "show_table", "Table", show=False),
         # Priority: the editor (TextArea) would take ctrl+k for "delete to the end of the line".
         Binding("ctrl+k", "cancel_query", "Cancel query", priority=True, tooltip="Stop the query that is running (DuckDB interrupts it)"),
@@ -83,6 +94,11 @@ class SqlScreen(WorkbenchScreen):
     def action_run_query(self) -> None:
         self.sql = self.query_one("#sql-editor", TextArea).text
         self.run_page(self.app, self.sql, 0)
+
+    def action_clear_sql(self) -> None:
+        area = self.query_one("#sql-editor", TextArea)
+        area.clear()
+        area.focus()
 
     def use_sql(self, sql: str) -> None:
         """Put a query in the editor (e.g. the one behind a results chart) and run it."""
