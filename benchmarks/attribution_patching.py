@@ -4,7 +4,18 @@ in seconds and in forward passes; Spearman rank correlation of the estimates wit
 of every resid / attn / MLP position node and every head; the false negatives found by the full
 exact pass next to the run's sampled estimate. Prints a table.
 
-    PYTHONPATH=. python benchmarks/attribution_patching.py [--model smollm2-135m] [--samples 1] [--corrupt-prompt TEXT]
+What each side times. AtP: engine.node_scores only, i.e. the base and source runs (one forward
+each, caching every node), the QK pass (heads; from the cached q, k, v where the model's scores
+are scale . q k + mask, a batched forward per position otherwise), one backward, the estimates;
+GradDrop adds one backward per layer (batched variants) and is reported apart. The run's in-run
+exact checks (top-k and sampled nodes) are not timed: they are a separate verification. Exact:
+one row per head and position (every head at every position, L x H x T rows) patched through
+the bridge's hooks in batches of the model layer's token budget, the forward stopped after the
+last block and unembedded at the last position only. Forward equivalents: a time divided by the
+CPU time of one plain forward of the same batch shape (one row of the prompt), the
+machine-independent cost.
+
+    PYTHONPATH=. python benchmarks/attribution_patching.py [--model smollm2-135m] [--samples 1] [--corrupt-prompt TEXT] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ def main() -> int:
     parser.add_argument("--corrupt-prompt", default=None, help="a corrupt prompt of the same length instead of subject noise")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--random-checks", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3, help="AtP timings: the median of this many runs (by CPU time)")
     args = parser.parse_args()
 
     import numpy as np
@@ -70,9 +82,27 @@ def main() -> int:
             forwards.append(seconds)
     forward_s = statistics.median(cpu for _, cpu in forwards)
 
-    (plain, _, source), plain_s = _timed(lambda: engine.node_scores(model, setup, "atp", graddrop=False, batch_rows=batch_rows))
-    (star, _, _), star_s = _timed(lambda: engine.node_scores(model, setup, "atp_star", graddrop=False, batch_rows=batch_rows))
+    def median_timed(fn):
+        runs = [_timed(fn) for _ in range(max(1, args.repeat))]
+        runs.sort(key=lambda run: run[1][1])
+        return runs[len(runs) // 2]
+
+    (plain, _, source), plain_s = median_timed(lambda: engine.node_scores(model, setup, "atp", graddrop=False, batch_rows=batch_rows))
+    (star, _, _), star_s = median_timed(lambda: engine.node_scores(model, setup, "atp_star", graddrop=False, batch_rows=batch_rows))
+    # Before issue 21's fix the QK pass was always a batched forward per position: the same code, forced.
+    cached_scales = engine.qk_scales
+    engine.qk_scales = lambda *_: None  # type: ignore[assignment]
+    try:
+        _, plain_fwd_s = median_timed(lambda: engine.node_scores(model, setup, "atp", graddrop=False, batch_rows=batch_rows))
+        _, star_fwd_s = median_timed(lambda: engine.node_scores(model, setup, "atp_star", graddrop=False, batch_rows=batch_rows))
+    finally:
+        engine.qk_scales = cached_scales  # type: ignore[method-assign]
     (star_gd, _, _), star_gd_s = _timed(lambda: engine.node_scores(model, setup, "atp_star", graddrop=True, batch_rows=batch_rows))
+    # Where AtP*'s time goes (CPU seconds, one run of each part).
+    (base_cache, _, _), base_pass_s = _timed(lambda: engine.base_pass(model, setup))
+    (source_cache, _), capture_s = _timed(lambda: engine.capture(model, setup.source))
+    qk_source = "cached q, k, v" if engine.qk_scales(model, base_cache, source_cache) is not None else "forward per position"
+    _, qk_s = _timed(lambda: engine.qk_pass(model, setup, base_cache, source_cache, batch_rows))
 
     heads = [exact.Node("head", (layer, head, pos)) for layer in range(n_layers) for head in range(n_heads) for pos in range(seq_len)]
     head_exact, heads_s = _timed(lambda: exact.exact_effects(model, setup, heads, source, star.z_patched, batch_rows))
@@ -89,15 +119,28 @@ def main() -> int:
         # Positions before the noised subject are 0 in every estimate and in exact patching alike.
         return values[..., first:].ravel()
 
+    # A batched exact forward costs less per row than a forward of one row (the weights are read
+    # once per batch, the fixed Python cost of a call is shared): measured on one full batch.
+    batch_tokens = tokens.expand(batch_rows, -1)
+    with torch.inference_mode():
+        model.bridge(batch_tokens)
+        _, batch_s = _timed(lambda: model.bridge(batch_tokens))
+
     print()
-    print(f"one forward of the prompt: {forward_s * 1000:.1f} ms CPU (median of 5); forwards and ratios below are in CPU time")
+    print(f"one forward of the prompt (1 x {seq_len} tokens): {forward_s * 1000:.1f} ms CPU (median of 5); forwards and ratios below are in CPU time")
+    print(f"AtP timings: median of {max(1, args.repeat)} runs; GradDrop one run")
     print(f"{'what':52s} {'wall s':>8s} {'CPU s':>8s} {'forwards':>9s} {'x faster than exact heads (CPU / wall)':>40s}")
     for label, (wall, cpu) in (("AtP, every node", plain_s), ("AtP* (QK fix), every node", star_s), ("AtP* (QK fix + GradDrop ranking), every node", star_gd_s),
+                               ("AtP, QK pass forced through the forward (before)", plain_fwd_s), ("AtP*, QK pass forced through the forward (before)", star_fwd_s),
                                (f"exact: every head at every position ({len(heads)} nodes)", heads_s),
                                (f"exact: every resid/attn/mlp position node ({len(positions)})", positions_s)):
         print(f"{label:52s} {wall:8.2f} {cpu:8.2f} {cpu / forward_s:9.1f} {heads_s[1] / cpu:28.1f} / {heads_s[0] / wall:9.1f}")
-    # Batched exact patching reads the weights once per batch of rows; one forward per head (the
-    # unbatched way) costs nodes x one forward: an estimate from the measured forward, not a run.
+    print(f"AtP* parts (CPU s / forwards): base run forward + backward {base_pass_s[1]:.3f} / {base_pass_s[1] / forward_s:.1f}, "
+          f"source run {capture_s[1]:.3f} / {capture_s[1] / forward_s:.1f}, QK pass ({qk_source}) {qk_s[1]:.3f} / {qk_s[1] / forward_s:.1f}")
+    print(f"exact batches: {batch_rows} rows x {seq_len} tokens per forward, {batch_s[1]:.3f} s CPU = {batch_s[1] / forward_s:.1f} forwards of one row "
+          f"({batch_rows * forward_s / batch_s[1]:.1f}x cheaper per row than one-row forwards); exact heads cost "
+          f"{heads_s[1] / forward_s / len(heads):.3f} forwards per node")
+    # One forward per head (the unbatched way) costs nodes x one forward: an estimate from the measured forward, not a run.
     print(f"AtP* (QK fix) vs one forward per head, estimated as {len(heads)} x one forward: {len(heads) * forward_s / star_s[1]:.0f}x")
 
     print()
