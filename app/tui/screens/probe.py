@@ -80,6 +80,8 @@ def build_inputs(source: InputChoice, input_kinds: tuple[str, ...]) -> tuple:
 class ProbeScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", tooltip="Run the analysis on the prompt in the worker; while a job runs, queue it (F8 shows the queue)"),
+        # ctrl+r while a job runs: the same action, named as the Run button names it then (Queue).
+        Binding("ctrl+r", "queue", "Queue", tooltip="Queue the analysis behind the running job (F8 shows the queue)"),
         Binding("ctrl+k", "cancel", "Cancel job", priority=True, tooltip="Ask the running job to stop"),
         Binding("ctrl+l", "clear_prompt", "Clear prompt", tooltip="Empty the prompt editor (ctrl+z undoes it)"),
     ]
@@ -95,6 +97,7 @@ class ProbeScreen(WorkbenchScreen):
         self.source_kinds: dict[str, str] = {}  # the input kind chosen for each analysis
         self.source_paths: dict[str, str] = {}  # the file path typed for each input kind
         self.path_kind = ""  # the input kind the path field holds a path for now
+        self.job_running = False  # ctrl+r queues (its key bar word is Queue) while a job runs
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -175,6 +178,8 @@ class ProbeScreen(WorkbenchScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "clear_prompt":
             return bool(self.query_one("#prompt", TextArea).display)  # hidden with the prompt
+        if action in ("run", "queue"):
+            return (action == "queue") == self.job_running  # one ctrl+r, named Run or Queue
         return True
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -258,6 +263,9 @@ class ProbeScreen(WorkbenchScreen):
             int(max_tokens) if max_tokens.strip().lstrip("-").isdigit() else None,
         )
 
+    def action_queue(self) -> None:
+        self.action_run()
+
     def action_run(self) -> None:
         form = self.query_one("#params", ParamForm)
         problem = form.first_problem()
@@ -316,6 +324,9 @@ class ProbeScreen(WorkbenchScreen):
         if note.size.width and note.get_content_height(note.size, self.app.size, note.size.width) != note.size.height:
             note.refresh(layout=True)  # the note wraps: a layout only when its line count changes
         self.query_one("#run", Button).label = "Queue ^r" if state.running else "Run ^r"  # while a job runs, ctrl+r queues the next
+        if self.job_running != bool(state.running):
+            self.job_running = bool(state.running)
+            self.refresh_bindings()  # the key bar's ctrl+r word follows the button
         self.query_one("#cancel", Button).disabled = not state.running
         layers = f" · {state.n_layers} layers" if state.n_layers else ""
         device = f" · {state.device} · {state.dtype}" if state.device else ""
