@@ -7,7 +7,8 @@ lens at every step for every layer (final norm + unembedding per layer, top-k an
 token's probability), plus, for the timed run, a steering vector (contrast pair " Love| Hate",
 coefficient 4, at a quarter of the depth) added at every position. Agreement: our unsteered
 greedy tokens equal HF's (exits 1 otherwise). Per-token time = the whole generation (prompt
-forward included) / N, median over --repeats alternating runs. Prints tokens/s for both and the
+forward included) / N, median over --repeats alternating runs; CPU time (this process, all
+threads) beside the wall time, since the machine may be shared. Prints tokens/s for both and the
 ratio. Usage: python benchmarks/generation.py [--tokens 32] [--models smollm2-135m,gemma3-270m]
 [--device cpu] [--repeats 3] [--threads 1]
 """
@@ -64,16 +65,21 @@ def bench(name: str, tokens: int, device: str, repeats: int) -> dict | None:
     ours_tokens = run_ours(plain, plain_plan)
     agree = hf_tokens == ours_tokens
     times: dict[str, list[float]] = {"hf": [], "ours": []}
+    cpu: dict[str, list[float]] = {"hf": [], "ours": []}
     for _ in range(repeats):
         for key, call in (("hf", run_hf), ("ours", lambda: run_ours(steered, steer_plan))):
             _sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             call()
             _sync(device)
             times[key].append((time.perf_counter() - start) / tokens)
+            cpu[key].append((time.process_time() - start_cpu) / tokens)
     hf_t, ours_t = statistics.median(times["hf"]), statistics.median(times["ours"])
+    hf_c, ours_c = statistics.median(cpu["hf"]), statistics.median(cpu["ours"])
     return {"model": name, "vocab": model.d_vocab, "layers": model.n_layers, "device": str(model.device), "hf_ms": 1000 * hf_t,
-            "ours_ms": 1000 * ours_t, "ratio": ours_t / hf_t, "agree": agree, "steer_layer": record["steer"]["layer"]}
+            "ours_ms": 1000 * ours_t, "ratio": ours_t / hf_t, "hf_cpu_ms": 1000 * hf_c, "ours_cpu_ms": 1000 * ours_c,
+            "cpu_ratio": ours_c / hf_c, "agree": agree, "steer_layer": record["steer"]["layer"],
+            "wall": times, "cpu": cpu}
 
 
 def main() -> int:
@@ -91,8 +97,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     print(f"torch threads {torch.get_num_threads()}, {args.tokens} new tokens, prompt {PROMPT!r}, median of {args.repeats}")
-    print(f"{'model':<14} {'device':<7} {'vocab':>7} {'HF ms/tok':>10} {'HF tok/s':>9} {'ours ms/tok':>12} {'ours tok/s':>11} {'ratio':>6}  greedy tokens agree",
-          flush=True)
+    print(f"{'model':<14} {'device':<7} {'vocab':>7} {'HF ms/tok':>10} {'HF tok/s':>9} {'ours ms/tok':>12} {'ours tok/s':>11} {'ratio':>6} "
+          f"{'HF cpu ms':>10} {'ours cpu ms':>12} {'cpu ratio':>9}  greedy tokens agree", flush=True)
     rows = []
     for name in args.models.split(","):
         row = bench(name.strip(), args.tokens, args.device, args.repeats)
@@ -100,7 +106,11 @@ def main() -> int:
             continue
         rows.append(row)
         print(f"{row['model']:<14} {row['device']:<7} {row['vocab']:>7} {row['hf_ms']:>10.1f} {1000 / row['hf_ms']:>9.1f} {row['ours_ms']:>12.1f} "
-              f"{1000 / row['ours_ms']:>11.1f} {row['ratio']:>5.2f}x  {row['agree']}", flush=True)
+              f"{1000 / row['ours_ms']:>11.1f} {row['ratio']:>5.2f}x {row['hf_cpu_ms']:>10.1f} {row['ours_cpu_ms']:>12.1f} "
+              f"{row['cpu_ratio']:>8.2f}x  {row['agree']}", flush=True)
+        for key in ("hf", "ours"):
+            print(f"  {key:<4} each repeat, ms/token wall: {' '.join(f'{1000 * t:.1f}' for t in row['wall'][key])}; "
+                  f"cpu: {' '.join(f'{1000 * t:.1f}' for t in row['cpu'][key])}", flush=True)
     print("ours = lens at every layer and step (top-k + chosen token) + one steering vector (' Love| Hate', coef 4, layer n/4)")
     return 0 if all(row["agree"] for row in rows) else 1
 

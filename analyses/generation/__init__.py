@@ -169,10 +169,9 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
     """Decode from prompt ids [1, T]: one forward per new token with the prefix cache; the lens per step."""
     import torch
 
-    from analyses.generation.engine import Decoder, Sampler, lens_logits
+    from analyses.generation.engine import Decoder, Sampler, bare_blocks, lens_logits
 
     decoder = Decoder(model, plan)
-    decoder.fill_means(prompt_ids)
     temperature = params.temperature if params.decoding == "sample" else 0.0
     sampler = Sampler(temperature, params.top_p, params.seed)
     eos = model.tokenizer.eos_token_id if params.stop_at_eos else None
@@ -186,21 +185,17 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
     final_logits: list = []
     stop_reason = "max_new_tokens"
     chunk, first, prefixes = prompt_ids, 0, {}
-    with torch.inference_mode(), _kept_on_cancel(lambda: Generation(prompt, list(new_ids), "cancelled", steps, lens, topk, final_logits)):
+    buffer = None  # the lens' logits [n_layers + 1, vocab], rewritten every step (nothing keeps a view of it)
+    with torch.inference_mode(), bare_blocks(model), \
+            _kept_on_cancel(lambda: Generation(prompt, list(new_ids), "cancelled", steps, lens, topk, final_logits)):
+        decoder.fill_means(prompt_ids)
         for step in range(params.max_new_tokens):
             check_cancel(cancel)
             rows, prefixes = decoder.forward(chunk, first, prefixes, cancel)
-            logits = lens_logits(model, rows)
+            lens_out = lens_logits(model, rows, buffer)
+            logits = buffer = lens_out.logits
             token = sampler.choose(logits[-1])
-            # Few passes over [rows, vocab] (Gemma's vocabulary is 262k): the normaliser once, rank
-            # and top-k on the logits, one exp for the entropy, H = lse - sum(p * logit).
-            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-            chosen_logit = logits[:, token : token + 1]
-            chosen = (chosen_logit - lse).exp()[:, 0]
-            ranks = (logits > chosen_logit).sum(-1) + 1
-            top_logits, top_ids = logits.topk(k, dim=-1)
-            top_p = (top_logits - lse).exp()
-            entropy = (lse[:, 0] - (logits - lse).exp_().mul_(logits).nansum(-1)) / LOG2
+            chosen, ranks, top_p, top_ids, entropy = _lens_stats(logits, token, k, lens_out.lse, lens_out.mean_logit)
             pos = len(prompt) + step
             steps["step"].append(step)
             steps["pos"].append(pos)
@@ -235,6 +230,33 @@ def generate(model, prompt_ids: Any, params: Params, plan: Any, cancel: CancelEv
                 stop_reason = "stop"
                 break
     return Generation(prompt, new_ids, stop_reason, steps, lens, topk, final_logits)
+
+
+def _lens_stats(logits: Any, token: int, k: int, lse: Any = None, mean_logit: Any = None) -> tuple[Any, Any, Any, Any, Any]:
+    """Per row of logits [R, V]: the chosen token's probability and rank (1 = top), the top-k
+    probabilities and ids, the entropy in bits (H = lse - sum(p * logit)). ``lse`` and
+    ``mean_logit`` [R] come from the unembedding (engine.lens_logits) where it took them slice by
+    slice; otherwise they take few passes over [R, V] (Gemma's vocabulary is 262k): the row
+    maximum, one exp of the shifted logits for both the normaliser and the entropy. Rank and top-k
+    are read from the logits themselves."""
+    import torch
+
+    if lse is None or mean_logit is None:
+        top = logits.amax(-1, keepdim=True)
+        shifted = (logits - top).exp_()
+        total = shifted.sum(-1)
+        lse = top[:, 0] + total.log()
+        weighted = torch.linalg.vecdot(shifted, logits)
+        if bool(weighted.isnan().any()):  # a -inf logit: 0 * -inf; its probability is 0, so it adds 0
+            weighted = shifted.mul_(logits).nansum(-1)
+        mean_logit = weighted / total
+    chosen_logit = logits[:, token : token + 1]
+    chosen = (chosen_logit[:, 0] - lse).exp()
+    ranks = (logits > chosen_logit).sum(-1) + 1
+    top_logits, top_ids = logits.topk(k, dim=-1)
+    top_p = (top_logits - lse[:, None]).exp()
+    entropy = (lse - mean_logit) / LOG2
+    return chosen, ranks, top_p, top_ids, entropy
 
 
 @contextlib.contextmanager

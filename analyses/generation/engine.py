@@ -242,11 +242,108 @@ class Decoder:
         self.plan.means = {key: parts[0].mean(0) for key, parts in capture.items()}
 
 
-def lens_logits(model: LoadedModel, rows: Any) -> Any:
-    """Final norm and unembedding of residual rows [R, d], float32 [R, V]."""
+@contextlib.contextmanager
+def bare_blocks(model: LoadedModel) -> Iterator[None]:
+    """Inside the context every block's attention and MLP call the Hugging Face modules the bridge
+    wraps (its LinearBridge around q/k/v/o and the MLP's projections) directly, not through the
+    wrapper; the wrappers come back on exit, whatever happened inside.
+
+    The adapter already calls the blocks' unwrapped attention and MLP, so no bridge hook fires on
+    this path (ablations hook the modules themselves, through Decoder._module_hooks, resolved
+    inside the context); what the wrappers still cost is their per-call machinery (two hook points
+    and an offload check per projection, seven projections a layer), a sizeable share of a
+    one-token step on a small model. The wrapped module computes the same numbers: the wrapper's
+    hook points are identities without hooks."""
+    from analyses.model.adapters import adapter_for
+    from analyses.model.families import unwrap
+
+    swaps: list[tuple[Any, str, Any]] = []
+
+    def collect(module: Any) -> None:
+        for name, child in module._modules.items():
+            if child is None:
+                continue
+            if "_original_component" in child._modules:
+                swaps.append((module, name, child))
+            else:
+                collect(child)
+
+    for parts in adapter_for(model).layers:
+        for owner in (parts.attn, parts.mlp):
+            if owner is not None:
+                collect(owner)
+    try:
+        for module, name, child in swaps:
+            module._modules[name] = unwrap(child)
+        yield
+    finally:
+        for module, name, child in reversed(swaps):
+            module._modules[name] = child
+
+
+# Vocabulary rows of the unembedding per matrix product in lens_logits: [R, d] x [d, 1024] keeps the
+# slice of the weight and of the logits in cache while it is used; measured on 1 CPU thread, 31 rows
+# x 49k (SmolLM2) in 30 ms instead of 36 ms as one product, 19 rows x 262k (Gemma 3) 136 ms
+# instead of 171, and the softmax's sums over each slice while it is still in cache save 4 ms more.
+UNEMBED_CHUNK = 1024
+
+
+@dataclass
+class LensLogits:
+    """The lens' logits of one step, float32 [R, V], with what the softmax needs: per row the
+    log-normaliser ``lse`` and the mean logit under the distribution ``mean_logit`` (sum p * logit,
+    so the entropy is lse - mean_logit), or None for both where they are left to the caller."""
+
+    logits: Any
+    lse: Any = None
+    mean_logit: Any = None
+
+
+def lens_logits(model: LoadedModel, rows: Any, out: Any = None) -> LensLogits:
+    """Final norm and unembedding of residual rows [R, d] (into ``out`` when it is a float32
+    [R, V] buffer, reused from step to step).
+
+    A plain linear unembedding (every supported family's, bias or not) without a soft cap is
+    computed in slices of the vocabulary: each slice of logits is the same dot products over d as
+    the whole product, and while it is in cache its maximum, sum of exp(logit - max) and sum of
+    exp(logit - max) * logit per row are taken; the slices' sums combine, rescaled to the largest
+    maximum, into lse and the mean logit (the same sums in another order: float rounding, 1e-6
+    relative). Anything else goes through the adapter's own unembedding, the sums left to the caller."""
+    import torch
+
     from analyses.model.adapters import adapter_for
 
-    return adapter_for(model).logits(rows[None])[0].float()
+    adapter = adapter_for(model)
+    module = adapter._module("unembed")
+    weight = getattr(module, "weight", None)
+    if type(module) is not torch.nn.Linear or weight is None or getattr(adapter.config, "final_logit_softcapping", None):
+        return LensLogits(adapter.logits(rows[None])[0].float())
+    normed = adapter.final_norm(rows[None])[0]
+    bias = module.bias
+    n_rows, n_vocab = int(normed.shape[0]), int(weight.shape[0])
+    if out is None or tuple(out.shape) != (n_rows, n_vocab) or out.dtype != torch.float32:
+        out = torch.empty((n_rows, n_vocab), dtype=torch.float32, device=normed.device)
+    n_chunks = -(-n_vocab // UNEMBED_CHUNK)
+    maxima = torch.empty((n_rows, n_chunks), dtype=torch.float32, device=normed.device)
+    sums = torch.empty_like(maxima)
+    dots = torch.empty_like(maxima)
+    for index in range(n_chunks):
+        start = index * UNEMBED_CHUNK
+        stop = min(start + UNEMBED_CHUNK, n_vocab)
+        part = out[:, start:stop]
+        part.copy_(torch.nn.functional.linear(normed, weight[start:stop], None if bias is None else bias[start:stop]))
+        top = part.amax(-1, keepdim=True)
+        shifted = (part - top).exp_()
+        maxima[:, index : index + 1] = top
+        sums[:, index] = shifted.sum(-1)
+        dots[:, index] = torch.linalg.vecdot(shifted, part)
+    top = maxima.amax(-1, keepdim=True)
+    scale = (maxima - top).exp_()
+    total = (sums * scale).sum(-1)
+    mean_logit = (dots * scale).sum(-1) / total
+    if not bool(torch.isfinite(mean_logit).all()):  # an infinite logit: the caller's passes handle it
+        return LensLogits(out)
+    return LensLogits(out, top[:, 0] + total.log(), mean_logit)
 
 
 @dataclass
