@@ -43,3 +43,31 @@ def test_the_qk_pass_from_the_caches_builds_its_masks_beside_the_caches(tiny_mod
     on_meta = [{key: value.to("meta") for key, value in cache.items()} for cache in (base, source)]
     star, linear = engine._qk_from_cache(tiny_model, setup, *on_meta, scales)
     assert {t.device.type for t in (*star.values(), *linear.values())} == {"meta"}
+
+
+def _to_meta(value):
+    """A weights dataclass (nested) with every tensor on the meta device."""
+    import dataclasses
+
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to("meta")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _to_meta(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    return value
+
+
+def test_attention_scores_from_weights_follow_the_residual_device(tiny_model):
+    # first-layer-heads failed on an H200: attention_scores made its positions with a CPU arange
+    # while the residual and weights were on cuda:0 (rotate's angles, then the causal mask).
+    import torch
+
+    from analyses.model.weights import attention_scores, model_weights, rotate
+
+    layer = _to_meta(model_weights(tiny_model).layers[0])
+    scores, allowed = attention_scores(layer, torch.zeros(5, tiny_model.d_model, device="meta"))
+    assert scores.device.type == allowed.device.type == "meta" and tuple(scores.shape) == (layer.n_heads, 5, 5)
+    # rotate with CPU positions (contextual-neurons passes a CPU arange) on meta queries
+    query = torch.zeros(3, layer.rotary.dim, device="meta")
+    assert rotate(query, torch.arange(3), layer.rotary).device.type == "meta"

@@ -359,7 +359,8 @@ def rotate(x: Any, positions: Any, rotary: Rotary) -> Any:
     """Rotary embedding of x [..., T, h] at positions [T] (the first rotary.dim dims of each head)."""
     import torch
 
-    angles = positions.to(x.dtype)[:, None] * rotary.inv_freq.to(x.dtype)[None, :]
+    # positions and frequencies follow x: a CPU arange with CUDA weights failed on an H200
+    angles = positions.to(device=x.device, dtype=x.dtype)[:, None] * rotary.inv_freq.to(device=x.device, dtype=x.dtype)[None, :]
     cos, sin = angles.cos() * rotary.attention_scaling, angles.sin() * rotary.attention_scaling
     part, rest = x[..., :rotary.dim], x[..., rotary.dim:]
     if rotary.style == "half":
@@ -390,7 +391,7 @@ def attention_scores(layer: LayerWeights, resid: Any) -> tuple[Any, Any]:
         q, k = q + layer.b_Q.double()[:, None], k + layer.b_K.double()[:, None]
     if layer.q_norm is not None and layer.k_norm is not None:  # set together (Gemma 3)
         q, k = apply_norm(layer.q_norm, q).double(), apply_norm(layer.k_norm, k).double()
-    positions = torch.arange(resid.shape[0])
+    positions = torch.arange(resid.shape[0], device=resid.device)
     if layer.rotary is not None:
         q, k = rotate(q, positions, layer.rotary), rotate(k, positions, layer.rotary)
     k = k.repeat_interleave(layer.n_heads // layer.n_kv_heads, 0)
