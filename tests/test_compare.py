@@ -43,9 +43,9 @@ def test_heatmap_is_b_minus_a_and_curves_share_a_chart(store):
     assert_matches(heatmap(comparison, "top_prob"), sql_difference(store, run_a, run_b, "top_prob"))
     lines = [data for data in comparison.charts if data.chart.kind == "line"]
     assert lines and all(set(data.series) == {f"run {run_a}", f"run {run_b}"} for data in lines)
-    # In the heading's order (run B vs run A): B's value first.
-    assert comparison.heading.startswith(f"run {run_b} vs run {run_a}")
-    assert "input: 'The Louvre is located in the city of' vs 'The Eiffel Tower is located in the city of'" in comparison.differences
+    # In the order of the run ids given (A, then B), as the heading names them: A's value first.
+    assert comparison.heading.startswith(f"run {run_a} vs run {run_b}")
+    assert "input: 'The Eiffel Tower is located in the city of' vs 'The Louvre is located in the city of'" in comparison.differences
 
 
 def test_positions_align_only_where_the_tokens_match(store):
@@ -95,7 +95,7 @@ def test_iwb_compare_prints_both_runs_and_refuses_in_one_line(store, db_path):
     run_a, run_b = seed_lens_run(store), seed_lens_run(store, "The Louvre is located in the city of")
     result = iwb("compare", str(run_a), str(run_b), "--width", "90", "--height", "18", db=db_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"compare run {run_b} vs run {run_a} (logit-lens)")
+    assert result.stdout.startswith(f"compare run {run_a} vs run {run_b} (logit-lens)")
     assert f"(run {run_b} - run {run_a})" in result.stdout and f"run {run_a}" in result.stdout and "\x1b" not in result.stdout
     failed = seed_lens_run(store, status="failed")
     assert_bad_input(iwb("compare", str(run_a), str(failed), db=db_path), f"run {failed} is failed")
@@ -118,7 +118,7 @@ def test_real_runs_that_differ_in_a_parameter(store, tiny_model):
     # The target does not change the forward pass: top-token probabilities agree everywhere.
     assert_matches(heatmap(comparison, "top_prob"), sql_difference(store, tiny_a, tiny_b, "top_prob"))
     assert all(value == pytest.approx(0.0, abs=1e-6) for row in heatmap(comparison, "top_prob").matrix for value in row)
-    assert comparison.differences == ("param target: ' London' vs ' Paris'",)
+    assert comparison.differences == ("param target: ' Paris' vs ' London'",)
 
 
 @pytest.mark.integration

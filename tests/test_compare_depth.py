@@ -71,5 +71,5 @@ def test_without_relative_depth_different_depths_are_refused_with_the_way_out(st
     assert_bad_input(iwb("compare", str(run_a), str(run_b), db=db_path), "different layer counts")
     result = iwb("compare", str(run_a), str(run_b), "--relative-depth", "--width", "90", "--height", "18", db=db_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"compare run {run_b} vs run {run_a} (logit-lens, by relative depth)")
+    assert result.stdout.startswith(f"compare run {run_a} vs run {run_b} (logit-lens, by relative depth)")
     assert "relative depth" in result.stdout

@@ -58,7 +58,7 @@ def test_compare_a_steered_and_an_unsteered_run_by_step(tiny_folder, db_path):
     result = iwb("compare", "1", "2", "--width", "100", db=db_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "compare run 2 vs run 1 (generate)" in out
+    assert "compare run 1 vs run 2 (generate)" in out
     assert "steer" in out.split("\n\n")[0]  # the parameters that differ are named
     assert "Probability of each generated token" in out and "run 1" in out and "run 2" in out
     assert "step" in out

@@ -268,8 +268,8 @@ def test_iwb_compare_two_plugin_runs(plugin_site, stored, on_path):
     # Wide enough for the difference chart's title (plotext leaves out a title wider than the chart).
     result = plugin_iwb(plugin_site, "compare", "1", "2", "--width", "120", "--height", "16", db=db)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"compare run 2 vs run 1 ({PLUGIN_NAME})")
-    assert f"input: {PROMPT_B!r} vs {PROMPT_A!r}" in result.stdout  # B first, as the heading 'run 2 vs run 1' names them
+    assert result.stdout.startswith(f"compare run 1 vs run 2 ({PLUGIN_NAME})")
+    assert f"input: {PROMPT_A!r} vs {PROMPT_B!r}" in result.stdout  # A first, as the heading 'run 1 vs run 2' names them
     assert "Residual-stream norm after each layer (run 2 - run 1" in result.stdout
     # The drawn difference: the prompts share all but their last token, and a causal model sees the
     # shared prefix the same way, so B - A is zero on every aligned cell.

@@ -47,7 +47,8 @@ class Comparison:
 
     @property
     def heading(self) -> str:
-        return f"run {self.run_b} vs run {self.run_a} ({self.analysis}{', by relative depth' if self.relative_depth else ''})"
+        # A then B: the order of the TUI's run-id fields and of `iwb compare A B` (heatmaps: B - A).
+        return f"run {self.run_a} vs run {self.run_b} ({self.analysis}{', by relative depth' if self.relative_depth else ''})"
 
 
 DEPTH = "relative depth"
@@ -215,19 +216,19 @@ def _difference(value_a: float | None, value_b: float | None) -> float | None:
 
 
 def _differences(store: Any, row_a: dict, row_b: dict, input_a: int | None, input_b: int | None) -> tuple[str, ...]:
-    """What differs between the runs: model, device/dtype, each parameter, the compared input; B's
-    value first, as the heading names the runs (run B vs run A) and the heatmaps show B - A."""
+    """What differs between the runs: model, device/dtype, each parameter, the compared input; A's
+    value first, as the heading names the runs (run A vs run B) and the run-id fields hold them."""
     found = []
     for key in ("model", "device", "dtype"):
         if row_a[key] != row_b[key]:
-            found.append(f"{key}: {row_b[key]} vs {row_a[key]}")
+            found.append(f"{key}: {row_a[key]} vs {row_b[key]}")
     params_a, params_b = json.loads(row_a["params"] or "{}"), json.loads(row_b["params"] or "{}")
     for key in sorted(set(params_a) | set(params_b)):
         if params_a.get(key) != params_b.get(key):
-            found.append(f"param {key}: {params_b.get(key)!r} vs {params_a.get(key)!r}")
+            found.append(f"param {key}: {params_a.get(key)!r} vs {params_b.get(key)!r}")
     text_a, text_b = (_input_text(store, row["run_id"], input_id) for row, input_id in ((row_a, input_a), (row_b, input_b)))
     if text_a != text_b:
-        found.append(f"input: {text_b!r} vs {text_a!r}")
+        found.append(f"input: {text_a!r} vs {text_b!r}")
     return tuple(found)
 
 

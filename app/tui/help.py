@@ -85,7 +85,7 @@ HELP: dict[str, tuple[str, str, str]] = {
     "compare": (
         "Compare: two runs of one analysis",
         "Give two run ids (or F7 on two runs in History). The first line lists what differs between them "
-        "(model, device and dtype, each parameter, the input), run B's value first, as the heading names them. "
+        "(model, device and dtype, each parameter, the input), run A's value first, as the run-id fields and the heading name them. "
         "Tab steps through the charts; the arrows read cells. d aligns layers by relative depth, to compare "
         "models of different depth.",
         "Heatmaps show B - A: run B's value minus run A's at the same layer and position (positions only where "

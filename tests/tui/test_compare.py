@@ -45,6 +45,12 @@ async def test_mark_in_history_then_compare_with_the_run_under_the_cursor(tui_st
         info = str(app.screen.query_one("#compare-info").render())
         # The prompt is shown as typed, not read as markup.
         assert "[bold]Louvre[/bold]" in info
+        # The fields hold A (the run marked first), then B; the heading and the differences name the
+        # runs in that order too, and the heatmap is B - A.
+        fields = [app.screen.query_one(f"#compare-{side}").value for side in ("a", "b")]
+        assert fields == [str(run_b), str(run_a)]
+        assert info.startswith(f"compare run {run_b} vs run {run_a} (logit-lens)"), info
+        assert info.index("Louvre") < info.index("Eiffel")
         await pilot.press("tab")
         assert view.data.chart.kind == "line" and set(view.data.series) == {f"run {run_b}", f"run {run_a}"}
 

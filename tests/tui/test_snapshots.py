@@ -19,7 +19,7 @@ MUST_SHOW = {
     "history": ["time (UTC)", "logit-lens", "run 1: enter opens it"],
     "sql": ["rows 1-5 · 4 columns", "top_token"],
     "corpus": ["documents 1-100", "Codec for the Punicode", "all sets"],
-    "compare": ["compare run 2 vs run 1", "Top-token probability (layer x token)", "chart 1/", "colour: top_prob (B - A)", "layer 4 · pos 11"],
+    "compare": ["compare run 1 vs run 2", "Top-token probability (layer x token)", "chart 1/", "colour: top_prob (B - A)", "layer 4 · pos 11"],
 }
 
 
