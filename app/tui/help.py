@@ -60,9 +60,10 @@ HELP: dict[str, tuple[str, str, str]] = {
         "all its rows after you confirm. F7 marks a run; F7 on another compares the two. The list reads the "
         "statuses again by itself every few seconds.",
         "status: running, done, failed, cancelled or interrupted (its process ended); 'n/N shards' for a run "
-        "with part of its results stored; a checks badge when its fidelity record is not all ok. compute s: the "
-        "time the run computed (from its start or a resume to its end); wall s: from its start to its end, "
-        "pauses before a resume included. Times are UTC.",
+        "with part of its results stored; a checks badge when its fidelity record is not all ok. secs: the "
+        "time the run computed (from its start or a resume to its end), then after a slash the wall time from "
+        "its start to its end where a pause before a resume made it longer (compute s / wall s). Times are "
+        "UTC; runs of the newest run's year show month-day and time, older ones their date.",
     ),
     "sql": (
         "SQL console: ask the results database anything",

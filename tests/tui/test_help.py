@@ -30,7 +30,7 @@ async def test_f1_opens_each_screens_own_help_with_its_keys(store):
             assert text.startswith(HELP[name][0]) and "The numbers" in text and "Keys here" in text, name
             assert "ctrl+q" in text and "f1" in text.lower()
             if name == "history":
-                assert "Delete the selected run" in text and "compute s" in text
+                assert "Delete the selected run" in text and "secs" in text and "wall" in text
             if name == "sql":
                 assert "Stop the query" in text
             await pilot.press("escape")

@@ -15,8 +15,24 @@ from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
 
 REFRESH_S = 3.0  # how often the shown list reads the runs' statuses again
-# compute s: the time the run computed (started or resumed until it ended); wall s: its start to its end, pauses included.
-COLUMNS = ("run", "time (UTC)", "analysis", "status", "compute s", "wall s", "model", "prompt")
+# secs: the time the run computed (started or resumed until it ended), then "/ wall" where its start to
+# its end (pauses before a resume included) was longer. Narrow enough that at 80 columns every row
+# shows its model whole and its prompt's start: the time drops the year of the newest run's year.
+COLUMNS = ("run", "time (UTC)", "analysis", "status", "secs", "model", "prompt")
+
+
+def run_time(created_at: Any, year: int) -> str:
+    """A run's start: month-day and minute in the given year (the newest run's), else the whole date."""
+    return f"{created_at:%m-%d %H:%M}" if created_at.year == year else f"{created_at:%Y-%m-%d}"
+
+
+def run_seconds(compute_s: float | None, wall_s: float | None) -> str:
+    """Compute seconds, and the wall seconds after a slash where they are longer (a pause before a resume)."""
+    if compute_s is None:
+        return "" if wall_s is None else f"{wall_s:.1f}"
+    if wall_s is None or f"{wall_s:.1f}" == f"{compute_s:.1f}":
+        return f"{compute_s:.1f}"
+    return f"{compute_s:.1f}/{wall_s:.1f}"
 
 
 class HistoryScreen(WorkbenchScreen):
@@ -106,6 +122,7 @@ class HistoryScreen(WorkbenchScreen):
         result = app.store.list_runs(limit=500, text_filter=text_filter)
         rows, errors, analyses, statuses = [], {}, {}, {}
         names = result.columns
+        year = max((values[names.index("created_at")].year for values in result.rows), default=0)  # the newest run's, not the clock's
         for values in result.rows:
             run = dict(zip(names, values))
             run_id = run["run_id"]
@@ -113,8 +130,8 @@ class HistoryScreen(WorkbenchScreen):
             analyses[run_id] = run["analysis"]
             statuses[run_id] = run["status"].split(" ")[0]
             rows.append((run_id, tuple(plain(cell) for cell in (
-                str(run_id), f"{run['created_at']:%Y-%m-%d %H:%M}", run["analysis"], run["status"],
-                "" if run["compute_s"] is None else f"{run['compute_s']:.1f}", "" if run["seconds"] is None else f"{run['seconds']:.1f}", run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
+                str(run_id), run_time(run["created_at"], year), run["analysis"], run["status"],
+                run_seconds(run["compute_s"], run["seconds"]), run["model"], (run["first_input"] or "")[:40].replace("\n", "⏎"),
             ))))
         if rows:
             errors.update(app.store.run_errors([run_id for run_id, _ in rows]))
