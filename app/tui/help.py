@@ -126,6 +126,10 @@ def help_text(screen: Any) -> Text:
     text.append(title + "\n\n", style="bold")
     if purpose:
         text.append(purpose + "\n\n")
+    for doc in screen.query("#analysis-doc"):  # the probe's analysis: its whole description
+        if getattr(doc, "description", ""):
+            text.append(f"The analysis: {doc.title}\n", style="bold")
+            text.append(doc.description + "\n\n")
     if numbers:
         text.append("The numbers\n", style="bold")
         text.append(numbers + "\n\n")

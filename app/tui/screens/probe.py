@@ -61,6 +61,54 @@ class PromptArea(TextArea):
         self.select_all()
 
 
+def whole_sentences(head: str, description: str, width: int, lines: int) -> str:
+    """The description cut after its last whole sentence that fits, with head before it, in
+    ``lines`` lines of ``width`` (word-wrapped); the whole description where it fits. Where not even
+    the first sentence fits, it is cut after its last whole clause (at a ';', ':' or ',') that fits,
+    else after a word, ending with an ellipsis and (F1): never mid-word, never cut without a sign."""
+    import re
+    import textwrap
+
+    width = max(width - 1, 10)  # a column to spare: Textual's wrap may break a line a little earlier
+
+    def fits(text: str) -> bool:
+        return len(textwrap.wrap(head + text, width)) <= lines
+
+    if fits(description):
+        return description
+    sentences = [match.end() for match in re.finditer(r"[.!?](?=\s)", description)]
+    for end in reversed(sentences):
+        if fits(description[:end] + " (F1)"):
+            return description[:end] + " (F1)"
+    clauses = [match.start() for match in re.finditer(r"[;:,](?=\s)", description)]
+    words = [match.start() for match in re.finditer(r"\s", description)]
+    for ends in (clauses, words):  # a clause's end, else (a long first clause) a word's
+        for end in reversed(ends):
+            if fits(description[:end] + " … (F1)"):
+                return description[:end] + " … (F1)"
+    return ""
+
+
+class AnalysisDoc(Static):
+    """The analysis' title and as many whole sentences of its description as its lines hold (two;
+    one on a short screen); the F1 help gives the whole description."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("", **kwargs)
+        self.title, self.description = "", ""
+
+    def show(self, title: str, description: str) -> None:
+        self.title, self.description = title, description
+        self.refresh()
+
+    def render(self) -> Any:
+        if not self.title:
+            return ""
+        lines = 1 if self.screen.has_class("-short") else 2
+        shown = whole_sentences(f"{self.title}: ", self.description, self.content_region.width or 80, lines)
+        return plain((self.title, "bold"), f": {shown}" if shown else " (F1 describes it)")
+
+
 def describe_prompt(text: str, hidden_lines: int) -> str:
     """The editor's subtitle: how much text it holds, and how much of it is scrolled out of view."""
     if not text:
@@ -112,7 +160,7 @@ class ProbeScreen(WorkbenchScreen):
                 names = analysis_names()
                 first = "logit-lens" if "logit-lens" in names else names[0]
                 yield Select([(name, name) for name in names], value=first, allow_blank=False, id="analysis", compact=True)
-            yield Static("", id="analysis-doc")
+            yield AnalysisDoc(id="analysis-doc")
             with Horizontal(id="source-row"):
                 yield Label("input", classes="picker-label")
                 yield Select([(SOURCE_LABELS["prompt"], "prompt")], id="source", allow_blank=False, compact=True)
@@ -205,7 +253,7 @@ class ProbeScreen(WorkbenchScreen):
         self.shown_analysis = name
         module = get_analysis(name)
         spec = module.spec
-        self.query_one("#analysis-doc", Static).update(plain((spec.title, "bold"), f": {spec.description}"))
+        self.query_one("#analysis-doc", AnalysisDoc).show(spec.title, spec.description)
         old = self.query_one("#params", ParamForm)
         had_focus = self.focused is not None and old in self.focused.ancestors
         await old.remove()
