@@ -257,3 +257,19 @@ def test_name_attention_and_direct_effect_intervals_equal_a_plain_numpy_recomput
     quoted = f"{top['layer']}.{top['head']} ({top['direct_effect']:+.3f} [{top['direct_effect_low']:.3f}, {top['direct_effect_high']:.3f}]"
     assert any(quoted in line for line in lines), lines
     assert any(line.startswith("last name token -> earlier name tokens") and "95% intervals over names" in line for line in lines), lines
+
+
+def test_the_largest_ablation_line_quotes_the_drop_inside_its_own_interval():
+    """The line read 'log p(correct) -0.588 [0.25, 0.94]': the drop negated beside the drop's interval."""
+    from analyses.fact_lookup.summaries import summary_lines
+
+    def row(component, layer, leaves, within):
+        total = leaves + within
+        return {"component": component, "layer": layer, "logprob_drop": total, "logprob_drop_low": total - 0.3, "logprob_drop_high": total + 0.3,
+                "set_mass_drop": leaves, "set_mass_drop_low": leaves - 0.2, "set_mass_drop_high": leaves + 0.2,
+                "within_set_drop": within, "within_set_drop_low": within - 0.1, "within_set_drop_high": within + 0.1}
+
+    lines = summary_lines({"fact_lookup_entities": [], "fact_lookup_probe": [], "fact_lookup_hidden": [],
+                           "fact_lookup_ablation": [row("mlp", 1, 0.44, 0.148), row("attn", 0, -0.1, 0.05)]})
+    assert "largest ablation: mlp 1, log p(correct) drops 0.588 [0.29, 0.89] nats" in lines
+    assert "  of which leaving the answer set 0.440 [0.24, 0.64], the choice within it 0.148 [0.05, 0.25]" in lines

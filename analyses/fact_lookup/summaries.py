@@ -217,7 +217,7 @@ def summary_lines(rows: dict[str, list[dict]]) -> list[str]:
     ablation = rows["fact_lookup_ablation"]
     if ablation:
         worst = max(ablation, key=lambda row: row["logprob_drop"])
-        lines.append(f"largest ablation: {worst['component']} {worst['layer']}, log p(correct) -{worst['logprob_drop']:.3f} "
+        lines.append(f"largest ablation: {worst['component']} {worst['layer']}, log p(correct) drops {worst['logprob_drop']:.3f} "
                      f"{_ci(worst['logprob_drop_low'], worst['logprob_drop_high'])} nats")
         lines.append(f"  of which leaving the answer set {worst['set_mass_drop']:.3f} {_ci(worst['set_mass_drop_low'], worst['set_mass_drop_high'])}, "
                      f"the choice within it {worst['within_set_drop']:.3f} {_ci(worst['within_set_drop_low'], worst['within_set_drop_high'])}")
