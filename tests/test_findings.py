@@ -45,11 +45,13 @@ def test_blocks_are_rendered_from_the_stored_tables_and_only_they_are_replaced(t
     heads = get_analysis("first-layer-heads")
     runs["first-layer-heads-two-samples"] = (runs["first-layer-heads"], execute(
         store, tiny_model, Prepared(heads, heads.Params(dest_positions="100"), tuple(word_documents(3, seed=1))), no_progress))
+    runs["fact-lookup-gemma3"] = runs["fact-lookup"]  # a finding that names its own model renders the same lines under that model's name
     blocks = findings.rendered(store, runs, "tiny")
     assert set(blocks) == set(runs)
+    assert "` on gemma3-270m (" in blocks["fact-lookup-gemma3"] and "` on tiny (" in blocks["fact-lookup"]
     body = {name: text.split("```text\n")[1].split("\n```")[0].split("\n") for name, text in blocks.items()}
     summary = store.query("SELECT finding FROM fact_lookup_summary WHERE run_id = ? ORDER BY line", [runs["fact-lookup"]]).rows
-    assert body["fact-lookup"] == [row[0] for row in summary]
+    assert body["fact-lookup"] == [row[0] for row in summary] == body["fact-lookup-gemma3"]
     classes = store.query("SELECT head, class, previous_low FROM first_layer_heads_class WHERE run_id = ? ORDER BY head", [runs["first-layer-heads"]]).rows
     assert len(body["first-layer-heads"]) == len(classes)
     for line, (head, head_class, previous_low) in zip(body["first-layer-heads"], classes):
@@ -87,7 +89,7 @@ def test_the_checked_in_blocks_name_the_script_run():
             if body.strip():  # a block not yet written by the script is empty, never typed by hand
                 assert f"from `{commands[name]}` on " in body and "```text\n" in body
                 found.setdefault(name, []).append(path.name)
-    assert {"logit-lens", "first-layer-heads", "first-layer-heads-two-samples", "fact-lookup"} <= set(found) and "README.md" in found["logit-lens"]
+    assert {"logit-lens", "first-layer-heads", "first-layer-heads-two-samples", "fact-lookup", "fact-lookup-gemma3"} <= set(found) and "README.md" in found["logit-lens"]
 
 
 @pytest.mark.integration
