@@ -55,7 +55,7 @@ class Params:
     top_k: int = param(5, "lens: tokens kept per layer and step")
     steer: str | None = param(None, "steering vector: a contrast pair 'A|B' (mean residual of A minus B) or a .npy/.pt file [d_model]")
     steer_layer: int | None = param(None, "block whose incoming residual is steered (default: a quarter of the depth)")
-    steer_coef: float = param(4.0, "steering coefficient (the vector is multiplied by it)")
+    steer_coef: float = param(1.0, "steering coefficient (the vector is multiplied by it; on SmolLM2 and Gemma 3 a contrast pair's vector at 2 or more breaks the text)")
     steer_positions: str = param("all", "positions steered: all, or a comma list of absolute positions")
     ablate: str | None = param(None, "ablate: comma list of h<layer>.<head>, mlp<layer>, n<layer>.<neuron>")
     ablation: str = param("zero", "ablation value: zero, or mean over the prompt (a run without interventions)", iv.ABLATION_MODES)
