@@ -192,6 +192,7 @@ def test_name_attention_and_direct_effect_intervals_equal_a_plain_numpy_recomput
     z with the HF model's own weights (o_proj, final RMSNorm, unembedding); then every mean and
     bootstrap interval over entities redone one resample at a time; and the summary lines quote them."""
     from analyses.fact_lookup.lookup import capture
+    from analyses.fact_lookup.sharded import head_effects
     from analyses.fact_lookup.summaries import concat_table, heads_table, layer_intervals_table, summary_lines
 
     model = tiny_model
@@ -223,7 +224,7 @@ def test_name_attention_and_direct_effect_intervals_equal_a_plain_numpy_recomput
                 out = w_o[:, head * d_head : (head + 1) * d_head] @ clean["z"][layer, row, head].double().numpy()
                 effects[layer, row, head] = margin(resid, labels[row]) - margin(resid - out, labels[row])
 
-    heads = {(row["layer"], row["head"]): row for row in heads_table(model, clean, labels, answer_ids, n_boot, seed).to_pylist()}
+    heads = {(row["layer"], row["head"]): row for row in heads_table(clean["final_attn"].numpy(), head_effects(model, clean, labels, answer_ids), n_boot, seed).to_pylist()}
     attention = clean["final_attn"].double().numpy()
     for (layer, head), row in heads.items():
         for name, per_entity in (("direct_effect", effects[layer, :, head]), ("attn_to_name", attention[layer, :, head])):

@@ -348,7 +348,7 @@ def finalize(params: Any, state: dict, read, progress: Progress, cancel: CancelE
 
     from analyses.fact_lookup import probes, prompts
     from analyses.fact_lookup.lookup import bootstrap_means, probe_measures
-    from analyses.fact_lookup.summaries import and_scores, concat_table, entity_intervals, layer_intervals_table, summary_table
+    from analyses.fact_lookup.summaries import and_scores, concat_table, heads_table, layer_intervals_table, summary_table
     from analyses.fact_lookup.tables import arrow_table
     from analyses.inputs.entities import Recombined
 
@@ -414,7 +414,6 @@ def finalize(params: Any, state: dict, read, progress: Progress, cancel: CancelE
     concat = np.stack([_matrix(table, "name_attention") for table in by_layer])  # [L, N, H]
     final_attn = np.stack([_matrix(table, "final_attention") for table in by_layer])
     effects = np.stack([_matrix(table, "direct_effect") for table in by_layer])
-    n_heads = concat.shape[-1]
     multi = entities["n_name_tokens"].to_numpy() > 1
     made_up = [Recombined(str(name), int(first), int(last)) for name, first, last in zip(state["made_up_names"], state["made_up_first"], state["made_up_last"])]
     fake_layers = read("fact_lookup_made_up_layers")
@@ -461,12 +460,6 @@ def finalize(params: Any, state: dict, read, progress: Progress, cancel: CancelE
             for key, item in zip(hidden_rows, (through, concat_layer, measure, value, low, high, p)):
                 hidden_rows[key].append(item)
 
-    # As summaries.heads_table makes it from the per-entity arrays (that one computes the effects with the model).
-    heads: dict[str, Any] = {"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)}
-    for name, per_entity in (("attn_to_name", final_attn.astype(np.float64)), ("direct_effect", effects.astype(np.float64))):
-        low, high = entity_intervals(per_entity, params.n_bootstrap, params.seed)
-        heads.update({name: per_entity.mean(1).ravel(), f"{name}_low": low.ravel(), f"{name}_high": high.ravel()})
-    heads["n_entities"] = [n] * (n_layers * n_heads)
     input_ids = state["input_ids"]
     tables = {
         "fact_lookup_entities": entities,
@@ -478,7 +471,7 @@ def finalize(params: Any, state: dict, read, progress: Progress, cancel: CancelE
         "fact_lookup_ablation": arrow_table("fact_lookup_ablation", ablation_rows),
         "fact_lookup_norms": arrow_table("fact_lookup_norms", norms_rows),
         "fact_lookup_neurons": arrow_table("fact_lookup_neurons", neuron_rows),
-        "fact_lookup_heads": arrow_table("fact_lookup_heads", heads),
+        "fact_lookup_heads": heads_table(final_attn, effects, params.n_bootstrap, params.seed),
         "fact_lookup_recombined": arrow_table("fact_lookup_recombined", {
             "name": [m.name for m in made_up], "first_of": [int(input_ids[m.first_of]) for m in made_up], "last_of": [int(input_ids[m.last_of]) for m in made_up],
         }),

@@ -137,24 +137,15 @@ def answer_margin(model, resid: Any, labels: Any, answer_ids: list[int]) -> Any:
     return correct - others
 
 
-def heads_table(model, clean: dict, labels: Any, answer_ids: list[int], n_bootstrap: int = 0, seed: int = 0) -> Any:
+def heads_table(attention: Any, effects: Any, n_bootstrap: int = 0, seed: int = 0) -> Any:
     """Per head: attention from the final token to the name and the direct effect on the answer
-    margin, means over entities with their 95% bootstrap intervals over entities."""
+    margin (per layer, entity and head [L, N, H]: analyses.fact_lookup.sharded.head_effects), means
+    over entities with their 95% bootstrap intervals over entities."""
     import numpy as np
-    import torch
 
-    final_resid = clean["final_resid"]
-    n_layers, n, n_heads = clean["final_attn"].shape
-    effects = np.zeros((n_layers, n, n_heads))
-    with torch.inference_mode():
-        base = answer_margin(model, final_resid, labels, answer_ids)
-        for layer in range(n_layers):
-            outputs = head_outputs(model, clean["z"][layer], layer)  # [N, H, d]
-            without = final_resid[None, :, :] - outputs.permute(1, 0, 2)  # [H, N, d]
-            effects[layer] = (base[None, :] - answer_margin(model, without, labels, answer_ids)).T.double().numpy()
-    attention = clean["final_attn"].double().numpy()  # [L, N, H]
+    n_layers, n, n_heads = attention.shape
     columns: dict[str, Any] = {"layer": np.repeat(np.arange(n_layers), n_heads), "head": np.tile(np.arange(n_heads), n_layers)}
-    for name, values in (("attn_to_name", attention), ("direct_effect", effects)):
+    for name, values in (("attn_to_name", np.asarray(attention, dtype=np.float64)), ("direct_effect", np.asarray(effects, dtype=np.float64))):
         low, high = entity_intervals(values, n_bootstrap, seed)
         columns.update({name: values.mean(1).ravel(), f"{name}_low": low.ravel(), f"{name}_high": high.ravel()})
     columns["n_entities"] = [n] * (n_layers * n_heads)
