@@ -209,6 +209,12 @@ async def test_a_long_text_scrolls_with_the_step_cursor(tui_store, tiny_model):
         box = view.query_one("#gen-text-box")
         assert box.max_scroll_y > 0  # 80 tokens do not fit the text's 4 lines at 80 columns
         assert box.scroll_y == box.max_scroll_y  # on the last step: the end of the text
+        # A resize rewraps the text (the scroll range changes, as when the scrollbar first appears):
+        # the box keeps the cursor's share of it, not the stale offset.
+        for size in ((120, 30), (70, 24), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await settle(app, pilot)
+            assert box.max_scroll_y > 0 and box.scroll_y == box.max_scroll_y, size
         await pilot.press("home")
         await settle(app, pilot)
         assert view.step == 0 and box.scroll_y == 0

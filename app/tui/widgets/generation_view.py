@@ -46,6 +46,24 @@ def _colour(prob: float) -> str:
     return f"rgb({red},{green},{blue})"
 
 
+class TextBox(VerticalScroll):
+    """The generated text's box: it keeps a share of its scroll range (the step cursor's share of
+    the steps) and re-applies it whenever its size or its text's wrapped height changes, so a
+    scrollbar that appears and rewraps the text does not leave the cursor's part out of view."""
+
+    share = 0.0
+
+    def keep(self, share: float) -> None:
+        self.share = share
+        self.call_after_refresh(self._apply)
+
+    def _apply(self) -> None:
+        self.scroll_to(y=round(self.max_scroll_y * self.share), animate=False)
+
+    def on_resize(self) -> None:
+        self._apply()
+
+
 class GenerationView(Vertical, can_focus=True):
     DEFAULT_CSS = """
     GenerationView { height: 1fr; }
@@ -82,7 +100,7 @@ class GenerationView(Vertical, can_focus=True):
         self.streaming = False
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="gen-text-box"):
+        with TextBox(id="gen-text-box"):
             yield Static("", id="gen-text")
         yield Static("", id="gen-step")
         curve = ChartView(id="gen-curve")
@@ -187,8 +205,7 @@ class GenerationView(Vertical, can_focus=True):
     def _draw(self) -> None:
         self.query_one("#gen-text", Static).update(self._text() if self.runs else plain("This run has no generated steps."))
         # A text longer than its box: keep the cursor's part of it in view (by its share of the steps).
-        box = self.query_one("#gen-text-box", VerticalScroll)
-        box.call_after_refresh(lambda: box.scroll_to(y=round(box.max_scroll_y * self.step / max(1, self.n_steps - 1)), animate=False))
+        self.query_one("#gen-text-box", TextBox).keep(self.step / max(1, self.n_steps - 1))
         description = self.describe()
         self.query_one("#gen-step", Static).update(plain(description))
         curve = self.query_one("#gen-curve", ChartView)
