@@ -191,6 +191,15 @@ def test_a_run_stores_estimates_beside_exact_checks_and_draws(tiny_model, store)
     rows = store.query("SELECT kind, spearman, false_negatives, checked FROM atp_checks WHERE run_id = ? ORDER BY kind", [run_id]).rows
     assert [row[0] for row in rows] == sorted(("resid", "attn", "mlp", "head", "head_total", "neuron_sum", "neuron_last", "edge"))
     assert all(row[3] == 7 for row in rows if row[0] != "edge")
+    # spearman_abs ranks the sizes: recomputed from the stored checked nodes of each position kind.
+    from scipy.stats import spearmanr
+
+    for kind in ("resid", "attn", "mlp"):
+        pairs = store.query("SELECT abs(estimate), abs(exact) FROM attribution_patching WHERE run_id = ? AND kind = ? AND exact IS NOT NULL",
+                            [run_id, kind]).rows
+        stored = store.query("SELECT spearman_abs FROM atp_checks WHERE run_id = ? AND kind = ?", [run_id, kind]).rows[0][0]
+        expected = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
+        assert stored == pytest.approx(expected, abs=1e-9) or (math.isnan(stored) and math.isnan(expected)), kind
     status = store.query("SELECT ok FROM run_checks WHERE run_id = ? AND \"check\" = 'invariant_unchanged_nodes_zero'", [run_id]).rows
     assert status == [(True,)]
     for chart in attribution_patching.SPEC.charts:

@@ -128,8 +128,9 @@ SPEC = AnalysisSpec(
             "changed tokens [changed_start, changed_end): the noised subject or where the corrupt prompt differs; metric values are means over samples"),
         ResultTable("atp_checks", columns(
             "input_id:INTEGER", "kind:VARCHAR", "nodes:INTEGER", "checked:INTEGER", "spearman:DOUBLE", "spearman_atp:DOUBLE",
-            "false_negatives:INTEGER", "fn_estimate:DOUBLE", "threshold:DOUBLE"),
-            "per kind, over the checked nodes: Spearman(estimate, exact), the same for plain AtP, sampled false negatives (|exact| >= threshold "
+            "false_negatives:INTEGER", "fn_estimate:DOUBLE", "threshold:DOUBLE", "spearman_abs:DOUBLE"),
+            "per kind, over the checked nodes: Spearman(estimate, exact), the same for plain AtP, spearman_abs = Spearman(|estimate|, |exact|) "
+            "(the ranking by size the checks use), sampled false negatives (|exact| >= threshold "
             "outside the top-k) and their estimated count among all unchecked nodes"),
         ResultTable("atp_edges", columns(
             "input_id:INTEGER", "rank:INTEGER", "upstream:VARCHAR", "up_layer:INTEGER", "downstream:VARCHAR", "node:VARCHAR", "down_layer:INTEGER",

@@ -39,7 +39,8 @@ def spearman(first: list, second: list) -> float:
 
 
 def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sampled: list, fn_threshold: float) -> dict:
-    """Spearman over the checked nodes and the sampled false-negative estimate of one kind."""
+    """Spearman over the checked nodes (signed; plain AtP's; of the sizes |estimate| and |exact|)
+    and the sampled false-negative estimate of one kind."""
     checked = top + sampled
     exact_values = [exact[i] for i in checked]
     largest = max((abs(value) for value in exact_values), default=0.0)
@@ -50,6 +51,8 @@ def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sa
         "kind": kind, "nodes": int(estimate.size), "checked": len(checked),
         "spearman": spearman([float(estimate.ravel()[i]) for i in checked], exact_values),
         "spearman_atp": spearman([float(atp.ravel()[i]) for i in checked], exact_values),
+        # The ranking by size that the top-k checks and the false negatives use: which nodes matter, whatever their sign.
+        "spearman_abs": spearman([abs(float(estimate.ravel()[i])) for i in checked], [abs(value) for value in exact_values]),
         "false_negatives": misses, "fn_estimate": misses * rest / len(sampled) if sampled else float("nan"), "threshold": threshold,
     }
 
