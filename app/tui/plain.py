@@ -25,6 +25,12 @@ def plain(*parts: Part, style: str = "") -> Text:
     return text
 
 
+def short_badge(badge: str) -> str:
+    """A badge for a narrow cell: "FAILED: a, b" -> "2 FAILED", "skipped: a" -> "1 skipped"."""
+    verdict, _, names = badge.partition(": ")
+    return f"{len(names.split(', '))} {verdict}" if names else badge
+
+
 def badge_style(badge: str) -> str:
     """The colour of a run's fidelity badge (ok, skipped: CHECK, FAILED: CHECK)."""
     return "green" if badge == "ok" else "bold red" if badge.startswith("FAILED") else "yellow"

@@ -42,5 +42,16 @@ async def test_the_badge_shows_its_colour_and_the_failing_check(store):
         await settle(app, pilot)
         table = app.screen.query_one("#runs", DataTable)
         status = table.get_row(str(bad))[3]
-        assert "(FAILED: model_vs_hf_max_kl)" in status.plain and "red" in _styled(status, "FAILED")
+        # The cell says how many failed (a check's name there pushed the columns off 80 columns);
+        # the line under the table names them for the highlighted run.
+        assert status.plain == "done (1 FAILED)" and "red" in _styled(status, "FAILED")
         assert "FAILED" not in table.get_row(str(good))[3].plain
+        table.move_cursor(row=table.get_row_index(str(bad)))
+        await settle(app, pilot)
+        assert f"run {bad}: checks FAILED: model_vs_hf_max_kl" in str(app.screen.query_one("#run-detail", Static).render())
+
+
+def test_a_short_badge_counts_the_checks():
+    from app.tui.plain import short_badge
+
+    assert short_badge("FAILED: a, b") == "2 FAILED" and short_badge("skipped: model_vs_hf") == "1 skipped" and short_badge("ok") == "ok"

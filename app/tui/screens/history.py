@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Header, Input, Static
 
 from analyses.core.registry import REGISTRY, get_analysis
-from app.tui.plain import badge_style, plain
+from app.tui.plain import badge_style, plain, short_badge
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
@@ -135,10 +135,15 @@ class HistoryScreen(WorkbenchScreen):
             ))))
         if rows:
             errors.update(app.store.run_errors([run_id for run_id, _ in rows]))
-            # A run whose fidelity record is not all ok says so in its status cell.
+            # A run whose fidelity record is not all ok says so in its status cell, briefly (a check's
+            # name there pushed the other columns off an 80-column screen), and names the checks in
+            # the line under the table.
             badges = app.store.check_badges([run_id for run_id, _ in rows])
-            rows = [(run_id, cells[:3] + (plain(cells[3].plain, (f" ({badges[run_id]})", badge_style(badges[run_id]))),) + cells[4:])
+            rows = [(run_id, cells[:3] + (plain(cells[3].plain, (f" ({short_badge(badges[run_id])})", badge_style(badges[run_id]))),) + cells[4:])
                     if badges.get(run_id, "ok") != "ok" else (run_id, cells) for run_id, cells in rows]
+            for run_id, badge in badges.items():
+                if badge != "ok":
+                    errors[run_id] = f"checks {badge}" + (f" · {errors[run_id]}" if errors.get(run_id) else "")
         app.call_from_thread(self.show_runs, rows, errors, analyses, statuses, generation)
 
     def show_runs(self, rows: list, errors: dict, analyses: dict, statuses: dict | None = None, generation: int | None = None) -> None:
