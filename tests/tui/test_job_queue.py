@@ -42,6 +42,10 @@ async def test_jobs_queue_reorder_and_cancel_with_the_real_worker(tmp_path, tiny
         jobs = app.screen
         assert jobs.name == "jobs" and job_column(jobs) == ["1", "2", "3"]
         assert "running" in str(jobs.query_one("#jobs").get_row_at(0)[2])
+        # The running job's progress: the table's last column, and whole in the line under the table.
+        progress = str(jobs.query_one("#jobs").get_row_at(0)[4])
+        assert "/100000" in progress
+        assert progress.split(" · ")[0] in str(jobs.query_one("#jobs-detail").render())
 
         await pilot.press("down", "down")  # job 3
         await pilot.press("shift+up")  # job 3 now runs before job 2

@@ -17,7 +17,9 @@ from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen
 from app.tui.widgets.key_bar import KeyBar
 
-COLUMNS = ("job", "analysis", "state", "progress", "run")
+# progress last: its note can be long, and at 80 columns a cell after it was pushed off the screen;
+# the line under the table shows the selected job's whole progress.
+COLUMNS = ("job", "analysis", "state", "run", "progress")
 
 
 def job_rows(state: JobState) -> list[tuple[int, tuple[str, ...]]]:
@@ -26,9 +28,9 @@ def job_rows(state: JobState) -> list[tuple[int, tuple[str, ...]]]:
     if state.job_id is not None and state.running:
         what = "running" if state.phase == "started" else "starting"
         progress = (f"{state.done}/{state.total} · " if state.total else "") + state.note + state.pace
-        rows.append((state.job_id, (str(state.job_id), state.analysis, what, progress, "" if state.run_id is None else str(state.run_id))))
+        rows.append((state.job_id, (str(state.job_id), state.analysis, what, "" if state.run_id is None else str(state.run_id), progress)))
     for place, (job_id, analysis) in enumerate(state.waiting, start=1):
-        rows.append((job_id, (str(job_id), analysis, f"waiting ({place} of {len(state.waiting)})", "", "")))
+        rows.append((job_id, (str(job_id), analysis, f"waiting ({place} of {len(state.waiting)})", "", "")))  # no run, no progress yet
     return rows
 
 
@@ -37,7 +39,7 @@ class JobsScreen(WorkbenchScreen):
     #jobs-body { padding: 0 1; }
     #jobs-summary { height: auto; margin: 0 0 1 0; }
     #jobs { height: 1fr; }
-    #jobs-detail { height: 1; background: $panel; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    #jobs-detail { height: auto; max-height: 3; background: $panel; padding: 0 1; }
     """
     BINDINGS = [
         Binding("x,delete", "cancel_job", "Cancel job", tooltip="Cancel the selected job: a waiting one is dropped, the running one is asked to stop"),
@@ -101,8 +103,8 @@ class JobsScreen(WorkbenchScreen):
 
     def show_detail(self) -> None:
         job_id = self.selected_job()
-        text = "" if job_id is None else next((f"job {cells[0]} · {cells[1]} · {cells[2]}" + (f" · run {cells[4]}" if cells[4] else "")
-                                               for key, cells in self.rows if key == job_id), "")
+        text = "" if job_id is None else next((f"job {cells[0]} · {cells[1]} · {cells[2]}" + (f" · run {cells[3]}" if cells[3] else "")
+                                               + (f" · {cells[4]}" if cells[4] else "") for key, cells in self.rows if key == job_id), "")
         self.query_one("#jobs-detail", Static).update(plain(text), layout=False)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
