@@ -43,16 +43,17 @@ def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sa
     and the sampled false-negative estimate of one kind."""
     checked = top + sampled
     exact_values = [exact[i] for i in checked]
+    estimated = [float(estimate.ravel()[i]) for i in checked]
     largest = max((abs(value) for value in exact_values), default=0.0)
     threshold = fn_threshold * largest
     misses = sum(1 for i in sampled if largest > 0 and abs(exact[i]) >= threshold)
     rest = estimate.size - len(top)
     return {
         "kind": kind, "nodes": int(estimate.size), "checked": len(checked),
-        "spearman": spearman([float(estimate.ravel()[i]) for i in checked], exact_values),
+        "spearman": spearman(estimated, exact_values),
         "spearman_atp": spearman([float(atp.ravel()[i]) for i in checked], exact_values),
         # The ranking by size that the top-k checks and the false negatives use: which nodes matter, whatever their sign.
-        "spearman_abs": spearman([abs(float(estimate.ravel()[i])) for i in checked], [abs(value) for value in exact_values]),
+        "spearman_abs": spearman([abs(value) for value in estimated], [abs(value) for value in exact_values]),
         "false_negatives": misses, "fn_estimate": misses * rest / len(sampled) if sampled else float("nan"), "threshold": threshold,
     }
 
