@@ -95,3 +95,26 @@ def test_job_state_follows_the_queue():
     state = apply(state, Failed(4, 11, "X", "boom"))
     state = apply(state, Failed(3, None, "BadInput", "bad", expected=True))  # failed before its run began
     assert (state.job_id, state.phase, state.waiting, state.busy) == (3, "failed", (), False)
+
+
+async def test_a_long_progress_note_shows_whole_under_the_table_at_80_columns(store):
+    """The progress cell is cut at 80 columns; the line under the table wraps to show it whole."""
+    from dataclasses import replace
+
+    from app.tui.events import JobState
+    from tests.helpers.tui import make_app, screen_lines
+
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("f8")
+        await settle(app, pilot)
+        jobs = app.screen
+        note = "input 1/1: node scores, then exact checks of the top nodes and a random sample of the rest"
+        state = replace(JobState(), job_id=3, analysis="attribution-patching", phase="started", run_id=3, done=600, total=1000, note="base run")
+        jobs.show_jobs(state)
+        await settle(app, pilot)
+        jobs.show_jobs(replace(state, note=note))  # a progress report: the same job, a longer note
+        await settle(app, pilot)
+        shown = " ".join(line.strip() for line in screen_lines(app)[-5:-1])
+        assert "random sample of the rest" in shown, shown

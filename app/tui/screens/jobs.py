@@ -105,7 +105,8 @@ class JobsScreen(WorkbenchScreen):
         job_id = self.selected_job()
         text = "" if job_id is None else next((f"job {cells[0]} · {cells[1]} · {cells[2]}" + (f" · run {cells[3]}" if cells[3] else "")
                                                + (f" · {cells[4]}" if cells[4] else "") for key, cells in self.rows if key == job_id), "")
-        self.query_one("#jobs-detail", Static).update(plain(text), layout=False)
+        # With layout: the line wraps to up to 3 lines as the progress note grows or shrinks.
+        self.query_one("#jobs-detail", Static).update(plain(text))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
