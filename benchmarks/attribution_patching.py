@@ -5,7 +5,7 @@ of every resid / attn / MLP position node and every head (signed, and of the siz
 exact pass next to the run's sampled estimate. Prints a table.
 
 What each side times. AtP: engine.node_scores only, i.e. the base and source runs (one forward
-each, caching every node), the QK pass (heads; from the cached q, k, v where the model's scores
+of both runs' rows in one batch, caching every node), the QK pass (heads; from the cached q, k, v where the model's scores
 are scale . q k + mask, a batched forward per position otherwise), one backward, the estimates;
 GradDrop adds one backward per layer (batched variants) and is reported apart. The run's in-run
 exact checks (top-k and sampled nodes) are not timed: they are a separate verification. Exact:
@@ -105,8 +105,7 @@ def main() -> int:
         engine.qk_scales = cached_scales  # type: ignore[method-assign]
     (star_gd, _, _), star_gd_s = _timed(lambda: engine.node_scores(model, setup, "atp_star", graddrop=True, batch_rows=batch_rows))
     # Where AtP*'s time goes (CPU seconds, one run of each part).
-    (base_cache, _, _), base_pass_s = _timed(lambda: engine.base_pass(model, setup))
-    (source_cache, _), capture_s = _timed(lambda: engine.capture(model, setup.source))
+    (base_cache, _, _, source_cache, _), both_s = _timed(lambda: engine.both_runs(model, setup))
     qk_source = "cached q, k, v" if engine.qk_scales(model, base_cache, source_cache) is not None else "forward per position"
     _, qk_s = _timed(lambda: engine.qk_pass(model, setup, base_cache, source_cache, batch_rows))
 
@@ -140,8 +139,8 @@ def main() -> int:
                                (f"exact: every head at every position ({len(heads)} nodes)", heads_s),
                                (f"exact: every resid/attn/mlp position node ({len(positions)})", positions_s)):
         print(f"{label:52s} {wall:8.2f} {cpu:8.2f} {cpu / forward_s:9.1f} {heads_s[1] / cpu:28.1f} / {heads_s[0] / wall:9.1f}")
-    print(f"AtP* parts (CPU s / forwards): base run forward + backward {base_pass_s[1]:.3f} / {base_pass_s[1] / forward_s:.1f}, "
-          f"source run {capture_s[1]:.3f} / {capture_s[1] / forward_s:.1f}, QK pass ({qk_source}) {qk_s[1]:.3f} / {qk_s[1] / forward_s:.1f}")
+    print(f"AtP* parts (CPU s / forwards): base and source runs, one forward + backward {both_s[1]:.3f} / {both_s[1] / forward_s:.1f}, "
+          f"QK pass ({qk_source}) {qk_s[1]:.3f} / {qk_s[1] / forward_s:.1f}")
     print(f"exact batches: {batch_rows} rows x {seq_len} tokens per forward, {batch_s[1]:.3f} s CPU = {batch_s[1] / forward_s:.1f} forwards of one row "
           f"({batch_rows * forward_s / batch_s[1]:.1f}x cheaper per row than one-row forwards); exact heads cost "
           f"{heads_s[1] / forward_s / len(heads):.3f} forwards per node")

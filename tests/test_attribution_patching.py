@@ -98,6 +98,35 @@ def test_the_qk_pass_from_the_caches_equals_the_forward_qk_pass(family_model):
             assert float(cached[layer][0].abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("corruption", ["noising", "denoising", "corrupt prompt"])
+def test_both_runs_in_one_batch_equal_the_two_runs_apart(family_model, corruption):
+    # node_scores runs the source rows in the base run's batch (one forward, not two): the caches,
+    # logits and gradients must equal a base pass and a source capture run apart, to float32
+    # rounding, whichever run carries the noise or a corrupt prompt.
+    import torch
+
+    if corruption == "corrupt prompt":
+        tokens = _tokens(family_model)
+        other = _tokens(family_model, "The Colosseum is located in the city of")
+        if other.shape != tokens.shape:
+            pytest.skip("the corrupt prompt has another token length in this tokenizer")
+        setup = engine.Setup(engine.RunInput(tokens), engine.RunInput(other), engine.Metric("logprob", 0))
+    else:
+        setup = _noise_setup(family_model, 1.0, samples=2, denoise=corruption == "denoising")
+    base, base_logits, grads = engine.base_pass(family_model, setup)
+    source, source_logits = engine.capture(family_model, setup.source)
+    base2, base_logits2, grads2, source2, source_logits2 = engine.both_runs(family_model, setup)
+    assert base_logits2.shape == base_logits.shape and source_logits2.shape == source_logits.shape
+    torch.testing.assert_close(base_logits2, base_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(source_logits2, source_logits, rtol=1e-4, atol=1e-4)
+    for apart, together in ((base, base2), (source, source2), (grads, grads2)):
+        assert set(apart) == set(together)
+        for key in apart:
+            scale = float(apart[key].abs().max())
+            torch.testing.assert_close(together[key], apart[key], rtol=0, atol=1e-4 * max(scale, 1e-6), msg=str(key))
+    assert not torch.allclose(base2[("resid", 0)][0], source2[("resid", 0)][0])  # the two runs did not swap or merge
+
+
 def test_the_qk_fix_changes_only_attention_head_estimates(tiny_model):
     setup = _noise_setup(tiny_model, 1.0)
     star, _, _ = engine.node_scores(tiny_model, setup, "atp_star", graddrop=False)

@@ -1,5 +1,5 @@
 """Attribution patching (AtP, AtP*): the effect of patching every node from one run into another,
-estimated from two forwards and one backward, and checked in every run by exact patching.
+estimated from one forward (both runs' rows in one batch) and one backward, and checked in every run by exact patching.
 
 Corruption as causal tracing's (Gaussian noise on the subject's token embeddings, the same noise
 draws and sigma) or a corrupt prompt of the same token length. Metric at the last position: log
@@ -111,8 +111,8 @@ SPEC = AnalysisSpec(
     title="Attribution patching (AtP*)",
     description=(
         "Attribution patching: the effect of patching every residual, attention and MLP output per token, every head and every "
-        "MLP neuron from a corrupt run (noise on the subject, or a corrupt prompt) into the clean run, from two forwards and one "
-        "backward; AtP* (QK fix, GradDrop) by default; the top nodes and a random sample checked by exact patching in every run."
+        "MLP neuron from a corrupt run (noise on the subject, or a corrupt prompt) into the clean run, from one forward of both runs "
+        "and one backward; AtP* (QK fix, GradDrop) by default; the top nodes and a random sample checked by exact patching in every run."
     ),
     input_kinds=("prompt", "prompt_set"),
     tables=(

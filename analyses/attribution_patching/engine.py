@@ -112,16 +112,27 @@ def forward(model, run: RunInput, rows: list[int], hooks: list) -> Any:
     """Last-position logits [R, V] of the run's rows (noise rows given by index) with extra bridge
     hooks: the blocks through the bridge, then the model's own final norm and unembedding on the
     last position only (unembedding every position was most of a batched forward's time)."""
+    return forward_runs(model, [(run, rows)], hooks)
+
+
+def forward_runs(model, parts: list[tuple[RunInput, list[int]]], hooks: list) -> Any:
+    """forward() of several runs' rows in one batch (each run's rows in the order given, runs one
+    after the other): the runs must have the same token length."""
+    import torch
+
     from analyses.causal_trace.engine import corrupt
     from analyses.model.adapters import adapter_for
 
-    tokens = run.tokens.expand(len(rows), -1)
+    tokens = torch.cat([run.tokens.expand(len(rows), -1) for run, rows in parts]) if len(parts) > 1 else parts[0][0].tokens.expand(len(parts[0][1]), -1)
     all_hooks = list(hooks)
-    if run.noise is not None:
-        noise = run.noise[rows]
-
+    if any(run.noise is not None for run, _ in parts):
         def add_noise(embed: Any, hook: Any) -> Any:
-            return corrupt(embed[:1], noise, run.subject_range)
+            pieces, start = [], 0
+            for run, rows in parts:
+                piece = embed[start : start + len(rows)]
+                pieces.append(piece if run.noise is None else corrupt(piece[:1], run.noise[rows], run.subject_range))
+                start += len(rows)
+            return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
         all_hooks.insert(0, ("hook_embed", add_noise))
     final: dict = {}
@@ -190,13 +201,30 @@ def base_pass(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[d
     return cache, logits, grads
 
 
-def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None, cache: dict | None = None) -> tuple[dict, Any]:
-    """gradients(), and with cache (variants [0] only) every CACHE_SITES activation of the base rows."""
+def both_runs(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[dict, Any, dict, dict, Any]:
+    """base_pass() and capture() of the source run from one batched forward and one backward: the
+    source rows ride in the base run's batch (a forward of a few more rows of a short prompt costs
+    far less than a second forward; the backward reads only the base rows' metric). Returns the
+    base cache, base logits, plain gradients, source cache, source logits."""
+    cache: dict = {}
+    grads, logits = _gradient_run(model, setup, [0], cancel, cache, with_source=True)
+    base_rows = setup.base.rows
+    base = {key: value[:base_rows] for key, value in cache.items()}
+    source = {key: value[base_rows:] for key, value in cache.items()}
+    return base, logits[:base_rows], grads, source, logits[base_rows:]
+
+
+def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None, cache: dict | None = None,
+                  with_source: bool = False) -> tuple[dict, Any]:
+    """gradients(), and with cache (variants [0] only) every CACHE_SITES activation of the base rows
+    (and with with_source, of the source run's rows after them, which the metric does not read)."""
     import torch
 
     check_cancel(cancel)
     base_rows = setup.base.rows
     row_variant = torch.tensor(variants).repeat_interleave(base_rows)
+    if with_source:
+        row_variant = torch.cat([row_variant, torch.full((setup.source.rows,), -1)])
     deltas: dict = {}
 
     def add_delta(tensor: Any, hook: Any, key: tuple) -> Any:
@@ -213,16 +241,17 @@ def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent 
     hooks = [] if cache is None else _capture_hooks(model, CACHE_SITES, cache)  # before add_delta: they keep the value itself
     hooks += [(hook_name(site, layer), _bind(add_delta, key=(site, layer))) for layer in range(model.n_layers) for site in GRAD_SITES]
     rows = list(range(base_rows)) * len(variants)
+    parts = [(setup.base, rows)] + ([(setup.source, list(range(setup.source.rows)))] if with_source else [])
     with torch.enable_grad():
-        logits = forward(model, setup.base, rows, hooks)
-        total = setup.metric(logits).sum()
+        logits = forward_runs(model, parts, hooks)
+        total = setup.metric(logits[: len(rows)]).sum()
         keys = list(deltas)
         grads = torch.autograd.grad(total, [deltas[key] for key in keys], allow_unused=True)
     out = {}
     for key, grad in zip(keys, grads):
         if grad is None:
             grad = torch.zeros_like(deltas[key])
-        out[key] = grad.detach().reshape(len(variants), base_rows, *grad.shape[1:])
+        out[key] = grad.detach()[: len(rows)].reshape(len(variants), base_rows, *grad.shape[1:])
     return out, logits.detach().clone()
 
 
@@ -405,8 +434,8 @@ def _linear_head_change(base: dict, seen: dict, layer: int, row_base: Any) -> An
 
 def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = True, batch_rows: int = 64, variant_chunk: int = 8,
                 cancel: CancelEvent | None = None, progress: Any = None) -> tuple[Scores, dict, dict]:
-    """Every node's estimate: the base run with its gradient (one forward, one backward), the
-    source run, the QK pass (heads; from the caches where the model allows), then GradDrop's
+    """Every node's estimate: the base run with its gradient and the source run (one batched
+    forward, one backward), the QK pass (heads; from the caches where the model allows), then GradDrop's
     variants in chunks. Returns the scores and the two runs' caches."""
     import numpy as np
     import torch
@@ -417,9 +446,7 @@ def node_scores(model, setup: Setup, method: str = "atp_star", graddrop: bool = 
     steps = 3 + (n_layers if use_graddrop else 0)
     report(0, steps, "base run (forward and backward) and source run")
     check_cancel(cancel)
-    base, base_logits, plain_grads = base_pass(model, setup, cancel)
-    check_cancel(cancel)
-    source, source_logits = capture(model, setup.source)
+    base, base_logits, plain_grads, source, source_logits = both_runs(model, setup, cancel)
     base_of, source_of = setup.base_rows(), setup.source_rows()
     scores = Scores()
     scores.base_metric = float(setup.metric(base_logits)[base_of].mean())
