@@ -215,6 +215,13 @@ async def test_a_long_text_scrolls_with_the_step_cursor(tui_store, tiny_model):
             await pilot.resize_terminal(*size)
             await settle(app, pilot)
             assert box.max_scroll_y > 0 and box.scroll_y == box.max_scroll_y, size
+        # The text's wrapped height can change with the box's own size unchanged (the scrollbar
+        # appearing narrows the text; here, more text): the box follows its scroll range then too.
+        text = view.query_one("#gen-text")
+        before = box.max_scroll_y
+        text.update(str(text.render()) + " more words" * 40)
+        await settle(app, pilot)
+        assert box.max_scroll_y > before and box.scroll_y == box.max_scroll_y
         await pilot.press("home")
         await settle(app, pilot)
         assert view.step == 0 and box.scroll_y == 0

@@ -20,6 +20,7 @@ from app import charts
 from app.charts.generation import Generation
 from app.tui.plain import plain
 from app.tui.widgets.chart_view import ChartView
+from app.tui.widgets.table import Table
 
 
 def _token(token: str) -> str:
@@ -48,7 +49,7 @@ def _colour(prob: float) -> str:
 
 class TextBox(VerticalScroll):
     """The generated text's box: it keeps a share of its scroll range (the step cursor's share of
-    the steps) and re-applies it whenever its size or its text's wrapped height changes, so a
+    the steps) and re-applies it whenever its size or its text's wrapped height (its virtual size) changes, so a
     scrollbar that appears and rewraps the text does not leave the cursor's part out of view."""
 
     share = 0.0
@@ -62,6 +63,12 @@ class TextBox(VerticalScroll):
 
     def on_resize(self) -> None:
         self._apply()
+
+    def watch_virtual_size(self) -> None:
+        # The text's wrapped height changed with the box's own size unchanged (a scrollbar that
+        # appears narrows the text and rewraps it): no Resize reaches the box then. The scroll
+        # range is updated after this watcher, so the share is re-applied after the refresh.
+        self.call_after_refresh(self._apply)
 
 
 class GenerationView(Vertical, can_focus=True):
@@ -106,7 +113,7 @@ class GenerationView(Vertical, can_focus=True):
         curve = ChartView(id="gen-curve")
         curve.can_focus = False
         yield curve
-        table: DataTable = DataTable(id="gen-table", zebra_stripes=True, cursor_type="row")
+        table: DataTable = Table(id="gen-table", zebra_stripes=True, cursor_type="row")
         table.can_focus = False
         yield table
 
