@@ -12,6 +12,7 @@ from analyses.core.errors import BadInput
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.table import Table
 
 COLUMNS = ("doc", "set", "chars", "start of the text")
 PAGE_SIZE = 100
@@ -40,7 +41,7 @@ class CorpusScreen(WorkbenchScreen):
                 yield Input(placeholder="corpus file or HF name (empty: shipped sample)", id="corpus-source", compact=True)
                 # The source's set names (pile_set_name), read from it, as choices; blank = every set.
                 yield Select([], id="corpus-set", prompt="all sets", compact=True)
-            yield DataTable(id="documents", cursor_type="row", zebra_stripes=True)
+            yield Table(id="documents", cursor_type="row", zebra_stripes=True)
             yield Static("", id="corpus-info")
             yield TextArea("", id="document", read_only=True, soft_wrap=True)
         yield KeyBar()

@@ -13,6 +13,7 @@ from app.tui.plain import badge_style, plain, short_badge
 from app.tui.screens.base import WorkbenchScreen, background
 from app.tui.widgets.confirm import ConfirmModal
 from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.table import Table
 
 REFRESH_S = 3.0  # how often the shown list reads the runs' statuses again
 # secs: the time the run computed (started or resumed until it ended), then "/ wall" where its start to
@@ -61,7 +62,7 @@ class HistoryScreen(WorkbenchScreen):
         yield Header()
         with Vertical(id="history-body"):
             yield Input(placeholder="filter: analysis, model, status, parameter or prompt text", id="history-filter", compact=True)
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield Table(id="runs", cursor_type="row", zebra_stripes=True)
             yield Static("", id="run-detail")
         yield KeyBar()
 

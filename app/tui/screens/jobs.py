@@ -16,6 +16,7 @@ from app.tui.events import JobState
 from app.tui.plain import plain
 from app.tui.screens.base import WorkbenchScreen
 from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.table import Table
 
 # progress last: its note can be long, and at 80 columns a cell after it was pushed off the screen;
 # the line under the table shows the selected job's whole progress.
@@ -56,7 +57,7 @@ class JobsScreen(WorkbenchScreen):
         yield Header()
         with Vertical(id="jobs-body"):
             yield Static("", id="jobs-summary")
-            yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+            yield Table(id="jobs", cursor_type="row", zebra_stripes=True)
             yield Static("", id="jobs-detail")
         yield KeyBar()
 

@@ -18,6 +18,7 @@ from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.entity_view import Entities, EntityView, load_entities
 from app.tui.widgets.generation_view import GenerationView
 from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.table import Table
 
 NEURON_CONTEXTS = "neuron-contexts"
 GENERATE = "generate"
@@ -65,7 +66,7 @@ class ResultsScreen(WorkbenchScreen):
             yield Static("No run open yet: run an analysis (F2) or open one from the history (F4).", id="run-info")
             yield Tabs(id="chart-tabs")
             yield ChartView(id="chart")
-            yield DataTable(id="chart-table", zebra_stripes=True)
+            yield Table(id="chart-table", zebra_stripes=True)
             yield GenerationView(id="generation")
             yield EntityView(id="entities")
             yield Static("", id="cell-info")

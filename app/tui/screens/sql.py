@@ -18,6 +18,7 @@ from app.tui.sql_pages import Page, fetch_for_chart, fetch_page
 from app.tui.widgets.chart_picker import ChartChoice, ChartPickerModal
 from app.tui.widgets.chart_view import ChartView
 from app.tui.widgets.key_bar import KeyBar
+from app.tui.widgets.table import Table
 from store import StoreError
 from store.reading import QueryStop, QueryStopped
 
@@ -82,7 +83,7 @@ class SqlScreen(WorkbenchScreen):
         with Vertical(id="sql-body"):
             yield sql_editor()
             yield Static("ctrl+r (or ctrl+enter) runs the statement; the console is read-only.", id="sql-status")
-            yield DataTable(id="sql-results", zebra_stripes=True)
+            yield Table(id="sql-results", zebra_stripes=True)
             yield ChartView(id="sql-chart")
         yield KeyBar()
 

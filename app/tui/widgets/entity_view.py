@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
 from app.tui.plain import plain
+from app.tui.widgets.table import Table
 
 ENTITY_COLUMNS = ("input_id", "entity", "attribute", "predicted_among_answers", "answer_set_prob", "top1_among_answers_correct",
                   "correct_logprob", "correct_within_set_prob", "top1_token", "top1_prob", "n_name_tokens")
@@ -87,7 +88,7 @@ class EntityView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="/ filter: entity, true attribute or prediction", id="entity-filter", compact=True)
-        yield DataTable(id="entity-table", zebra_stripes=True, cursor_type="row")
+        yield Table(id="entity-table", zebra_stripes=True, cursor_type="row")
         yield Static("", id="entity-detail")
 
     def show(self, data: Entities) -> None:
