@@ -26,6 +26,7 @@ import time
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "The Eiffel Tower"
 TARGET = " Paris"
+METRIC_TEXT = {"logprob": "log p({target!r})", "logit_diff": "logit({target!r}) - logit({foil!r})", "kl": "KL(clean || patched)"}
 
 
 def _timed(fn):
@@ -42,6 +43,9 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--corrupt-prompt", default=None, help="a corrupt prompt of the same length instead of subject noise")
+    parser.add_argument("--metric", default="logprob", help="logprob, logit_diff (needs --foil) or kl, as the analysis's parameter")
+    parser.add_argument("--foil", default=None, help="foil token text for --metric logit_diff, e.g. ' London'")
+    parser.add_argument("--direction", default="auto", help="noising, denoising or auto (denoising for kl), as the analysis's parameter")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--random-checks", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3, help="AtP timings: the median of this many runs (by CPU time)")
@@ -59,25 +63,28 @@ def main() -> int:
 
     from analyses.attribution_patching import Params, engine, exact
     from analyses.attribution_patching import setup as atp_setup
-    from analyses.attribution_patching.tables import check_summary, choose_checks
+    from analyses.attribution_patching.tables import check_summary, choose_checks, live_nodes
     from analyses.causal_trace.engine import batch_tokens_limit
     from analyses.core.contract import Input
     from analyses.model.loading import load_model
 
     model = load_model(args.model, device=args.device, dtype="float32")
-    raw = {"target": TARGET, "samples": args.samples}
+    raw = {"target": TARGET, "samples": args.samples, "metric": args.metric, "direction": args.direction}
+    if args.foil:
+        raw["foil"] = args.foil
     raw.update({"corrupt_prompt": args.corrupt_prompt} if args.corrupt_prompt else {"subject": SUBJECT})
     params = Params(**raw)
     item = Input(0, "prompt", PROMPT)
     change = atp_setup.locate_change(model, item, params)
     state = atp_setup.run_state(model, [item], params)
-    target_id, _ = atp_setup.metric_tokens(model, params)
-    setup, _ = atp_setup.build_setup(model, item, params, state, change, target_id, None)
+    target_id, foil_id = atp_setup.metric_tokens(model, params)
+    setup, _ = atp_setup.build_setup(model, item, params, state, change, target_id, foil_id)
     seq_len = len(change.ids)
     batch_rows = max(1, batch_tokens_limit(model, seq_len) // seq_len)
     n_layers, n_heads = model.n_layers, model.bridge.cfg.n_heads
     print(f"model {model.name} on {model.device}, torch threads {torch.get_num_threads()}, {seq_len} tokens, "
-          f"corruption {change.corruption} on tokens {change.changed}, samples {setup.samples}, metric log p({TARGET!r})")
+          f"corruption {change.corruption} on tokens {change.changed}, samples {setup.samples}, metric {METRIC_TEXT[params.metric].format(target=TARGET, foil=args.foil)}, "
+          f"{params.resolved_direction()} ({'the clean run patched from the corrupt one' if params.resolved_direction() == 'noising' else 'the corrupt run patched from the clean one'})")
 
     tokens = setup.base.tokens
     with torch.inference_mode():
@@ -118,10 +125,12 @@ def main() -> int:
     position_array = np.array(position_exact).reshape(3, n_layers, seq_len)
     for index, kind in enumerate(("resid", "attn", "mlp")):
         exact_of[kind] = position_array[index]
-    first = change.changed[0] if change.corruption == "noise" else 0
+    first = change.changed[0]
 
     def kept(values, kind):
-        # Positions before the noised subject are 0 in every estimate and in exact patching alike.
+        # Positions before the first changed token (the noised subject, or the first token where the
+        # corrupt prompt differs) are exactly 0 in every estimate and in exact patching alike: ties
+        # that would only inflate the rank correlation.
         return values[..., first:].ravel()
 
     # A batched exact forward costs less per row than a forward of one row (the weights are read
@@ -158,10 +167,10 @@ def main() -> int:
         star_rho = spearmanr(kept(star_gd.estimate[kind], kind), kept(truth, kind)).statistic
         size_rho = spearmanr(np.abs(kept(star_gd.estimate[kind], kind)), np.abs(kept(truth, kind))).statistic
         ranking = star_gd.graddrop[kind]
-        top, sampled = choose_checks(ranking, args.top_k, args.random_checks, rng)
+        top, sampled, frame = choose_checks(ranking, args.top_k, args.random_checks, rng, live_nodes(kind, truth.shape, first))
         flat_truth = truth.ravel()
         summary = check_summary(kind, star_gd.estimate[kind], plain.estimate[kind], {i: float(flat_truth[i]) for i in top + sampled},
-                                top, sampled, params.fn_threshold)
+                                top, sampled, params.fn_threshold, frame)
         threshold = params.fn_threshold * np.abs(flat_truth).max()
         outside = np.setdiff1d(np.arange(flat_truth.size), top)
         true_fn = int((np.abs(flat_truth[outside]) >= threshold).sum())
@@ -181,7 +190,7 @@ def main() -> int:
         values = star_gd.estimate[kind]
         best = np.argsort(-star_gd.graddrop[kind].ravel())[:6]
         print(f"top neurons ({kind}, by GradDrop): " + ", ".join(f"L{layer}N{neuron} {values[layer, neuron]:+.3f}" for layer, neuron in zip(*np.unravel_index(best, values.shape))))
-    print(f"clean log p = {star.base_metric:.4f}, corrupt log p = {star.source_metric:.4f}")
+    print(f"metric on the base run {star.base_metric:.4f}, on the source run {star.source_metric:.4f}")
     return 0
 
 

@@ -217,6 +217,11 @@ def test_a_run_stores_estimates_beside_exact_checks_and_draws(tiny_model, store)
     assert counts == dict.fromkeys(("resid", "attn", "mlp"), n_layers * seq_len)
     checked = store.query("SELECT kind, checked, count(*) FROM attribution_patching WHERE run_id = ? AND exact IS NOT NULL GROUP BY ALL ORDER BY ALL", [run_id]).rows
     assert {(kind, label): n for kind, label, n in checked} == {(kind, label): n for kind in ("attn", "mlp", "resid") for label, n in (("sample", 4), ("top", 3))}
+    # The random checks are drawn from nodes that can have an effect: none before the noised subject.
+    first = store.query("SELECT min(pos) FROM attribution_patching WHERE run_id = ? AND estimate <> 0", [run_id]).rows[0][0]
+    assert first > 0
+    sampled_positions = store.query("SELECT min(pos) FROM attribution_patching WHERE run_id = ? AND checked = 'sample'", [run_id]).rows[0][0]
+    assert sampled_positions >= first
     rows = store.query("SELECT kind, spearman, false_negatives, checked FROM atp_checks WHERE run_id = ? ORDER BY kind", [run_id]).rows
     assert [row[0] for row in rows] == sorted(("resid", "attn", "mlp", "head", "head_total", "neuron_sum", "neuron_last", "edge"))
     assert all(row[3] == 7 for row in rows if row[0] != "edge")
@@ -253,6 +258,28 @@ def test_a_prompt_set_is_sharded_by_prompt_with_the_mean(tiny_model, store):
     for key, values in expected.items():
         assert len(values) == 2
         assert means[key] == pytest.approx(sum(values) / 2, rel=1e-12)
+
+
+def test_random_checks_skip_nodes_before_the_change_and_the_false_negatives_scale_to_that_frame():
+    from analyses.attribution_patching.tables import check_summary, choose_checks, live_nodes
+
+    shape = (3, 6)  # layers x positions; the change starts at position 2
+    ranking = np.arange(18, dtype=float).reshape(shape)[::-1].copy()
+    live = live_nodes("resid", shape, 2)
+    assert live.reshape(shape)[:, :2].sum() == 0 and live.reshape(shape)[:, 2:].all()
+    assert live_nodes("neuron_sum", (3, 5), 2).all() and not live_nodes("head", (3, 2, 6), 2).reshape(3, 2, 6)[..., :2].any()
+    for seed in range(20):
+        top, sampled, frame = choose_checks(ranking, 2, 5, np.random.default_rng(seed), live)
+        assert all(flat % 6 >= 2 for flat in sampled) and not set(top) & set(sampled)
+        assert frame == int(live.sum()) - sum(1 for flat in top if live[flat])
+    # Two of the five sampled nodes miss: 2 x frame / 5 false negatives, not 2 x (all nodes - top) / 5.
+    top, sampled, frame = choose_checks(ranking, 2, 5, np.random.default_rng(0), live)
+    exact_values = dict.fromkeys(top + sampled, 0.0)
+    exact_values[top[0]] = 1.0
+    exact_values[sampled[0]] = exact_values[sampled[1]] = 0.5
+    estimate = np.zeros(18)
+    summary = check_summary("resid", estimate, estimate, exact_values, top, sampled, 0.1, frame)
+    assert summary["false_negatives"] == 2 and summary["fn_estimate"] == pytest.approx(2 * frame / 5)
 
 
 def test_the_unchanged_nodes_invariant_is_relative_to_the_largest_effect_and_catches_a_leak():

@@ -62,7 +62,7 @@ class Params:
     sigma: float | None = param(None, "an explicit sigma; overrides sigma_source")
     seed: int = param(0, "noise seed (as causal-trace's) and the seed of the random exact checks")
     top_k: int = param(10, "exact checks: the top-k nodes of each kind by ranking score")
-    random_checks: int = param(20, "exact checks: a random sample of this many of the other nodes of each kind")
+    random_checks: int = param(20, "exact checks: a random sample of this many of the other nodes of each kind (nodes before the first changed token, exactly 0 in both runs, are left out)")
     fn_threshold: float = param(0.1, "false negative: a sampled node whose |exact| is at least this fraction of the largest |exact| checked")
     edges: bool = param(True, "edge attribution patching: score every edge (head/MLP/embedding -> later head's q/k/v, MLP input, logits), store the top ones and a pruned circuit")
     top_edges: int = param(100, "edges: how many of the strongest edges (|estimate|) to store; each is checked by exact edge patching")

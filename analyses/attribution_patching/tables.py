@@ -18,15 +18,31 @@ def node_of(kind: str, index: tuple) -> Node:
     return Node(kind, tuple(int(i) for i in index))
 
 
-def choose_checks(ranking: Any, top_k: int, random_checks: int, rng: Any) -> tuple[list, list]:
-    """Flat indices of the top-k nodes by ranking score and a uniform sample of the others."""
+def live_nodes(kind: str, shape: tuple, first_changed: int) -> Any:
+    """Flat mask of the nodes that can have an effect: a residual, attention or MLP output and a
+    head's read of a position before the first changed token are the same in both runs, so their
+    estimate and exact effect are both exactly 0 (checking them would only add certain agreements);
+    every neuron and whole head can differ."""
+    import numpy as np
+
+    mask = np.ones(shape, dtype=bool)
+    if kind in POSITION_KINDS or kind == "head":
+        mask[..., :first_changed] = False
+    return mask.ravel()
+
+
+def choose_checks(ranking: Any, top_k: int, random_checks: int, rng: Any, live: Any = None) -> tuple[list, list, int]:
+    """Flat indices of the top-k nodes by ranking score and a uniform sample of the others (of
+    the live ones, where a live_nodes mask is given), and the number of nodes sampled from."""
     import numpy as np
 
     order = np.argsort(-ranking.ravel(), kind="stable")
     top = order[:top_k].tolist()
     rest = order[top_k:]
+    if live is not None:
+        rest = rest[live[rest]]
     sampled = sorted(rng.choice(rest, size=min(random_checks, len(rest)), replace=False).tolist()) if len(rest) else []
-    return top, sampled
+    return top, sampled, len(rest)
 
 
 def spearman(first: list, second: list) -> float:
@@ -38,16 +54,18 @@ def spearman(first: list, second: list) -> float:
     return float(spearmanr(first, second).statistic)
 
 
-def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sampled: list, fn_threshold: float) -> dict:
+def check_summary(kind: str, estimate: Any, atp: Any, exact: dict, top: list, sampled: list, fn_threshold: float,
+                  frame: int | None = None) -> dict:
     """Spearman over the checked nodes (signed; plain AtP's; of the sizes |estimate| and |exact|)
-    and the sampled false-negative estimate of one kind."""
+    and the sampled false-negative estimate of one kind: the sample's misses scaled to the frame it
+    was drawn from (frame nodes; every node outside the top-k when not given)."""
     checked = top + sampled
     exact_values = [exact[i] for i in checked]
     estimated = [float(estimate.ravel()[i]) for i in checked]
     largest = max((abs(value) for value in exact_values), default=0.0)
     threshold = fn_threshold * largest
     misses = sum(1 for i in sampled if largest > 0 and abs(exact[i]) >= threshold)
-    rest = estimate.size - len(top)
+    rest = estimate.size - len(top) if frame is None else frame
     return {
         "kind": kind, "nodes": int(estimate.size), "checked": len(checked),
         "spearman": spearman(estimated, exact_values),
@@ -102,9 +120,9 @@ class Collector:
         nodes: list[Node] = []
         for kind in CHECK_KINDS:
             ranking = scores.graddrop[kind] if scores.graddrop is not None else np.abs(scores.estimate[kind])
-            top, sampled = choose_checks(ranking, params.top_k, params.random_checks, rng)
-            chosen[kind] = (top, sampled)
             shape = scores.estimate[kind].shape
+            chosen[kind] = choose_checks(ranking, params.top_k, params.random_checks, rng, live_nodes(kind, shape, change.changed[0]))
+            top, sampled, _ = chosen[kind]
             nodes += [node_of(kind, np.unravel_index(flat, shape)) for flat in top + sampled]
         progress(6, 10, f"exact patching of {len(nodes)} checked nodes")
         effects = exact.exact_effects(model, setup, nodes, source, scores.z_patched, batch_rows, cancel)
@@ -114,8 +132,8 @@ class Collector:
             exact_of[node.kind][flat] = effect
         summaries = {}
         for kind in CHECK_KINDS:
-            top, sampled = chosen[kind]
-            summaries[kind] = check_summary(kind, scores.estimate[kind], scores.atp[kind], exact_of[kind], top, sampled, params.fn_threshold)
+            top, sampled, frame = chosen[kind]
+            summaries[kind] = check_summary(kind, scores.estimate[kind], scores.atp[kind], exact_of[kind], top, sampled, params.fn_threshold, frame)
             self.checks.append({"input_id": item.input_id, **summaries[kind]})
         if params.edges:
             from analyses.attribution_patching import edges as eap
@@ -140,7 +158,7 @@ class Collector:
         for kind in CHECK_KINDS:
             estimate = scores.estimate[kind]
             ranking = scores.graddrop[kind] if scores.graddrop is not None else np.abs(estimate)
-            top, sampled = chosen[kind]
+            top, sampled, _ = chosen[kind]
             label = {**dict.fromkeys(sampled, "sample"), **dict.fromkeys(top, "top")}
             flats = np.arange(estimate.size)
             index = np.unravel_index(flats, estimate.shape)
