@@ -82,9 +82,10 @@ def main() -> int:
     seq_len = len(change.ids)
     batch_rows = max(1, batch_tokens_limit(model, seq_len) // seq_len)
     n_layers, n_heads = model.n_layers, model.bridge.cfg.n_heads
+    direction = params.resolved_direction()
     print(f"model {model.name} on {model.device}, torch threads {torch.get_num_threads()}, {seq_len} tokens, "
           f"corruption {change.corruption} on tokens {change.changed}, samples {setup.samples}, metric {METRIC_TEXT[params.metric].format(target=TARGET, foil=args.foil)}, "
-          f"{params.resolved_direction()} ({'the clean run patched from the corrupt one' if params.resolved_direction() == 'noising' else 'the corrupt run patched from the clean one'})")
+          f"{direction} ({'the clean run patched from the corrupt one' if direction == 'noising' else 'the corrupt run patched from the clean one'})")
 
     tokens = setup.base.tokens
     with torch.inference_mode():

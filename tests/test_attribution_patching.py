@@ -101,7 +101,7 @@ def test_the_qk_pass_from_the_caches_equals_the_forward_qk_pass(family_model):
 @pytest.mark.parametrize("corruption", ["noising", "denoising", "corrupt prompt"])
 def test_both_runs_in_one_batch_equal_the_two_runs_apart(family_model, corruption):
     # node_scores runs the source rows in the base run's batch (one forward, not two): the caches,
-    # logits and gradients must equal a base pass and a source capture run apart, to float32
+    # logits and gradients must equal the two runs captured apart and the gradient run alone, to float32
     # rounding, whichever run carries the noise or a corrupt prompt.
     import torch
 
@@ -113,8 +113,9 @@ def test_both_runs_in_one_batch_equal_the_two_runs_apart(family_model, corruptio
         setup = engine.Setup(engine.RunInput(tokens), engine.RunInput(other), engine.Metric("logprob", 0))
     else:
         setup = _noise_setup(family_model, 1.0, samples=2, denoise=corruption == "denoising")
-    base, base_logits, grads = engine.base_pass(family_model, setup)
+    base, base_logits = engine.capture(family_model, setup.base)
     source, source_logits = engine.capture(family_model, setup.source)
+    grads = engine.gradients(family_model, setup, [0])
     base2, base_logits2, grads2, source2, source_logits2 = engine.both_runs(family_model, setup)
     assert base_logits2.shape == base_logits.shape and source_logits2.shape == source_logits.shape
     torch.testing.assert_close(base_logits2, base_logits, rtol=1e-4, atol=1e-4)

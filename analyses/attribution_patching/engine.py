@@ -123,7 +123,7 @@ def forward_runs(model, parts: list[tuple[RunInput, list[int]]], hooks: list) ->
     from analyses.causal_trace.engine import corrupt
     from analyses.model.adapters import adapter_for
 
-    tokens = torch.cat([run.tokens.expand(len(rows), -1) for run, rows in parts]) if len(parts) > 1 else parts[0][0].tokens.expand(len(parts[0][1]), -1)
+    tokens = torch.cat([run.tokens.expand(len(rows), -1) for run, rows in parts])
     all_hooks = list(hooks)
     if any(run.noise is not None for run, _ in parts):
         def add_noise(embed: Any, hook: Any) -> Any:
@@ -132,7 +132,7 @@ def forward_runs(model, parts: list[tuple[RunInput, list[int]]], hooks: list) ->
                 piece = embed[start : start + len(rows)]
                 pieces.append(piece if run.noise is None else corrupt(piece[:1], run.noise[rows], run.subject_range))
                 start += len(rows)
-            return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+            return torch.cat(pieces)
 
         all_hooks.insert(0, ("hook_embed", add_noise))
     final: dict = {}
@@ -193,37 +193,29 @@ def gradients(model, setup: Setup, variants: list[int], cancel: CancelEvent | No
     return _gradient_run(model, setup, variants, cancel)[0]
 
 
-def base_pass(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[dict, Any, dict]:
-    """The base run's cache (as capture's), its last-position logits and the plain gradients, from
-    one forward and one backward: the forward that the gradient needs is the base run itself."""
+def both_runs(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[dict, Any, dict, dict, Any]:
+    """Both runs' caches (as capture's) and last-position logits, and the plain gradients at the
+    base run, from one batched forward and one backward: the source rows ride in the base run's
+    batch (a forward of a few more rows of a short prompt costs far less than a second forward; the
+    backward reads only the base rows' metric). Returns the base cache, base logits, plain
+    gradients, source cache, source logits."""
     cache: dict = {}
     grads, logits = _gradient_run(model, setup, [0], cancel, cache)
-    return cache, logits, grads
-
-
-def both_runs(model, setup: Setup, cancel: CancelEvent | None = None) -> tuple[dict, Any, dict, dict, Any]:
-    """base_pass() and capture() of the source run from one batched forward and one backward: the
-    source rows ride in the base run's batch (a forward of a few more rows of a short prompt costs
-    far less than a second forward; the backward reads only the base rows' metric). Returns the
-    base cache, base logits, plain gradients, source cache, source logits."""
-    cache: dict = {}
-    grads, logits = _gradient_run(model, setup, [0], cancel, cache, with_source=True)
     base_rows = setup.base.rows
     base = {key: value[:base_rows] for key, value in cache.items()}
     source = {key: value[base_rows:] for key, value in cache.items()}
     return base, logits[:base_rows], grads, source, logits[base_rows:]
 
 
-def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None, cache: dict | None = None,
-                  with_source: bool = False) -> tuple[dict, Any]:
-    """gradients(), and with cache (variants [0] only) every CACHE_SITES activation of the base rows
-    (and with with_source, of the source run's rows after them, which the metric does not read)."""
+def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent | None = None, cache: dict | None = None) -> tuple[dict, Any]:
+    """gradients(); with cache (variants [0] only) the source run's rows ride after the base rows
+    (the metric does not read them) and every CACHE_SITES activation of both goes into cache."""
     import torch
 
     check_cancel(cancel)
     base_rows = setup.base.rows
     row_variant = torch.tensor(variants).repeat_interleave(base_rows)
-    if with_source:
+    if cache is not None:
         row_variant = torch.cat([row_variant, torch.full((setup.source.rows,), -1)])
     deltas: dict = {}
 
@@ -241,7 +233,7 @@ def _gradient_run(model, setup: Setup, variants: list[int], cancel: CancelEvent 
     hooks = [] if cache is None else _capture_hooks(model, CACHE_SITES, cache)  # before add_delta: they keep the value itself
     hooks += [(hook_name(site, layer), _bind(add_delta, key=(site, layer))) for layer in range(model.n_layers) for site in GRAD_SITES]
     rows = list(range(base_rows)) * len(variants)
-    parts = [(setup.base, rows)] + ([(setup.source, list(range(setup.source.rows)))] if with_source else [])
+    parts = [(setup.base, rows)] + ([(setup.source, list(range(setup.source.rows)))] if cache is not None else [])
     with torch.enable_grad():
         logits = forward_runs(model, parts, hooks)
         total = setup.metric(logits[: len(rows)]).sum()

@@ -13,15 +13,11 @@ import pytest
 from analyses.core.params import param_infos
 from analyses.core.registry import analysis_names, get_analysis
 from app.tui.widgets.param_form import show_default
-from tests.helpers.tui import make_app, settle, shown
+from tests.helpers.tui import make_app, screen_lines, settle, shown
 
 pytestmark = pytest.mark.tui
 SIZES = [(80, 24), (60, 20)]
 size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-
-
-def screen_lines(app) -> list[str]:
-    return [strip.text for strip in app.screen._compositor.render_strips()]
 
 
 def drawn(app, widget) -> str:

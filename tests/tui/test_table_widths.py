@@ -4,14 +4,7 @@ widths, so a row rendered in between (on a loaded machine a refresh falls there)
 header's width: the SQL console showed "<|endofte" for "<|endoftext|>" (a snapshot failure in CI)."""
 from __future__ import annotations
 
-from tests.helpers.tui import make_app, settle
-
-
-def _screen_text(app) -> str:
-    import re
-
-    svg = app.export_screenshot()
-    return "".join(re.findall(r">([^<>]*)</text>", svg)).replace("&#160;", " ").replace("&lt;", "<").replace("&gt;", ">")
+from tests.helpers.tui import make_app, screen_lines, settle
 
 
 async def test_rows_rendered_before_the_columns_are_measured_show_whole_after(seeded_store):
@@ -28,7 +21,7 @@ async def test_rows_rendered_before_the_columns_are_measured_show_whole_after(se
         table.add_rows([[str(layer), "<|endoftext|>"] for layer in range(5)])
         # A render before the table's Idle event: the columns are still the headers' widths.
         table.refresh()
-        early = _screen_text(app)
+        early = "\n".join(screen_lines(app))
         assert "<|endofte" in early and "<|endoftext|>" not in early
         await settle(app, pilot)
-        assert "<|endoftext|>" in _screen_text(app)
+        assert "<|endoftext|>" in "\n".join(screen_lines(app))
