@@ -241,6 +241,18 @@ def test_a_run_stores_estimates_beside_exact_checks_and_draws(tiny_model, store)
         assert charts.load_charts(store, chart, run_id), chart.title
 
 
+def test_a_run_without_edges_draws_in_a_store_that_never_held_an_edge_table(tiny_model, store):
+    # Found driving the TUI: a store whose attribution-patching runs all had edges=false has no
+    # atp_edges table, and the circuit chart's query failed the whole run's charts ("Catalog
+    # Error: Table with name atp_edges does not exist"). A chart of a table that does not exist has no data.
+    run_id = _run(tiny_model, store, {"subject": "Eiffel Tower", "samples": "1", "edges": "false", "graddrop": "false"})
+    tables = {row[0] for row in store.query("SELECT table_name FROM information_schema.tables").rows}
+    assert "atp_edges" not in tables
+    loaded = {chart.table: charts.load_charts(store, chart, run_id) for chart in attribution_patching.SPEC.charts}
+    assert loaded["atp_edges"] == []
+    assert loaded["attribution_patching"] and loaded["atp_heads"]
+
+
 def test_a_prompt_set_is_sharded_by_prompt_with_the_mean(tiny_model, store):
     from analyses.attribution_patching import AttributionPatching
 

@@ -218,8 +218,17 @@ def first_input_id(store, run_id: int) -> int | None:
     return store.first_input_id(run_id)
 
 
+def table_exists(store, name: str) -> bool:
+    """Whether the store has the table: a result table is created by the first run that writes a
+    row to it (attribution patching with edges=false never creates atp_edges)."""
+    return bool(store.query("SELECT 1 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [name]).rows)
+
+
 def load_charts(store, chart: Chart, run_id: int, input_id: int | None = None) -> list[ChartData]:
-    """One ChartData per value of the chart's facet column (just one without a facet)."""
+    """One ChartData per value of the chart's facet column (just one without a facet); none where
+    the chart's table does not exist in this store."""
+    if not table_exists(store, chart.table):
+        return []
     if chart.facet is None:
         data = load_chart(store, chart, run_id, input_id)
         return [data] if data is not None else []
@@ -293,7 +302,7 @@ def _load_graph(store, chart: Graph, data: ChartData, where: str, values: list, 
     if not data.rows:
         return None
     node_rows = None
-    if chart.nodes is not None:
+    if chart.nodes is not None and table_exists(store, chart.nodes):
         node_where, node_values = "t.run_id = ?", [run_id]
         if chart.per_input and input_id is not None:
             node_where, node_values = node_where + " AND t.input_id = ?", [run_id, input_id]

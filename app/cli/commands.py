@@ -96,13 +96,12 @@ def print_charts(store, analysis: str, run_id: int, args, input_id: int | None =
     width, height = _chart_size(args)
     if input_id is None:
         input_id = charts.first_input_id(store, run_id)
-    existing = {row[0] for row in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").rows}
     status = (store.run_row(run_id) or {}).get("status")
-    if "generation_steps" in existing and (text := generated_text(store, run_id, input_id, _use_colour())):
+    if charts.table_exists(store, "generation_steps") and (text := generated_text(store, run_id, input_id, _use_colour())):
         print(text)
         print()
     for chart in module.spec.charts:
-        loaded = charts.load_charts(store, chart, run_id, input_id) if chart.table in existing else []
+        loaded = charts.load_charts(store, chart, run_id, input_id)
         if not loaded and status != "done":
             # A stopped run has its per-shard tables only; summaries are written when it finishes.
             print(f"{chart.title}: not drawn yet, {chart.table} has no rows for run {run_id} (`iwb resume {run_id}` finishes it)")
